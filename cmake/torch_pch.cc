@@ -1,0 +1,1 @@
+// Carrier of the shared LibTorch precompiled header (see the top-level CMakeLists.txt).

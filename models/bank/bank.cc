@@ -1,0 +1,135 @@
+#include "models/bank/bank.h"
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "models/bundle/bundle_config.h"
+
+namespace danet::models {
+namespace {
+
+int64_t SliceSide(int32_t value) { return value != 0 ? value : 240; }
+
+// The stated cost, or the analytic count when the config leaves it unset.
+absl::StatusOr<double> StatedOrCounted(Network& network, const v1::Preprocessing& pre,
+                                       const std::string& what, double stated) {
+  if (stated > 0) return stated;
+  absl::StatusOr<CostReport> cost =
+      CountCost(network, 4, SliceSide(pre.slice_height()), SliceSide(pre.slice_width()));
+  if (!cost.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", cost.status().message()));
+  }
+  return cost->GMacs();
+}
+
+absl::Status LoadNamedWeights(Network& network, const std::filesystem::path& dir,
+                              const std::string& file, const std::string& field) {
+  absl::Status status = LoadWeights(network, dir / file);
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(field, ": ", status.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Bank>> Bank::Load(const std::filesystem::path& dir,
+                                                 const BankOptions& options) {
+  absl::StatusOr<v1::BundleConfig> config = ReadBundleConfig(dir);
+  if (!config.ok()) return config.status();
+  return Create(*std::move(config), dir, options);
+}
+
+absl::StatusOr<std::unique_ptr<Bank>> Bank::Create(v1::BundleConfig config,
+                                                   const std::filesystem::path& dir,
+                                                   const BankOptions& options) {
+  ValidateOptions validate;
+  if (options.load_weights) validate.bundle_dir = dir;
+  if (absl::Status s = ValidateBundleConfig(config, validate); !s.ok()) return s;
+  if (options.seed) torch::manual_seed(*options.seed);
+
+  std::unique_ptr<Bank> bank(new Bank(std::move(config), dir, options.device));
+  v1::BundleConfig& cfg = bank->config_;
+  for (int i = 0; i < cfg.models_size(); ++i) {
+    v1::BankModel& model = *cfg.mutable_models(i);
+    const std::string field = absl::StrCat("models[", i, "]");
+    absl::StatusOr<std::unique_ptr<Network>> network = BuildBankNetwork(model, dir);
+    if (!network.ok()) return network.status();
+    if (options.load_weights && !model.has_torchscript()) {
+      if (absl::Status s = LoadNamedWeights(**network, dir, model.weights(), field + ".weights");
+          !s.ok()) {
+        return s;
+      }
+    }
+    absl::StatusOr<double> gmacs =
+        StatedOrCounted(**network, cfg.preprocessing(), field, model.gmacs_per_slice());
+    if (!gmacs.ok()) return gmacs.status();
+    model.set_gmacs_per_slice(*gmacs);
+    bank->models_.push_back(*std::move(network));
+  }
+  absl::StatusOr<std::unique_ptr<Network>> decision =
+      BuildDecisionNetwork(cfg.decision().arch(), cfg.models_size() + 1);
+  if (!decision.ok()) return decision.status();
+  if (options.load_weights) {
+    if (absl::Status s =
+            LoadNamedWeights(**decision, dir, cfg.decision().weights(), "decision.weights");
+        !s.ok()) {
+      return s;
+    }
+  }
+  absl::StatusOr<double> gmacs = StatedOrCounted(**decision, cfg.preprocessing(), "decision",
+                                                 cfg.decision().gmacs_per_slice());
+  if (!gmacs.ok()) return gmacs.status();
+  cfg.mutable_decision()->set_gmacs_per_slice(*gmacs);
+  bank->decision_ = *std::move(decision);
+
+  try {
+    for (auto& model : bank->models_) {
+      model->To(options.device);
+      model->SetTraining(false);
+    }
+    bank->decision_->To(options.device);
+    bank->decision_->SetTraining(false);
+  } catch (const c10::Error& e) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot move the bank to ", options.device.str(), ": ", e.what_without_backtrace()));
+  }
+  return bank;
+}
+
+absl::Status Bank::Save(const std::filesystem::path& dir, WeightDtype dtype) const {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return absl::InternalError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
+  v1::BundleConfig out = config_;
+  out.set_weight_dtype(dtype == WeightDtype::kFloat16 ? "float16" : "float32");
+  for (int i = 0; i < size(); ++i) {
+    v1::BankModel& model = *out.mutable_models(i);
+    if (model.has_torchscript()) {
+      const std::filesystem::path from = source_dir_ / model.torchscript().file();
+      const std::filesystem::path to = dir / model.torchscript().file();
+      if (std::filesystem::absolute(from) != std::filesystem::absolute(to)) {
+        std::filesystem::create_directories(to.parent_path(), ec);
+        std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing, ec);
+        if (ec) {
+          return absl::InternalError(
+              absl::StrCat("cannot copy ", from.string(), ": ", ec.message()));
+        }
+      }
+      continue;
+    }
+    model.set_weights(absl::StrCat(model.id(), ".pt"));
+    if (absl::Status s = SaveWeights(*models_[i], dir / model.weights(), dtype); !s.ok()) return s;
+  }
+  out.mutable_decision()->set_weights("decision.pt");
+  if (absl::Status s = SaveWeights(*decision_, dir / "decision.pt", dtype); !s.ok()) return s;
+  return WriteBundleConfig(out, dir);
+}
+
+std::optional<int> Bank::FindModel(const std::string& id) const {
+  for (int i = 0; i < config_.models_size(); ++i) {
+    if (config_.models(i).id() == id) return i;
+  }
+  return std::nullopt;
+}
+
+}  // namespace danet::models

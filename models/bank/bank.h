@@ -1,0 +1,75 @@
+// Bank: the decision network plus the bank of segmentation networks, built from a bundle
+// config, resident on one device.
+//
+// Route 0 is "skip"; route i (1..size()) is model(i - 1). Ownership: the Bank owns its
+// networks. Thread safety: after construction a Bank is read-only; its networks are in eval
+// mode and may run forward from several threads at once (see network.h). Training code that
+// flips modes or loads weights needs exclusive access.
+#ifndef DANET_MODELS_BANK_BANK_H_
+#define DANET_MODELS_BANK_BANK_H_
+
+#include <c10/core/Device.h>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "danet/v1/bundle.pb.h"
+#include "models/bank/network.h"
+
+namespace danet::models {
+
+struct BankOptions {
+  // Load the weight files named in the config. When false, native networks start from fresh
+  // random weights (a preset, or the start of training) and need no files.
+  bool load_weights = true;
+  // Seeds LibTorch's generator before random initialisation, for reproducible weights.
+  std::optional<uint64_t> seed;
+  c10::Device device = c10::Device(c10::kCPU);
+};
+
+class Bank {
+ public:
+  // Reads, validates and loads the bundle in `dir`.
+  static absl::StatusOr<std::unique_ptr<Bank>> Load(const std::filesystem::path& dir,
+                                                    const BankOptions& options);
+
+  // Builds a bank from `config` (validated here). TorchScript files and, when
+  // options.load_weights, weight files are read relative to `dir`. Costs not stated in the
+  // config are counted (see cost.h) at the preprocessing slice size.
+  static absl::StatusOr<std::unique_ptr<Bank>> Create(v1::BundleConfig config,
+                                                      const std::filesystem::path& dir,
+                                                      const BankOptions& options);
+
+  // Writes a complete bundle to `dir`: one weight file per native network (named after its
+  // id) in `dtype`, TorchScript files copied from the source bundle, and bundle.pbtxt.
+  absl::Status Save(const std::filesystem::path& dir, WeightDtype dtype) const;
+
+  // The config, with every cost filled in and weight file names as loaded.
+  const v1::BundleConfig& config() const { return config_; }
+  int size() const { return static_cast<int>(models_.size()); }
+  Network& model(int index) const { return *models_.at(index); }
+  const v1::BankModel& model_config(int index) const { return config_.models(index); }
+  Network& decision() const { return *decision_; }
+  c10::Device device() const { return device_; }
+
+  // Index of the model with this id, or nullopt.
+  std::optional<int> FindModel(const std::string& id) const;
+
+ private:
+  Bank(v1::BundleConfig config, std::filesystem::path source_dir, c10::Device device)
+      : config_(std::move(config)), source_dir_(std::move(source_dir)), device_(device) {}
+
+  v1::BundleConfig config_;
+  std::filesystem::path source_dir_;
+  c10::Device device_;
+  std::unique_ptr<Network> decision_;
+  std::vector<std::unique_ptr<Network>> models_;
+};
+
+}  // namespace danet::models
+
+#endif  // DANET_MODELS_BANK_BANK_H_

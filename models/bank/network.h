@@ -1,0 +1,78 @@
+// Network: one interface over the networks the bank can hold: our native LibTorch modules
+// (UNet, TransBTS, the decision network) and any 2D network exported as TorchScript.
+//
+// Ownership: a Network owns its module. Thread safety: Forward on a network in eval mode may be
+// called from several threads at once (no state changes); SetTraining, To and LoadWeights need
+// exclusive access.
+#ifndef DANET_MODELS_BANK_NETWORK_H_
+#define DANET_MODELS_BANK_NETWORK_H_
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "danet/v1/bundle.pb.h"
+#include "models/cost/cost.h"
+
+namespace danet::models {
+
+// Storage precision of weight files.
+enum class WeightDtype { kFloat32, kFloat16 };
+
+class Network {
+ public:
+  virtual ~Network() = default;
+
+  // N x C x H x W float -> network output (class scores or route logits). Tensor math only:
+  // shape problems surface as c10::Error, which callers at component boundaries catch.
+  virtual at::Tensor Forward(const at::Tensor& x) = 0;
+
+  virtual void SetTraining(bool training) = 0;
+  virtual void To(c10::Device device) = 0;
+  virtual std::vector<at::Tensor> Parameters() = 0;
+
+  // Parameters and buffers by dotted name, for weight files. Empty for TorchScript networks,
+  // whose weights live in their own file.
+  virtual std::vector<std::pair<std::string, at::Tensor>> NamedState() = 0;
+
+  // Human-readable architecture, e.g. "unet(base_width=12)".
+  virtual std::string Describe() const = 0;
+
+  int64_t NumParameters();
+};
+
+// Builds a bank model from its config with freshly initialised weights (native) or loaded
+// from its TorchScript file under `bundle_dir`. Random initialisation uses LibTorch's global
+// generator: seed it (torch::manual_seed) for reproducible weights.
+absl::StatusOr<std::unique_ptr<Network>> BuildBankNetwork(const v1::BankModel& model,
+                                                          const std::filesystem::path& bundle_dir);
+
+// Builds the decision network with `num_routes` outputs (bank size + 1).
+absl::StatusOr<std::unique_ptr<Network>> BuildDecisionNetwork(const v1::DecisionArch& arch,
+                                                              int64_t num_routes);
+
+// Counts one forward pass's cost per sample at C x height x width (see cost.h) and the
+// parameters. The network is put in eval mode and moved to the CPU for the count and is left
+// there in eval mode.
+absl::StatusOr<CostReport> CountCost(Network& network, int64_t channels, int64_t height,
+                                     int64_t width);
+
+// Writes NamedState() to `path` (a pickled dict of tensors, also readable by Python's
+// torch.load). float16 storage halves the file; loading converts back to each tensor's own
+// dtype, so float16 round-trips are exact after the first save.
+absl::Status SaveWeights(Network& network, const std::filesystem::path& path, WeightDtype dtype);
+
+// Loads a file written by SaveWeights into the network. Every tensor must be present with the
+// same shape: errors name the file and the tensor.
+absl::Status LoadWeights(Network& network, const std::filesystem::path& path);
+
+}  // namespace danet::models
+
+#endif  // DANET_MODELS_BANK_NETWORK_H_

@@ -1,0 +1,138 @@
+// danet-bench-models: per-slice latency and achieved GFLOP/s of every network of the paper
+// bank at batch 1 and 8, next to a large-matmul GFLOP/s measured in the same run (the
+// practical peak of this machine). Prints a Markdown table; --json writes the numbers.
+//
+//   danet-bench-models --threads 2 [--size 240] [--batches 1,8] [--min_seconds 3] [--json F]
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_format.h"
+#include "models/bank/bank.h"
+#include "models/bundle/bundle_config.h"
+
+ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads.");
+ABSL_FLAG(int, size, 240, "Slice side in pixels.");
+ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "8"}), "Batch sizes.");
+ABSL_FLAG(double, min_seconds, 3.0, "Minimum measuring time per network and batch.");
+ABSL_FLAG(int, matmul_n, 2048, "Side of the square fp32 matmul used as the peak.");
+ABSL_FLAG(std::string, json, "", "Also write the results as JSON to this file.");
+
+namespace danet::models {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Median seconds of `fn` over at least 3 runs and `min_seconds`, after one warm-up run.
+template <typename Fn>
+double MedianSeconds(Fn&& fn, double min_seconds) {
+  fn();
+  std::vector<double> times;
+  const auto start = Clock::now();
+  while (times.size() < 3 ||
+         std::chrono::duration<double>(Clock::now() - start).count() < min_seconds) {
+    const auto t0 = Clock::now();
+    fn();
+    times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
+}
+
+double MatmulGflops(int n, double min_seconds) {
+  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+  const double seconds = MedianSeconds([&] { torch::mm(a, b); }, min_seconds);
+  return 2.0 * n * n * static_cast<double>(n) / seconds * 1e-9;
+}
+
+struct Row {
+  std::string id, arch;
+  int batch;
+  double gmacs, ms_per_slice, gflops;
+};
+
+int Run() {
+  torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+  torch::NoGradGuard no_grad;
+  const int size = absl::GetFlag(FLAGS_size);
+  const double min_seconds = absl::GetFlag(FLAGS_min_seconds);
+  v1::BundleConfig config = PaperPresetConfig();
+  config.mutable_preprocessing()->set_slice_height(size);
+  config.mutable_preprocessing()->set_slice_width(size);
+  BankOptions options;
+  options.load_weights = false;
+  options.seed = 1;
+  absl::StatusOr<std::unique_ptr<Bank>> bank = Bank::Create(config, ".", options);
+  if (!bank.ok()) {
+    std::cerr << "danet-bench-models: " << bank.status() << "\n";
+    return 1;
+  }
+  struct Entry {
+    std::string id;
+    Network* network;
+    double gmacs;
+  };
+  std::vector<Entry> entries = {
+      {"D", &(*bank)->decision(), (*bank)->config().decision().gmacs_per_slice()}};
+  for (int i = 0; i < (*bank)->size(); ++i) {
+    entries.push_back({(*bank)->model_config(i).id(), &(*bank)->model(i),
+                       (*bank)->model_config(i).gmacs_per_slice()});
+  }
+
+  const double peak_before = MatmulGflops(absl::GetFlag(FLAGS_matmul_n), min_seconds);
+  std::vector<Row> rows;
+  for (const Entry& entry : entries) {
+    for (const std::string& batch_text : absl::GetFlag(FLAGS_batches)) {
+      const int batch = std::stoi(batch_text);
+      const torch::Tensor x = torch::randn({batch, 4, size, size});
+      const double seconds = MedianSeconds([&] { entry.network->Forward(x); }, min_seconds);
+      rows.push_back({entry.id, entry.network->Describe(), batch, entry.gmacs,
+                      1e3 * seconds / batch, 2.0 * entry.gmacs * batch / seconds});
+      std::cerr << absl::StrFormat("%s batch %d: %.1f ms/slice\n", entry.id, batch,
+                                   rows.back().ms_per_slice);
+    }
+  }
+  const double peak =
+      std::max(peak_before, MatmulGflops(absl::GetFlag(FLAGS_matmul_n), min_seconds));
+
+  std::cout << absl::StrFormat(
+      "threads=%d, slice %dx%d, fp32, matmul %dx%d peak %.1f GFLOP/s (best of before/after)\n\n",
+      absl::GetFlag(FLAGS_threads), size, size, absl::GetFlag(FLAGS_matmul_n),
+      absl::GetFlag(FLAGS_matmul_n), peak);
+  std::cout << "| net | batch | GMACs/slice | ms/slice | GFLOP/s | % of matmul peak |\n"
+               "|---|---:|---:|---:|---:|---:|\n";
+  for (const Row& r : rows) {
+    std::cout << absl::StrFormat("| %s | %d | %.3f | %.1f | %.1f | %.0f%% |\n", r.id, r.batch,
+                                 r.gmacs, r.ms_per_slice, r.gflops, 100.0 * r.gflops / peak);
+  }
+  if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
+    std::ofstream out(path);
+    out << "{\"threads\": " << absl::GetFlag(FLAGS_threads) << ", \"size\": " << size
+        << ", \"matmul_gflops\": " << peak << ", \"rows\": [";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      out << (i ? ", " : "")
+          << absl::StrFormat(
+                 "{\"id\": \"%s\", \"batch\": %d, \"gmacs\": %.4f, \"ms_per_slice\": %.3f, "
+                 "\"gflops\": %.2f}",
+                 r.id, r.batch, r.gmacs, r.ms_per_slice, r.gflops);
+    }
+    out << "]}\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace danet::models
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return danet::models::Run();
+}

@@ -1,0 +1,68 @@
+// The decision network D: "ShuffleNetV2-M", a width-reduced Megvii-style ShuffleNetV2 that
+// classifies a full 4 x 240 x 240 slice into n+1 routes (0 = skip, i = bank model i).
+#ifndef DANET_MODELS_NN_DECISION_NET_H_
+#define DANET_MODELS_NN_DECISION_NET_H_
+
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <vector>
+
+namespace danet::models {
+
+struct DecisionNetOptions {
+  explicit DecisionNetOptions(int64_t num_routes) : num_routes_(num_routes) {}
+  TORCH_ARG(int64_t, num_routes);  // n + 1
+  TORCH_ARG(std::vector<int64_t>, stage_repeats) = std::vector<int64_t>{4, 8, 4};
+  // Stem width followed by one width per stage.
+  TORCH_ARG(std::vector<int64_t>, stage_widths) = std::vector<int64_t>{12, 24, 48, 96};
+  TORCH_ARG(int64_t, head_width) = 256;
+  TORCH_ARG(int64_t, in_channels) = 4;
+};
+
+// ShuffleNetV2 unit. Stride 1: the input's channels are shuffled into two halves, one passes
+// through, the other goes 1x1 -> depthwise 3x3 -> 1x1; the two are concatenated. Stride 2:
+// both branches transform the whole input (the pass-through becomes depthwise 3x3 -> 1x1).
+class ShuffleUnitImpl : public torch::nn::Module {
+ public:
+  ShuffleUnitImpl(int64_t in_channels, int64_t out_channels, int64_t stride);
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::Tensor Main(const torch::Tensor& x);
+  torch::Tensor Projection(const torch::Tensor& x);
+
+  int64_t stride_;
+  torch::nn::Conv2d main_pw1_{nullptr}, main_dw_{nullptr}, main_pw2_{nullptr};
+  torch::nn::BatchNorm2d main_bn1_{nullptr}, main_bn2_{nullptr}, main_bn3_{nullptr};
+  torch::nn::Conv2d proj_dw_{nullptr}, proj_pw_{nullptr};  // stride 2 only
+  torch::nn::BatchNorm2d proj_bn1_{nullptr}, proj_bn2_{nullptr};
+};
+TORCH_MODULE(ShuffleUnit);
+
+// Input N x in x H x W (any size; 240 x 240 is the BraTS slice); output N x num_routes logits.
+class DecisionNetImpl : public torch::nn::Module {
+ public:
+  explicit DecisionNetImpl(const DecisionNetOptions& options);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  DecisionNetOptions options;
+
+ private:
+  torch::nn::Conv2d stem_{nullptr};
+  torch::nn::BatchNorm2d stem_bn_{nullptr};
+  torch::nn::ModuleList units_{nullptr};
+  torch::nn::Conv2d head_{nullptr};
+  torch::nn::BatchNorm2d head_bn_{nullptr};
+  torch::nn::Linear classifier_{nullptr};
+};
+TORCH_MODULE(DecisionNet);
+
+}  // namespace danet::models
+
+#endif  // DANET_MODELS_NN_DECISION_NET_H_

@@ -1,0 +1,106 @@
+#include "models/nn/ops.h"
+
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/pooling.h>
+
+#include "models/cost/cost.h"
+
+namespace danet::models::ops {
+namespace {
+
+double Numel(const torch::Tensor& t) { return static_cast<double>(t.numel()); }
+
+}  // namespace
+
+torch::Tensor Conv(torch::nn::Conv2d& conv, const torch::Tensor& x) {
+  torch::Tensor y = conv->forward(x);
+  if (CostRecordingActive()) {
+    const auto& o = conv->options;
+    const auto& k = o.kernel_size();
+    const double per_output =
+        static_cast<double>(o.in_channels() / o.groups()) * k->at(0) * k->at(1);
+    RecordCost(OpKind::kConv, Numel(y) * (per_output + (o.bias() ? 1 : 0)));
+  }
+  return y;
+}
+
+torch::Tensor ConvTranspose(torch::nn::ConvTranspose2d& conv, const torch::Tensor& x) {
+  torch::Tensor y = conv->forward(x);
+  if (CostRecordingActive()) {
+    const auto& o = conv->options;
+    const auto& k = o.kernel_size();
+    const double per_input =
+        static_cast<double>(o.out_channels() / o.groups()) * k->at(0) * k->at(1);
+    RecordCost(OpKind::kTransposedConv, Numel(x) * per_input + (o.bias() ? Numel(y) : 0.0));
+  }
+  return y;
+}
+
+torch::Tensor Linear(torch::nn::Linear& linear, const torch::Tensor& x) {
+  torch::Tensor y = linear->forward(x);
+  if (CostRecordingActive()) {
+    const auto& o = linear->options;
+    RecordCost(OpKind::kLinear, Numel(y) * (o.in_features() + (o.bias() ? 1 : 0)));
+  }
+  return y;
+}
+
+torch::Tensor BatchNorm(torch::nn::BatchNorm2d& norm, const torch::Tensor& x) {
+  torch::Tensor y = norm->forward(x);
+  RecordCost(OpKind::kNorm, Numel(y) * (norm->options.affine() ? 2 : 1));
+  return y;
+}
+
+torch::Tensor LayerNorm(torch::nn::LayerNorm& norm, const torch::Tensor& x) {
+  torch::Tensor y = norm->forward(x);
+  RecordCost(OpKind::kNorm, Numel(y) * (norm->options.elementwise_affine() ? 2 : 1));
+  return y;
+}
+
+torch::Tensor Relu(const torch::Tensor& x) {
+  RecordCost(OpKind::kActivation, Numel(x));
+  return torch::relu(x);
+}
+
+torch::Tensor Gelu(const torch::Tensor& x) {
+  RecordCost(OpKind::kActivation, Numel(x));
+  return torch::gelu(x);
+}
+
+torch::Tensor Softmax(const torch::Tensor& x, int64_t dim) {
+  RecordCost(OpKind::kActivation, Numel(x));
+  return torch::softmax(x, dim);
+}
+
+torch::Tensor Add(const torch::Tensor& a, const torch::Tensor& b) {
+  torch::Tensor y = a + b;
+  RecordCost(OpKind::kElementwise, Numel(y));
+  return y;
+}
+
+torch::Tensor MaxPool(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
+  RecordCost(OpKind::kPool, Numel(x));
+  return torch::max_pool2d(x, {kernel, kernel}, {stride, stride}, {padding, padding});
+}
+
+torch::Tensor GlobalAvgPool(const torch::Tensor& x) {
+  RecordCost(OpKind::kPool, Numel(x));
+  return x.mean({2, 3});
+}
+
+torch::Tensor AttentionMatmul(const torch::Tensor& a, const torch::Tensor& b) {
+  torch::Tensor y = torch::matmul(a, b);
+  RecordCost(OpKind::kAttention, Numel(y) * static_cast<double>(a.size(-1)));
+  return y;
+}
+
+torch::nn::Conv2d Conv3x3(int64_t in, int64_t out, int64_t stride, bool bias) {
+  return torch::nn::Conv2d(
+      torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(bias));
+}
+
+torch::nn::Conv2d Conv1x1(int64_t in, int64_t out, bool bias) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).bias(bias));
+}
+
+}  // namespace danet::models::ops

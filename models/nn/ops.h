@@ -1,0 +1,36 @@
+// Counted tensor ops: the layers of our networks run through these so that a forward pass
+// under a ScopedCostRecording (models/cost/cost.h) reports its cost. Each op computes exactly
+// what the plain LibTorch call computes; the recording is one thread-local check when off.
+#ifndef DANET_MODELS_NN_OPS_H_
+#define DANET_MODELS_NN_OPS_H_
+
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+namespace danet::models::ops {
+
+torch::Tensor Conv(torch::nn::Conv2d& conv, const torch::Tensor& x);
+torch::Tensor ConvTranspose(torch::nn::ConvTranspose2d& conv, const torch::Tensor& x);
+torch::Tensor Linear(torch::nn::Linear& linear, const torch::Tensor& x);
+torch::Tensor BatchNorm(torch::nn::BatchNorm2d& norm, const torch::Tensor& x);
+torch::Tensor LayerNorm(torch::nn::LayerNorm& norm, const torch::Tensor& x);
+torch::Tensor Relu(const torch::Tensor& x);
+torch::Tensor Gelu(const torch::Tensor& x);
+torch::Tensor Softmax(const torch::Tensor& x, int64_t dim);
+// Element-wise a + b (residual connections, positional embeddings).
+torch::Tensor Add(const torch::Tensor& a, const torch::Tensor& b);
+torch::Tensor MaxPool(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
+// N x C x H x W -> N x C.
+torch::Tensor GlobalAvgPool(const torch::Tensor& x);
+// Batched matmul a @ b counted as attention (Q.K^T, A.V).
+torch::Tensor AttentionMatmul(const torch::Tensor& a, const torch::Tensor& b);
+
+// 3x3 convolution with padding 1 (the workhorse of the UNet family).
+torch::nn::Conv2d Conv3x3(int64_t in, int64_t out, int64_t stride = 1, bool bias = true);
+torch::nn::Conv2d Conv1x1(int64_t in, int64_t out, bool bias = true);
+
+}  // namespace danet::models::ops
+
+#endif  // DANET_MODELS_NN_OPS_H_

@@ -1,0 +1,249 @@
+// Bundle config parsing and validation (errors name their field), weight round trips, and
+// bank loading errors.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include "models/bank/bank.h"
+#include "models/bundle/bundle_config.h"
+
+namespace danet::models {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::filesystem::path TempDir(const std::string& name) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() /
+      ("danet_bundle_test_" + std::to_string(::getpid()) + "_" + name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// A small bank (fast to run): two small UNets, a small TransBTS, the default decision net.
+v1::BundleConfig SmallConfig() {
+  v1::BundleConfig config = PaperPresetConfig();
+  config.set_name("small");
+  config.mutable_models(0)->mutable_unet()->set_base_width(4);
+  config.mutable_models(1)->mutable_unet()->set_base_width(6);
+  for (int i : {2, 3}) {
+    v1::TransBTSArch* t = config.mutable_models(i)->mutable_transbts();
+    t->set_base_width(4);
+    t->set_embed_dim(32);
+    t->set_num_heads(4);
+    t->set_mlp_dim(64);
+    t->set_image_size(64);
+  }
+  config.mutable_preprocessing()->set_slice_height(64);
+  config.mutable_preprocessing()->set_slice_width(64);
+  return config;
+}
+
+std::unique_ptr<Bank> NewBank(const v1::BundleConfig& config, uint64_t seed) {
+  BankOptions options;
+  options.load_weights = false;
+  options.seed = seed;
+  absl::StatusOr<std::unique_ptr<Bank>> bank = Bank::Create(config, ".", options);
+  EXPECT_TRUE(bank.ok()) << bank.status();
+  return bank.ok() ? *std::move(bank) : nullptr;
+}
+
+// Every network's output on one fixed input, in route order (decision first).
+std::vector<torch::Tensor> Outputs(const Bank& bank) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(99);
+  const torch::Tensor x = torch::randn({2, 4, 64, 64});
+  std::vector<torch::Tensor> out = {bank.decision().Forward(x)};
+  for (int i = 0; i < bank.size(); ++i) out.push_back(bank.model(i).Forward(x));
+  return out;
+}
+
+class BundleTest : public ::testing::Test {
+ protected:
+  void SetUp() override { torch::set_num_threads(2); }
+};
+
+TEST_F(BundleTest, PaperPresetIsValid) {
+  EXPECT_TRUE(ValidateBundleConfig(PaperPresetConfig(), {}).ok());
+}
+
+TEST_F(BundleTest, SyntaxErrorsGiveFileLineAndColumn) {
+  absl::StatusOr<v1::BundleConfig> config =
+      ParseBundleConfig("name: \"x\"\nmodels { id: \"M1\" unet { base_wdth: 3 } }\n", "b.pbtxt");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(), HasSubstr("b.pbtxt:2:"));
+  EXPECT_THAT(config.status().message(), HasSubstr("base_wdth"));
+}
+
+struct BadConfigCase {
+  std::string name;
+  std::function<void(v1::BundleConfig&)> mutate;
+  std::string field;  // what the error must name
+};
+
+void PrintTo(const BadConfigCase& c, std::ostream* os) { *os << c.name; }
+
+class BadConfigTest : public ::testing::TestWithParam<BadConfigCase> {};
+
+TEST_P(BadConfigTest, ErrorNamesTheField) {
+  v1::BundleConfig config = PaperPresetConfig();
+  GetParam().mutate(config);
+  const absl::Status status = ValidateBundleConfig(config, {});
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr(GetParam().field));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Validation, BadConfigTest,
+    ::testing::Values(
+        BadConfigCase{"EmptyBank", [](auto& c) { c.clear_models(); }, "models: the bank is empty"},
+        BadConfigCase{"BadId", [](auto& c) { c.mutable_models(1)->set_id("M 2"); }, "models[1].id"},
+        BadConfigCase{"SkipId", [](auto& c) { c.mutable_models(0)->set_id("skip"); },
+                      "models[0].id: 'skip' is reserved"},
+        BadConfigCase{"DuplicateId", [](auto& c) { c.mutable_models(3)->set_id("M1"); },
+                      "models[3].id: duplicate id 'M1'"},
+        BadConfigCase{"NoArch", [](auto& c) { c.mutable_models(2)->clear_transbts(); },
+                      "models[2]: no architecture"},
+        BadConfigCase{"UNetWidth",
+                      [](auto& c) { c.mutable_models(0)->mutable_unet()->set_base_width(0); },
+                      "models[0].unet.base_width"},
+        BadConfigCase{"Heads",
+                      [](auto& c) { c.mutable_models(3)->mutable_transbts()->set_num_heads(7); },
+                      "models[3].transbts.num_heads: 7 does not divide embed_dim 512"},
+        BadConfigCase{"Classes",
+                      [](auto& c) { c.mutable_models(1)->mutable_unet()->set_num_classes(3); },
+                      "models[1].unet.num_classes"},
+        BadConfigCase{"ScriptCost",
+                      [](auto& c) { c.mutable_models(1)->mutable_torchscript()->set_file("x.pt"); },
+                      "models[1].gmacs_per_slice"},
+        BadConfigCase{"ScriptWeights",
+                      [](auto& c) {
+                        c.mutable_models(1)->mutable_torchscript()->set_file("x.pt");
+                        c.mutable_models(1)->set_weights("w.pt");
+                      },
+                      "models[1].weights"},
+        BadConfigCase{
+            "EscapingPath",
+            [](auto& c) { c.mutable_models(1)->mutable_torchscript()->set_file("../x.pt"); },
+            "models[1].torchscript.file"},
+        BadConfigCase{"DecisionWidths",
+                      [](auto& c) { c.mutable_decision()->mutable_arch()->add_stage_widths(192); },
+                      "decision.arch.stage_widths"},
+        BadConfigCase{
+            "OddWidth",
+            [](auto& c) { c.mutable_decision()->mutable_arch()->set_stage_widths(1, 25); },
+            "decision.arch.stage_widths[1]"},
+        BadConfigCase{"Modalities",
+                      [](auto& c) { c.mutable_preprocessing()->set_modalities(1, "dwi"); },
+                      "preprocessing.modalities"},
+        BadConfigCase{"Normalization",
+                      [](auto& c) { c.mutable_preprocessing()->set_normalization("minmax"); },
+                      "preprocessing.normalization"},
+        BadConfigCase{"SliceSize",
+                      [](auto& c) { c.mutable_preprocessing()->set_slice_height(100); },
+                      "preprocessing.slice_height"},
+        BadConfigCase{"Dtype", [](auto& c) { c.set_weight_dtype("int8"); }, "weight_dtype"}),
+    [](const auto& info) { return info.param.name; });
+
+TEST_F(BundleTest, MissingWeightFileIsNotFoundAndNamed) {
+  const std::filesystem::path dir = TempDir("missing");
+  v1::BundleConfig config = SmallConfig();
+  for (auto& m : *config.mutable_models()) {
+    m.set_weights(m.id() + ".pt");
+    m.set_gmacs_per_slice(1.0);
+  }
+  config.mutable_decision()->set_weights("decision.pt");
+  ValidateOptions options;
+  options.bundle_dir = dir;
+  const absl::Status status = ValidateBundleConfig(config, options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(status.message(), HasSubstr("models[0].weights: file 'M1.pt'"));
+}
+
+TEST_F(BundleTest, SameSeedGivesSameWeights) {
+  std::unique_ptr<Bank> a = NewBank(SmallConfig(), 5), b = NewBank(SmallConfig(), 5),
+                        c = NewBank(SmallConfig(), 6);
+  const auto out_a = Outputs(*a), out_b = Outputs(*b), out_c = Outputs(*c);
+  for (size_t i = 0; i < out_a.size(); ++i) EXPECT_TRUE(torch::equal(out_a[i], out_b[i])) << i;
+  EXPECT_FALSE(torch::equal(out_a[1], out_c[1]));
+}
+
+TEST_F(BundleTest, Float32WeightsRoundTripExactly) {
+  const std::filesystem::path dir = TempDir("f32");
+  std::unique_ptr<Bank> bank = NewBank(SmallConfig(), 11);
+  ASSERT_TRUE(bank->Save(dir, WeightDtype::kFloat32).ok());
+  absl::StatusOr<std::unique_ptr<Bank>> loaded = Bank::Load(dir, {});
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const auto before = Outputs(*bank), after = Outputs(**loaded);
+  ASSERT_EQ(before.size(), after.size());
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(torch::equal(before[i], after[i])) << i;
+  EXPECT_EQ((*loaded)->config().weight_dtype(), "float32");
+  for (int i = 0; i < bank->size(); ++i) {
+    EXPECT_EQ((*loaded)->model_config(i).gmacs_per_slice(),
+              bank->model_config(i).gmacs_per_slice());
+  }
+}
+
+TEST_F(BundleTest, Float16WeightsAreStableAfterTheFirstSave) {
+  const std::filesystem::path first = TempDir("f16a"), second = TempDir("f16b"),
+                              full = TempDir("f16_vs_f32");
+  std::unique_ptr<Bank> bank = NewBank(SmallConfig(), 12);
+  ASSERT_TRUE(bank->Save(first, WeightDtype::kFloat16).ok());
+  absl::StatusOr<std::unique_ptr<Bank>> once = Bank::Load(first, {});
+  ASSERT_TRUE(once.ok()) << once.status();
+  ASSERT_TRUE((*once)->Save(second, WeightDtype::kFloat16).ok());
+  absl::StatusOr<std::unique_ptr<Bank>> twice = Bank::Load(second, {});
+  ASSERT_TRUE(twice.ok()) << twice.status();
+  const auto original = Outputs(*bank), a = Outputs(**once), b = Outputs(**twice);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a[i], b[i])) << i;
+    EXPECT_TRUE(torch::allclose(original[i], a[i], /*rtol=*/1e-2, /*atol=*/1e-2)) << i;
+  }
+  ASSERT_TRUE(bank->Save(full, WeightDtype::kFloat32).ok());
+  EXPECT_LT(std::filesystem::file_size(first / "M4.pt"),
+            0.6 * std::filesystem::file_size(full / "M4.pt"));
+}
+
+TEST_F(BundleTest, WrongOrCorruptWeightFilesAreNamed) {
+  const std::filesystem::path dir = TempDir("corrupt");
+  std::unique_ptr<Bank> bank = NewBank(SmallConfig(), 13);
+  ASSERT_TRUE(bank->Save(dir, WeightDtype::kFloat32).ok());
+  // M1's weights where M2's belong: shapes differ.
+  std::filesystem::copy_file(dir / "M1.pt", dir / "M2.pt",
+                             std::filesystem::copy_options::overwrite_existing);
+  absl::StatusOr<std::unique_ptr<Bank>> loaded = Bank::Load(dir, {});
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("models[1].weights"));
+  EXPECT_THAT(loaded.status().message(), HasSubstr("has shape"));
+  // A truncated file.
+  std::filesystem::resize_file(dir / "M2.pt", 100);
+  loaded = Bank::Load(dir, {});
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(loaded.status().message(), HasSubstr("M2.pt"));
+  EXPECT_THAT(loaded.status().message(), HasSubstr("not readable"));
+}
+
+TEST_F(BundleTest, MissingConfigIsNotFound) {
+  absl::StatusOr<std::unique_ptr<Bank>> loaded = Bank::Load(TempDir("empty"), {});
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("bundle.pbtxt"));
+}
+
+TEST_F(BundleTest, ConfigWrittenIsConfigRead) {
+  const std::filesystem::path dir = TempDir("text");
+  ASSERT_TRUE(WriteBundleConfig(PaperPresetConfig(), dir).ok());
+  absl::StatusOr<v1::BundleConfig> read = ReadBundleConfig(dir);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->SerializeAsString(), PaperPresetConfig().SerializeAsString());
+}
+
+}  // namespace
+}  // namespace danet::models
