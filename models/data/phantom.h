@@ -1,0 +1,69 @@
+// Phantom cases: BraTS-like synthetic cases made from the real Colin27 brain (Debian's
+// mricron-data: ch2bet.nii.gz, skull-stripped T1, 1 mm), for tests and the default bundle.
+//
+// Each case: the brain resampled onto the BraTS grid (240 x 240 x 155, 1 mm) with a small
+// random rigid jitter; four synthetic contrasts derived from the T1 tissue classes (k-means
+// CSF / grey / white centroids, with partial volume kept by interpolating between them):
+// FLAIR suppresses CSF, T2 brightens it, T1ce is T1 plus enhancement; one or two synthetic
+// gliomas with BraTS label structure (edema 2 around a core of enhancing rim 4 and necrotic
+// centre 1) of random position, size, irregular shape and contrast; then a random intensity
+// scale, a smooth multiplicative bias field and noise. Deterministic for a given seed and index.
+//
+// Phantom cases are synthetic: scores on them say that the pipeline works, not how it would do
+// on patients.
+#ifndef DANET_MODELS_DATA_PHANTOM_H_
+#define DANET_MODELS_DATA_PHANTOM_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/volume/brats.h"
+
+namespace danet::data {
+
+inline constexpr char kColin27Path[] = "/usr/share/mricron/templates/ch2bet.nii.gz";
+
+struct PhantomOptions {
+  std::array<int64_t, 3> dims = {240, 240, 155};  // BraTS grid
+  int min_tumours = 1;
+  int max_tumours = 2;
+  double max_rotation_deg = 5.0;
+  double max_shift_mm = 6.0;
+  double noise_fraction = 0.03;  // noise sigma, as a fraction of white-matter intensity
+  double bias_strength = 0.15;   // amplitude of the log bias field
+};
+
+struct PhantomCase {
+  std::string case_id;
+  volume::MultiModalVolume image;  // kModalities order, raw intensities (0 outside the brain)
+  volume::LabelVolume seg;         // BraTS labels
+  int tumours = 0;
+  int tumour_slices = 0;  // axial slices with any label > 0
+};
+
+// Loads the template once; Generate is then cheap to call many times.
+class PhantomGenerator {
+ public:
+  static absl::StatusOr<PhantomGenerator> Create(const std::filesystem::path& colin27,
+                                                 PhantomOptions options = {});
+
+  // Case `index` of the series `seed` (id "phantom_s<seed>_<index>").
+  PhantomCase Generate(uint64_t seed, int index) const;
+
+ private:
+  PhantomGenerator(volume::Volume t1, PhantomOptions options);
+
+  volume::Volume t1_;
+  PhantomOptions options_;
+  std::array<float, 3> centroids_{};      // CSF, GM, WM T1 intensities
+  std::array<double, 3> brain_centre_{};  // voxel coordinates in the template
+};
+
+// Writes a case as BraTS files: DIR/<id>/<id>_{flair,t1ce,t1,t2,seg}.nii.gz (int16 images).
+absl::Status WritePhantomCase(const PhantomCase& phantom, const std::filesystem::path& dir);
+
+}  // namespace danet::data
+
+#endif  // DANET_MODELS_DATA_PHANTOM_H_
