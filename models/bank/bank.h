@@ -50,6 +50,9 @@ class Bank {
 
   // The config, with every cost filled in and weight file names as loaded.
   const v1::BundleConfig& config() const { return config_; }
+  // For training tools: descriptive fields only (name, validation, provenance). Changing an
+  // architecture or a cost here does not change the networks.
+  v1::BundleConfig* mutable_config() { return &config_; }
   int size() const { return static_cast<int>(models_.size()); }
   Network& model(int index) const { return *models_.at(index); }
   const v1::BankModel& model_config(int index) const { return config_.models(index); }

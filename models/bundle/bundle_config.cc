@@ -299,6 +299,46 @@ v1::BundleConfig PaperPresetConfig() {
   return config;
 }
 
+absl::StatusOr<v1::BundleConfig> PresetConfig(const std::string& name) {
+  v1::BundleConfig config = PaperPresetConfig();
+  if (name == "paper") return config;
+  if (name == "compact") {
+    config.set_name("compact");
+    config.set_description(
+        "Med-DANet bank with the paper's UNets and a 256-wide TransBTS transformer (MLP 1024)");
+    for (int i : {2, 3}) {
+      v1::TransBTSArch* t = config.mutable_models(i)->mutable_transbts();
+      t->set_embed_dim(256);
+      t->set_mlp_dim(1024);
+    }
+    config.mutable_models(2)->set_description("2D TransBTS-light, 1 layer, width 256");
+    config.mutable_models(3)->set_description("2D TransBTS, 4 layers, width 256");
+    return config;
+  }
+  if (name == "tiny") {
+    config.set_name("tiny");
+    config.set_description("tiny bank for end-to-end tests (not a useful segmenter)");
+    config.mutable_models(0)->mutable_unet()->set_base_width(4);
+    config.mutable_models(1)->mutable_unet()->set_base_width(6);
+    for (int i : {2, 3}) {
+      v1::TransBTSArch* t = config.mutable_models(i)->mutable_transbts();
+      t->set_base_width(4);
+      t->set_embed_dim(32);
+      t->set_num_heads(4);
+      t->set_mlp_dim(64);
+    }
+    v1::DecisionArch* d = config.mutable_decision()->mutable_arch();
+    d->clear_stage_widths();
+    for (int w : {8, 16, 32, 64}) d->add_stage_widths(w);
+    d->clear_stage_repeats();
+    for (int r : {1, 2, 1}) d->add_stage_repeats(r);
+    d->set_head_width(64);
+    return config;
+  }
+  return absl::NotFoundError(
+      absl::StrCat("unknown preset '", name, "' (known: paper, compact, tiny)"));
+}
+
 std::optional<double> PaperGMacs(const v1::BankModel& model) {
   // Table 3, setting 2 (240 x 240, no sliding window), per slice.
   static const struct {

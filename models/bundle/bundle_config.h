@@ -45,6 +45,11 @@ absl::Status ValidateBundleConfig(const v1::BundleConfig& config, const Validate
 // caller from the analytic count.
 v1::BundleConfig PaperPresetConfig();
 
+// Named presets: "paper" (above); "compact", the shipped default's bank: the paper's UNets and
+// TransBTS with a 256-wide transformer (MLP 1024) so the whole bundle stays small; "tiny", a
+// few-thousand-parameter bank for fast end-to-end tests. NotFound for other names.
+absl::StatusOr<v1::BundleConfig> PresetConfig(const std::string& name);
+
 // The paper's per-slice GMACs at 240x240 (Table 3, setting 2) when `model` has exactly the
 // architecture of one of the paper's bank models, else nullopt.
 std::optional<double> PaperGMacs(const v1::BankModel& model);

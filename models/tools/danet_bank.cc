@@ -21,7 +21,8 @@
 #include "models/bank/describe.h"
 #include "models/bundle/bundle_config.h"
 
-ABSL_FLAG(std::string, preset, "", "Built-in bank to use instead of a bundle: 'paper'.");
+ABSL_FLAG(std::string, preset, "",
+          "Built-in bank to use instead of a bundle: paper, compact or tiny.");
 ABSL_FLAG(std::string, bundle, "", "Bundle directory (holds bundle.pbtxt).");
 ABSL_FLAG(bool, json, false, "describe: print JSON instead of a table.");
 ABSL_FLAG(std::string, out, "", "init: directory to write the new bundle to.");
@@ -57,13 +58,12 @@ absl::StatusOr<std::unique_ptr<Bank>> OpenBank(const std::string& default_preset
   }
   if (!bundle.empty()) return Bank::Load(bundle, BankOptions{});
   if (preset.empty()) preset = default_preset;
-  if (preset != "paper") {
-    return absl::InvalidArgumentError(absl::StrCat("unknown preset '", preset, "' (known: paper)"));
-  }
+  absl::StatusOr<v1::BundleConfig> config = PresetConfig(preset);
+  if (!config.ok()) return absl::InvalidArgumentError(config.status().message());
   BankOptions options;
   options.load_weights = false;
   options.seed = absl::GetFlag(FLAGS_seed);
-  return Bank::Create(PaperPresetConfig(), ".", options);
+  return Bank::Create(*std::move(config), ".", options);
 }
 
 int Describe() {

@@ -11,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "models/data/phantom.h"
 
@@ -19,6 +20,8 @@ ABSL_FLAG(int, cases, 1, "Number of cases.");
 ABSL_FLAG(uint64_t, seed, 1, "Series seed.");
 ABSL_FLAG(int, first, 0, "Index of the first case.");
 ABSL_FLAG(std::string, template_path, danet::data::kColin27Path, "Colin27 ch2bet.nii.gz.");
+ABSL_FLAG(std::vector<std::string>, dims, std::vector<std::string>({"240", "240", "155"}),
+          "Grid size i,j,k (BraTS: 240,240,155; tests use fewer slices).");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("danet-phantom --out DIR --cases N [--seed S] [--first I]");
@@ -29,8 +32,17 @@ int main(int argc, char** argv) {
     std::cerr << "danet-phantom: --out DIR and --cases N >= 1 are required\n";
     return 2;
   }
+  danet::data::PhantomOptions options;
+  const std::vector<std::string> dims = absl::GetFlag(FLAGS_dims);
+  for (size_t a = 0; a < 3; ++a) {
+    if (dims.size() != 3 || !absl::SimpleAtoi(dims[a], &options.dims[a]) || options.dims[a] < 16 ||
+        options.dims[a] > 512) {
+      std::cerr << "danet-phantom: --dims is three sizes in 16..512, e.g. 240,240,155\n";
+      return 2;
+    }
+  }
   absl::StatusOr<danet::data::PhantomGenerator> generator =
-      danet::data::PhantomGenerator::Create(absl::GetFlag(FLAGS_template_path));
+      danet::data::PhantomGenerator::Create(absl::GetFlag(FLAGS_template_path), options);
   if (!generator.ok()) {
     std::cerr << "danet-phantom: " << generator.status() << "\n";
     return 1;

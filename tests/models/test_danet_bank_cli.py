@@ -74,7 +74,7 @@ class InitCheckTest(unittest.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("bundle.pbtxt", result.stderr)
         self.assertEqual(run("frobnicate").returncode, 2)
-        self.assertEqual(run("describe", "--preset", "tiny").returncode, 1)
+        self.assertEqual(run("describe", "--preset", "nonexistent").returncode, 1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,188 @@
+#include "models/eval/evaluate.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "models/eval/metrics.h"
+#include "server/engine/segmenter.h"
+#include "server/volume/brats.h"
+
+namespace danet::eval {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::vector<std::string> DefaultPolicies(const models::Bank& bank) {
+  std::vector<std::string> policies = {"dynamic"};
+  for (int i = 0; i < bank.size(); ++i) {
+    policies.push_back(absl::StrCat("static:", bank.model_config(i).id()));
+  }
+  return policies;
+}
+
+std::string RouteName(const models::Bank& bank, int route) {
+  return route == 0 ? "skip" : bank.model_config(route - 1).id();
+}
+
+// Scores of one case under one policy.
+nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
+                         const volume::MultiModalVolume& normalized, const engine::Policy& policy,
+                         bool hd95) {
+  const auto start = Clock::now();
+  absl::StatusOr<engine::VolumeResult> result = engine::SegmentVolume(bank, normalized, policy);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (!result.ok()) return {{"error", std::string(result.status().message())}};
+  const auto& g = c.image.geometry;
+  nlohmann::json out = {{"case", c.case_id}, {"seconds", seconds}, {"gmacs", result->gmacs}};
+  for (int r = 0; r < 3; ++r) {
+    const auto region = static_cast<Region>(r);
+    const std::vector<uint8_t> p = RegionMask(result->labels, region);
+    const std::vector<uint8_t> t = RegionMask(c.seg->labels, region);
+    out["dice"][kRegionNames[r]] = 100.0 * Dice(p, t);
+    if (hd95) out["hd95"][kRegionNames[r]] = Hd95(p, t, g.dims, g.spacing);
+  }
+  nlohmann::json routes = {{"skip", 0}};
+  for (int i = 0; i < bank.size(); ++i) routes[bank.model_config(i).id()] = 0;
+  int tumour_slices = 0, kept = 0;
+  const int64_t slice_voxels = g.dims[0] * g.dims[1];
+  for (const engine::SliceResult& s : result->slices) {
+    routes[RouteName(bank, s.route)] = routes[RouteName(bank, s.route)].get<int>() + 1;
+    const auto begin = c.seg->labels.begin() + s.index * slice_voxels;
+    if (std::any_of(begin, begin + slice_voxels, [](uint8_t l) { return l != 0; })) {
+      ++tumour_slices;
+      kept += s.route != 0;
+    }
+  }
+  out["routes"] = routes;
+  out["tumour_slices"] = tumour_slices;
+  out["tumour_slices_kept"] = kept;
+  return out;
+}
+
+nlohmann::json Summarise(const std::vector<nlohmann::json>& cases, bool hd95) {
+  nlohmann::json p = {{"routes", nlohmann::json::object()}};
+  const double n = static_cast<double>(cases.size());
+  double gmacs = 0, seconds = 0;
+  int tumour = 0, kept = 0;
+  for (const auto& c : cases) {
+    gmacs += c["gmacs"].get<double>() / n;
+    seconds += c["seconds"].get<double>() / n;
+    tumour += c["tumour_slices"].get<int>();
+    kept += c["tumour_slices_kept"].get<int>();
+    for (const auto& [route, count] : c["routes"].items()) {
+      p["routes"][route] = p["routes"].value(route, 0) + count.get<int>();
+    }
+  }
+  for (const char* metric : {"dice", "hd95"}) {
+    if (!hd95 && std::string(metric) == "hd95") continue;
+    double mean = 0;
+    for (const char* region : kRegionNames) {
+      double v = 0;
+      for (const auto& c : cases) v += c[metric][region].get<double>() / n;
+      p[metric][region] = v;
+      mean += v / 3.0;
+    }
+    p[metric]["mean"] = mean;
+  }
+  p["gmacs_per_case"] = gmacs;
+  p["seconds_per_case"] = seconds;
+  p["tumour_slice_recall"] = tumour > 0 ? static_cast<double>(kept) / tumour : 1.0;
+  p["per_case"] = cases;
+  return p;
+}
+
+}  // namespace
+
+absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
+                                        const std::vector<std::filesystem::path>& case_dirs,
+                                        const EvalOptions& options) {
+  const std::vector<std::string> names =
+      options.policies.empty() ? DefaultPolicies(bank) : options.policies;
+  std::vector<engine::Policy> policies;
+  for (const std::string& name : names) {
+    absl::StatusOr<engine::Policy> policy = engine::ParsePolicy(name, bank);
+    if (!policy.ok()) return policy.status();
+    policies.push_back(*policy);
+  }
+  std::vector<std::vector<nlohmann::json>> per_policy(policies.size());
+  for (const auto& dir : case_dirs) {
+    absl::StatusOr<volume::BratsCase> c = volume::LoadBratsCase(dir);
+    if (!c.ok()) return c.status();
+    if (!c->seg) {
+      return absl::InvalidArgumentError(absl::StrCat(dir.string(), ": evaluation needs a seg"));
+    }
+    volume::MultiModalVolume normalized = c->image;
+    volume::NormalizeZScoreBrain(&normalized);
+    for (size_t p = 0; p < policies.size(); ++p) {
+      if (options.on_case) options.on_case(names[p], c->case_id);
+      nlohmann::json scored = ScoreCase(bank, *c, normalized, policies[p], options.hd95);
+      if (scored.contains("error")) {
+        return absl::InternalError(
+            absl::StrCat(c->case_id, " (", names[p], "): ", scored["error"].get<std::string>()));
+      }
+      per_policy[p].push_back(std::move(scored));
+    }
+  }
+  nlohmann::json out = {{"cases", case_dirs.size()}, {"bundle", bank.config().name()}};
+  for (size_t p = 0; p < policies.size(); ++p) {
+    out["policies"][names[p]] = Summarise(per_policy[p], options.hd95);
+  }
+  return out;
+}
+
+std::string FormatEvaluation(const nlohmann::json& e) {
+  const bool hd95 = e["policies"].begin()->contains("hd95");
+  double largest = 0;
+  for (const auto& [name, p] : e["policies"].items()) {
+    largest = std::max(largest, p["gmacs_per_case"].get<double>());
+  }
+  std::string out = absl::StrFormat(
+      "%d cases, bundle '%s' (phantom data is synthetic: not clinical accuracy)\n\n"
+      "%-12s %7s %7s %7s %7s %9s %9s %9s %8s %8s %7s\n",
+      e["cases"].get<int>(), e["bundle"].get<std::string>(), "policy", "ET", "TC", "WT", "mean",
+      "HD95 ET", "HD95 TC", "HD95 WT", "GMACs", "vs max", "s/case");
+  for (const auto& [name, p] : e["policies"].items()) {
+    const auto& d = p["dice"];
+    absl::StrAppendFormat(&out, "%-12s %7.2f %7.2f %7.2f %7.2f ", name, d["et"].get<double>(),
+                          d["tc"].get<double>(), d["wt"].get<double>(), d["mean"].get<double>());
+    if (hd95) {
+      absl::StrAppendFormat(&out, "%9.2f %9.2f %9.2f ", p["hd95"]["et"].get<double>(),
+                            p["hd95"]["tc"].get<double>(), p["hd95"]["wt"].get<double>());
+    } else {
+      absl::StrAppendFormat(&out, "%9s %9s %9s ", "-", "-", "-");
+    }
+    absl::StrAppendFormat(&out, "%8.1f %7.1f%% %7.1f\n", p["gmacs_per_case"].get<double>(),
+                          100.0 * p["gmacs_per_case"].get<double>() / largest,
+                          p["seconds_per_case"].get<double>());
+  }
+  out += "\nroutes (slices over all cases) and tumour-slice recall:\n";
+  for (const auto& [name, p] : e["policies"].items()) {
+    absl::StrAppendFormat(&out, "%-12s %s  recall %.2f%%\n", name, p["routes"].dump(),
+                          100.0 * p["tumour_slice_recall"].get<double>());
+  }
+  return out;
+}
+
+std::string EvaluationCsv(const nlohmann::json& e) {
+  std::string out =
+      "policy,case,dice_et,dice_tc,dice_wt,hd95_et,hd95_tc,hd95_wt,gmacs,seconds,"
+      "tumour_slices,tumour_slices_kept\n";
+  for (const auto& [name, p] : e["policies"].items()) {
+    for (const auto& c : p["per_case"]) {
+      auto hd = [&](const char* r) {
+        return c.contains("hd95") ? absl::StrFormat("%.3f", c["hd95"][r].get<double>())
+                                  : std::string();
+      };
+      absl::StrAppendFormat(&out, "%s,%s,%.3f,%.3f,%.3f,%s,%s,%s,%.3f,%.3f,%d,%d\n", name,
+                            c["case"].get<std::string>(), c["dice"]["et"].get<double>(),
+                            c["dice"]["tc"].get<double>(), c["dice"]["wt"].get<double>(), hd("et"),
+                            hd("tc"), hd("wt"), c["gmacs"].get<double>(),
+                            c["seconds"].get<double>(), c["tumour_slices"].get<int>(),
+                            c["tumour_slices_kept"].get<int>());
+    }
+  }
+  return out;
+}
+
+}  // namespace danet::eval

@@ -1,0 +1,40 @@
+// Evaluation of a bank on labelled cases: for each routing policy (dynamic, static:<model>),
+// per-case Dice and HD95 of WT, TC, ET, GMACs, wall time, routes and tumour-slice recall, then
+// means over cases. All policies run in one process on the same cases, so their times compare.
+#ifndef DANET_MODELS_EVAL_EVALUATE_H_
+#define DANET_MODELS_EVAL_EVALUATE_H_
+
+#include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "models/bank/bank.h"
+
+namespace danet::eval {
+
+struct EvalOptions {
+  std::vector<std::string> policies;  // empty: dynamic and static:<each model>
+  bool hd95 = true;                   // HD95 costs ~1 s per region per case
+  std::function<void(const std::string& policy, const std::string& case_id)> on_case;
+};
+
+// Evaluates every case folder in `case_dirs` (each with a seg). The JSON has
+// {"cases": N, "policies": {NAME: {"gmacs_per_case", "seconds_per_case",
+//  "dice": {"et","tc","wt","mean"} (percent), "hd95": {"et","tc","wt","mean"} (mm),
+//  "routes": {"skip": n, "<id>": n, ...}, "tumour_slice_recall", "per_case": [...]}}}.
+absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
+                                        const std::vector<std::filesystem::path>& case_dirs,
+                                        const EvalOptions& options);
+
+// A terminal table of the JSON above, one row per policy.
+std::string FormatEvaluation(const nlohmann::json& evaluation);
+
+// One CSV row per (policy, case): policy, case, dice_*, hd95_*, gmacs, seconds, recall.
+std::string EvaluationCsv(const nlohmann::json& evaluation);
+
+}  // namespace danet::eval
+
+#endif  // DANET_MODELS_EVAL_EVALUATE_H_

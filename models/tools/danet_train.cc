@@ -1,0 +1,177 @@
+// danet-train: Med-DANet's two training stages, producing a bundle the server loads.
+//
+//   danet-train --train_data DIR --val_data DIR --out BUNDLE --work WORK
+//               [--preset compact|paper|tiny | --init_bundle DIR] [stage flags...]
+//
+// Re-running with the same --work continues an interrupted run. See models/train/trainer.h for
+// what each stage does and docs/training.md for the flags and the defaults' reasons.
+#include <torch/torch.h>
+
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "models/bundle/bundle_config.h"
+#include "models/train/trainer.h"
+
+ABSL_FLAG(std::string, train_data, "", "Folder of training case folders (BraTS layout, with seg).");
+ABSL_FLAG(std::string, val_data, "", "Folder of held-out case folders (with seg).");
+ABSL_FLAG(int, max_train_cases, 0, "Use at most this many training cases (0: all).");
+ABSL_FLAG(int, max_val_cases, 0, "Use at most this many validation cases (0: all).");
+ABSL_FLAG(std::string, out, "", "Bundle directory to write.");
+ABSL_FLAG(std::string, work, "", "Work directory: checkpoints, labels, log (default OUT.work).");
+ABSL_FLAG(std::string, preset, "compact", "Bank to start from: compact, paper or tiny.");
+ABSL_FLAG(std::string, init_bundle, "", "Start from this bundle instead of a preset.");
+ABSL_FLAG(std::string, name, "", "Name written into the bundle (default: the preset's).");
+ABSL_FLAG(int, bank_steps, 300, "Stage 1 steps.");
+ABSL_FLAG(int, batch, 8, "Stage 1 batch size.");
+ABSL_FLAG(int, crop, 128, "Stage 1 crop side (the paper uses 128).");
+ABSL_FLAG(double, bank_lr, 1e-3, "Stage 1 Adam learning rate.");
+ABSL_FLAG(int, warmup, 20, "Warm-up steps of the poly schedule (both stages).");
+ABSL_FLAG(std::string, stop_steps, "", "Per-model stage-1 stop step, e.g. M1=200,M2=200.");
+ABSL_FLAG(double, alpha, 0.001, "Eq. 4 cost weight.");
+ABSL_FLAG(int, decision_steps, 300, "Stage 2 steps.");
+ABSL_FLAG(int, decision_batch, 16, "Stage 2 batch size (full slices).");
+ABSL_FLAG(double, decision_lr, 1e-3, "Stage 2 Adam learning rate.");
+ABSL_FLAG(double, skip_weight, 0.3, "Stage 2 cross-entropy weight of the skip route.");
+ABSL_FLAG(uint64_t, seed, 1, "Random seed (weights, sampling).");
+ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
+ABSL_FLAG(std::string, dtype, "float16", "Weight storage of the output bundle.");
+ABSL_FLAG(int, checkpoint_every, 50, "Checkpoint every N steps.");
+
+namespace danet::train {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::cerr << "danet-train: " << status.message() << "\n";
+  return 1;
+}
+
+absl::StatusOr<std::vector<TrainCase>> Load(const std::string& dir, int max_cases,
+                                            const char* what) {
+  absl::StatusOr<std::vector<std::filesystem::path>> dirs = ListCaseDirs(dir);
+  if (!dirs.ok()) return dirs.status();
+  if (max_cases > 0 && static_cast<int>(dirs->size()) > max_cases) dirs->resize(max_cases);
+  return LoadTrainCases(*dirs, [what](int done, int total) {
+    std::fprintf(stderr, "\rloading %s cases %d/%d", what, done, total);
+    if (done == total) std::fprintf(stderr, "\n");
+  });
+}
+
+absl::StatusOr<std::map<std::string, int>> ParseStopSteps(const std::string& text) {
+  std::map<std::string, int> out;
+  if (text.empty()) return out;
+  for (absl::string_view item : absl::StrSplit(text, ',')) {
+    std::vector<std::string> kv = absl::StrSplit(item, '=');
+    int step = 0;
+    if (kv.size() != 2 || !absl::SimpleAtoi(kv[1], &step)) {
+      return absl::InvalidArgumentError(absl::StrCat("--stop_steps: '", item, "' is not ID=STEP"));
+    }
+    out[kv[0]] = step;
+  }
+  return out;
+}
+
+int Main(const std::string& command_line) {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (absl::GetFlag(FLAGS_train_data).empty() || out.empty()) {
+    std::cerr << "danet-train: --train_data and --out are required (see --help)\n";
+    return 2;
+  }
+  absl::StatusOr<c10::Device> device = [&]() -> absl::StatusOr<c10::Device> {
+    try {
+      return c10::Device(absl::GetFlag(FLAGS_device));
+    } catch (const c10::Error&) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--device '", absl::GetFlag(FLAGS_device), "' is not cpu, cuda or cuda:N"));
+    }
+  }();
+  if (!device.ok()) return Fail(device.status());
+  if (device->is_cuda() && !torch::cuda::is_available()) {
+    return Fail(absl::FailedPreconditionError("--device cuda: no CUDA device is available"));
+  }
+  absl::StatusOr<std::map<std::string, int>> stops =
+      ParseStopSteps(absl::GetFlag(FLAGS_stop_steps));
+  if (!stops.ok()) return Fail(stops.status());
+
+  models::BankOptions bank_options;
+  bank_options.device = *device;
+  bank_options.seed = absl::GetFlag(FLAGS_seed);
+  absl::StatusOr<std::unique_ptr<models::Bank>> bank;
+  if (const std::string init = absl::GetFlag(FLAGS_init_bundle); !init.empty()) {
+    bank = models::Bank::Load(init, bank_options);
+  } else {
+    absl::StatusOr<v1::BundleConfig> config = models::PresetConfig(absl::GetFlag(FLAGS_preset));
+    if (!config.ok()) return Fail(config.status());
+    bank_options.load_weights = false;
+    bank = models::Bank::Create(*std::move(config), ".", bank_options);
+  }
+  if (!bank.ok()) return Fail(bank.status());
+  if (const std::string name = absl::GetFlag(FLAGS_name); !name.empty()) {
+    (*bank)->mutable_config()->set_name(name);
+  }
+
+  absl::StatusOr<std::vector<TrainCase>> train =
+      Load(absl::GetFlag(FLAGS_train_data), absl::GetFlag(FLAGS_max_train_cases), "training");
+  if (!train.ok()) return Fail(train.status());
+  std::vector<TrainCase> validation;
+  if (const std::string val = absl::GetFlag(FLAGS_val_data); !val.empty()) {
+    absl::StatusOr<std::vector<TrainCase>> loaded =
+        Load(val, absl::GetFlag(FLAGS_max_val_cases), "validation");
+    if (!loaded.ok()) return Fail(loaded.status());
+    validation = *std::move(loaded);
+  }
+
+  TrainOptions options;
+  options.bank_steps = absl::GetFlag(FLAGS_bank_steps);
+  options.batch = absl::GetFlag(FLAGS_batch);
+  options.crop = absl::GetFlag(FLAGS_crop);
+  options.bank_lr = absl::GetFlag(FLAGS_bank_lr);
+  options.warmup = absl::GetFlag(FLAGS_warmup);
+  options.stop_step = *stops;
+  options.alpha = absl::GetFlag(FLAGS_alpha);
+  options.decision_steps = absl::GetFlag(FLAGS_decision_steps);
+  options.decision_batch = absl::GetFlag(FLAGS_decision_batch);
+  options.decision_lr = absl::GetFlag(FLAGS_decision_lr);
+  options.skip_weight = absl::GetFlag(FLAGS_skip_weight);
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
+  options.work_dir = absl::GetFlag(FLAGS_work).empty() ? out + ".work" : absl::GetFlag(FLAGS_work);
+
+  Trainer trainer(*std::move(bank), *std::move(train), std::move(validation), options);
+  if (absl::Status s = trainer.Run(); !s.ok()) return Fail(s);
+  const std::string dtype = absl::GetFlag(FLAGS_dtype);
+  if (absl::Status s = trainer.SaveBundle(
+          out, dtype == "float32" ? models::WeightDtype::kFloat32 : models::WeightDtype::kFloat16,
+          command_line);
+      !s.ok()) {
+    return Fail(s);
+  }
+  std::ofstream(std::filesystem::path(options.work_dir) / "report.json")
+      << trainer.report().dump(2);
+  std::cout << trainer.report().dump(2) << "\nwrote bundle " << out << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace danet::train
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "danet-train --train_data DIR --val_data DIR --out BUNDLE [--preset compact] ...");
+  std::vector<std::string> words(argv, argv + argc);
+  words[0] = "danet-train";
+  absl::ParseCommandLine(argc, argv);
+  const int threads = absl::GetFlag(FLAGS_threads);
+  torch::set_num_threads(threads > 0 ? threads
+                                     : static_cast<int>(std::thread::hardware_concurrency()));
+  return danet::train::Main(absl::StrJoin(words, " "));
+}

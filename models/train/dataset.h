@@ -1,0 +1,62 @@
+// Training data in memory: z-scored BraTS (or phantom) cases as slice stacks, and the batch
+// samplers of the two training stages.
+#ifndef DANET_MODELS_TRAIN_DATASET_H_
+#define DANET_MODELS_TRAIN_DATASET_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <filesystem>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/volume/brats.h"
+
+namespace danet::train {
+
+struct TrainCase {
+  std::string id;
+  volume::MultiModalVolume image;   // z-scored; kept for whole-volume evaluation
+  std::vector<uint8_t> labels;      // BraTS labels, volume order
+  at::Tensor slices;                // Z x 4 x H x W float32 (a copy of `image`, slice-major)
+  at::Tensor classes;               // Z x H x W uint8, classes 0..3
+  std::vector<uint8_t> foreground;  // per slice: any tumour voxel
+};
+
+// The case folders directly under `dir`, sorted by name (NotFound when there are none).
+absl::StatusOr<std::vector<std::filesystem::path>> ListCaseDirs(const std::filesystem::path& dir);
+
+// Loads, checks and z-scores case folders that have a seg. `on_case` reports progress.
+absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
+    const std::vector<std::filesystem::path>& dirs,
+    const std::function<void(int done, int total)>& on_case = nullptr);
+
+struct Batch {
+  at::Tensor images;   // N x 4 x h x w
+  at::Tensor targets;  // N x h x w int64 classes (stage 1) or N int64 routes (stage 2)
+};
+
+// Random slices, random square crops of side `crop` (biased to contain tumour on tumour
+// slices), random flips, random per-channel intensity scale (0.9..1.1) and shift (-0.1..0.1)
+// on brain voxels. `foreground_fraction` of the slices are tumour slices.
+Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
+                      double foreground_fraction, std::mt19937_64& rng);
+
+// A slice reference with its decision label.
+struct LabelledSlice {
+  int case_index = 0;
+  int slice = 0;
+  int route = 0;
+};
+
+// Full slices for the decision network: half from tumour slices, half from the rest; flips
+// and intensity augmentation as above; targets are the slices' routes.
+Batch SampleDecisionBatch(const std::vector<TrainCase>& cases,
+                          const std::vector<LabelledSlice>& tumour,
+                          const std::vector<LabelledSlice>& other, int batch, std::mt19937_64& rng);
+
+}  // namespace danet::train
+
+#endif  // DANET_MODELS_TRAIN_DATASET_H_

@@ -1,0 +1,65 @@
+#include "models/train/objectives.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace danet::train {
+
+at::Tensor SoftDiceLoss(const at::Tensor& logits, const at::Tensor& target, double smooth) {
+  const int64_t classes = logits.size(1);
+  const torch::Tensor probs = torch::softmax(logits, 1);
+  const torch::Tensor onehot =
+      torch::one_hot(target, classes).permute({0, 3, 1, 2}).to(probs.dtype());
+  const std::vector<int64_t> reduce = {0, 2, 3};
+  const torch::Tensor intersection = (probs * onehot).sum(reduce);
+  const torch::Tensor total = probs.sum(reduce) + onehot.sum(reduce);
+  const torch::Tensor dice = (2 * intersection + smooth) / (total + smooth);
+  return (1 - dice.slice(0, 1, classes)).sum();
+}
+
+at::Tensor WeightedCrossEntropy(const at::Tensor& logits, const at::Tensor& target,
+                                const std::vector<double>& weights) {
+  const torch::Tensor w = torch::tensor(weights, torch::kFloat32).to(logits.device());
+  return torch::nn::functional::cross_entropy(
+      logits, target, torch::nn::functional::CrossEntropyFuncOptions().weight(w));
+}
+
+std::vector<double> InverseCostSoftmax(const std::vector<double>& gmacs) {
+  std::vector<double> out(gmacs.size());
+  double max_inv = -1e300;
+  for (double f : gmacs) max_inv = std::max(max_inv, 1.0 / f);
+  double total = 0;
+  for (size_t i = 0; i < gmacs.size(); ++i) {
+    out[i] = std::exp(1.0 / gmacs[i] - max_inv);
+    total += out[i];
+  }
+  for (double& x : out) x /= total;
+  return out;
+}
+
+int DecisionLabel(bool has_foreground, const std::vector<double>& scores,
+                  const std::vector<double>& gmacs, double alpha) {
+  if (!has_foreground) return 0;
+  const std::vector<double> cost = InverseCostSoftmax(gmacs);
+  int best = 0;
+  double best_value = -1e300;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const double value = (1 - alpha) * scores[i] + alpha * cost[i];
+    if (value > best_value) {
+      best_value = value;
+      best = static_cast<int>(i);
+    }
+  }
+  return best + 1;
+}
+
+double PolyLearningRate(double base, int step, int total, int warmup) {
+  if (warmup > 0 && step < warmup) return base * (step + 1) / warmup;
+  const double progress =
+      std::clamp(static_cast<double>(step - warmup) / std::max(1, total - warmup), 0.0, 1.0);
+  return base * std::pow(1.0 - progress, 0.9);
+}
+
+}  // namespace danet::train

@@ -1,0 +1,36 @@
+// The training objectives of Med-DANet (paper section 3.3) and the decision labels (Eq. 4).
+#ifndef DANET_MODELS_TRAIN_OBJECTIVES_H_
+#define DANET_MODELS_TRAIN_OBJECTIVES_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+namespace danet::train {
+
+// Soft Dice loss of Eq. 5 summed over the foreground classes 1..C-1 (background excluded),
+// with the Dice computed over the whole batch: 1 - (2|P.G| + s) / (|P| + |G| + s), P the softmax
+// of `logits` (N x C x H x W), G the one-hot of `target` (N x H x W, int64 classes). The
+// smoothing s = 1 keeps a class that is absent from the batch pushing its prediction to 0.
+at::Tensor SoftDiceLoss(const at::Tensor& logits, const at::Tensor& target, double smooth = 1.0);
+
+// Weighted cross-entropy of Eq. 7: logits N x R, target N (int64 routes), weights R.
+at::Tensor WeightedCrossEntropy(const at::Tensor& logits, const at::Tensor& target,
+                                const std::vector<double>& weights);
+
+// Eq. 4. For a slice without foreground: 0 (skip). Otherwise 1 + argmax_i of
+// (1 - alpha) * S_i + alpha * softmax(1 / F)_i, with S_i model i's score on the slice (in
+// [0, 1]) and F_i its cost in GMACs. Ties go to the cheaper (lower) index.
+int DecisionLabel(bool has_foreground, const std::vector<double>& scores,
+                  const std::vector<double>& gmacs, double alpha);
+
+// softmax(1 / F): the cost term of Eq. 4.
+std::vector<double> InverseCostSoftmax(const std::vector<double>& gmacs);
+
+// Learning rate at `step` (0-based) of `total`: linear warm-up over `warmup` steps from
+// base/warmup, then poly decay base * (1 - progress)^0.9.
+double PolyLearningRate(double base, int step, int total, int warmup);
+
+}  // namespace danet::train
+
+#endif  // DANET_MODELS_TRAIN_OBJECTIVES_H_

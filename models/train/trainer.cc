@@ -1,0 +1,403 @@
+#include "models/train/trainer.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "models/eval/metrics.h"
+#include "models/train/objectives.h"
+#include "models/train/progress.h"
+#include "server/engine/segmenter.h"
+
+namespace danet::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr char kStateFile[] = "state.json";
+constexpr char kCheckpointDir[] = "checkpoint";
+constexpr char kLabelsFile[] = "decision_labels.csv";
+
+std::filesystem::path OptimizerPath(const std::filesystem::path& checkpoint,
+                                    const std::string& id) {
+  return checkpoint / absl::StrCat("adam_", id, ".pt");
+}
+
+// Restores an optimizer's state from a checkpoint, if the checkpoint has one.
+absl::Status LoadOptimizer(torch::optim::Optimizer& optimizer, const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) return absl::OkStatus();
+  try {
+    torch::load(optimizer, path.string());
+  } catch (const c10::Error& e) {
+    return absl::DataLossError(absl::StrCat("optimizer state ", path.string(),
+                                            " is unreadable: ", e.what_without_backtrace()));
+  }
+  return absl::OkStatus();
+}
+
+// Writes `text` to `path` through a temporary file and a rename, so a reader (or a resumed run)
+// sees the old or the new content, never half of one.
+absl::Status WriteAtomically(const std::filesystem::path& path, const std::string& text) {
+  const std::filesystem::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out.flush()) return absl::InternalError(absl::StrCat("cannot write ", tmp.string()));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec)
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp.string(), ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+torch::optim::Adam MakeAdam(models::Network& network, double lr, double weight_decay) {
+  return torch::optim::Adam(network.Parameters(),
+                            torch::optim::AdamOptions(lr).weight_decay(weight_decay));
+}
+
+void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) {
+    static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+  }
+}
+
+// Class predictions (Z' x H x W uint8) of `network` for the given slices of a case, in eval
+// mode, a few slices at a time.
+torch::Tensor Predict(models::Network& network, const torch::Tensor& slices, c10::Device device) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> out;
+  for (int64_t begin = 0; begin < slices.size(0); begin += 4) {
+    const torch::Tensor x = slices.slice(0, begin, std::min(slices.size(0), begin + 4));
+    out.push_back(network.Forward(x.to(device)).argmax(1).to(torch::kCPU, torch::kUInt8));
+  }
+  return torch::cat(out);
+}
+
+}  // namespace
+
+Trainer::Trainer(std::unique_ptr<models::Bank> bank, std::vector<TrainCase> train,
+                 std::vector<TrainCase> validation, TrainOptions options)
+    : bank_(std::move(bank)),
+      train_(std::move(train)),
+      validation_(std::move(validation)),
+      options_(std::move(options)) {
+  state_ = {{"bank_step", 0}, {"labels_done", false}, {"decision_step", 0}, {"validated", false}};
+}
+
+void Trainer::Log(const nlohmann::json& line) {
+  std::ofstream(options_.work_dir / "train.log", std::ios::app) << line.dump() << "\n";
+}
+
+absl::Status Trainer::SaveState() {
+  return WriteAtomically(options_.work_dir / kStateFile, state_.dump(2) + "\n");
+}
+
+absl::Status Trainer::LoadState() {
+  std::error_code ec;
+  std::filesystem::create_directories(options_.work_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(options_.work_dir.string(), ": ", ec.message()));
+  // A run killed between the two renames of Checkpoint() left only the previous checkpoint.
+  const std::filesystem::path checkpoint = options_.work_dir / kCheckpointDir;
+  const std::filesystem::path previous = checkpoint.string() + ".old";
+  if (!std::filesystem::exists(checkpoint) && std::filesystem::exists(previous)) {
+    std::filesystem::rename(previous, checkpoint, ec);
+  }
+  std::ifstream in(options_.work_dir / kStateFile);
+  if (!in) return absl::OkStatus();  // a fresh run
+  try {
+    state_ = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(kStateFile, " is corrupt: ", e.what()));
+  }
+  models::BankOptions options;
+  options.device = bank_->device();
+  absl::StatusOr<std::unique_ptr<models::Bank>> resumed =
+      models::Bank::Load(options_.work_dir / kCheckpointDir, options);
+  if (!resumed.ok()) return resumed.status();
+  bank_ = *std::move(resumed);
+  std::fprintf(stderr, "resuming: bank step %d, labels %s, decision step %d\n",
+               state_["bank_step"].get<int>(), state_["labels_done"].get<bool>() ? "done" : "to do",
+               state_["decision_step"].get<int>());
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Checkpoint(
+    const std::vector<std::pair<std::string, torch::optim::Optimizer*>>& optimizers) {
+  // Write everything into a fresh directory, swap it in with renames, and only then record the
+  // step in state.json: a run killed at any point resumes from a complete checkpoint.
+  const std::filesystem::path checkpoint = options_.work_dir / kCheckpointDir;
+  const std::filesystem::path fresh = checkpoint.string() + ".tmp";
+  const std::filesystem::path previous = checkpoint.string() + ".old";
+  std::error_code ec;
+  std::filesystem::remove_all(fresh, ec);
+  if (absl::Status s = bank_->Save(fresh, models::WeightDtype::kFloat32); !s.ok()) return s;
+  try {
+    for (const auto& [id, optimizer] : optimizers) {
+      torch::save(*optimizer, OptimizerPath(fresh, id).string());
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("cannot save optimizer state: ", e.what_without_backtrace()));
+  }
+  std::filesystem::remove_all(previous, ec);
+  if (std::filesystem::exists(checkpoint)) std::filesystem::rename(checkpoint, previous, ec);
+  if (!ec) std::filesystem::rename(fresh, checkpoint, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot swap in the checkpoint: ", ec.message()));
+  std::filesystem::remove_all(previous, ec);
+  return SaveState();
+}
+
+absl::Status Trainer::Run() {
+  if (absl::Status s = LoadState(); !s.ok()) return s;
+  torch::manual_seed(options_.seed + state_["bank_step"].get<int>());
+  if (absl::Status s = RunBankStage(); !s.ok()) return s;
+  if (absl::Status s = ComputeDecisionLabels(); !s.ok()) return s;
+  if (absl::Status s = RunDecisionStage(); !s.ok()) return s;
+  return Validate();
+}
+
+absl::Status Trainer::RunBankStage() {
+  const int total = options_.bank_steps, first = state_["bank_step"].get<int>();
+  if (first >= total) return absl::OkStatus();
+  std::vector<torch::optim::Adam> optimizers;
+  for (int i = 0; i < bank_->size(); ++i) {
+    optimizers.push_back(MakeAdam(bank_->model(i), options_.bank_lr, options_.weight_decay));
+    if (first > 0) {
+      const auto path =
+          OptimizerPath(options_.work_dir / kCheckpointDir, bank_->model_config(i).id());
+      if (absl::Status s = LoadOptimizer(optimizers.back(), path); !s.ok()) return s;
+    }
+  }
+  std::vector<std::pair<std::string, torch::optim::Optimizer*>> named;
+  for (int i = 0; i < bank_->size(); ++i)
+    named.emplace_back(bank_->model_config(i).id(), &optimizers[i]);
+  std::mt19937_64 rng(options_.seed * 7919 + first);
+  Progress progress("stage 1: bank", total, first, options_.log_every);
+  const c10::Device device = bank_->device();
+  for (int step = first; step < total; ++step) {
+    const Batch batch =
+        SampleCropBatch(train_, options_.batch, options_.crop, options_.foreground_fraction, rng);
+    const torch::Tensor images = batch.images.to(device), targets = batch.targets.to(device);
+    const double lr = PolyLearningRate(options_.bank_lr, step, total, options_.warmup);
+    std::vector<torch::Tensor> losses;
+    nlohmann::json per_model;
+    for (int i = 0; i < bank_->size(); ++i) {
+      const std::string& id = bank_->model_config(i).id();
+      const auto stop = options_.stop_step.find(id);
+      const bool active = stop == options_.stop_step.end() || step < stop->second;
+      bank_->model(i).SetTraining(active);
+      if (!active) continue;
+      losses.push_back(SoftDiceLoss(bank_->model(i).Forward(images), targets));
+      per_model[id] = losses.back().item<double>();
+      optimizers[i].zero_grad();
+      SetLearningRate(optimizers[i], lr);
+    }
+    if (losses.empty()) break;
+    const torch::Tensor loss = torch::stack(losses).mean();
+    loss.backward();
+    for (int i = 0; i < bank_->size(); ++i) {
+      if (per_model.contains(bank_->model_config(i).id())) optimizers[i].step();
+    }
+    const double value = loss.item<double>();
+    if (step == first && first == 0) report_["bank_loss_first"] = value;
+    report_["bank_loss_last"] = value;
+    if ((step + 1) % options_.log_every == 0 || step + 1 == total) {
+      Log({{"stage", 1}, {"step", step + 1}, {"loss", value}, {"losses", per_model}, {"lr", lr}});
+    }
+    progress.Update(step + 1, absl::StrFormat("loss %.3f", value));
+    if ((step + 1) % options_.checkpoint_every == 0 || step + 1 == total) {
+      state_["bank_step"] = step + 1;
+      state_["labels_done"] = false;  // labels and the decision network follow the bank
+      state_["decision_step"] = 0;
+      if (absl::Status s = Checkpoint(named); !s.ok()) return s;
+    }
+  }
+  for (int i = 0; i < bank_->size(); ++i) bank_->model(i).SetTraining(false);
+  progress.Finish(absl::StrFormat("loss %.3f", report_.value("bank_loss_last", 0.0)));
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::ComputeDecisionLabels() {
+  const std::filesystem::path path = options_.work_dir / kLabelsFile;
+  std::vector<double> gmacs;
+  for (int i = 0; i < bank_->size(); ++i) gmacs.push_back(bank_->model_config(i).gmacs_per_slice());
+  tumour_slices_.clear();
+  other_slices_.clear();
+  if (state_["labels_done"].get<bool>()) {
+    // Rebuild the slice lists from the file (the routes do not depend on anything else).
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      const std::vector<std::string> f = absl::StrSplit(line, ',');
+      LabelledSlice s{std::stoi(f[1]), std::stoi(f[2]), std::stoi(f.back())};
+      (std::stoi(f[3]) ? tumour_slices_ : other_slices_).push_back(s);
+    }
+    return absl::OkStatus();
+  }
+  for (int i = 0; i < bank_->size(); ++i) bank_->model(i).SetTraining(false);
+  std::ostringstream csv;
+  csv << "case,case_index,slice,foreground";
+  for (int i = 0; i < bank_->size(); ++i) csv << ",S_" << bank_->model_config(i).id();
+  csv << ",route\n";
+  int total = 0;
+  for (const TrainCase& c : train_) {
+    total += static_cast<int>(std::count(c.foreground.begin(), c.foreground.end(), 1));
+  }
+  Progress progress("labels: Eq. 4", total, 0, 20);
+  int done = 0;
+  std::vector<int> histogram(bank_->size() + 1, 0);
+  for (int ci = 0; ci < static_cast<int>(train_.size()); ++ci) {
+    const TrainCase& c = train_[ci];
+    std::vector<int64_t> tumour;
+    for (int64_t z = 0; z < static_cast<int64_t>(c.foreground.size()); ++z) {
+      if (c.foreground[z]) {
+        tumour.push_back(z);
+      } else {
+        other_slices_.push_back({ci, static_cast<int>(z), 0});
+        ++histogram[0];
+      }
+    }
+    if (tumour.empty()) continue;
+    const torch::Tensor index = torch::tensor(tumour, torch::kLong);
+    const torch::Tensor slices = c.slices.index_select(0, index);
+    std::vector<torch::Tensor> predictions;
+    for (int i = 0; i < bank_->size(); ++i) {
+      predictions.push_back(Predict(bank_->model(i), slices, bank_->device()));
+    }
+    const int64_t voxels = c.slices.size(2) * c.slices.size(3);
+    for (size_t t = 0; t < tumour.size(); ++t) {
+      const uint8_t* reference = c.labels.data() + tumour[t] * voxels;
+      std::vector<double> scores;
+      for (const torch::Tensor& p : predictions) {
+        std::vector<uint8_t> labels(voxels);
+        const uint8_t* classes = p[t].data_ptr<uint8_t>();
+        for (int64_t v = 0; v < voxels; ++v) labels[v] = volume::ClassToLabel(classes[v]);
+        scores.push_back(eval::SliceScore(labels.data(), reference, voxels));
+      }
+      const int route = DecisionLabel(true, scores, gmacs, options_.alpha);
+      ++histogram[route];
+      tumour_slices_.push_back({ci, static_cast<int>(tumour[t]), route});
+      csv << c.id << "," << ci << "," << tumour[t] << ",1";
+      for (double s : scores) csv << "," << absl::StrFormat("%.5f", s);
+      csv << "," << route << "\n";
+      progress.Update(++done, "");
+    }
+  }
+  for (const LabelledSlice& s : other_slices_) {
+    csv << train_[s.case_index].id << "," << s.case_index << "," << s.slice << ",0";
+    for (int i = 0; i < bank_->size(); ++i) csv << ",";
+    csv << ",0\n";
+  }
+  if (absl::Status s = WriteAtomically(path, csv.str()); !s.ok()) return s;
+  report_["decision_label_histogram"] = histogram;
+  Log({{"stage", "labels"}, {"histogram", histogram}, {"alpha", options_.alpha}});
+  progress.Finish(absl::StrCat("routes (skip, models...) = ", nlohmann::json(histogram).dump()));
+  state_["labels_done"] = true;
+  return SaveState();
+}
+
+absl::Status Trainer::RunDecisionStage() {
+  const int total = options_.decision_steps, first = state_["decision_step"].get<int>();
+  if (first >= total) return absl::OkStatus();
+  models::Network& decision = bank_->decision();
+  torch::optim::Adam optimizer = MakeAdam(decision, options_.decision_lr, options_.weight_decay);
+  if (first > 0) {
+    const auto path = OptimizerPath(options_.work_dir / kCheckpointDir, "decision");
+    if (absl::Status s = LoadOptimizer(optimizer, path); !s.ok()) return s;
+  }
+  std::vector<double> weights(bank_->size() + 1, 1.0);
+  weights[0] = options_.skip_weight;
+  std::mt19937_64 rng(options_.seed * 104729 + first);
+  Progress progress("stage 2: decision", total, first, options_.log_every);
+  decision.SetTraining(true);
+  for (int step = first; step < total; ++step) {
+    const Batch batch =
+        SampleDecisionBatch(train_, tumour_slices_, other_slices_, options_.decision_batch, rng);
+    const double lr = PolyLearningRate(options_.decision_lr, step, total, options_.warmup);
+    SetLearningRate(optimizer, lr);
+    optimizer.zero_grad();
+    const torch::Tensor loss =
+        WeightedCrossEntropy(decision.Forward(batch.images.to(bank_->device())),
+                             batch.targets.to(bank_->device()), weights);
+    loss.backward();
+    optimizer.step();
+    const double value = loss.item<double>();
+    if (step == first && first == 0) report_["decision_loss_first"] = value;
+    report_["decision_loss_last"] = value;
+    if ((step + 1) % options_.log_every == 0 || step + 1 == total) {
+      Log({{"stage", 2}, {"step", step + 1}, {"loss", value}, {"lr", lr}});
+    }
+    progress.Update(step + 1, absl::StrFormat("loss %.3f", value));
+    if ((step + 1) % options_.checkpoint_every == 0 || step + 1 == total) {
+      decision.SetTraining(false);
+      state_["decision_step"] = step + 1;
+      if (absl::Status s = Checkpoint({{"decision", &optimizer}}); !s.ok()) return s;
+      decision.SetTraining(true);
+    }
+  }
+  decision.SetTraining(false);
+  progress.Finish(absl::StrFormat("loss %.3f", report_.value("decision_loss_last", 0.0)));
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Validate() {
+  if (validation_.empty()) return absl::OkStatus();
+  std::vector<std::string> policies = {"dynamic"};
+  for (int i = 0; i < bank_->size(); ++i) {
+    policies.push_back(absl::StrCat("static:", bank_->model_config(i).id()));
+  }
+  Progress progress("validation", static_cast<int>(policies.size() * validation_.size()), 0, 1);
+  int done = 0;
+  for (const std::string& name : policies) {
+    absl::StatusOr<engine::Policy> policy = engine::ParsePolicy(name, *bank_);
+    if (!policy.ok()) return policy.status();
+    std::array<double, 3> dice{};
+    for (const TrainCase& c : validation_) {
+      absl::StatusOr<engine::VolumeResult> result = engine::SegmentVolume(*bank_, c.image, *policy);
+      if (!result.ok()) return result.status();
+      for (int r = 0; r < 3; ++r) {
+        dice[r] += 100.0 *
+                   eval::Dice(eval::RegionMask(result->labels, static_cast<eval::Region>(r)),
+                              eval::RegionMask(c.labels, static_cast<eval::Region>(r))) /
+                   static_cast<double>(validation_.size());
+      }
+      progress.Update(++done, name);
+    }
+    v1::Validation v;
+    v.set_dice_wt(dice[0]);
+    v.set_dice_tc(dice[1]);
+    v.set_dice_et(dice[2]);
+    v.set_dice_mean((dice[0] + dice[1] + dice[2]) / 3.0);
+    v.set_cases(static_cast<int>(validation_.size()));
+    v.set_data(
+        absl::StrCat("held-out cases ", validation_.front().id, " .. ", validation_.back().id));
+    report_["validation"][name] = {
+        {"wt", dice[0]}, {"tc", dice[1]}, {"et", dice[2]}, {"mean", v.dice_mean()}};
+    v1::BundleConfig* config = bank_->mutable_config();
+    if (policy->kind == engine::Policy::Kind::kDynamic) {
+      *config->mutable_validation() = v;
+    } else {
+      *config->mutable_models(policy->static_model)->mutable_validation() = v;
+    }
+  }
+  progress.Finish("done");
+  Log({{"stage", "validation"}, {"dice", report_["validation"]}});
+  state_["validated"] = true;
+  return SaveState();
+}
+
+absl::Status Trainer::SaveBundle(const std::filesystem::path& dir, models::WeightDtype dtype,
+                                 const std::string& provenance) {
+  bank_->mutable_config()->set_provenance(provenance);
+  return bank_->Save(dir, dtype);
+}
+
+}  // namespace danet::train

@@ -1,0 +1,98 @@
+// Med-DANet's two training stages (paper section 3.3) on a bank, resumable from checkpoints.
+//
+//   stage 1  joint bank training: every active model on the same crop batches, loss = mean over
+//            models of the soft Dice loss (Eq. 5-6); Adam with weight decay, poly LR with
+//            warm-up; a model may stop early (its stop step).
+//   labels   Eq. 4 decision labels for every training slice: 0 without tumour, else the model
+//            maximising (1 - alpha) * S_i + alpha * softmax(1/F)_i, S_i its slice score.
+//            Written to WORK/decision_labels.csv with every S_i, so alpha can be swept later
+//            without re-running the models.
+//   stage 2  the decision network on full slices with weighted cross-entropy (Eq. 7).
+//   validate per-model (static) and dynamic Dice on held-out cases, written into the bundle.
+//
+// WORK holds state.json (what is done), checkpoint/ (a bundle plus optimizer states) and
+// train.log (one JSON line per logged step). Run() continues where an earlier run stopped.
+#ifndef DANET_MODELS_TRAIN_TRAINER_H_
+#define DANET_MODELS_TRAIN_TRAINER_H_
+
+#include <torch/optim/optimizer.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "models/bank/bank.h"
+#include "models/train/dataset.h"
+
+namespace danet::train {
+
+struct TrainOptions {
+  // Stage 1.
+  int bank_steps = 300;
+  int batch = 8;
+  int crop = 128;
+  double bank_lr = 1e-3;
+  int warmup = 20;
+  double weight_decay = 1e-5;
+  double foreground_fraction = 0.7;
+  std::map<std::string, int> stop_step;  // model id -> steps it trains for (default: all)
+  // Labels and stage 2.
+  double alpha = 0.001;
+  int decision_steps = 300;
+  int decision_batch = 16;
+  double decision_lr = 1e-3;
+  // Weighted cross-entropy: route 0 (skip) weighs skip_weight, every bank route 1. Below 1
+  // because a skipped tumour slice is a miss no model can repair, while a tumour-free slice
+  // sent to a model costs only compute (the paper lowers the skip weight for the same reason).
+  double skip_weight = 0.3;
+  // Bookkeeping.
+  uint64_t seed = 1;
+  int log_every = 10;
+  int checkpoint_every = 50;
+  std::filesystem::path work_dir;
+};
+
+class Trainer {
+ public:
+  // `bank` is the starting point (fresh or a bundle); its config is the output's config.
+  Trainer(std::unique_ptr<models::Bank> bank, std::vector<TrainCase> train,
+          std::vector<TrainCase> validation, TrainOptions options);
+
+  // Runs what state.json says is not done yet; on return the bank holds trained weights and
+  // its config the measured validation. Progress goes to stderr.
+  absl::Status Run();
+
+  // Writes the trained bundle (weights in `dtype`, config with validation and provenance).
+  absl::Status SaveBundle(const std::filesystem::path& dir, models::WeightDtype dtype,
+                          const std::string& provenance);
+
+  const models::Bank& bank() const { return *bank_; }
+  // Loss at the first and last logged steps of stage 1 and 2, validation numbers, timings.
+  const nlohmann::json& report() const { return report_; }
+
+ private:
+  absl::Status LoadState();
+  absl::Status SaveState();
+  absl::Status Checkpoint(
+      const std::vector<std::pair<std::string, torch::optim::Optimizer*>>& optimizers);
+  absl::Status RunBankStage();
+  absl::Status ComputeDecisionLabels();
+  absl::Status RunDecisionStage();
+  absl::Status Validate();
+  void Log(const nlohmann::json& line);
+
+  std::unique_ptr<models::Bank> bank_;
+  std::vector<TrainCase> train_, validation_;
+  TrainOptions options_;
+  nlohmann::json state_;  // {"bank_step", "labels_done", "decision_step", "validated"}
+  nlohmann::json report_;
+  std::vector<LabelledSlice> tumour_slices_, other_slices_;
+};
+
+}  // namespace danet::train
+
+#endif  // DANET_MODELS_TRAIN_TRAINER_H_

@@ -1,0 +1,68 @@
+// Segmenting one volume with a bank: the decision network routes every axial slice to skip or
+// to one bank model; each model then runs over the slices routed to it. This is the engine's
+// core; the gRPC service (later) and the evaluation and training tools call it.
+//
+// Work is reordered for speed (the decision network runs over the whole volume in batches,
+// then slices are grouped by route) but the result is the same as routing slice by slice:
+// tests/server/engine/segmenter_test.cc checks that.
+//
+// Thread safety: SegmentVolume only reads the bank; several threads may segment at once.
+#ifndef DANET_SERVER_ENGINE_SEGMENTER_H_
+#define DANET_SERVER_ENGINE_SEGMENTER_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "models/bank/bank.h"
+#include "server/volume/brats.h"
+
+namespace danet::engine {
+
+// Which slices go where.
+struct Policy {
+  enum class Kind { kDynamic, kStatic };
+  Kind kind = Kind::kDynamic;
+  int static_model = -1;                             // bank index for kStatic
+  std::string Name(const models::Bank& bank) const;  // "dynamic" or "static:<id>"
+};
+
+// Parses "dynamic" or "static:<model id>"; InvalidArgument names an unknown model and lists
+// the known ones.
+absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
+
+struct SliceResult {
+  int index = 0;                     // axial slice (k)
+  int route = 0;                     // 0 skip, i = bank model i-1
+  std::vector<float> probabilities;  // decision network softmax (empty for static policies)
+  double gmacs = 0;                  // decision network + the model that ran
+  double seconds = 0;                // model time for this slice (decision time is shared)
+};
+
+struct VolumeResult {
+  std::vector<uint8_t> labels;  // BraTS labels in volume order (i fastest)
+  std::vector<SliceResult> slices;
+  double gmacs = 0;
+  double decide_seconds = 0;
+  double segment_seconds = 0;
+};
+
+struct SegmentOptions {
+  int decision_batch = 16;  // slices per decision-network forward pass
+  int model_batch = 1;      // slices per bank-model pass (1 was fastest on CPU; see docs)
+  // Called as each slice's result is complete (routes first known, then masks), in
+  // completion order; may be empty.
+  std::function<void(const SliceResult&)> on_slice;
+};
+
+// Segments a z-scored volume (volume::NormalizeZScoreBrain). The slice size must suit the bank
+// (multiples of 16). Errors from LibTorch come back as InvalidArgument/Internal.
+absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
+                                           const volume::MultiModalVolume& normalized,
+                                           const Policy& policy,
+                                           const SegmentOptions& options = {});
+
+}  // namespace danet::engine
+
+#endif  // DANET_SERVER_ENGINE_SEGMENTER_H_

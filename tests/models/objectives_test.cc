@@ -1,0 +1,85 @@
+// Eq. 4 decision labels, the soft Dice loss, weighted cross-entropy and the LR schedule.
+#include "models/train/objectives.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <numeric>
+
+namespace danet::train {
+namespace {
+
+const std::vector<double> kPaperGmacs = {2.13, 3.75, 8.88, 19.88};
+
+TEST(DecisionLabelTest, SliceWithoutTumourIsSkipped) {
+  EXPECT_EQ(DecisionLabel(false, {0.9, 0.9, 0.9, 0.9}, kPaperGmacs, 0.001), 0);
+}
+
+TEST(DecisionLabelTest, SmallAlphaPicksTheMostAccurateModel) {
+  EXPECT_EQ(DecisionLabel(true, {0.70, 0.80, 0.75, 0.79}, kPaperGmacs, 0.001), 2);
+  EXPECT_EQ(DecisionLabel(true, {0.70, 0.80, 0.75, 0.81}, kPaperGmacs, 0.001), 4);
+}
+
+TEST(DecisionLabelTest, CostBreaksTiesTowardTheCheaperModel) {
+  EXPECT_EQ(DecisionLabel(true, {0.8, 0.8, 0.8, 0.8}, kPaperGmacs, 0.001), 1);
+  // An accuracy edge smaller than alpha times the cost-term gap loses to the cheaper model.
+  EXPECT_EQ(DecisionLabel(true, {0.80, 0.80001, 0.8, 0.8}, kPaperGmacs, 0.001), 1);
+}
+
+TEST(DecisionLabelTest, LargeAlphaPicksTheCheapestModel) {
+  EXPECT_EQ(DecisionLabel(true, {0.2, 0.9, 0.9, 0.95}, kPaperGmacs, 0.99), 1);
+}
+
+TEST(DecisionLabelTest, CostTermIsASoftmaxOfInverseCost) {
+  const std::vector<double> c = InverseCostSoftmax(kPaperGmacs);
+  EXPECT_NEAR(std::accumulate(c.begin(), c.end(), 0.0), 1.0, 1e-12);
+  EXPECT_TRUE(std::is_sorted(c.rbegin(), c.rend()));
+  // DESIGN.md: with F in GFLOPs the term spans only about 0.21 .. 0.32.
+  EXPECT_NEAR(c.front(), 0.32, 0.01);
+  EXPECT_NEAR(c.back(), 0.21, 0.01);
+}
+
+TEST(SoftDiceLossTest, PerfectPredictionIsNearZeroAndWrongIsNearMax) {
+  torch::Tensor target = torch::zeros({2, 8, 8}, torch::kLong);
+  target.slice(1, 2, 5).fill_(1);
+  target.slice(1, 5, 6).fill_(3);
+  target[1].slice(0, 0, 2).fill_(2);
+  const torch::Tensor perfect =
+      torch::one_hot(target, 4).permute({0, 3, 1, 2}).to(torch::kFloat) * 50;
+  EXPECT_LT(SoftDiceLoss(perfect, target).item<double>(), 0.01);
+  const torch::Tensor wrong =
+      torch::one_hot((target + 1) % 4, 4).permute({0, 3, 1, 2}).to(torch::kFloat) * 50;
+  EXPECT_GT(SoftDiceLoss(wrong, target).item<double>(), 2.9);  // 3 foreground classes, all wrong
+}
+
+TEST(SoftDiceLossTest, AbsentClassStillPushesItsPredictionDown) {
+  const torch::Tensor target = torch::zeros({1, 4, 4}, torch::kLong);  // background only
+  torch::Tensor logits = torch::zeros({1, 4, 4, 4}, torch::requires_grad());
+  SoftDiceLoss(logits, target).backward();
+  // Raising a foreground logit must raise the loss: its gradient is positive.
+  EXPECT_GT(logits.grad()[0][1].sum().item<double>(), 0.0);
+}
+
+TEST(WeightedCrossEntropyTest, WeightsScaleTheirClass) {
+  const torch::Tensor logits = torch::zeros({2, 3});
+  const torch::Tensor target = torch::tensor({0, 1}, torch::kLong);
+  const double plain = WeightedCrossEntropy(logits, target, {1, 1, 1}).item<double>();
+  EXPECT_NEAR(plain, std::log(3.0), 1e-6);
+  // Weighted mean: with equal per-sample losses, any weights give the same mean ...
+  EXPECT_NEAR(WeightedCrossEntropy(logits, target, {0.3, 1, 1}).item<double>(), plain, 1e-6);
+  // ... but the weights change which mistakes dominate.
+  const torch::Tensor skewed = torch::tensor({{2.0, 0.0, 0.0}, {2.0, 0.0, 0.0}});
+  EXPECT_GT(WeightedCrossEntropy(skewed, target, {0.3, 1, 1}).item<double>(),
+            WeightedCrossEntropy(skewed, target, {1, 1, 1}).item<double>());
+}
+
+TEST(PolyLearningRateTest, WarmsUpThenDecaysToZero) {
+  EXPECT_DOUBLE_EQ(PolyLearningRate(1.0, 0, 100, 10), 0.1);
+  EXPECT_DOUBLE_EQ(PolyLearningRate(1.0, 9, 100, 10), 1.0);
+  EXPECT_DOUBLE_EQ(PolyLearningRate(1.0, 10, 100, 10), 1.0);
+  EXPECT_LT(PolyLearningRate(1.0, 55, 100, 10), 0.6);
+  EXPECT_DOUBLE_EQ(PolyLearningRate(1.0, 100, 100, 10), 0.0);
+}
+
+}  // namespace
+}  // namespace danet::train

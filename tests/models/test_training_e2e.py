@@ -1,0 +1,140 @@
+"""A tiny end-to-end training run, as CI can afford it (about a minute on 2 cores).
+
+danet-phantom makes small phantom cases (160 x 160 x 96: fewer, smaller slices than BraTS), and
+danet-train runs both stages on the "tiny" bank: the stage-1 loss must go down, Eq. 4 labels
+must be written for every slice, the bundle must load and carry its validation. The run is
+killed mid-way once and must resume from its checkpoint. danet-eval then evaluates the bundle
+and its JSON must have the documented names.
+
+Run by ctest with DANET_PHANTOM, DANET_TRAIN, DANET_EVAL, DANET_BANK and DANET_TMP set.
+"""
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import unittest
+
+TOOLS = {name: os.environ.get(f"DANET_{name.upper()}", f"danet-{name}")
+         for name in ("phantom", "train", "eval", "bank")}
+TMP = os.environ.get("DANET_TMP", "/tmp/danet_training_e2e")
+DIMS = "160,160,96"
+
+
+def train_command(out, work):
+    return [TOOLS["train"], "--train_data", os.path.join(TMP, "train"),
+            "--val_data", os.path.join(TMP, "val"), "--out", out, "--work", work,
+            "--preset", "tiny", "--bank_steps", "60", "--batch", "4", "--crop", "64",
+            "--bank_lr", "0.005", "--warmup", "5", "--decision_steps", "30",
+            "--decision_batch", "8", "--checkpoint_every", "20", "--threads", "2",
+            "--seed", "3"]
+
+
+def log_lines(work, stage):
+    with open(os.path.join(work, "train.log")) as f:
+        return [json.loads(line) for line in f if json.loads(line).get("stage") == stage]
+
+
+class TrainingEndToEnd(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        shutil.rmtree(TMP, ignore_errors=True)
+        for split, seed, cases in (("train", "11", "2"), ("val", "12", "1")):
+            subprocess.run([TOOLS["phantom"], "--out", os.path.join(TMP, split), "--cases", cases,
+                            "--seed", seed, "--dims", DIMS], check=True, capture_output=True,
+                           timeout=120)
+        cls.out = os.path.join(TMP, "bundle")
+        cls.work = os.path.join(TMP, "work")
+        # First run: killed once stage 1 has checkpointed step 20.
+        proc = subprocess.Popen(train_command(cls.out, cls.work), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        state = os.path.join(cls.work, "state.json")
+        deadline = time.monotonic() + 240
+        cls.killed_at = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with open(state) as f:
+                    step = json.load(f)["bank_step"]
+                if step >= 20:
+                    proc.send_signal(signal.SIGKILL)
+                    cls.killed_at = step
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        proc.wait(timeout=60)
+        # Second run: resumes and finishes.
+        cls.resumed = subprocess.run(train_command(cls.out, cls.work), capture_output=True,
+                                     text=True, timeout=600)
+
+    def test_resumed_after_kill_and_finished(self):
+        self.assertIsNotNone(self.killed_at, "the first run finished before it could be killed")
+        self.assertEqual(self.resumed.returncode, 0, self.resumed.stderr[-3000:])
+        self.assertIn(f"resuming: bank step {self.killed_at}", self.resumed.stderr)
+        with open(os.path.join(self.work, "state.json")) as f:
+            state = json.load(f)
+        self.assertEqual(state["bank_step"], 60)
+        self.assertEqual(state["decision_step"], 30)
+        self.assertTrue(state["labels_done"])
+
+    def test_stage1_loss_goes_down(self):
+        losses = [line["loss"] for line in log_lines(self.work, 1)]
+        self.assertGreaterEqual(len(losses), 5, losses)
+        first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
+        self.assertLess(last, first - 0.3, losses)
+
+    def test_decision_labels_cover_every_slice(self):
+        with open(os.path.join(self.work, "decision_labels.csv")) as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(len(rows), 2 * 96)
+        tumour = [r for r in rows if r["foreground"] == "1"]
+        self.assertTrue(tumour)
+        for r in rows:
+            if r["foreground"] == "0":
+                self.assertEqual(r["route"], "0")
+        for r in tumour:
+            self.assertIn(r["route"], {"1", "2", "3", "4"})
+            scores = [float(r[f"S_M{i}"]) for i in range(1, 5)]
+            self.assertTrue(all(0.0 <= s <= 1.0 for s in scores))
+            # Eq. 4 with alpha = 0.001: the chosen model is (one of) the best scoring.
+            self.assertGreaterEqual(scores[int(r["route"]) - 1], max(scores) - 0.001)
+
+    def test_bundle_loads_and_carries_validation(self):
+        check = subprocess.run([TOOLS["bank"], "check", "--bundle", self.out],
+                               capture_output=True, text=True, timeout=120)
+        self.assertEqual(check.returncode, 0, check.stderr)
+        with open(os.path.join(self.out, "bundle.pbtxt")) as f:
+            config = f.read()
+        self.assertIn('weight_dtype: "float16"', config)
+        self.assertIn("provenance:", config)
+        self.assertGreaterEqual(config.count("cases: 1"), 5)  # 4 models + dynamic
+
+    def test_eval_json_has_the_documented_names(self):
+        out = os.path.join(TMP, "eval.json")
+        result = subprocess.run([TOOLS["eval"], "--bundle", self.out, "--data",
+                                 os.path.join(TMP, "val"), "--threads", "2", "--json", out,
+                                 "--csv", os.path.join(TMP, "eval.csv")],
+                                capture_output=True, text=True, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("not clinical accuracy", result.stdout)
+        with open(out) as f:
+            evaluation = json.load(f)
+        self.assertEqual(evaluation["cases"], 1)
+        self.assertEqual(set(evaluation["policies"]),
+                         {"dynamic", "static:M1", "static:M2", "static:M3", "static:M4"})
+        for name, p in evaluation["policies"].items():
+            for key in ("gmacs_per_case", "seconds_per_case", "dice", "hd95", "routes",
+                        "tumour_slice_recall"):
+                self.assertIn(key, p, name)
+            self.assertEqual(set(p["dice"]), {"et", "tc", "wt", "mean"})
+            self.assertEqual(set(p["routes"]), {"skip", "M1", "M2", "M3", "M4"})
+            self.assertEqual(sum(p["routes"].values()), 96)
+        m1 = evaluation["policies"]["static:M1"]
+        self.assertEqual(m1["routes"]["M1"], 96)
+        self.assertEqual(m1["tumour_slice_recall"], 1.0)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,127 @@
+// The engine's reordered routing (decision network batched over the volume, slices grouped by
+// route) gives exactly what plain slice-by-slice routing gives.
+#include "server/engine/segmenter.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <random>
+#include <set>
+
+#include "models/bundle/bundle_config.h"
+
+namespace danet::engine {
+namespace {
+
+class SegmenterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    torch::set_num_threads(2);
+    models::BankOptions options;
+    options.load_weights = false;
+    options.seed = 21;
+    v1::BundleConfig config = *models::PresetConfig("tiny");
+    config.mutable_preprocessing()->set_slice_height(48);
+    config.mutable_preprocessing()->set_slice_width(64);
+    bank_ = *models::Bank::Create(config, ".", options);
+    // Spread the decision network's choices over every route: scale its classifier so small
+    // differences between slices change the argmax.
+    for (auto& [name, tensor] : bank_->decision().NamedState()) {
+      if (name == "classifier.weight") {
+        torch::NoGradGuard no_grad;
+        tensor.mul_(200.0);
+      }
+    }
+    // A 64 x 48 x 24 volume whose slices differ a lot: two empty, then each slice lights one
+    // channel with its own sign, strength and texture.
+    volume_.geometry = volume::MakeGeometry({64, 48, 24}, {1, 1, 1}, {0, 0, 0});
+    std::mt19937 rng(3);
+    std::normal_distribution<float> noise(0, 1);
+    for (auto& channel : volume_.channels) channel.assign(64 * 48 * 24, 0.0f);
+    for (int64_t z = 2; z < 24; ++z) {
+      const float sign = (z % 2) ? 1.0f : -1.0f, strength = 1.0f + (z % 3) * 2.0f;
+      for (int64_t v = 0; v < 64 * 48; ++v) {
+        volume_.channels[z % 4][z * 64 * 48 + v] =
+            sign * strength * ((v % 64) / 32.0f - 1.0f) + noise(rng) * (z % 5) * 0.5f;
+      }
+    }
+  }
+
+  // Route and mask of each slice, computed one slice at a time.
+  std::vector<uint8_t> SliceBySlice(std::vector<int>* routes) {
+    torch::NoGradGuard no_grad;
+    std::vector<uint8_t> labels(volume_.channels[0].size());
+    for (int64_t z = 0; z < 24; ++z) {
+      std::vector<torch::Tensor> channels;
+      for (auto& channel : volume_.channels) {
+        channels.push_back(torch::from_blob(channel.data() + z * 64 * 48, {48, 64}).clone());
+      }
+      const torch::Tensor x = torch::stack(channels).unsqueeze(0);
+      const int route = static_cast<int>(bank_->decision().Forward(x).argmax(1).item<int64_t>());
+      routes->push_back(route);
+      if (route == 0) continue;
+      const torch::Tensor classes =
+          bank_->model(route - 1).Forward(x).argmax(1)[0].to(torch::kUInt8);
+      for (int64_t v = 0; v < 64 * 48; ++v) {
+        labels[z * 64 * 48 + v] = volume::ClassToLabel(classes.data_ptr<uint8_t>()[v]);
+      }
+    }
+    return labels;
+  }
+
+  std::unique_ptr<models::Bank> bank_;
+  volume::MultiModalVolume volume_;
+};
+
+TEST_F(SegmenterTest, GroupedRoutingEqualsSliceBySliceRouting) {
+  std::vector<int> expected_routes;
+  const std::vector<uint8_t> expected = SliceBySlice(&expected_routes);
+  ASSERT_GE(std::set<int>(expected_routes.begin(), expected_routes.end()).size(), 3u)
+      << "the test volume should exercise several routes: "
+      << ::testing::PrintToString(expected_routes);
+  for (int decision_batch : {1, 7, 16}) {
+    SegmentOptions options;
+    options.decision_batch = decision_batch;
+    absl::StatusOr<VolumeResult> result = SegmentVolume(*bank_, volume_, Policy{}, options);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->labels, expected) << "decision batch " << decision_batch;
+    for (int z = 0; z < 24; ++z) EXPECT_EQ(result->slices[z].route, expected_routes[z]) << z;
+  }
+}
+
+TEST_F(SegmenterTest, StaticPolicySendsEverySliceToItsModelAndCountsCost) {
+  const Policy policy = *ParsePolicy("static:M2", *bank_);
+  absl::StatusOr<VolumeResult> result = SegmentVolume(*bank_, volume_, policy);
+  ASSERT_TRUE(result.ok());
+  for (const SliceResult& s : result->slices) {
+    EXPECT_EQ(s.route, 2);
+    EXPECT_TRUE(s.probabilities.empty());
+  }
+  EXPECT_NEAR(result->gmacs, 24 * bank_->model_config(1).gmacs_per_slice(), 1e-9);
+}
+
+TEST_F(SegmenterTest, EverySliceIsReportedOnce) {
+  std::vector<int> seen(24, 0);
+  SegmentOptions options;
+  options.on_slice = [&](const SliceResult& s) { ++seen[s.index]; };
+  ASSERT_TRUE(SegmentVolume(*bank_, volume_, Policy{}, options).ok());
+  EXPECT_EQ(seen, std::vector<int>(24, 1));
+}
+
+TEST_F(SegmenterTest, UnknownPoliciesNameWhatExists) {
+  EXPECT_THAT(ParsePolicy("static:M9", *bank_).status().message(),
+              ::testing::HasSubstr("no bank model 'M9' (the bank has M1, M2, M3, M4)"));
+  EXPECT_EQ(ParsePolicy("fastest", *bank_).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SegmenterTest, UnsupportedSliceSizeIsAnErrorNotACrash) {
+  volume::MultiModalVolume odd;
+  odd.geometry = volume::MakeGeometry({30, 30, 2}, {1, 1, 1}, {0, 0, 0});
+  for (auto& channel : odd.channels) channel.assign(30 * 30 * 2, 1.0f);
+  const Policy policy = *ParsePolicy("static:M1", *bank_);
+  EXPECT_EQ(SegmentVolume(*bank_, odd, policy).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace danet::engine
