@@ -125,6 +125,20 @@ absl::Status Bank::Save(const std::filesystem::path& dir, WeightDtype dtype) con
   return WriteBundleConfig(out, dir);
 }
 
+absl::Status Bank::ReinitializeDecision() {
+  absl::StatusOr<std::unique_ptr<Network>> decision =
+      BuildDecisionNetwork(config_.decision().arch(), config_.models_size() + 1);
+  if (!decision.ok()) return decision.status();
+  try {
+    (*decision)->To(device_);
+  } catch (const c10::Error& e) {
+    return absl::FailedPreconditionError(e.what_without_backtrace());
+  }
+  (*decision)->SetTraining(false);
+  decision_ = *std::move(decision);
+  return absl::OkStatus();
+}
+
 std::optional<int> Bank::FindModel(const std::string& id) const {
   for (int i = 0; i < config_.models_size(); ++i) {
     if (config_.models(i).id() == id) return i;

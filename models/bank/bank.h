@@ -59,6 +59,10 @@ class Bank {
   Network& decision() const { return *decision_; }
   c10::Device device() const { return device_; }
 
+  // Replaces the decision network with a freshly initialised one (LibTorch's generator), for
+  // retraining it over a trained bank.
+  absl::Status ReinitializeDecision();
+
   // Index of the model with this id, or nullopt.
   std::optional<int> FindModel(const std::string& id) const;
 

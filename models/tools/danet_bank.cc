@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <iostream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -19,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "models/bank/bank.h"
 #include "models/bank/describe.h"
+#include "models/bank/device.h"
 #include "models/bundle/bundle_config.h"
 
 ABSL_FLAG(std::string, preset, "",
@@ -108,9 +108,7 @@ int Check() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(danet::models::kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  const int threads = absl::GetFlag(FLAGS_threads);
-  torch::set_num_threads(threads > 0 ? threads
-                                     : static_cast<int>(std::thread::hardware_concurrency()));
+  danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
   if (args.size() != 2) return danet::models::Usage("expected exactly one command");
   const std::string command = args[1];
   if (command == "describe") return danet::models::Describe();

@@ -8,11 +8,11 @@
 
 #include <fstream>
 #include <iostream>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "models/bank/device.h"
 #include "models/eval/evaluate.h"
 #include "models/train/dataset.h"
 
@@ -30,20 +30,18 @@ ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("danet-eval --bundle DIR --data DIR [--json F] [--csv F]");
   absl::ParseCommandLine(argc, argv);
-  const int threads = absl::GetFlag(FLAGS_threads);
-  torch::set_num_threads(threads > 0 ? threads
-                                     : static_cast<int>(std::thread::hardware_concurrency()));
+  danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
   if (absl::GetFlag(FLAGS_bundle).empty() || absl::GetFlag(FLAGS_data).empty()) {
     std::cerr << "danet-eval: --bundle and --data are required\n";
     return 2;
   }
-  danet::models::BankOptions options;
-  try {
-    options.device = c10::Device(absl::GetFlag(FLAGS_device));
-  } catch (const c10::Error&) {
-    std::cerr << "danet-eval: --device is cpu, cuda or cuda:N\n";
+  absl::StatusOr<c10::Device> device = danet::models::ParseDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    std::cerr << "danet-eval: " << device.status().message() << "\n";
     return 2;
   }
+  danet::models::BankOptions options;
+  options.device = *device;
   absl::StatusOr<std::unique_ptr<danet::models::Bank>> bank =
       danet::models::Bank::Load(absl::GetFlag(FLAGS_bundle), options);
   if (!bank.ok()) {

@@ -9,7 +9,6 @@
 
 #include <fstream>
 #include <iostream>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -18,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "models/bank/device.h"
 #include "models/bundle/bundle_config.h"
 #include "models/train/trainer.h"
 
@@ -46,6 +46,11 @@ ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(std::string, dtype, "float16", "Weight storage of the output bundle.");
 ABSL_FLAG(int, checkpoint_every, 50, "Checkpoint every N steps.");
+ABSL_FLAG(std::vector<std::string>, validation_policies, {},
+          "Policies to validate (default: dynamic and every static model).");
+ABSL_FLAG(bool, redo_decision, false,
+          "Keep the work directory's trained bank and Eq. 4 scores, but relabel with --alpha and "
+          "retrain the decision network (for alpha sweeps).");
 
 namespace danet::train {
 namespace {
@@ -86,18 +91,8 @@ int Main(const std::string& command_line) {
     std::cerr << "danet-train: --train_data and --out are required (see --help)\n";
     return 2;
   }
-  absl::StatusOr<c10::Device> device = [&]() -> absl::StatusOr<c10::Device> {
-    try {
-      return c10::Device(absl::GetFlag(FLAGS_device));
-    } catch (const c10::Error&) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--device '", absl::GetFlag(FLAGS_device), "' is not cpu, cuda or cuda:N"));
-    }
-  }();
+  absl::StatusOr<c10::Device> device = models::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return Fail(device.status());
-  if (device->is_cuda() && !torch::cuda::is_available()) {
-    return Fail(absl::FailedPreconditionError("--device cuda: no CUDA device is available"));
-  }
   absl::StatusOr<std::map<std::string, int>> stops =
       ParseStopSteps(absl::GetFlag(FLAGS_stop_steps));
   if (!stops.ok()) return Fail(stops.status());
@@ -144,6 +139,8 @@ int Main(const std::string& command_line) {
   options.skip_weight = absl::GetFlag(FLAGS_skip_weight);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
+  options.redo_decision = absl::GetFlag(FLAGS_redo_decision);
+  options.validation_policies = absl::GetFlag(FLAGS_validation_policies);
   options.work_dir = absl::GetFlag(FLAGS_work).empty() ? out + ".work" : absl::GetFlag(FLAGS_work);
 
   Trainer trainer(*std::move(bank), *std::move(train), std::move(validation), options);
@@ -170,8 +167,6 @@ int main(int argc, char** argv) {
   std::vector<std::string> words(argv, argv + argc);
   words[0] = "danet-train";
   absl::ParseCommandLine(argc, argv);
-  const int threads = absl::GetFlag(FLAGS_threads);
-  torch::set_num_threads(threads > 0 ? threads
-                                     : static_cast<int>(std::thread::hardware_concurrency()));
+  danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
   return danet::train::Main(absl::StrJoin(words, " "));
 }

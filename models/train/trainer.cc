@@ -122,6 +122,12 @@ absl::Status Trainer::LoadState() {
       models::Bank::Load(options_.work_dir / kCheckpointDir, options);
   if (!resumed.ok()) return resumed.status();
   bank_ = *std::move(resumed);
+  if (options_.redo_decision && state_["labels_done"].get<bool>()) {
+    state_["decision_step"] = 0;
+    state_["validated"] = false;
+    torch::manual_seed(options_.seed);
+    if (absl::Status s = bank_->ReinitializeDecision(); !s.ok()) return s;
+  }
   std::fprintf(stderr, "resuming: bank step %d, labels %s, decision step %d\n",
                state_["bank_step"].get<int>(), state_["labels_done"].get<bool>() ? "done" : "to do",
                state_["decision_step"].get<int>());
@@ -231,15 +237,26 @@ absl::Status Trainer::ComputeDecisionLabels() {
   tumour_slices_.clear();
   other_slices_.clear();
   if (state_["labels_done"].get<bool>()) {
-    // Rebuild the slice lists from the file (the routes do not depend on anything else).
+    // Rebuild the slice lists from the file, re-deriving each route from the stored scores
+    // with the current alpha: alpha is a knob over one set of model runs.
     std::ifstream in(path);
     std::string line;
     std::getline(in, line);  // header
+    std::vector<int> histogram(bank_->size() + 1, 0);
     while (std::getline(in, line)) {
       const std::vector<std::string> f = absl::StrSplit(line, ',');
-      LabelledSlice s{std::stoi(f[1]), std::stoi(f[2]), std::stoi(f.back())};
-      (std::stoi(f[3]) ? tumour_slices_ : other_slices_).push_back(s);
+      if (f.size() != static_cast<size_t>(bank_->size()) + 5) {
+        return absl::DataLossError(absl::StrCat(path.string(), ": malformed line '", line, "'"));
+      }
+      const bool tumour = f[3] == "1";
+      std::vector<double> scores;
+      for (int i = 0; tumour && i < bank_->size(); ++i) scores.push_back(std::stod(f[4 + i]));
+      LabelledSlice s{std::stoi(f[1]), std::stoi(f[2]),
+                      DecisionLabel(tumour, scores, gmacs, options_.alpha)};
+      ++histogram[s.route];
+      (tumour ? tumour_slices_ : other_slices_).push_back(s);
     }
+    report_["decision_label_histogram"] = histogram;
     return absl::OkStatus();
   }
   for (int i = 0; i < bank_->size(); ++i) bank_->model(i).SetTraining(false);
@@ -350,9 +367,12 @@ absl::Status Trainer::RunDecisionStage() {
 
 absl::Status Trainer::Validate() {
   if (validation_.empty()) return absl::OkStatus();
-  std::vector<std::string> policies = {"dynamic"};
-  for (int i = 0; i < bank_->size(); ++i) {
-    policies.push_back(absl::StrCat("static:", bank_->model_config(i).id()));
+  std::vector<std::string> policies = options_.validation_policies;
+  if (policies.empty()) {
+    policies.push_back("dynamic");
+    for (int i = 0; i < bank_->size(); ++i) {
+      policies.push_back(absl::StrCat("static:", bank_->model_config(i).id()));
+    }
   }
   Progress progress("validation", static_cast<int>(policies.size() * validation_.size()), 0, 1);
   int done = 0;

@@ -54,6 +54,10 @@ struct TrainOptions {
   int log_every = 10;
   int checkpoint_every = 50;
   std::filesystem::path work_dir;
+  // Resume with the bank and the stored slice scores, but redo the decision stage (new alpha).
+  bool redo_decision = false;
+  // Policies to validate ("dynamic", "static:<id>"); empty: dynamic and every static one.
+  std::vector<std::string> validation_policies;
 };
 
 class Trainer {

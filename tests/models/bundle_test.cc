@@ -25,20 +25,9 @@ std::filesystem::path TempDir(const std::string& name) {
   return dir;
 }
 
-// A small bank (fast to run): two small UNets, a small TransBTS, the default decision net.
+// The tiny preset on 64 x 64 slices: fast to run.
 v1::BundleConfig SmallConfig() {
-  v1::BundleConfig config = PaperPresetConfig();
-  config.set_name("small");
-  config.mutable_models(0)->mutable_unet()->set_base_width(4);
-  config.mutable_models(1)->mutable_unet()->set_base_width(6);
-  for (int i : {2, 3}) {
-    v1::TransBTSArch* t = config.mutable_models(i)->mutable_transbts();
-    t->set_base_width(4);
-    t->set_embed_dim(32);
-    t->set_num_heads(4);
-    t->set_mlp_dim(64);
-    t->set_image_size(64);
-  }
+  v1::BundleConfig config = *PresetConfig("tiny");
   config.mutable_preprocessing()->set_slice_height(64);
   config.mutable_preprocessing()->set_slice_width(64);
   return config;
