@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "server/engine/segmenter.h"
 
 namespace danet::train {
 namespace {
@@ -58,11 +59,7 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     volume::NormalizeZScoreBrain(&c.image);
     c.labels = std::move(loaded->seg->labels);
     const auto& d = c.image.geometry.dims;
-    std::vector<torch::Tensor> channels;
-    for (auto& channel : c.image.channels) {
-      channels.push_back(torch::from_blob(channel.data(), {d[2], d[1], d[0]}, torch::kFloat32));
-    }
-    c.slices = torch::stack(channels, 1);
+    c.slices = engine::SliceStack(c.image);
     std::vector<uint8_t> classes(c.labels.size());
     for (size_t v = 0; v < classes.size(); ++v) classes[v] = volume::LabelToClass(c.labels[v]);
     c.classes = torch::from_blob(classes.data(), {d[2], d[1], d[0]}, torch::kUInt8).clone();

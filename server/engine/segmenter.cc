@@ -16,8 +16,9 @@ double Since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Z x 4 x Y x X float tensor over the volume's channels (copied once).
-torch::Tensor SliceStack(const volume::MultiModalVolume& v) {
+}  // namespace
+
+at::Tensor SliceStack(const volume::MultiModalVolume& v) {
   const auto& d = v.geometry.dims;
   std::vector<torch::Tensor> channels;
   for (const auto& channel : v.channels) {
@@ -26,8 +27,6 @@ torch::Tensor SliceStack(const volume::MultiModalVolume& v) {
   }
   return torch::stack(channels, 1).contiguous();
 }
-
-}  // namespace
 
 std::string Policy::Name(const models::Bank& bank) const {
   if (kind == Kind::kDynamic) return "dynamic";

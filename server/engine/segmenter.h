@@ -10,6 +10,8 @@
 #ifndef DANET_SERVER_ENGINE_SEGMENTER_H_
 #define DANET_SERVER_ENGINE_SEGMENTER_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <functional>
 #include <string>
 #include <vector>
@@ -55,6 +57,9 @@ struct SegmentOptions {
   // completion order; may be empty.
   std::function<void(const SliceResult&)> on_slice;
 };
+
+// The volume's axial slices as one Z x 4 x Y x X float tensor (a copy), the networks' input.
+at::Tensor SliceStack(const volume::MultiModalVolume& volume);
 
 // Segments a z-scored volume (volume::NormalizeZScoreBrain). The slice size must suit the bank
 // (multiples of 16). Errors from LibTorch come back as InvalidArgument/Internal.
