@@ -3,8 +3,11 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 
 namespace danet::engine {
@@ -29,13 +32,22 @@ at::Tensor SliceStack(const volume::MultiModalVolume& v) {
 }
 
 std::string Policy::Name(const models::Bank& bank) const {
-  if (kind == Kind::kDynamic) return "dynamic";
+  if (kind == Kind::kDynamic) {
+    return cost_bias == 0 ? "dynamic" : absl::StrCat("dynamic@", cost_bias);
+  }
   return absl::StrCat("static:", bank.model_config(static_model).id());
 }
 
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank) {
   if (text == "dynamic") return Policy{};
-  if (text.rfind("static:", 0) == 0) {
+  if (text.rfind("dynamic@", 0) == 0) {
+    Policy policy;
+    if (!absl::SimpleAtod(text.substr(8), &policy.cost_bias) || !std::isfinite(policy.cost_bias)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("policy '", text, "': the cost bias after '@' is not a number"));
+    }
+    return policy;
+  }  if (text.rfind("static:", 0) == 0) {
     const std::string id = text.substr(7);
     if (std::optional<int> index = bank.FindModel(id)) {
       return Policy{Policy::Kind::kStatic, *index};
@@ -47,7 +59,25 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
                                                    ")"));
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("policy '", text, "' is not 'dynamic' or 'static:<model id>'"));
+      absl::StrCat("policy '", text, "' is not 'dynamic', 'dynamic@<bias>' or 'static:<model id>'"));
+}
+
+int BiasedRoute(const float* probabilities, const std::vector<double>& route_gmacs,
+                double cost_bias) {
+  int best = 0;
+  double best_score = -std::numeric_limits<double>::infinity();
+  const double largest = *std::max_element(route_gmacs.begin(), route_gmacs.end());
+  for (size_t i = 0; i < route_gmacs.size(); ++i) {
+    // With no bias this is argmax p_i (ties to the first), exactly the unbiased route.
+    const double score = cost_bias == 0 ? probabilities[i]
+                                        : std::log(std::max(probabilities[i], 1e-30f)) -
+                                              cost_bias * route_gmacs[i] / largest;
+    if (score > best_score) {
+      best_score = score;
+      best = static_cast<int>(i);
+    }
+  }
+  return best;
 }
 
 absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
@@ -62,6 +92,11 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     torch::NoGradGuard no_grad;
     const torch::Tensor slices = SliceStack(normalized);
     const double decision_gmacs = bank.config().decision().gmacs_per_slice();
+    std::vector<double> route_gmacs = {0.0};
+    for (int i = 0; i < bank.size(); ++i) {
+      route_gmacs.push_back(bank.model_config(i).gmacs_per_slice());
+    }
+    auto stop = [&] { return options.cancelled && options.cancelled(); };
 
     // 1. Routes.
     const auto decide_start = Clock::now();
@@ -70,6 +105,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
       std::fill(routes.begin(), routes.end(), policy.static_model + 1);
     } else {
       for (int64_t begin = 0; begin < depth; begin += options.decision_batch) {
+        if (stop()) return absl::CancelledError("segmentation cancelled");
         const int64_t end = std::min<int64_t>(depth, begin + options.decision_batch);
         const torch::Tensor probs =
             torch::softmax(bank.decision().Forward(slices.slice(0, begin, end).to(bank.device())),
@@ -77,9 +113,9 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
                 .to(torch::kCPU);
         for (int64_t z = begin; z < end; ++z) {
           const torch::Tensor p = probs[z - begin];
-          routes[z] = static_cast<int>(p.argmax().item<int64_t>());
           result.slices[z].probabilities.assign(p.data_ptr<float>(),
                                                 p.data_ptr<float>() + p.numel());
+          routes[z] = BiasedRoute(p.data_ptr<float>(), route_gmacs, policy.cost_bias);
         }
       }
     }
@@ -91,7 +127,9 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
       result.slices[z].index = static_cast<int>(z);
       result.slices[z].route = routes[z];
       result.slices[z].gmacs = policy.kind == Policy::Kind::kDynamic ? decision_gmacs : 0.0;
-      if (routes[z] == 0 && options.on_slice) options.on_slice(result.slices[z]);
+      if (routes[z] == 0 && options.on_slice) {
+        options.on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
+      }
     }
     for (int route = 1; route <= bank.size(); ++route) {
       std::vector<int64_t> members;
@@ -101,6 +139,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
       models::Network& model = bank.model(route - 1);
       const double model_gmacs = bank.model_config(route - 1).gmacs_per_slice();
       for (size_t begin = 0; begin < members.size(); begin += options.model_batch) {
+        if (stop()) return absl::CancelledError("segmentation cancelled");
         const size_t end = std::min(members.size(), begin + options.model_batch);
         const torch::Tensor index = torch::tensor(
             std::vector<int64_t>(members.begin() + begin, members.begin() + end), torch::kLong);
@@ -116,7 +155,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
           for (int64_t v = 0; v < slice_voxels; ++v) dst[v] = volume::ClassToLabel(src[v]);
           result.slices[z].gmacs += model_gmacs;
           result.slices[z].seconds = seconds;
-          if (options.on_slice) options.on_slice(result.slices[z]);
+          if (options.on_slice) options.on_slice(result.slices[z], dst);
         }
       }
     }

@@ -26,12 +26,16 @@ namespace danet::engine {
 struct Policy {
   enum class Kind { kDynamic, kStatic };
   Kind kind = Kind::kDynamic;
-  int static_model = -1;                             // bank index for kStatic
-  std::string Name(const models::Bank& bank) const;  // "dynamic" or "static:<id>"
+  int static_model = -1;  // bank index for kStatic
+  // kDynamic only: biases routes toward cheaper (> 0) or stronger (< 0) models. The route is
+  // argmax_i [log p_i - cost_bias * gmacs_i / gmacs_max] with skip costing 0, so 0 keeps the
+  // decision network's choice (docs/routing.md).
+  double cost_bias = 0;
+  std::string Name(const models::Bank& bank) const;  // "dynamic", "dynamic@0.5", "static:<id>"
 };
 
-// Parses "dynamic" or "static:<model id>"; InvalidArgument names an unknown model and lists
-// the known ones.
+// Parses "dynamic", "dynamic@<cost bias>" or "static:<model id>"; InvalidArgument names an
+// unknown model and lists the known ones.
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
 
 struct SliceResult {
@@ -54,9 +58,18 @@ struct SegmentOptions {
   int decision_batch = 16;  // slices per decision-network forward pass
   int model_batch = 1;      // slices per bank-model pass (1 was fastest on CPU; see docs)
   // Called as each slice's result is complete (routes first known, then masks), in
-  // completion order; may be empty.
-  std::function<void(const SliceResult&)> on_slice;
+  // completion order, with that slice's labels (dims[0] x dims[1], x fastest; all zero for
+  // skipped slices), valid during the call only; may be empty.
+  std::function<void(const SliceResult&, const uint8_t* labels)> on_slice;
+  // Polled between slices; when it returns true the work stops with CancelledError (the
+  // caller's deadline or cancellation). May be empty.
+  std::function<bool()> cancelled;
 };
+
+// The route of one slice from the decision network's probabilities under a cost bias
+// (Policy::cost_bias); route_gmacs[i] is route i's model cost (route 0, skip, costs 0).
+int BiasedRoute(const float* probabilities, const std::vector<double>& route_gmacs,
+                double cost_bias);
 
 // The volume's axial slices as one Z x 4 x Y x X float tensor (a copy), the networks' input.
 at::Tensor SliceStack(const volume::MultiModalVolume& volume);

@@ -101,12 +101,49 @@ TEST_F(SegmenterTest, StaticPolicySendsEverySliceToItsModelAndCountsCost) {
   EXPECT_NEAR(result->gmacs, 24 * bank_->model_config(1).gmacs_per_slice(), 1e-9);
 }
 
-TEST_F(SegmenterTest, EverySliceIsReportedOnce) {
+TEST_F(SegmenterTest, EverySliceIsReportedOnceWithItsFinalMask) {
   std::vector<int> seen(24, 0);
+  std::vector<uint8_t> streamed(64 * 48 * 24, 255);
   SegmentOptions options;
-  options.on_slice = [&](const SliceResult& s) { ++seen[s.index]; };
-  ASSERT_TRUE(SegmentVolume(*bank_, volume_, Policy{}, options).ok());
+  options.on_slice = [&](const SliceResult& s, const uint8_t* labels) {
+    ++seen[s.index];
+    std::copy(labels, labels + 64 * 48, streamed.begin() + s.index * 64 * 48);
+  };
+  absl::StatusOr<VolumeResult> result = SegmentVolume(*bank_, volume_, Policy{}, options);
+  ASSERT_TRUE(result.ok());
   EXPECT_EQ(seen, std::vector<int>(24, 1));
+  EXPECT_EQ(streamed, result->labels);
+}
+
+TEST_F(SegmenterTest, CostBiasMovesRoutesTowardCheaperOrStrongerModels) {
+  const VolumeResult plain = *SegmentVolume(*bank_, volume_, *ParsePolicy("dynamic@0", *bank_));
+  Policy cheap = *ParsePolicy("dynamic@1000", *bank_);
+  Policy strong = *ParsePolicy("dynamic@-1000", *bank_);
+  EXPECT_EQ(strong.Name(*bank_), "dynamic@-1000");
+  const VolumeResult cheapest = *SegmentVolume(*bank_, volume_, cheap);
+  const VolumeResult strongest = *SegmentVolume(*bank_, volume_, strong);
+  EXPECT_LT(cheapest.gmacs, plain.gmacs);
+  EXPECT_GT(strongest.gmacs, plain.gmacs);
+  for (int z = 0; z < 24; ++z) {
+    EXPECT_EQ(cheapest.slices[z].route, 0) << z;  // skip costs nothing
+    EXPECT_EQ(strongest.slices[z].route, bank_->size()) << z;
+  }
+  // A small bias only changes slices whose top routes were close.
+  const std::vector<double> costs = {0, 1, 2, 4, 8};
+  const float p[] = {0.30f, 0.29f, 0.2f, 0.11f, 0.1f};
+  EXPECT_EQ(BiasedRoute(p, costs, 0.0), 0);
+  EXPECT_EQ(BiasedRoute(p, costs, -0.2), 1);
+  EXPECT_EQ(ParsePolicy("dynamic@x", *bank_).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SegmenterTest, CancellationStopsBetweenSlices) {
+  int reported = 0;
+  SegmentOptions options;
+  options.on_slice = [&](const SliceResult&, const uint8_t*) { ++reported; };
+  options.cancelled = [&] { return reported >= 5; };
+  absl::StatusOr<VolumeResult> result = SegmentVolume(*bank_, volume_, Policy{}, options);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(reported, 24);
 }
 
 TEST_F(SegmenterTest, UnknownPoliciesNameWhatExists) {

@@ -1,0 +1,105 @@
+#include "client/cli/report.h"
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/preview/montage.h"
+#include "client/preview/png.h"
+#include "server/volume/nifti.h"
+
+namespace danet::client {
+
+nlohmann::json ReportJson(const CaseResult& r) {
+  const v1::Summary& s = r.summary;
+  nlohmann::json routes = nlohmann::json::object();
+  for (const std::string& name : r.accepted.routes()) {
+    auto it = s.route_counts().find(name);
+    routes[name] = it == s.route_counts().end() ? 0 : it->second;
+  }
+  nlohmann::json slices = nlohmann::json::array();
+  for (const v1::SliceResult& slice : r.slices) {
+    nlohmann::json j = {{"index", slice.index()},
+                        {"route", slice.route_name()},
+                        {"gmacs", slice.gmacs()},
+                        {"ms", slice.seconds() * 1000.0}};
+    if (slice.probabilities_size() > 0) {
+      j["probabilities"] = std::vector<float>(slice.probabilities().begin(),
+                                              slice.probabilities().end());
+    }
+    slices.push_back(j);
+  }
+  const v1::Timing& t = s.seconds();
+  return {
+      {"request_id", s.request_id()},
+      {"policy", r.accepted.policy()},
+      {"dims", std::vector<int>(r.accepted.dims().begin(), r.accepted.dims().end())},
+      {"spacing_mm", std::vector<double>(r.accepted.spacing().begin(), r.accepted.spacing().end())},
+      {"routes", routes},
+      {"gmacs", s.gmacs()},
+      {"gmacs_all_m4", s.gmacs_all_largest()},
+      {"largest_model", s.largest_model()},
+      {"seconds",
+       {{"receive", t.receive()},
+        {"decode", t.decode()},
+        {"preprocess", t.preprocess()},
+        {"decide", t.decide()},
+        {"segment", t.segment()},
+        {"encode", t.encode()},
+        {"queued", t.queued()},
+        {"total", t.total()},
+        {"client_wall", r.wall_seconds}}},
+      {"volumes_ml", {{"wt", s.volumes_ml().wt()}, {"tc", s.volumes_ml().tc()},
+                      {"et", s.volumes_ml().et()}}},
+      {"slices", slices},
+  };
+}
+
+void PrintSummary(const CaseResult& r, std::ostream& out) {
+  const v1::Summary& s = r.summary;
+  const int n = std::max(1, r.accepted.num_slices());
+  out << absl::StrFormat("policy %s, %d slices (%s)\n", r.accepted.policy(), n,
+                         absl::StrJoin(r.accepted.dims(), "x"));
+  out << "  route    slices   share\n";
+  for (const std::string& name : r.accepted.routes()) {
+    auto it = s.route_counts().find(name);
+    const int count = it == s.route_counts().end() ? 0 : it->second;
+    out << absl::StrFormat("  %-7s %7d  %5.1f%%\n", name, count, 100.0 * count / n);
+  }
+  const double share = s.gmacs_all_largest() > 0 ? s.gmacs() / s.gmacs_all_largest() : 0;
+  out << absl::StrFormat("  cost     %.1f GMACs = %.1f%% of all-%s (%.1f), %.2fx saving\n",
+                         s.gmacs(), 100 * share, s.largest_model(), s.gmacs_all_largest(),
+                         share > 0 ? 1 / share : 0);
+  const v1::Timing& t = s.seconds();
+  out << absl::StrFormat(
+      "  seconds  receive %.2f  decode %.2f  preprocess %.2f  decide %.2f  segment %.2f  "
+      "encode %.2f  queued %.2f  total %.2f\n",
+      t.receive(), t.decode(), t.preprocess(), t.decide(), t.segment(), t.encode(), t.queued(),
+      t.total());
+  out << absl::StrFormat("  tumour   WT %.1f mL  TC %.1f mL  ET %.1f mL\n", s.volumes_ml().wt(),
+                         s.volumes_ml().tc(), s.volumes_ml().et());
+}
+
+absl::Status WritePreview(const CaseResult& r, const std::filesystem::path& flair,
+                          const std::string& title, const std::string& png_path) {
+  absl::StatusOr<volume::Volume> background = volume::ReadNifti(flair);
+  if (!background.ok()) return background.status();
+  const auto& d = background->geometry.dims;
+  if (r.accepted.dims_size() != 3 || d[0] != r.accepted.dims(0) || d[1] != r.accepted.dims(1) ||
+      d[2] != r.accepted.dims(2)) {
+    return absl::InvalidArgumentError("preview: the FLAIR file's grid differs from the result's");
+  }
+  preview::MontageInput input;
+  input.dims = {int(d[0]), int(d[1]), int(d[2])};
+  input.spacing = background->geometry.spacing;
+  input.background = &background->voxels;
+  input.labels = &r.labels;
+  for (const v1::SliceResult& s : r.slices) input.routes.push_back(s.route());
+  input.route_names.assign(r.accepted.routes().begin(), r.accepted.routes().end());
+  input.title = title;
+  preview::MontageOptions options;
+  preview::SetFlipsFromVoxelToWorld(background->geometry.VoxelToWorld(), &options);
+  absl::StatusOr<preview::Image> image = preview::RenderMontage(input, options);
+  if (!image.ok()) return image.status();
+  return preview::WritePng(*image, png_path);
+}
+
+}  // namespace danet::client

@@ -1,0 +1,27 @@
+// What `danet segment` shows and writes: the summary table, the JSON report (its schema is in
+// docs/api.md) and the preview montage.
+#ifndef DANET_CLIENT_CLI_REPORT_H_
+#define DANET_CLIENT_CLI_REPORT_H_
+
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "client/cli/call.h"
+
+namespace danet::client {
+
+nlohmann::json ReportJson(const CaseResult& result);
+
+// Routes with counts and share, GMACs and saving against the largest model, the time split,
+// tumour volumes.
+void PrintSummary(const CaseResult& result, std::ostream& out);
+
+// Renders the montage (FLAIR read from `flair`, the labels, the route of every slice) to a PNG.
+absl::Status WritePreview(const CaseResult& result, const std::filesystem::path& flair,
+                          const std::string& title, const std::string& png_path);
+
+}  // namespace danet::client
+
+#endif  // DANET_CLIENT_CLI_REPORT_H_

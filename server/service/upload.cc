@@ -1,0 +1,134 @@
+#include "server/service/upload.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace danet::service {
+namespace {
+
+// How a file is named in messages: its index and the client's base name.
+std::string FileLabel(const v1::Header& header, int index) {
+  const std::string& name = header.files(index).name();
+  const size_t slash = name.find_last_of('/');
+  return absl::StrCat("files[", index, "] '", slash == std::string::npos ? name : name.substr(slash + 1),
+                      "'");
+}
+
+}  // namespace
+
+Upload::Upload(v1::Header header, const UploadLimits& limits)
+    : header_(std::move(header)), limits_(limits) {}
+
+absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
+                                                       const std::vector<std::string>& modalities,
+                                                       const UploadLimits& limits) {
+  if (header.input_kind() == v1::INPUT_KIND_DICOM) {
+    return absl::UnimplementedError("header.input_kind: DICOM input is not supported yet");
+  }
+  if (header.input_kind() != v1::INPUT_KIND_NIFTI) {
+    return absl::InvalidArgumentError("header.input_kind: must be INPUT_KIND_NIFTI");
+  }
+  for (int output : header.outputs()) {
+    if (output != v1::OUTPUT_KIND_LABELMAP_NIFTI) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.outputs: unsupported output kind ", output));
+    }
+  }
+  auto upload = std::unique_ptr<Upload>(new Upload(header, limits));
+  std::vector<int> file_of_modality(modalities.size(), -1);
+  uint64_t declared = 0;
+  for (int i = 0; i < header.files_size(); ++i) {
+    const v1::InputFile& file = header.files(i);
+    int m = 0;
+    while (m < static_cast<int>(modalities.size()) && modalities[m] != file.modality()) ++m;
+    if (m == static_cast<int>(modalities.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.", FileLabel(header, i), ": modality '", file.modality(),
+                       "' is not one of ", absl::StrJoin(modalities, ", ")));
+    }
+    if (file_of_modality[m] >= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "header.", FileLabel(header, i), ": modality '", file.modality(), "' repeats ",
+          FileLabel(header, file_of_modality[m])));
+    }
+    file_of_modality[m] = i;
+    upload->modality_of_file_.push_back(volume::ModalityIndex(file.modality()));
+    declared += file.size();
+  }
+  for (size_t m = 0; m < modalities.size(); ++m) {
+    if (file_of_modality[m] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.files: no file for modality '", modalities[m], "'"));
+    }
+  }
+  if (declared > static_cast<uint64_t>(limits.max_upload_bytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("header.files: the declared sizes add up to ", declared,
+                     " bytes, over this server's upload limit of ", limits.max_upload_bytes));
+  }
+  upload->files_.resize(header.files_size());
+  return upload;
+}
+
+absl::Status Upload::Add(const v1::Chunk& chunk) {
+  if (complete()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk for files[", chunk.file_index(), "] after every file was complete"));
+  }
+  if (chunk.file_index() >= static_cast<uint32_t>(files_.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk.file_index ", chunk.file_index(),
+                                                   " is out of range (", files_.size(),
+                                                   " files in the header)"));
+  }
+  const int index = static_cast<int>(chunk.file_index());
+  if (index != current_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk out of order: got a chunk of ", FileLabel(header_, index), " while ",
+        FileLabel(header_, current_), " is incomplete (files are sent in header order)"));
+  }
+  std::string& bytes = files_[index];
+  if (chunk.offset() != bytes.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk out of order: ", FileLabel(header_, index), " chunk at offset ",
+                     chunk.offset(), ", expected ", bytes.size()));
+  }
+  bytes_received_ += static_cast<int64_t>(chunk.data().size());
+  if (bytes_received_ > limits_.max_upload_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(FileLabel(header_, index), ": the upload passed this server's limit of ",
+                     limits_.max_upload_bytes, " bytes"));
+  }
+  const uint64_t declared = header_.files(index).size();
+  if (declared > 0 && bytes.size() + chunk.data().size() > declared) {
+    return absl::InvalidArgumentError(absl::StrCat(FileLabel(header_, index), ": more than the ",
+                                                   declared, " bytes declared in the header"));
+  }
+  bytes.append(chunk.data());
+  if (chunk.last()) {
+    if (declared > 0 && bytes.size() != declared) {
+      return absl::InvalidArgumentError(absl::StrCat(FileLabel(header_, index), ": got ",
+                                                     bytes.size(), " bytes, the header declared ",
+                                                     declared));
+    }
+    ++current_;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<volume::MultiModalVolume> Upload::Decode() {
+  std::array<volume::Volume, volume::kNumModalities> volumes;
+  std::array<std::string, volume::kNumModalities> names;
+  for (size_t i = 0; i < files_.size(); ++i) {
+    const int m = modality_of_file_[i];
+    names[m] = FileLabel(header_, static_cast<int>(i));
+    absl::StatusOr<volume::Volume> decoded = volume::DecodeNifti(files_[i], names[m], limits_.nifti);
+    std::string().swap(files_[i]);
+    if (!decoded.ok()) return decoded.status();
+    volumes[m] = *std::move(decoded);
+  }
+  return volume::StackModalities(std::move(volumes), names);
+}
+
+}  // namespace danet::service

@@ -1,0 +1,62 @@
+// An upload in progress: the request header checked against the bank, then the input files
+// assembled from chunks, then decoded into one multi-modal volume.
+//
+// Every error names the header field or the file (by the name the client gave it, never by
+// anything read from inside it) and the problem; codes follow the service contract in
+// proto/danet/v1/segmentation.proto. No gRPC here: the service adapter feeds messages in.
+//
+// Thread safety: none; one Upload belongs to one request.
+#ifndef DANET_SERVER_SERVICE_UPLOAD_H_
+#define DANET_SERVER_SERVICE_UPLOAD_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "danet/v1/segmentation.pb.h"
+#include "server/volume/brats.h"
+#include "server/volume/nifti.h"
+
+namespace danet::service {
+
+struct UploadLimits {
+  int64_t max_upload_bytes = 1LL << 30;  // all files together, as sent (compressed)
+  volume::NiftiLimits nifti;             // per decoded volume: dims per axis, voxels
+};
+
+class Upload {
+ public:
+  // Checks the header: input kind, one file per modality of `modalities` (no unknown,
+  // missing or repeated modality), declared sizes within the limit, known outputs.
+  static absl::StatusOr<std::unique_ptr<Upload>> Create(const v1::Header& header,
+                                                        const std::vector<std::string>& modalities,
+                                                        const UploadLimits& limits);
+
+  // Appends one chunk. Files arrive in header order, each file's chunks contiguous by offset,
+  // the file's last chunk flagged; anything else is InvalidArgument naming the file.
+  absl::Status Add(const v1::Chunk& chunk);
+
+  bool complete() const { return current_ == static_cast<int>(files_.size()); }
+  int64_t bytes_received() const { return bytes_received_; }
+  const v1::Header& header() const { return header_; }
+
+  // Decodes the files (NIfTI, gzip or not) and stacks them in volume::kModalities order; they
+  // must share one grid. Releases the raw bytes. Call once, when complete().
+  absl::StatusOr<volume::MultiModalVolume> Decode();
+
+ private:
+  Upload(v1::Header header, const UploadLimits& limits);
+
+  v1::Header header_;
+  UploadLimits limits_;
+  std::vector<std::string> files_;       // bytes, header order
+  std::vector<int> modality_of_file_;    // index into volume::kModalities
+  int current_ = 0;                      // file receiving chunks
+  int64_t bytes_received_ = 0;
+};
+
+}  // namespace danet::service
+
+#endif  // DANET_SERVER_SERVICE_UPLOAD_H_
