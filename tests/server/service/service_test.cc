@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "models/bundle/bundle_config.h"
+#include "models/data/phantom.h"
 #include "server/engine/segmenter.h"
 #include "server/volume/nifti.h"
 
@@ -215,6 +216,33 @@ TEST_F(ServiceTest, StreamsTheEnginesResultsSliceBySlice) {
   EXPECT_EQ(decoded.labels, expected.labels);
   EXPECT_TRUE(decoded.geometry.SameGrid(image.geometry));
   EXPECT_THAT(registry_.Render(), HasSubstr("danet_requests_total{code=\"OK\",policy=\"dynamic\"} 1"));
+}
+
+TEST_F(ServiceTest, PhantomCaseInInt16FilesEndToEnd) {
+  auto generator = data::PhantomGenerator::Create("/usr/share/mricron/templates/ch2bet.nii.gz",
+                                                  data::PhantomOptions{{kX, kY, 20}});
+  ASSERT_TRUE(generator.ok()) << generator.status();
+  const data::PhantomCase phantom = generator->Generate(7, 0);
+  std::vector<std::string> files;
+  for (int m = 0; m < 4; ++m) {
+    files.push_back(*volume::EncodeNiftiImage({phantom.image.geometry, phantom.image.channels[m]},
+                                              volume::ImageStorage::kInt16, true));
+  }
+  const Reply reply = Segment(files);
+  ASSERT_TRUE(reply.status.ok()) << reply.status.error_message();
+  volume::MultiModalVolume image = phantom.image;
+  for (auto& channel : image.channels) {
+    for (float& v : channel) v = std::clamp(std::round(v), -32768.0f, 32767.0f);  // int16 files
+  }
+  volume::NormalizeZScoreBrain(&image);
+  const engine::VolumeResult expected = *engine::SegmentVolume(*bank_, image, engine::Policy{});
+  int slices = 0;
+  for (const auto& m : reply.messages) {
+    if (!m.has_slice()) continue;
+    ++slices;
+    EXPECT_EQ(m.slice().route(), expected.slices[m.slice().index()].route);
+  }
+  EXPECT_EQ(slices, 20);
 }
 
 TEST_F(ServiceTest, StaticPolicyAndCostBias) {

@@ -3,5 +3,16 @@
 danet_gtest(service_test
   TORCH
   SOURCES server/service/service_test.cc
-  LIBS danet_service ZLIB::ZLIB
+  LIBS danet_service danet_data ZLIB::ZLIB
   PROPERTIES TIMEOUT 300)
+
+# Out-of-process, with the real peers: danet-server on the shipped bundle, the danet CLI, a
+# Python grpcio client (stubs generated at test time), promtool and a Prometheus server,
+# SIGTERM draining. RUN_SERIAL: it times nothing, but shares 2 cores badly.
+add_test(NAME service_e2e
+  COMMAND ${DANET_PYTHON} -m unittest -v test_service_e2e
+  WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/server/service)
+set_tests_properties(service_e2e PROPERTIES
+  TIMEOUT 900
+  RUN_SERIAL TRUE
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto;DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/service_e2e")
