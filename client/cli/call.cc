@@ -17,12 +17,15 @@ using Clock = std::chrono::steady_clock;
 // "..._t1ce.nii.gz" -> "t1ce"; "" when the name ends in no known modality.
 std::string ModalityOf(const std::filesystem::path& path) {
   std::string stem = path.filename().string();
+  bool nifti = false;
   for (const char* ext : {".nii.gz", ".nii"}) {
     if (absl::EndsWith(stem, ext)) {
       stem.resize(stem.size() - std::string(ext).size());
+      nifti = true;
       break;
     }
   }
+  if (!nifti) return "";
   for (const char* m : {"flair", "t1ce", "t1", "t2"}) {
     if (absl::EndsWith(stem, absl::StrCat("_", m)) || stem == m) return m;
   }
@@ -42,15 +45,51 @@ absl::Status Inflate(const std::string& in, size_t size, uint8_t* out) {
   return absl::OkStatus();
 }
 
+bool HasDicomPreamble(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  char head[132] = {};
+  return in.read(head, sizeof(head)) && std::string(head + 128, 4) == "DICM";
+}
+
+// Every DICOM file under the arguments (folders searched recursively), sorted by path.
+std::vector<InputFile> FindDicom(const std::vector<std::string>& args) {
+  std::vector<InputFile> files;
+  for (const std::string& a : args) {
+    if (std::filesystem::is_directory(a)) {
+      for (const auto& e : std::filesystem::recursive_directory_iterator(a)) {
+        if (e.is_regular_file() && HasDicomPreamble(e.path())) files.push_back({e.path(), ""});
+      }
+    } else if (std::filesystem::is_regular_file(a) && HasDicomPreamble(a)) {
+      files.push_back({a, ""});
+    }
+  }
+  std::sort(files.begin(), files.end(),
+            [](const InputFile& x, const InputFile& y) { return x.path < y.path; });
+  return files;
+}
+
 }  // namespace
+
+bool IsDicom(const std::vector<InputFile>& files) {
+  return !files.empty() && files[0].modality.empty();
+}
 
 absl::StatusOr<std::vector<InputFile>> ResolveInputs(const std::vector<std::string>& args) {
   std::vector<std::filesystem::path> paths;
   if (args.size() == 1 && std::filesystem::is_directory(args[0])) {
+    // A case folder with NIfTI files at its top is NIfTI; otherwise look for DICOM below.
     for (const auto& entry : std::filesystem::directory_iterator(args[0])) {
       if (!ModalityOf(entry.path()).empty()) paths.push_back(entry.path());
     }
     std::sort(paths.begin(), paths.end());
+    if (paths.empty()) {
+      std::vector<InputFile> dicom = FindDicom(args);
+      if (!dicom.empty()) return dicom;
+      return absl::InvalidArgumentError(
+          absl::StrCat(args[0], ": neither NIfTI modality files nor DICOM files"));
+    }
+  } else if (std::vector<InputFile> dicom = FindDicom(args); !dicom.empty()) {
+    return dicom;
   } else {
     for (const std::string& a : args) paths.emplace_back(a);
   }
@@ -96,7 +135,10 @@ absl::StatusOr<CaseResult> SegmentFiles(v1::Segmentation::Stub* stub,
   v1::SegmentRequest request;
   v1::Header* header = request.mutable_header();
   header->set_request_id(options.request_id);
-  header->set_input_kind(v1::INPUT_KIND_NIFTI);
+  header->set_input_kind(IsDicom(files) ? v1::INPUT_KIND_DICOM : v1::INPUT_KIND_NIFTI);
+  for (const auto& [uid, modality] : options.series_modalities) {
+    (*header->mutable_series_modalities())[uid] = modality;
+  }
   header->set_policy(options.policy);
   header->set_cost_bias(options.cost_bias);
   header->set_omit_masks(options.omit_masks);

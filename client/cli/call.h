@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -19,17 +20,23 @@ namespace danet::client {
 
 struct InputFile {
   std::filesystem::path path;
-  std::string modality;  // flair, t1ce, t1, t2
+  std::string modality;  // flair, t1ce, t1, t2; empty for DICOM instances
 };
 
-// Resolves `args` (one BraTS case folder, or NIfTI files named *_flair / *_t1ce / *_t1 /
-// *_t2 .nii[.gz]) into one file per modality. Errors name the argument.
+// Resolves `args` into the files to upload: one BraTS case folder, or NIfTI files named
+// *_flair / *_t1ce / *_t1 / *_t2 .nii[.gz] (one per modality); or folders and files of DICOM
+// instances (found recursively by their DICM preamble; the server groups them into series).
+// Errors name the argument.
 absl::StatusOr<std::vector<InputFile>> ResolveInputs(const std::vector<std::string>& args);
+
+// True when the inputs are DICOM instances.
+bool IsDicom(const std::vector<InputFile>& files);
 
 struct CallOptions {
   std::string request_id;
   std::string policy = "dynamic";
   double cost_bias = 0;
+  std::map<std::string, std::string> series_modalities;  // DICOM: SeriesInstanceUID -> modality
   bool want_labelmap = true;
   bool omit_masks = false;
   int64_t chunk_bytes = 512 * 1024;

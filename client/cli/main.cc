@@ -1,7 +1,8 @@
 // danet: the command-line client of danet-server.
 //
-//   danet segment CASE_DIR|FILES... [--out DIR] [--policy dynamic|static:M4] [--cost_bias X]
-//                 [--json] [--preview PNG] [--deadline S]
+//   danet segment CASE_DIR|FILES...|DICOM_DIR [--out DIR] [--policy dynamic|static:M4]
+//                 [--cost_bias X] [--series UID=flair,...] [--json] [--preview PNG]
+//                 [--deadline S]
 //   danet models [--json]
 //   danet health
 //   danet bench CASES_ROOT [--cases N] [--concurrency C] [--policies dynamic,static:M1,...]
@@ -34,6 +35,8 @@ ABSL_FLAG(std::string, server, "", "Server address (default $DANET_SERVER or 127
 ABSL_FLAG(std::string, out, "", "segment: write labels.nii.gz and report.json into this folder.");
 ABSL_FLAG(std::string, policy, "dynamic", "segment: dynamic or static:<model id>.");
 ABSL_FLAG(double, cost_bias, 0, "segment: > 0 favours cheaper routes, < 0 stronger (dynamic).");
+ABSL_FLAG(std::vector<std::string>, series, {},
+          "segment, DICOM: SERIES_UID=modality,... (default: by SeriesDescription).");
 ABSL_FLAG(bool, json, false, "Print JSON instead of a table.");
 ABSL_FLAG(std::string, preview, "", "segment: write a PNG montage (mask and routes) here.");
 ABSL_FLAG(double, deadline, 0, "Seconds before the call is abandoned (0: none).");
@@ -111,6 +114,14 @@ int Segment(const std::vector<std::string>& args) {
   options.policy = absl::GetFlag(FLAGS_policy);
   options.cost_bias = absl::GetFlag(FLAGS_cost_bias);
   options.deadline_seconds = absl::GetFlag(FLAGS_deadline);
+  for (const std::string& pair : absl::GetFlag(FLAGS_series)) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+    if (kv.second.empty()) {
+      std::cerr << "danet: --series takes SERIES_UID=modality pairs, got '" << pair << "'\n";
+      return 2;
+    }
+    options.series_modalities[kv.first] = kv.second;
+  }
   options.want_labelmap = !absl::GetFlag(FLAGS_out).empty();
   options.request_id = absl::StrCat("cli-", getpid());
   options.on_upload = [&](int64_t done, int64_t total) { progress.Update("upload", done, total); };
@@ -134,7 +145,7 @@ int Segment(const std::vector<std::string>& args) {
     const std::string title = absl::StrFormat(
         "%s  %.0f GMACs (%.1f%% of all-%s)", result->accepted.policy(), s.gmacs(),
         100 * s.gmacs() / std::max(1e-9, s.gmacs_all_largest()), s.largest_model());
-    if (absl::Status p = danet::client::WritePreview(*result, (*files)[0].path, title, png);
+    if (absl::Status p = danet::client::WritePreview(*result, *files, options, title, png);
         !p.ok()) {
       return Fail(p);
     }

@@ -4,6 +4,7 @@
 #include "absl/strings/str_join.h"
 #include "client/preview/montage.h"
 #include "client/preview/png.h"
+#include "server/volume/dicom.h"
 #include "server/volume/nifti.h"
 
 namespace danet::client {
@@ -78,9 +79,35 @@ void PrintSummary(const CaseResult& r, std::ostream& out) {
                          s.volumes_ml().tc(), s.volumes_ml().et());
 }
 
-absl::Status WritePreview(const CaseResult& r, const std::filesystem::path& flair,
-                          const std::string& title, const std::string& png_path) {
-  absl::StatusOr<volume::Volume> background = volume::ReadNifti(flair);
+namespace {
+
+// The FLAIR volume of the inputs: the NIfTI file, or the DICOM series the server would pick.
+absl::StatusOr<volume::Volume> ReadFlair(const std::vector<InputFile>& inputs,
+                                         const CallOptions& call) {
+  if (!IsDicom(inputs)) return volume::ReadNifti(inputs[0].path);
+  std::vector<std::string> bytes;
+  for (const InputFile& f : inputs) {
+    absl::StatusOr<std::string> b = volume::ReadFileBytes(f.path);
+    if (!b.ok()) return b.status();
+    bytes.push_back(*std::move(b));
+  }
+  std::vector<volume::DicomFile> files;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    files.push_back({inputs[i].path.filename().string(), bytes[i]});
+  }
+  absl::StatusOr<std::vector<volume::DicomSeries>> series = volume::DecodeDicomSeries(files);
+  if (!series.ok()) return series.status();
+  auto assigned = volume::AssignModalities(*series, call.series_modalities);
+  if (!assigned.ok()) return assigned.status();
+  return std::move((*series)[(*assigned)[0]].volume);
+}
+
+}  // namespace
+
+absl::Status WritePreview(const CaseResult& r, const std::vector<InputFile>& inputs,
+                          const CallOptions& call, const std::string& title,
+                          const std::string& png_path) {
+  absl::StatusOr<volume::Volume> background = ReadFlair(inputs, call);
   if (!background.ok()) return background.status();
   const auto& d = background->geometry.dims;
   if (r.accepted.dims_size() != 3 || d[0] != r.accepted.dims(0) || d[1] != r.accepted.dims(1) ||

@@ -18,9 +18,11 @@ nlohmann::json ReportJson(const CaseResult& result);
 // tumour volumes.
 void PrintSummary(const CaseResult& result, std::ostream& out);
 
-// Renders the montage (FLAIR read from `flair`, the labels, the route of every slice) to a PNG.
-absl::Status WritePreview(const CaseResult& result, const std::filesystem::path& flair,
-                          const std::string& title, const std::string& png_path);
+// Renders the montage (FLAIR from the inputs, read here again; the labels; the route of every
+// slice) to a PNG.
+absl::Status WritePreview(const CaseResult& result, const std::vector<InputFile>& inputs,
+                          const CallOptions& call, const std::string& title,
+                          const std::string& png_path);
 
 }  // namespace danet::client
 

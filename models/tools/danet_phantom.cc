@@ -1,10 +1,16 @@
 // danet-phantom: writes BraTS-like phantom cases made from the real Colin27 brain.
 //
-//   danet-phantom --out DIR --cases N [--seed S] [--first I]
+//   danet-phantom --out DIR --cases N [--seed S] [--first I] [--dims X,Y,Z] [--dicom]
+//
+// --dicom also writes each case as one DICOM study of four MR series (one file per slice,
+// int16, synthetic patient/study/series UIDs, ImagePositionPatient/Orientation, spacing,
+// rescale) under DIR/<id>/dicom/<modality>/, SeriesDescription "AX FLAIR", "AX T1 POST GD",
+// "AX T1", "AX T2" (the modality rule in docs/dicom.md recognises them).
 //
 // Case i of seed S is always the same case; held-out sets use other seeds. See
 // models/data/phantom.h for what a phantom is (and is not).
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 
@@ -14,14 +20,41 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "models/data/phantom.h"
+#include "server/volume/dicom.h"
 
 ABSL_FLAG(std::string, out, "", "Directory to write case folders to.");
 ABSL_FLAG(int, cases, 1, "Number of cases.");
 ABSL_FLAG(uint64_t, seed, 1, "Series seed.");
 ABSL_FLAG(int, first, 0, "Index of the first case.");
 ABSL_FLAG(std::string, template_path, danet::data::kColin27Path, "Colin27 ch2bet.nii.gz.");
+ABSL_FLAG(bool, dicom, false, "Also write each case as a DICOM study (four MR series).");
 ABSL_FLAG(std::vector<std::string>, dims, std::vector<std::string>({"240", "240", "155"}),
           "Grid size i,j,k (BraTS: 240,240,155; tests use fewer slices).");
+
+namespace {
+
+// The case as one study: four series sharing a frame of reference.
+absl::Status WriteDicomStudy(const danet::data::PhantomCase& phantom, const std::string& out) {
+  const char* descriptions[] = {"AX FLAIR", "AX T1 POST GD", "AX T1", "AX T2"};
+  danet::volume::DicomWriteOptions options;
+  options.patient_name = "PHANTOM^" + phantom.case_id;
+  options.patient_id = phantom.case_id;
+  options.study_uid = danet::volume::NewDicomUid();
+  options.frame_of_reference_uid = danet::volume::NewDicomUid();
+  for (int m = 0; m < danet::volume::kNumModalities; ++m) {
+    options.series_uid = "";
+    options.series_description = descriptions[m];
+    options.series_number = m + 1;
+    const std::filesystem::path dir = std::filesystem::path(out) / phantom.case_id / "dicom" /
+                                      danet::volume::kModalities[m];
+    absl::StatusOr<std::vector<std::string>> written = danet::volume::WriteDicomSeries(
+        {phantom.image.geometry, phantom.image.channels[m]}, options, dir, "IM");
+    if (!written.ok()) return written.status();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("danet-phantom --out DIR --cases N [--seed S] [--first I]");
@@ -53,7 +86,9 @@ int main(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     const danet::data::PhantomCase phantom =
         generator->Generate(absl::GetFlag(FLAGS_seed), absl::GetFlag(FLAGS_first) + i);
-    if (absl::Status s = danet::data::WritePhantomCase(phantom, out); !s.ok()) {
+    absl::Status s = danet::data::WritePhantomCase(phantom, out);
+    if (s.ok() && absl::GetFlag(FLAGS_dicom)) s = WriteDicomStudy(phantom, out);
+    if (!s.ok()) {
       std::cerr << "danet-phantom: " << s << "\n";
       return 1;
     }

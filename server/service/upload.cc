@@ -8,12 +8,16 @@
 namespace danet::service {
 namespace {
 
-// How a file is named in messages: its index and the client's base name.
-std::string FileLabel(const v1::Header& header, int index) {
+// The client's base name of file `index`.
+std::string BaseName(const v1::Header& header, int index) {
   const std::string& name = header.files(index).name();
   const size_t slash = name.find_last_of('/');
-  return absl::StrCat("files[", index, "] '", slash == std::string::npos ? name : name.substr(slash + 1),
-                      "'");
+  return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
+// How a file is named in messages: its index and the client's base name.
+std::string FileLabel(const v1::Header& header, int index) {
+  return absl::StrCat("files[", index, "] '", BaseName(header, index), "'");
 }
 
 }  // namespace
@@ -24,11 +28,9 @@ Upload::Upload(v1::Header header, const UploadLimits& limits)
 absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
                                                        const std::vector<std::string>& modalities,
                                                        const UploadLimits& limits) {
-  if (header.input_kind() == v1::INPUT_KIND_DICOM) {
-    return absl::UnimplementedError("header.input_kind: DICOM input is not supported yet");
-  }
-  if (header.input_kind() != v1::INPUT_KIND_NIFTI) {
-    return absl::InvalidArgumentError("header.input_kind: must be INPUT_KIND_NIFTI");
+  if (header.input_kind() != v1::INPUT_KIND_NIFTI && header.input_kind() != v1::INPUT_KIND_DICOM) {
+    return absl::InvalidArgumentError(
+        "header.input_kind: must be INPUT_KIND_NIFTI or INPUT_KIND_DICOM");
   }
   for (int output : header.outputs()) {
     if (output != v1::OUTPUT_KIND_LABELMAP_NIFTI) {
@@ -37,6 +39,7 @@ absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
     }
   }
   auto upload = std::unique_ptr<Upload>(new Upload(header, limits));
+  if (header.input_kind() == v1::INPUT_KIND_DICOM) return CreateDicom(std::move(upload));
   std::vector<int> file_of_modality(modalities.size(), -1);
   uint64_t declared = 0;
   for (int i = 0; i < header.files_size(); ++i) {
@@ -67,6 +70,29 @@ absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
     return absl::ResourceExhaustedError(
         absl::StrCat("header.files: the declared sizes add up to ", declared,
                      " bytes, over this server's upload limit of ", limits.max_upload_bytes));
+  }
+  upload->files_.resize(header.files_size());
+  return upload;
+}
+
+absl::StatusOr<std::unique_ptr<Upload>> Upload::CreateDicom(std::unique_ptr<Upload> upload) {
+  const v1::Header& header = upload->header_;
+  if (header.files_size() == 0) {
+    return absl::InvalidArgumentError("header.files: no DICOM instances");
+  }
+  for (const auto& [uid, modality] : header.series_modalities()) {
+    if (volume::ModalityIndex(modality) < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("header.series_modalities['", uid, "']: '",
+                                                     modality, "' is not flair, t1ce, t1 or t2"));
+    }
+  }
+  uint64_t declared = 0;
+  for (const v1::InputFile& file : header.files()) declared += file.size();
+  if (declared > static_cast<uint64_t>(upload->limits_.max_upload_bytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("header.files: the declared sizes add up to ", declared,
+                     " bytes, over this server's upload limit of ",
+                     upload->limits_.max_upload_bytes));
   }
   upload->files_.resize(header.files_size());
   return upload;
@@ -118,6 +144,7 @@ absl::Status Upload::Add(const v1::Chunk& chunk) {
 }
 
 absl::StatusOr<volume::MultiModalVolume> Upload::Decode() {
+  if (header_.input_kind() == v1::INPUT_KIND_DICOM) return DecodeDicom();
   std::array<volume::Volume, volume::kNumModalities> volumes;
   std::array<std::string, volume::kNumModalities> names;
   for (size_t i = 0; i < files_.size(); ++i) {
@@ -129,6 +156,31 @@ absl::StatusOr<volume::MultiModalVolume> Upload::Decode() {
     volumes[m] = *std::move(decoded);
   }
   return volume::StackModalities(std::move(volumes), names);
+}
+
+absl::StatusOr<volume::MultiModalVolume> Upload::DecodeDicom() {
+  std::vector<volume::DicomFile> files;
+  for (size_t i = 0; i < files_.size(); ++i) {
+    files.push_back({absl::StrCat("files[", i, "] ", BaseName(header_, static_cast<int>(i))),
+                     files_[i]});
+  }
+  absl::StatusOr<std::vector<volume::DicomSeries>> series =
+      volume::DecodeDicomSeries(files, limits_.nifti);
+  std::vector<std::string>().swap(files_);
+  if (!series.ok()) return series.status();
+  const std::map<std::string, std::string> explicit_map(header_.series_modalities().begin(),
+                                                        header_.series_modalities().end());
+  absl::StatusOr<std::array<int, volume::kNumModalities>> assigned =
+      volume::AssignModalities(*series, explicit_map);
+  if (!assigned.ok()) return assigned.status();
+  absl::StatusOr<volume::MultiModalVolume> stacked = volume::StackDicomSeries(*series, *assigned);
+  if (!stacked.ok()) return stacked.status();
+  for (int m : *assigned) {
+    dicom_series_.push_back(std::move((*series)[m]));
+    dicom_series_.back().volume.voxels.clear();  // keep references, not pixels
+    dicom_series_.back().volume.voxels.shrink_to_fit();
+  }
+  return stacked;
 }
 
 }  // namespace danet::service

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "danet/v1/segmentation.pb.h"
 #include "server/volume/brats.h"
+#include "server/volume/dicom.h"
 #include "server/volume/nifti.h"
 
 namespace danet::service {
@@ -28,8 +29,9 @@ struct UploadLimits {
 
 class Upload {
  public:
-  // Checks the header: input kind, one file per modality of `modalities` (no unknown,
-  // missing or repeated modality), declared sizes within the limit, known outputs.
+  // Checks the header: input kind; for NIfTI one file per modality of `modalities` (no
+  // unknown, missing or repeated modality), for DICOM at least one file and known modalities in
+  // series_modalities; declared sizes within the limit; known outputs.
   static absl::StatusOr<std::unique_ptr<Upload>> Create(const v1::Header& header,
                                                         const std::vector<std::string>& modalities,
                                                         const UploadLimits& limits);
@@ -42,17 +44,24 @@ class Upload {
   int64_t bytes_received() const { return bytes_received_; }
   const v1::Header& header() const { return header_; }
 
-  // Decodes the files (NIfTI, gzip or not) and stacks them in volume::kModalities order; they
-  // must share one grid. Releases the raw bytes. Call once, when complete().
+  // Decodes the files (NIfTI, gzip or not; or DICOM instances grouped into series and assigned
+  // to modalities) and stacks them in volume::kModalities order; they must share one grid.
+  // Releases the raw bytes. Call once, when complete().
   absl::StatusOr<volume::MultiModalVolume> Decode();
+
+  // For DICOM input, after Decode: the source series in kModalities order (for references).
+  const std::vector<volume::DicomSeries>& dicom_series() const { return dicom_series_; }
 
  private:
   Upload(v1::Header header, const UploadLimits& limits);
+  static absl::StatusOr<std::unique_ptr<Upload>> CreateDicom(std::unique_ptr<Upload> upload);
+  absl::StatusOr<volume::MultiModalVolume> DecodeDicom();
 
   v1::Header header_;
   UploadLimits limits_;
   std::vector<std::string> files_;       // bytes, header order
   std::vector<int> modality_of_file_;    // index into volume::kModalities
+  std::vector<volume::DicomSeries> dicom_series_;
   int current_ = 0;                      // file receiving chunks
   int64_t bytes_received_ = 0;
 };

@@ -56,6 +56,10 @@ struct LabelVolume {
 Geometry MakeGeometry(std::array<int64_t, 3> dims, std::array<double, 3> spacing,
                       std::array<double, 3> origin);
 
+// A geometry whose voxel-to-world (RAS, mm) matrix is `m`: sform and qform both set
+// (scanner-anatomical), the qform holding the closest rigid rotation, spacing the column norms.
+Geometry GeometryFromAffine(std::array<int64_t, 3> dims, const Matrix4& m);
+
 }  // namespace danet::volume
 
 #endif  // DANET_SERVER_VOLUME_VOLUME_H_

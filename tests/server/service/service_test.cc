@@ -250,7 +250,9 @@ TEST_F(ServiceTest, StaticPolicyAndCostBias) {
   const Reply r = Segment(files, "static:M2");
   ASSERT_TRUE(r.status.ok());
   for (const auto& m : r.messages) {
-    if (m.has_slice()) EXPECT_EQ(m.slice().route_name(), "M2");
+    if (m.has_slice()) {
+      EXPECT_EQ(m.slice().route_name(), "M2");
+    }
   }
   std::vector<v1::SegmentRequest> requests(1);
   *requests[0].mutable_header() = MakeHeader(files, "dynamic");
@@ -265,7 +267,9 @@ TEST_F(ServiceTest, StaticPolicyAndCostBias) {
     }
   }
   for (const auto& m : strong.messages) {
-    if (m.has_slice()) EXPECT_EQ(m.slice().route_name(), bank_->model_config(largest).id());
+    if (m.has_slice()) {
+      EXPECT_EQ(m.slice().route_name(), bank_->model_config(largest).id());
+    }
   }
 }
 
@@ -340,8 +344,10 @@ TEST_F(ServiceTest, BadInputGetsTheRightCodeAndNamesTheFileOrField) {
        grpc::RESOURCE_EXHAUSTED, "upload limit"},
       {"size mismatch", [](v1::Header* h, auto*) { h->mutable_files(1)->set_size(10); },
        grpc::INVALID_ARGUMENT, "more than the 10 bytes declared"},
-      {"dicom", [](v1::Header* h, auto*) { h->set_input_kind(v1::INPUT_KIND_DICOM); },
-       grpc::UNIMPLEMENTED, "header.input_kind"},
+      {"nifti sent as dicom", [](v1::Header* h, auto*) { h->set_input_kind(v1::INPUT_KIND_DICOM); },
+       grpc::INVALID_ARGUMENT, "instance 'files[0] case_flair.nii.gz': not a DICOM file"},
+      {"no input kind", [](v1::Header* h, auto*) { h->clear_input_kind(); },
+       grpc::INVALID_ARGUMENT, "header.input_kind"},
       {"stream ends early", [](v1::Header*, auto* c) { c->resize(c->size() / 2); },
        grpc::INVALID_ARGUMENT, "ended before every file was complete"},
   };
