@@ -7,6 +7,7 @@
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/dcmjpls/djdecode.h>
+#include <dcmtk/oflog/oflog.h>
 
 #include <algorithm>
 #include <cmath>
@@ -31,6 +32,8 @@ double Dot(const Vec3& a, const Vec3& b) { return a[0] * b[0] + a[1] * b[1] + a[
 void RegisterCodecs() {
   static std::once_flag once;
   std::call_once(once, [] {
+    // DCMTK's own log would print file details on stderr; our errors say what matters.
+    OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
     DJDecoderRegistration::registerCodecs();
     DJLSDecoderRegistration::registerCodecs();
     DcmRLEDecoderRegistration::registerCodecs();
