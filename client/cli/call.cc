@@ -143,6 +143,7 @@ absl::StatusOr<CaseResult> SegmentFiles(v1::Segmentation::Stub* stub,
   header->set_cost_bias(options.cost_bias);
   header->set_omit_masks(options.omit_masks);
   if (options.want_labelmap) header->add_outputs(v1::OUTPUT_KIND_LABELMAP_NIFTI);
+  if (options.want_dicom_seg) header->add_outputs(v1::OUTPUT_KIND_DICOM_SEG);
   int64_t total = 0;
   for (const InputFile& f : files) {
     v1::InputFile* file = header->add_files();
@@ -206,7 +207,8 @@ absl::StatusOr<CaseResult> SegmentFiles(v1::Segmentation::Stub* stub,
     } else if (response.has_summary()) {
       result.summary = response.summary();
     } else if (response.has_output()) {
-      result.labelmap.append(response.output().data());
+      (response.output().kind() == v1::OUTPUT_KIND_DICOM_SEG ? result.dicom_seg : result.labelmap)
+          .append(response.output().data());
     }
   }
   const grpc::Status status = stream->Finish();

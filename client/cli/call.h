@@ -38,6 +38,7 @@ struct CallOptions {
   double cost_bias = 0;
   std::map<std::string, std::string> series_modalities;  // DICOM: SeriesInstanceUID -> modality
   bool want_labelmap = true;
+  bool want_dicom_seg = false;  // DICOM input only
   bool omit_masks = false;
   int64_t chunk_bytes = 512 * 1024;
   double deadline_seconds = 0;  // 0: none
@@ -52,6 +53,7 @@ struct CaseResult {
   std::vector<uint8_t> labels;          // BraTS labels assembled from the slice masks
   v1::Summary summary;
   std::string labelmap;                 // the NIfTI output when requested
+  std::string dicom_seg;                // the DICOM SEG output (DICOM input) when requested
   int64_t bytes_sent = 0;
   double wall_seconds = 0;              // client-side, first byte sent to status
   double upload_seconds = 0;

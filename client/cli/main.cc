@@ -123,6 +123,7 @@ int Segment(const std::vector<std::string>& args) {
     options.series_modalities[kv.first] = kv.second;
   }
   options.want_labelmap = !absl::GetFlag(FLAGS_out).empty();
+  options.want_dicom_seg = options.want_labelmap && danet::client::IsDicom(*files);
   options.request_id = absl::StrCat("cli-", getpid());
   options.on_upload = [&](int64_t done, int64_t total) { progress.Update("upload", done, total); };
   options.on_slice = [&](int done, int total) { progress.Update("slices", done, total); };
@@ -137,6 +138,13 @@ int Segment(const std::vector<std::string>& args) {
                                                        result->labelmap);
         !s.ok()) {
       return Fail(s);
+    }
+    if (!result->dicom_seg.empty()) {
+      if (absl::Status s = danet::volume::WriteFileBytes(std::filesystem::path(out) / "seg.dcm",
+                                                         result->dicom_seg);
+          !s.ok()) {
+        return Fail(s);
+      }
     }
     std::ofstream(std::filesystem::path(out) / "report.json") << report.dump(2) << "\n";
   }

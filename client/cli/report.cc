@@ -51,6 +51,7 @@ nlohmann::json ReportJson(const CaseResult& r) {
       {"volumes_ml", {{"wt", s.volumes_ml().wt()}, {"tc", s.volumes_ml().tc()},
                       {"et", s.volumes_ml().et()}}},
       {"slices", slices},
+      {"notes", std::vector<std::string>(s.notes().begin(), s.notes().end())},
   };
 }
 
@@ -77,6 +78,7 @@ void PrintSummary(const CaseResult& r, std::ostream& out) {
       t.total());
   out << absl::StrFormat("  tumour   WT %.1f mL  TC %.1f mL  ET %.1f mL\n", s.volumes_ml().wt(),
                          s.volumes_ml().tc(), s.volumes_ml().et());
+  for (const std::string& note : s.notes()) out << "  note     " << note << "\n";
 }
 
 namespace {

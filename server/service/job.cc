@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/engine/segmenter.h"
+#include "server/volume/dicom_seg.h"
 #include "server/volume/nifti.h"
 
 namespace danet::service {
@@ -55,26 +56,43 @@ void FillVolumes(const std::vector<uint8_t>& labels, const volume::Geometry& g,
   out->set_et(et * ml);
 }
 
-absl::Status EmitOutputs(const v1::Header& header, const volume::Geometry& geometry,
-                         std::vector<uint8_t> labels, const JobContext& context,
-                         const JobOptions& options) {
-  for (int kind : header.outputs()) {
-    if (kind != v1::OUTPUT_KIND_LABELMAP_NIFTI) continue;
-    absl::StatusOr<std::string> bytes =
-        volume::EncodeNiftiLabels(volume::LabelVolume{geometry, std::move(labels)}, true);
-    if (!bytes.ok()) return bytes.status();
-    for (size_t offset = 0; offset == 0 || offset < bytes->size();
-         offset += options.output_chunk_bytes) {
-      v1::SegmentResponse response;
-      v1::OutputChunk* chunk = response.mutable_output();
-      chunk->set_kind(v1::OUTPUT_KIND_LABELMAP_NIFTI);
-      chunk->set_name("labels.nii.gz");
-      chunk->set_offset(offset);
-      chunk->set_data(bytes->substr(offset, options.output_chunk_bytes));
-      chunk->set_last(offset + options.output_chunk_bytes >= bytes->size());
-      context.emit(std::move(response));
+void EmitChunks(v1::OutputKind kind, const std::string& name, const std::string& bytes,
+                const JobContext& context, const JobOptions& options) {
+  const size_t step = static_cast<size_t>(options.output_chunk_bytes);
+  for (size_t offset = 0; offset == 0 || offset < bytes.size(); offset += step) {
+    v1::SegmentResponse response;
+    v1::OutputChunk* chunk = response.mutable_output();
+    chunk->set_kind(kind);
+    chunk->set_name(name);
+    chunk->set_offset(offset);
+    chunk->set_data(bytes.substr(offset, step));
+    chunk->set_last(offset + step >= bytes.size());
+    context.emit(std::move(response));
+  }
+}
+
+// Encodes the requested outputs; notes say why one is absent.
+absl::Status EmitOutputs(const models::Bank& bank, const Upload& upload,
+                         const volume::LabelVolume& labels, const JobContext& context,
+                         const JobOptions& options, v1::Summary* summary) {
+  for (int kind : upload.header().outputs()) {
+    if (kind == v1::OUTPUT_KIND_LABELMAP_NIFTI) {
+      absl::StatusOr<std::string> bytes = volume::EncodeNiftiLabels(labels, true);
+      if (!bytes.ok()) return bytes.status();
+      EmitChunks(v1::OUTPUT_KIND_LABELMAP_NIFTI, "labels.nii.gz", *bytes, context, options);
+    } else if (kind == v1::OUTPUT_KIND_DICOM_SEG) {
+      volume::SegOptions seg_options;
+      seg_options.algorithm_version =
+          absl::StrCat("danet ", DANET_VERSION, ", bundle ", bank.config().name());
+      absl::StatusOr<std::string> bytes =
+          volume::EncodeDicomSeg(labels, upload.dicom_series(), seg_options);
+      if (absl::IsNotFound(bytes.status())) {
+        summary->add_notes(std::string(bytes.status().message()));
+        continue;
+      }
+      if (!bytes.ok()) return bytes.status();
+      EmitChunks(v1::OUTPUT_KIND_DICOM_SEG, "seg.dcm", *bytes, context, options);
     }
-    break;
   }
   return absl::OkStatus();
 }
@@ -172,7 +190,8 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   std::vector<v1::SegmentResponse> outputs;
   JobContext collect = context;
   collect.emit = [&](v1::SegmentResponse r) { outputs.push_back(std::move(r)); };
-  if (absl::Status s = EmitOutputs(header, g, std::move(result->labels), collect, options);
+  if (absl::Status s = EmitOutputs(bank, *upload, {g, std::move(result->labels)}, collect,
+                                   options, sum);
       !s.ok()) {
     return s;
   }

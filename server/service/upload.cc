@@ -33,7 +33,10 @@ absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
         "header.input_kind: must be INPUT_KIND_NIFTI or INPUT_KIND_DICOM");
   }
   for (int output : header.outputs()) {
-    if (output != v1::OUTPUT_KIND_LABELMAP_NIFTI) {
+    if (output == v1::OUTPUT_KIND_DICOM_SEG && header.input_kind() != v1::INPUT_KIND_DICOM) {
+      return absl::InvalidArgumentError("header.outputs: a DICOM SEG needs DICOM input");
+    }
+    if (output != v1::OUTPUT_KIND_LABELMAP_NIFTI && output != v1::OUTPUT_KIND_DICOM_SEG) {
       return absl::InvalidArgumentError(
           absl::StrCat("header.outputs: unsupported output kind ", output));
     }

@@ -238,6 +238,7 @@ absl::StatusOr<DicomSeries> BuildSeries(std::vector<Slice> slices,
   series.frame_of_reference_uid = first.frame_uid;
   series.description = first.description;
   series.sop_class_uid = first.sop_class;
+  series.first_instance = std::string(files[slices[0].file].bytes);
   // voxel (i, j, k) -> LPS = p0 + i * dc * row_dir + j * dr * column_dir + k * step * normal;
   // RAS negates x and y.
   Matrix4 m{};

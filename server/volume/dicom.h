@@ -45,6 +45,7 @@ struct DicomSeries {
   Volume volume;                        // rescaled intensities, RAS geometry
   std::vector<std::string> instance_uids;  // SOPInstanceUID of slice k
   std::vector<int> file_index;             // index into the input files of slice k
+  std::string first_instance;  // bytes of slice 0's file: patient/study for derived objects
 };
 
 // Decodes and groups `files` (each one DICOM instance). Series come back in order of their

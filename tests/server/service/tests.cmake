@@ -16,3 +16,15 @@ set_tests_properties(service_e2e PROPERTIES
   TIMEOUT 900
   RUN_SERIAL TRUE
   ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto;DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/service_e2e")
+
+# DICOM input out-of-process: the phantom's DICOM study against dcm2niix, dciodvfy and pydicom,
+# then through danet-server and the danet CLI (same labels as NIfTI, lossless RLE / JPEG-LS /
+# JPEG recompression, --series mappings, bad studies as INVALID_ARGUMENT). RUN_SERIAL like
+# service_e2e: it shares 2 cores badly.
+add_test(NAME dicom_e2e
+  COMMAND ${DANET_PYTHON} -m unittest -v test_dicom_e2e
+  WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/server/service)
+set_tests_properties(dicom_e2e PROPERTIES
+  TIMEOUT 600
+  RUN_SERIAL TRUE
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/dicom_e2e")
