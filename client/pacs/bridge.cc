@@ -1,0 +1,242 @@
+#include "client/pacs/bridge.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/cli/call.h"
+#include "server/volume/nifti.h"
+
+namespace danet::pacs {
+namespace fs = std::filesystem;
+namespace {
+
+// One JSON log line (values are ours: keys, counts, codes; never patient attributes).
+void Log(const std::string& event, const std::string& fields) {
+  std::cerr << absl::StrFormat(R"({"ts":%d,"event":"%s"%s})",
+                               std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count(),
+                               event, fields.empty() ? "" : "," + fields)
+            << std::endl;
+}
+
+bool Retryable(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsResourceExhausted(s) || absl::IsDeadlineExceeded(s) ||
+         absl::IsCancelled(s) || absl::IsAborted(s);
+}
+
+std::string Escape(std::string text) {
+  for (char& c : text) {
+    if (c == '"' || c == '\\' || c < 0x20) c = ' ';
+  }
+  return text;
+}
+
+}  // namespace
+
+std::string StudyKey(const std::string& study_uid) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : study_uid) h = (h ^ c) * 1099511628211ULL;
+  return absl::StrFormat("%016x", h);
+}
+
+Bridge::Bridge(const BridgeOptions& options, metrics::Registry* r)
+    : options_(options),
+      instances_(r->AddCounter("danet_bridge_instances_total",
+                               "DICOM instances received, by outcome (spooled, ignored).",
+                               {"outcome"})),
+      outcomes_(r->AddCounter("danet_bridge_studies_total",
+                              "Studies finished, by outcome (stored, no_tumour, failed).",
+                              {"outcome"})),
+      retries_(r->AddCounter("danet_bridge_retries_total",
+                             "Study attempts that failed retryably, by cause.", {"cause"})),
+      pending_(r->AddGauge("danet_bridge_pending_studies",
+                           "Studies on disk waiting to be stable, processed or retried.")),
+      study_seconds_(r->AddHistogram("danet_bridge_study_duration_seconds",
+                                     "Segmentation and SEG store time per study attempt.", {},
+                                     metrics::ExponentialBuckets(0.5, 2, 12))) {
+  stub_ = v1::Segmentation::NewStub(
+      grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials()));
+  instances_.Precreate({{"spooled"}, {"ignored"}});
+  outcomes_.Precreate({{"stored"}, {"no_tumour"}, {"failed"}});
+  retries_.Precreate({{"server"}, {"pacs"}});
+}
+
+absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Create(const BridgeOptions& options,
+                                                       metrics::Registry* registry) {
+  std::error_code error;
+  for (const char* sub : {"spool", "incoming", "done", "failed"}) {
+    fs::create_directories(fs::path(options.work_dir) / sub, error);
+    if (error) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("work_dir ", options.work_dir, ": ", error.message()));
+    }
+  }
+  return std::unique_ptr<Bridge>(new Bridge(options, registry));
+}
+
+void Bridge::OnInstance(const std::string& file, const std::string& study_uid,
+                        const std::string& modality) {
+  std::error_code error;
+  if (modality != "MR" || study_uid.empty()) {
+    // Our own SEGs coming back, or anything we cannot segment: not spooled.
+    fs::remove(file, error);
+    instances_.WithLabels({"ignored"}).Increment();
+    return;
+  }
+  const std::string key = StudyKey(study_uid);
+  const fs::path dir = fs::path(options_.work_dir) / "incoming" / key;
+  fs::create_directories(dir, error);
+  fs::rename(file, dir / fs::path(file).filename(), error);
+  instances_.WithLabels({"spooled"}).Increment();
+  std::lock_guard<std::mutex> lock(mutex_);
+  Study& study = studies_[key];
+  if (study.instances == 0) Log("study_receiving", absl::StrFormat(R"("study":"%s")", key));
+  ++study.instances;
+  study.last_instance = Clock::now();
+  study.next_attempt = study.last_instance + std::chrono::milliseconds(
+                                                 int64_t(options_.stable_seconds * 1000));
+  pending_.WithLabels({}).Set(static_cast<double>(studies_.size()));
+}
+
+void Bridge::Recover() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& entry : fs::directory_iterator(fs::path(options_.work_dir) / "incoming")) {
+    if (!entry.is_directory()) continue;
+    Study& study = studies_[entry.path().filename().string()];
+    study.last_instance = study.next_attempt = Clock::now();
+    Log("study_recovered", absl::StrFormat(R"("study":"%s")", entry.path().filename().string()));
+  }
+  pending_.WithLabels({}).Set(static_cast<double>(studies_.size()));
+}
+
+absl::Status Bridge::Run() {
+  Recover();
+  absl::Status scp_status;
+  std::thread scp([&] {
+    scp_status = RunStoreScp(
+        options_.ae_title, options_.port, (fs::path(options_.work_dir) / "spool").string(),
+        [this](const std::string& f, const std::string& s, const std::string& m) {
+          OnInstance(f, s, m);
+        },
+        stop_);
+    if (!scp_status.ok()) stop_ = true;
+  });
+  Log("listening", absl::StrFormat(R"("port":%d,"ae_title":"%s","server":"%s")", options_.port,
+                                   Escape(options_.ae_title), Escape(options_.server)));
+  while (!stop_) {
+    ProcessDue();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  scp.join();
+  Log("stopped", "");
+  return scp_status;
+}
+
+void Bridge::ProcessDue() {
+  std::vector<std::string> due;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [key, study] : studies_) {
+      if (study.next_attempt <= Clock::now()) due.push_back(key);
+    }
+  }
+  for (const std::string& key : due) {
+    if (stop_) return;
+    Process(key);
+  }
+}
+
+absl::Status Bridge::SegmentAndStore(const std::string& key, std::string* note) {
+  const fs::path dir = fs::path(options_.work_dir) / "incoming" / key;
+  std::vector<client::InputFile> files;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() == ".dcm" && entry.path().filename() != "seg.dcm") {
+      files.push_back({entry.path(), ""});
+    }
+  }
+  std::sort(files.begin(), files.end(),
+            [](const auto& a, const auto& b) { return a.path < b.path; });
+  client::CallOptions call;
+  call.request_id = "bridge-" + key;
+  call.policy = options_.policy;
+  call.want_labelmap = false;
+  call.want_dicom_seg = true;
+  call.omit_masks = true;
+  call.deadline_seconds = options_.deadline_seconds;
+  absl::StatusOr<client::CaseResult> result = client::SegmentFiles(stub_.get(), files, call);
+  if (!result.ok()) return result.status();
+  if (result->dicom_seg.empty()) {
+    *note = result->summary.notes_size() > 0 ? result->summary.notes(0) : "no SEG returned";
+    return absl::OkStatus();
+  }
+  const fs::path seg = dir / "seg.dcm";
+  if (absl::Status s = volume::WriteFileBytes(seg, result->dicom_seg); !s.ok()) return s;
+  absl::Status stored = StoreToPeer(seg.string(), options_.ae_title, options_.peer);
+  if (!stored.ok()) return absl::Status(stored.code(), absl::StrCat("pacs: ", stored.message()));
+  return absl::OkStatus();
+}
+
+void Bridge::Process(const std::string& key) {
+  int attempt = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    attempt = ++studies_[key].attempts;
+  }
+  Log("study_processing", absl::StrFormat(R"("study":"%s","attempt":%d)", key, attempt));
+  const auto start = Clock::now();
+  std::string note;
+  const absl::Status status = SegmentAndStore(key, &note);
+  study_seconds_.WithLabels({}).Observe(
+      std::chrono::duration<double>(Clock::now() - start).count());
+  if (!status.ok() && Retryable(status) && attempt < options_.max_attempts) {
+    const double delay = std::min(options_.max_backoff_seconds,
+                                  options_.backoff_seconds * std::pow(2.0, attempt - 1));
+    const bool pacs = absl::StartsWith(status.message(), "pacs: ");
+    retries_.WithLabels({pacs ? "pacs" : "server"}).Increment();
+    Log("study_retry",
+        absl::StrFormat(R"("study":"%s","attempt":%d,"code":"%s","in_seconds":%.1f)", key,
+                        attempt, absl::StatusCodeToString(status.code()), delay));
+    std::lock_guard<std::mutex> lock(mutex_);
+    studies_[key].next_attempt =
+        Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(delay * 1000));
+    return;
+  }
+  Finish(key, status, note);
+}
+
+void Bridge::Finish(const std::string& key, const absl::Status& status, const std::string& note) {
+  const fs::path incoming = fs::path(options_.work_dir) / "incoming" / key;
+  const std::string outcome = !status.ok() ? "failed" : note.empty() ? "stored" : "no_tumour";
+  const fs::path target = fs::path(options_.work_dir) / (status.ok() ? "done" : "failed") / key;
+  std::error_code error;
+  fs::remove_all(target, error);
+  fs::create_directories(target.parent_path(), error);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    fs::rename(incoming, target, error);
+    studies_.erase(key);
+    pending_.WithLabels({}).Set(static_cast<double>(studies_.size()));
+  }
+  if (status.ok()) {
+    // Keep the SEG and a result line; the instances stay in the PACS.
+    for (const auto& entry : fs::directory_iterator(target, error)) {
+      if (entry.path().filename() != "seg.dcm") fs::remove(entry.path(), error);
+    }
+  }
+  std::ofstream(target / (status.ok() ? "result.txt" : "reason.txt"))
+      << (status.ok() ? (note.empty() ? "SEG stored" : note) : status.ToString()) << "\n";
+  outcomes_.WithLabels({outcome}).Increment();
+  Log("study_" + outcome,
+      absl::StrFormat(R"("study":"%s","code":"%s")", key,
+                      absl::StatusCodeToString(status.code())));
+}
+
+}  // namespace danet::pacs

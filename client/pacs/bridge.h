@@ -1,0 +1,89 @@
+// danet-pacs-bridge's core: studies arrive over DICOM (C-STORE), wait until stable (no new
+// instance for `stable_seconds`), go to danet-server over gRPC, and the resulting DICOM SEG is
+// stored back to the PACS (C-STORE). Nothing is lost: a study lives on disk under
+// work_dir/incoming/<key>/ until its SEG is stored (then work_dir/done/<key>/ keeps the SEG
+// and a result line) or it fails for good (work_dir/failed/<key>/ keeps the instances and
+// reason.txt). Retryable failures (server unavailable or busy, deadline, PACS unreachable) are
+// retried with exponential backoff; studies left in incoming/ are picked up again at start.
+//
+// Logs are JSON lines on stderr with a study key (a hash of the StudyInstanceUID), never
+// patient attributes. Thread safety: Run on one thread, Stop from any.
+#ifndef DANET_CLIENT_PACS_BRIDGE_H_
+#define DANET_CLIENT_PACS_BRIDGE_H_
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "client/pacs/dicom_net.h"
+#include "danet/v1/segmentation.grpc.pb.h"
+#include "server/metrics/metrics.h"
+
+namespace danet::pacs {
+
+struct BridgeOptions {
+  std::string ae_title = "DANET";
+  int port = 11112;  // DICOM listen port
+  Peer peer;         // where SEGs go
+  std::string server = "127.0.0.1:50051";
+  std::string work_dir = "danet-bridge";
+  std::string policy = "dynamic";
+  double stable_seconds = 5;
+  int max_attempts = 8;
+  double backoff_seconds = 2;      // first retry delay; doubles each time
+  double max_backoff_seconds = 300;
+  double deadline_seconds = 600;   // per segmentation call
+};
+
+class Bridge {
+ public:
+  // Creates the work directories and the metrics (in `registry`, borrowed).
+  static absl::StatusOr<std::unique_ptr<Bridge>> Create(const BridgeOptions& options,
+                                                        metrics::Registry* registry);
+
+  // Listens and processes until Stop; returns an error if the DICOM port cannot be used.
+  absl::Status Run();
+  void Stop() { stop_ = true; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Study {
+    Clock::time_point last_instance;
+    Clock::time_point next_attempt;
+    int attempts = 0;
+    int instances = 0;
+  };
+
+  Bridge(const BridgeOptions& options, metrics::Registry* registry);
+  void OnInstance(const std::string& file, const std::string& study_uid,
+                  const std::string& modality);
+  void Recover();         // studies left in incoming/ from an earlier run
+  void ProcessDue();      // one pass over the stable studies
+  void Process(const std::string& key);
+  absl::Status SegmentAndStore(const std::string& key, std::string* note);
+  void Finish(const std::string& key, const absl::Status& status, const std::string& note);
+
+  const BridgeOptions options_;
+  std::atomic<bool> stop_{false};
+  std::unique_ptr<v1::Segmentation::Stub> stub_;
+  std::mutex mutex_;
+  std::map<std::string, Study> studies_;  // pending, by key
+
+  metrics::Family<metrics::Counter>& instances_;
+  metrics::Family<metrics::Counter>& outcomes_;
+  metrics::Family<metrics::Counter>& retries_;
+  metrics::Family<metrics::Gauge>& pending_;
+  metrics::Family<metrics::Histogram>& study_seconds_;
+};
+
+// Stable short key of a StudyInstanceUID (16 hex digits of its FNV-1a hash).
+std::string StudyKey(const std::string& study_uid);
+
+}  // namespace danet::pacs
+
+#endif  // DANET_CLIENT_PACS_BRIDGE_H_

@@ -1,0 +1,108 @@
+#include "client/pacs/dicom_net.h"
+
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmnet/dstorscp.h>
+#include <dcmtk/dcmnet/dstorscu.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace danet::pacs {
+namespace {
+
+// Stores to the spool and hands each file over; stops when asked between associations.
+class StoreScp : public DcmStorageSCP {
+ public:
+  StoreScp(const std::function<void(const std::string&, const std::string&,
+                                    const std::string&)>& on_instance,
+           const std::atomic<bool>& stop)
+      : on_instance_(on_instance), stop_(stop) {}
+
+ protected:
+  void notifyInstanceStored(const OFString& filename, const OFString&, const OFString&,
+                            DcmDataset* dataset) const override {
+    OFString study, modality;
+    if (dataset != nullptr) {
+      dataset->findAndGetOFString(DCM_StudyInstanceUID, study);
+      dataset->findAndGetOFString(DCM_Modality, modality);
+    }
+    on_instance_(filename.c_str(), study.c_str(), modality.c_str());
+  }
+  OFBool stopAfterConnectionTimeout() override { return stop_.load(); }
+  OFBool stopAfterCurrentAssociation() override { return stop_.load(); }
+
+ private:
+  std::function<void(const std::string&, const std::string&, const std::string&)> on_instance_;
+  const std::atomic<bool>& stop_;
+};
+
+// Records the DIMSE status of each instance sent (DcmStorageSCU does not check it).
+class StoreScu : public DcmStorageSCU {
+ public:
+  Uint16 status = 0xFFFF;
+
+ protected:
+  void notifySOPInstanceSent(const TransferEntry& entry) override {
+    status = entry.RequestSent ? entry.ResponseStatusCode : 0xFFFF;
+  }
+};
+
+}  // namespace
+
+absl::Status RunStoreScp(const std::string& ae_title, int port, const std::string& spool_dir,
+                         const std::function<void(const std::string&, const std::string&,
+                                                  const std::string&)>& on_instance,
+                         const std::atomic<bool>& stop) {
+  StoreScp scp(on_instance, stop);
+  scp.setAETitle(ae_title.c_str());
+  scp.setPort(static_cast<Uint16>(port));
+  scp.setConnectionBlockingMode(DUL_NOBLOCK);
+  scp.setConnectionTimeout(1);
+  scp.setHostLookupEnabled(OFFalse);
+  scp.setOutputDirectory(spool_dir.c_str());
+  scp.setFilenameGenerationMode(DcmStorageSCP::FGM_UniqueFromNewUID);
+  scp.setFilenameExtension(".dcm");
+  OFList<OFString> syntaxes;
+  for (const char* x : {UID_LittleEndianExplicitTransferSyntax,
+                        UID_LittleEndianImplicitTransferSyntax,
+                        UID_JPEGProcess14SV1TransferSyntax, UID_JPEGLSLosslessTransferSyntax,
+                        UID_RLELosslessTransferSyntax}) {
+    syntaxes.push_back(x);
+  }
+  for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; ++i) {
+    scp.addPresentationContext(dcmAllStorageSOPClassUIDs[i], syntaxes);
+  }
+  const OFCondition c = scp.listen();
+  if (c.bad() && !stop.load()) {
+    return absl::UnavailableError(absl::StrCat("DICOM listener on port ", port, ": ", c.text()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StoreToPeer(const std::string& file, const std::string& ae_title, const Peer& peer) {
+  StoreScu scu;
+  scu.setAETitle(ae_title.c_str());
+  scu.setPeerHostName(peer.host.c_str());
+  scu.setPeerPort(static_cast<Uint16>(peer.port));
+  scu.setPeerAETitle(peer.ae_title.c_str());
+  scu.setACSETimeout(30);
+  scu.setDIMSETimeout(60);
+  const std::string where = absl::StrFormat("%s at %s:%d", peer.ae_title, peer.host, peer.port);
+  OFCondition c = scu.addDicomFile(file.c_str(), ERM_fileOnly, OFFalse);
+  if (c.good()) c = scu.addPresentationContexts();
+  if (c.good()) c = scu.initNetwork();
+  if (c.good()) c = scu.negotiateAssociation();
+  if (c.bad()) {
+    return absl::UnavailableError(absl::StrCat("C-STORE to ", where, ": ", c.text()));
+  }
+  c = scu.sendSOPInstances();
+  scu.releaseAssociation();
+  if (c.bad() || scu.status != 0) {
+    return absl::UnavailableError(absl::StrFormat("C-STORE to %s: %s, status 0x%04x", where,
+                                                  c.bad() ? c.text() : "stored", scu.status));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace danet::pacs

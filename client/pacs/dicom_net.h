@@ -1,0 +1,38 @@
+// The DICOM network ends of the PACS bridge (DCMTK dcmnet): a C-STORE SCP that files incoming
+// MR instances by study, and a C-STORE SCU that sends a file (the SEG) to a peer.
+//
+// Set TCP_NODELAY=1 in the environment of both ends (the bridge's main does), or DCMTK waits
+// ~90 ms per C-STORE.
+#ifndef DANET_CLIENT_PACS_DICOM_NET_H_
+#define DANET_CLIENT_PACS_DICOM_NET_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace danet::pacs {
+
+struct Peer {
+  std::string host = "127.0.0.1";
+  int port = 4242;
+  std::string ae_title = "ORTHANC";
+};
+
+// Receives instances on `port` as `ae_title` until `stop` becomes true (checked about once a
+// second). Each stored instance is reported as (file path, StudyInstanceUID, Modality); the
+// callback owns the file from then on. Instances are written under `spool_dir`.
+absl::Status RunStoreScp(const std::string& ae_title, int port, const std::string& spool_dir,
+                         const std::function<void(const std::string&, const std::string&,
+                                                  const std::string&)>& on_instance,
+                         const std::atomic<bool>& stop);
+
+// Sends one DICOM file to `peer` with C-STORE (proposing its SOP class and transfer syntax),
+// as `ae_title`. Errors: the association or the store failed (the message says which).
+absl::Status StoreToPeer(const std::string& file, const std::string& ae_title, const Peer& peer);
+
+}  // namespace danet::pacs
+
+#endif  // DANET_CLIENT_PACS_DICOM_NET_H_
