@@ -94,8 +94,10 @@ absl::StatusOr<std::string> EncodeDicomSeg(const LabelVolume& labels,
   }
   if (present.empty()) return absl::NotFoundError("no tumour voxel: no DICOM SEG to write");
 
+  const std::string version =
+      options.algorithm_version.empty() ? "unknown" : options.algorithm_version;
   IODGeneralEquipmentModule::EquipmentInfo equipment("danet", "none", "Med-DANet",
-                                                     options.algorithm_version.c_str());
+                                                     version.c_str());
   ContentIdentificationMacro content("1", "TUMOUR", "Brain tumour regions (BraTS labels)",
                                      "danet^service");
   DcmSegmentation* raw = nullptr;
@@ -169,7 +171,7 @@ absl::StatusOr<std::string> EncodeDicomSeg(const LabelVolume& labels,
     AlgorithmIdentificationMacro algorithm;
     algorithm.getAlgorithmFamilyCode().set("123110", "DCM", "Artificial Intelligence");
     algorithm.setAlgorithmName(options.algorithm_name.c_str());
-    algorithm.setAlgorithmVersion(options.algorithm_version.c_str());
+    algorithm.setAlgorithmVersion(version.c_str());
     segment->setSegmentationAlgorithmIdentification(algorithm);
     Uint16 number = 0;
     if (absl::Status s = Check(seg->addSegment(segment, number), "adding a segment"); !s.ok()) {

@@ -2,6 +2,7 @@
 // order, rescale applied), modalities are assigned by rule or explicitly, and every kind of bad
 // instance is an error naming the instance.
 #include "server/volume/dicom.h"
+#include "server/volume/dicom_seg.h"
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
@@ -217,6 +218,21 @@ TEST_F(DicomTest, BadInstancesAreNamedErrors) {
   NiftiLimits small;
   small.max_dim = 16;
   EXPECT_THAT(DecodeDicomSeries(Files(good), small).status().message(), HasSubstr("limit"));
+}
+
+TEST_F(DicomTest, SegNeedsATumourAndTheSourceGrid) {
+  std::vector<DicomSeries> series = *DecodeDicomSeries(Files(Write("AX FLAIR")));
+  LabelVolume labels{series[0].volume.geometry,
+                     std::vector<uint8_t>(series[0].volume.voxels.size(), 0)};
+  EXPECT_EQ(EncodeDicomSeg(labels, series, {}).status().code(), absl::StatusCode::kNotFound);
+  labels.labels[100] = 2;
+  absl::StatusOr<std::string> seg = EncodeDicomSeg(labels, series, {});
+  ASSERT_TRUE(seg.ok()) << seg.status();
+  EXPECT_EQ(seg->substr(128, 4), "DICM");
+  LabelVolume other = labels;
+  other.geometry.dims[2] = 5;
+  EXPECT_EQ(EncodeDicomSeg(other, series, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
