@@ -42,7 +42,7 @@ std::string Escape(std::string text) {
 }  // namespace
 
 std::string StudyKey(const std::string& study_uid) {
-  uint64_t h = 1469598103934665603ULL;
+  uint64_t h = 14695981039346656037ULL;  // FNV-1a 64 offset basis
   for (unsigned char c : study_uid) h = (h ^ c) * 1099511628211ULL;
   return absl::StrFormat("%016x", h);
 }

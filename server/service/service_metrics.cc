@@ -24,16 +24,16 @@ ServiceMetrics::ServiceMetrics(metrics::Registry* r)
       bytes_(r->AddCounter("danet_received_bytes_total", "Input file bytes received.")),
       slices_(r->AddCounter("danet_slices_total", "Axial slices segmented, by route.",
                             {"route"})),
-      gmacs_(r->AddCounter("danet_gmacs_total",
-                           "Multiply-accumulates spent (10^9), by route; the decision network's "
-                           "share is counted on each slice's route.",
+      macs_(r->AddCounter("danet_macs_total",
+                           "Multiply-accumulate operations spent, by route; the decision "
+                           "network's share is counted on each slice's route.",
                            {"route"})),
-      gmacs_all_largest_(r->AddCounter(
-          "danet_gmacs_all_largest_total",
-          "Multiply-accumulates (10^9) the same volumes would cost with every slice through "
+      macs_all_largest_(r->AddCounter(
+          "danet_macs_all_largest_total",
+          "Multiply-accumulate operations the same volumes would cost with every slice through "
           "the largest bank model.")),
-      gmacs_saved_(r->AddCounter("danet_gmacs_saved_total",
-                                 "danet_gmacs_all_largest_total minus what was spent (10^9).")),
+      macs_saved_(r->AddCounter("danet_macs_saved_total",
+                                 "danet_macs_all_largest_total minus what was spent.")),
       model_seconds_(r->AddHistogram("danet_model_inference_duration_seconds",
                                      "Bank model compute time per slice, by model.", {"model"},
                                      ModelBuckets())),
@@ -50,8 +50,8 @@ ServiceMetrics::ServiceMetrics(metrics::Registry* r)
   inflight_.WithLabels({}).Set(0);
   queue_depth_.WithLabels({}).Set(0);
   bytes_.WithLabels({});
-  gmacs_all_largest_.WithLabels({});
-  gmacs_saved_.WithLabels({});
+  macs_all_largest_.WithLabels({});
+  macs_saved_.WithLabels({});
   for (const char* policy : {"dynamic", "static"}) request_seconds_.WithLabels({policy});
   requests_.Precreate({{"OK", "dynamic"}, {"OK", "static"}});
 }
@@ -61,7 +61,7 @@ void ServiceMetrics::SetBundle(const std::string& bundle, const std::string& dev
   bundle_info_.WithLabels({bundle, device}).Set(1);
   for (const std::string& route : routes) {
     slices_.WithLabels({route});
-    gmacs_.WithLabels({route});
+    macs_.WithLabels({route});
     if (route != "skip") model_seconds_.WithLabels({route});
   }
   for (const char* stage :
@@ -89,13 +89,13 @@ void ServiceMetrics::QueueDepth(int waiting) { queue_depth_.WithLabels({}).Set(w
 
 void ServiceMetrics::Slice(const std::string& route, double gmacs, double model_seconds) {
   slices_.WithLabels({route}).Increment();
-  gmacs_.WithLabels({route}).Increment(gmacs);
+  macs_.WithLabels({route}).Increment(gmacs * 1e9);  // base unit: operations
   if (route != "skip") model_seconds_.WithLabels({route}).Observe(model_seconds);
 }
 
 void ServiceMetrics::Volume(double gmacs, double gmacs_all_largest) {
-  gmacs_all_largest_.WithLabels({}).Increment(gmacs_all_largest);
-  gmacs_saved_.WithLabels({}).Increment(std::max(0.0, gmacs_all_largest - gmacs));
+  macs_all_largest_.WithLabels({}).Increment(gmacs_all_largest * 1e9);
+  macs_saved_.WithLabels({}).Increment(std::max(0.0, gmacs_all_largest - gmacs) * 1e9);
 }
 
 void ServiceMetrics::StageSeconds(const std::string& stage, double seconds) {

@@ -41,9 +41,9 @@ class ServiceMetrics {
   metrics::Family<metrics::Gauge>& queue_depth_;
   metrics::Family<metrics::Counter>& bytes_;
   metrics::Family<metrics::Counter>& slices_;
-  metrics::Family<metrics::Counter>& gmacs_;
-  metrics::Family<metrics::Counter>& gmacs_all_largest_;
-  metrics::Family<metrics::Counter>& gmacs_saved_;
+  metrics::Family<metrics::Counter>& macs_;
+  metrics::Family<metrics::Counter>& macs_all_largest_;
+  metrics::Family<metrics::Counter>& macs_saved_;
   metrics::Family<metrics::Histogram>& model_seconds_;
   metrics::Family<metrics::Histogram>& stage_seconds_;
   metrics::Family<metrics::Gauge>& build_info_;
