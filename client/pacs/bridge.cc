@@ -126,7 +126,7 @@ absl::Status Bridge::Run() {
         [this](const std::string& f, const std::string& s, const std::string& m) {
           OnInstance(f, s, m);
         },
-        stop_);
+        stop_, &open_associations_);
     if (!scp_status.ok()) stop_ = true;
   });
   Log("listening", absl::StrFormat(R"("port":%d,"ae_title":"%s","server":"%s")", options_.port,
@@ -141,6 +141,9 @@ absl::Status Bridge::Run() {
 }
 
 void Bridge::ProcessDue() {
+  // A PACS may pause longer than stable_seconds in the middle of a push (seen under load):
+  // nothing is complete while a sender is still connected.
+  if (open_associations_.load() > 0) return;
   std::vector<std::string> due;
   {
     std::lock_guard<std::mutex> lock(mutex_);

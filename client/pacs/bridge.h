@@ -1,5 +1,5 @@
 // danet-pacs-bridge's core: studies arrive over DICOM (C-STORE), wait until stable (no new
-// instance for `stable_seconds`), go to danet-server over gRPC, and the resulting DICOM SEG is
+// instance for `stable_seconds` and no association still open), go to danet-server over gRPC, and the resulting DICOM SEG is
 // stored back to the PACS (C-STORE). Nothing is lost: a study lives on disk under
 // work_dir/incoming/<key>/ until its SEG is stored (then work_dir/done/<key>/ keeps the SEG
 // and a result line) or it fails for good (work_dir/failed/<key>/ keeps the instances and
@@ -70,6 +70,7 @@ class Bridge {
 
   const BridgeOptions options_;
   std::atomic<bool> stop_{false};
+  std::atomic<int> open_associations_{0};  // a sender still connected: its study may go on
   std::unique_ptr<v1::Segmentation::Stub> stub_;
   std::mutex mutex_;
   std::map<std::string, Study> studies_;  // pending, by key

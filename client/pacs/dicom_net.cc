@@ -16,8 +16,8 @@ class StoreScp : public DcmStorageSCP {
  public:
   StoreScp(const std::function<void(const std::string&, const std::string&,
                                     const std::string&)>& on_instance,
-           const std::atomic<bool>& stop)
-      : on_instance_(on_instance), stop_(stop) {}
+           const std::atomic<bool>& stop, std::atomic<int>* open_associations)
+      : on_instance_(on_instance), stop_(stop), open_associations_(open_associations) {}
 
  protected:
   void notifyInstanceStored(const OFString& filename, const OFString&, const OFString&,
@@ -29,12 +29,17 @@ class StoreScp : public DcmStorageSCP {
     }
     on_instance_(filename.c_str(), study.c_str(), modality.c_str());
   }
+  void notifyAssociationAcknowledge() override { ++*open_associations_; }
+  void notifyAssociationTermination() override {
+    if (open_associations_->load() > 0) --*open_associations_;
+  }
   OFBool stopAfterConnectionTimeout() override { return stop_.load(); }
   OFBool stopAfterCurrentAssociation() override { return stop_.load(); }
 
  private:
   std::function<void(const std::string&, const std::string&, const std::string&)> on_instance_;
   const std::atomic<bool>& stop_;
+  std::atomic<int>* open_associations_;
 };
 
 // Records the DIMSE status of each instance sent (DcmStorageSCU does not check it).
@@ -53,8 +58,8 @@ class StoreScu : public DcmStorageSCU {
 absl::Status RunStoreScp(const std::string& ae_title, int port, const std::string& spool_dir,
                          const std::function<void(const std::string&, const std::string&,
                                                   const std::string&)>& on_instance,
-                         const std::atomic<bool>& stop) {
-  StoreScp scp(on_instance, stop);
+                         const std::atomic<bool>& stop, std::atomic<int>* open_associations) {
+  StoreScp scp(on_instance, stop, open_associations);
   scp.setAETitle(ae_title.c_str());
   scp.setPort(static_cast<Uint16>(port));
   scp.setConnectionBlockingMode(DUL_NOBLOCK);

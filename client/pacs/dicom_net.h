@@ -24,10 +24,12 @@ struct Peer {
 // Receives instances on `port` as `ae_title` until `stop` becomes true (checked about once a
 // second). Each stored instance is reported as (file path, StudyInstanceUID, Modality); the
 // callback owns the file from then on. Instances are written under `spool_dir`.
+// `open_associations` counts associations in progress (a PACS may pause mid-study; a study is
+// not complete while its sender is still connected).
 absl::Status RunStoreScp(const std::string& ae_title, int port, const std::string& spool_dir,
                          const std::function<void(const std::string&, const std::string&,
                                                   const std::string&)>& on_instance,
-                         const std::atomic<bool>& stop);
+                         const std::atomic<bool>& stop, std::atomic<int>* open_associations);
 
 // Sends one DICOM file to `peer` with C-STORE (proposing its SOP class and transfer syntax),
 // as `ae_title`. Errors: the association or the store failed (the message says which).
