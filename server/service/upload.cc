@@ -20,6 +20,20 @@ std::string FileLabel(const v1::Header& header, int index) {
   return absl::StrCat("files[", index, "] '", BaseName(header, index), "'");
 }
 
+// DICOM: instances, not one file per modality; the modality map, when given, must be valid.
+absl::Status CheckDicomHeader(const v1::Header& header) {
+  if (header.files_size() == 0) {
+    return absl::InvalidArgumentError("header.files: no DICOM instances");
+  }
+  for (const auto& [uid, modality] : header.series_modalities()) {
+    if (volume::ModalityIndex(modality) < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("header.series_modalities['", uid, "']: '",
+                                                     modality, "' is not flair, t1ce, t1 or t2"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 Upload::Upload(v1::Header header, const UploadLimits& limits)
@@ -42,9 +56,24 @@ absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
     }
   }
   auto upload = std::unique_ptr<Upload>(new Upload(header, limits));
-  if (header.input_kind() == v1::INPUT_KIND_DICOM) return CreateDicom(std::move(upload));
-  std::vector<int> file_of_modality(modalities.size(), -1);
+  const absl::Status files = header.input_kind() == v1::INPUT_KIND_DICOM
+                                 ? CheckDicomHeader(header)
+                                 : upload->MapModalities(modalities);
+  if (!files.ok()) return files;
   uint64_t declared = 0;
+  for (const v1::InputFile& file : header.files()) declared += file.size();
+  if (declared > static_cast<uint64_t>(limits.max_upload_bytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("header.files: the declared sizes add up to ", declared,
+                     " bytes, over this server's upload limit of ", limits.max_upload_bytes));
+  }
+  upload->files_.resize(header.files_size());
+  return upload;
+}
+
+absl::Status Upload::MapModalities(const std::vector<std::string>& modalities) {
+  const v1::Header& header = header_;
+  std::vector<int> file_of_modality(modalities.size(), -1);
   for (int i = 0; i < header.files_size(); ++i) {
     const v1::InputFile& file = header.files(i);
     int m = 0;
@@ -60,8 +89,7 @@ absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
           FileLabel(header, file_of_modality[m])));
     }
     file_of_modality[m] = i;
-    upload->modality_of_file_.push_back(volume::ModalityIndex(file.modality()));
-    declared += file.size();
+    modality_of_file_.push_back(volume::ModalityIndex(file.modality()));
   }
   for (size_t m = 0; m < modalities.size(); ++m) {
     if (file_of_modality[m] < 0) {
@@ -69,36 +97,7 @@ absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
           absl::StrCat("header.files: no file for modality '", modalities[m], "'"));
     }
   }
-  if (declared > static_cast<uint64_t>(limits.max_upload_bytes)) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("header.files: the declared sizes add up to ", declared,
-                     " bytes, over this server's upload limit of ", limits.max_upload_bytes));
-  }
-  upload->files_.resize(header.files_size());
-  return upload;
-}
-
-absl::StatusOr<std::unique_ptr<Upload>> Upload::CreateDicom(std::unique_ptr<Upload> upload) {
-  const v1::Header& header = upload->header_;
-  if (header.files_size() == 0) {
-    return absl::InvalidArgumentError("header.files: no DICOM instances");
-  }
-  for (const auto& [uid, modality] : header.series_modalities()) {
-    if (volume::ModalityIndex(modality) < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("header.series_modalities['", uid, "']: '",
-                                                     modality, "' is not flair, t1ce, t1 or t2"));
-    }
-  }
-  uint64_t declared = 0;
-  for (const v1::InputFile& file : header.files()) declared += file.size();
-  if (declared > static_cast<uint64_t>(upload->limits_.max_upload_bytes)) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("header.files: the declared sizes add up to ", declared,
-                     " bytes, over this server's upload limit of ",
-                     upload->limits_.max_upload_bytes));
-  }
-  upload->files_.resize(header.files_size());
-  return upload;
+  return absl::OkStatus();
 }
 
 absl::Status Upload::Add(const v1::Chunk& chunk) {

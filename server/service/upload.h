@@ -54,7 +54,8 @@ class Upload {
 
  private:
   Upload(v1::Header header, const UploadLimits& limits);
-  static absl::StatusOr<std::unique_ptr<Upload>> CreateDicom(std::unique_ptr<Upload> upload);
+  // NIfTI: one file per modality, none unknown or repeated; fills modality_of_file_.
+  absl::Status MapModalities(const std::vector<std::string>& modalities);
   absl::StatusOr<volume::MultiModalVolume> DecodeDicom();
 
   v1::Header header_;

@@ -21,8 +21,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -34,6 +34,8 @@ import pydicom
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 BUILD = os.path.join(ROOT, "build")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from procs import free_port, run, stop, tail  # noqa: E402
 SERVER_BIN = os.environ.get("DANET_SERVER_BIN",
                             os.path.join(BUILD, "server", "service", "danet-server"))
 BRIDGE_BIN = os.environ.get("DANET_PACS_BRIDGE",
@@ -57,38 +59,6 @@ SERVE_WAIT = 180   # seconds for danet-server to load the bundle on a busy machi
 
 # ---------------------------------------------------------------------------------------------
 # Helpers.
-
-def run(args, timeout=120, **kwargs):
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
-def stop(proc, timeout=30):
-    """Stops a process this test started, by its pid: SIGTERM, then SIGKILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-
-
-def tail(path, n=4000):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()[-n:]
-    except OSError:
-        return ""
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def wait_until(predicate, timeout, what, interval=0.2, log=None):
     """Polls `predicate` until it returns something true; returns that value."""

@@ -16,11 +16,8 @@ stopped by its own pid, and every wait is bounded.
 import glob
 import json
 import os
-import re
 import shutil
-import subprocess
 import tempfile
-import time
 import unittest
 
 import nibabel as nib
@@ -28,8 +25,8 @@ import numpy as np
 import pydicom
 
 # The paths (same environment variables and defaults) and the process helpers of the service
-# end-to-end test next to this file; only plain functions and constants, no TestCase.
-from test_service_e2e import BUNDLE, CLI, MODALITIES, PHANTOM, SERVER, run, stop, tail
+# end-to-end test next to this file, and its Server; no TestCase (it would run twice).
+from test_service_e2e import CLI, MODALITIES, PHANTOM, Server, run, tail
 
 TMP = os.environ.get("DANET_TMP", os.path.join(tempfile.gettempdir(), "danet_dicom_e2e"))
 SEED = 5
@@ -54,50 +51,6 @@ def canonical(path):
     """(voxels, affine) of a NIfTI file in the closest canonical (RAS+) orientation."""
     img = nib.as_closest_canonical(nib.load(path))
     return np.asarray(img.dataobj), img.affine
-
-
-class Server:
-    """danet-server on 127.0.0.1, port 0, no metrics listener; stderr goes to a log file."""
-
-    def __init__(self, workdir):
-        os.makedirs(workdir, exist_ok=True)
-        self.log_path = os.path.join(workdir, "server.log")
-        port_file = os.path.join(workdir, "port")
-        if os.path.exists(port_file):
-            os.remove(port_file)
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [SERVER, "--address", "127.0.0.1:0", "--port_file", port_file,
-             "--metrics_address", "", "--bundle", BUNDLE, "--threads", "2"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        try:
-            self._wait_serving(port_file)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_serving(self, port_file, timeout=180):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("danet-server exited with %d:\n%s"
-                                   % (self.proc.returncode, tail(self.log_path)))
-            text = tail(self.log_path, 100000)
-            m = re.search(r"listening on port (\d+)", text)
-            if m and "; SERVING" in text and os.path.exists(port_file):
-                with open(port_file) as f:
-                    written = f.read().strip()
-                if written != m.group(1):
-                    raise RuntimeError("port file says %r, the log %s" % (written, m.group(1)))
-                self.address = "127.0.0.1:" + m.group(1)
-                return
-            time.sleep(0.1)
-        raise RuntimeError("danet-server not SERVING after %d s:\n%s"
-                           % (timeout, tail(self.log_path)))
-
-    def stop(self):
-        stop(self.proc)
-        self.log.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,7 +153,7 @@ class DicomServer(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = os.path.join(TMP, "server")
-        cls.server = Server(cls.dir)
+        cls.server = Server(cls.dir, with_metrics=False)
 
     @classmethod
     def tearDownClass(cls):

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 BUILD = os.path.join(ROOT, "build")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from procs import free_port, run, stop, tail  # noqa: E402
 
 SERVER = os.environ.get("DANET_SERVER_BIN",
                         os.path.join(BUILD, "server", "service", "danet-server"))
@@ -55,40 +56,8 @@ MODALITIES = ("flair", "t1ce", "t1", "t2")
 # ---------------------------------------------------------------------------------------------
 # Processes and waiting.
 
-def run(args, timeout=120, **kwargs):
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
 def cli(*args, timeout=120):
     return run([CLI, *args], timeout=timeout)
-
-
-def stop(proc, timeout=30):
-    """Stops a process this test started, by its pid: SIGTERM, then SIGKILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-
-
-def tail(path, n=4000):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()[-n:]
-    except OSError:
-        return ""
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url, timeout=5):
@@ -103,9 +72,11 @@ def metric_value(text, name):
 
 
 class Server:
-    """danet-server on 127.0.0.1 with port 0 for gRPC and metrics; stderr goes to a log file."""
+    """danet-server on 127.0.0.1 with port 0 for gRPC and (unless with_metrics is false) for
+    metrics; stderr goes to a log file."""
 
-    def __init__(self, workdir, *extra):
+    def __init__(self, workdir, *extra, with_metrics=True):
+        self.with_metrics = with_metrics
         os.makedirs(workdir, exist_ok=True)
         self.log_path = os.path.join(workdir, "server.log")
         port_file = os.path.join(workdir, "port")
@@ -114,7 +85,8 @@ class Server:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [SERVER, "--address", "127.0.0.1:0", "--port_file", port_file,
-             "--metrics_address", "127.0.0.1:0", "--bundle", BUNDLE, "--threads", "2", *extra],
+             "--metrics_address", "127.0.0.1:0" if with_metrics else "", "--bundle", BUNDLE,
+             "--threads", "2", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
         try:
             self._wait_serving(port_file)
@@ -129,15 +101,18 @@ class Server:
                 raise RuntimeError("danet-server exited with %d:\n%s"
                                    % (self.proc.returncode, tail(self.log_path)))
             text = tail(self.log_path, 100000)
-            m = re.search(r"listening on port (\d+).*metrics on port (\d+)", text)
+            m = re.search(r"listening on port (\d+)" +
+                          (r".*metrics on port (\d+)" if self.with_metrics else ""), text)
             if m and "; SERVING" in text and os.path.exists(port_file):
                 with open(port_file) as f:
                     written = f.read().strip()
-                self.port, self.metrics_port = int(m.group(1)), int(m.group(2))
+                self.port = int(m.group(1))
                 if written != str(self.port):
                     raise RuntimeError("port file says %r, the log %d" % (written, self.port))
                 self.address = "127.0.0.1:%d" % self.port
-                self.metrics_url = "http://127.0.0.1:%d/metrics" % self.metrics_port
+                if self.with_metrics:
+                    self.metrics_port = int(m.group(2))
+                    self.metrics_url = "http://127.0.0.1:%d/metrics" % self.metrics_port
                 return
             time.sleep(0.1)
         raise RuntimeError("danet-server not SERVING after %d s:\n%s"

@@ -1,0 +1,39 @@
+"""Process helpers shared by the out-of-process tests: run a command, stop a process this test
+started (by its pid, SIGTERM then SIGKILL), read the end of a log, pick a free loopback port.
+Imported with the tests/ folder on sys.path."""
+import os
+import signal
+import socket
+import subprocess
+
+
+def run(args, timeout=120, **kwargs):
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def stop(proc, timeout=30):
+    """Stops a process this test started, by its pid: SIGTERM, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def tail(path, n=4000):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
