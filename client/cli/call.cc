@@ -141,6 +141,7 @@ absl::StatusOr<CaseResult> SegmentFiles(v1::Segmentation::Stub* stub,
   }
   header->set_policy(options.policy);
   header->set_cost_bias(options.cost_bias);
+  header->set_skip_margin(static_cast<uint32_t>(options.skip_margin));
   header->set_omit_masks(options.omit_masks);
   if (options.want_labelmap) header->add_outputs(v1::OUTPUT_KIND_LABELMAP_NIFTI);
   if (options.want_dicom_seg) header->add_outputs(v1::OUTPUT_KIND_DICOM_SEG);

@@ -36,6 +36,7 @@ struct CallOptions {
   std::string request_id;
   std::string policy = "dynamic";
   double cost_bias = 0;
+  int skip_margin = 0;
   std::map<std::string, std::string> series_modalities;  // DICOM: SeriesInstanceUID -> modality
   bool want_labelmap = true;
   bool want_dicom_seg = false;  // DICOM input only

@@ -1,7 +1,7 @@
 // danet: the command-line client of danet-server.
 //
 //   danet segment CASE_DIR|FILES...|DICOM_DIR [--out DIR] [--policy dynamic|static:M4]
-//                 [--cost_bias X] [--series UID=flair,...] [--json] [--preview PNG]
+//                 [--cost_bias X] [--skip_margin K] [--series UID=flair,...] [--json] [--preview PNG]
 //                 [--deadline S]
 //   danet models [--json]
 //   danet health
@@ -31,10 +31,14 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/volume/nifti.h"
 
-ABSL_FLAG(std::string, server, "", "Server address (default $DANET_SERVER or 127.0.0.1:50051).");
+ABSL_FLAG(std::string, server, "",
+          "Server address or gRPC target, e.g. dns:///danet-server-headless:50051 (calls "
+          "round-robin over its addresses); default $DANET_SERVER or 127.0.0.1:50051.");
 ABSL_FLAG(std::string, out, "", "segment: write labels.nii.gz and report.json into this folder.");
 ABSL_FLAG(std::string, policy, "dynamic", "segment: dynamic or static:<model id>.");
 ABSL_FLAG(double, cost_bias, 0, "segment: > 0 favours cheaper routes, < 0 stronger (dynamic).");
+ABSL_FLAG(int, skip_margin, 0,
+          "segment: never skip a slice within this many slices of a routed one (dynamic).");
 ABSL_FLAG(std::vector<std::string>, series, {},
           "segment, DICOM: SERIES_UID=modality,... (default: by SeriesDescription).");
 ABSL_FLAG(bool, json, false, "Print JSON instead of a table.");
@@ -75,6 +79,9 @@ std::shared_ptr<grpc::Channel> Connect() {
   if (address.empty()) address = "127.0.0.1:50051";
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
+  // Calls spread over every address the target resolves to (e.g. dns:/// of a headless
+  // Kubernetes Service: one address per replica); one address behaves as before.
+  args.SetLoadBalancingPolicyName("round_robin");
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
 }
 
@@ -113,6 +120,11 @@ int Segment(const std::vector<std::string>& args) {
   danet::client::CallOptions options;
   options.policy = absl::GetFlag(FLAGS_policy);
   options.cost_bias = absl::GetFlag(FLAGS_cost_bias);
+  if (absl::GetFlag(FLAGS_skip_margin) < 0) {
+    std::cerr << "danet: --skip_margin must be 0 or more\n";
+    return 2;
+  }
+  options.skip_margin = absl::GetFlag(FLAGS_skip_margin);
   options.deadline_seconds = absl::GetFlag(FLAGS_deadline);
   for (const std::string& pair : absl::GetFlag(FLAGS_series)) {
     std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));

@@ -62,8 +62,11 @@ Bridge::Bridge(const BridgeOptions& options, metrics::Registry* r)
       study_seconds_(r->AddHistogram("danet_bridge_study_duration_seconds",
                                      "Segmentation and SEG store time per study attempt.", {},
                                      metrics::ExponentialBuckets(0.5, 2, 12))) {
-  stub_ = v1::Segmentation::NewStub(
-      grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials()));
+  // round_robin: studies spread over every replica behind a headless Service (dns:///...).
+  grpc::ChannelArguments channel_args;
+  channel_args.SetLoadBalancingPolicyName("round_robin");
+  stub_ = v1::Segmentation::NewStub(grpc::CreateCustomChannel(
+      options.server, grpc::InsecureChannelCredentials(), channel_args));
   instances_.Precreate({{"spooled"}, {"ignored"}});
   outcomes_.Precreate({{"stored"}, {"no_tumour"}, {"failed"}});
   retries_.Precreate({{"server"}, {"pacs"}});

@@ -26,7 +26,9 @@ ABSL_FLAG(int, port, 11112, "DICOM listen port.");
 ABSL_FLAG(std::string, peer_host, "127.0.0.1", "PACS host the SEGs are stored to.");
 ABSL_FLAG(int, peer_port, 4242, "PACS DICOM port.");
 ABSL_FLAG(std::string, peer_ae, "ORTHANC", "PACS AE title.");
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "danet-server address.");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051",
+          "danet-server address, or a gRPC target such as dns:///danet-server-headless:50051 "
+          "(calls round-robin over every address it resolves to).");
 ABSL_FLAG(std::string, work_dir, "danet-bridge", "Spool, incoming, done and failed studies.");
 ABSL_FLAG(std::string, policy, "dynamic", "Routing policy for every study.");
 ABSL_FLAG(double, stable_seconds, 5, "A study is complete after this long without instances.");

@@ -33,21 +33,34 @@ at::Tensor SliceStack(const volume::MultiModalVolume& v) {
 
 std::string Policy::Name(const models::Bank& bank) const {
   if (kind == Kind::kDynamic) {
-    return cost_bias == 0 ? "dynamic" : absl::StrCat("dynamic@", cost_bias);
+    return absl::StrCat("dynamic", cost_bias == 0 ? "" : absl::StrCat("@", cost_bias),
+                        skip_margin == 0 ? "" : absl::StrCat("+m", skip_margin));
   }
   return absl::StrCat("static:", bank.model_config(static_model).id());
 }
 
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank) {
-  if (text == "dynamic") return Policy{};
-  if (text.rfind("dynamic@", 0) == 0) {
+  if (text.rfind("dynamic", 0) == 0 &&
+      (text.size() == 7 || text[7] == '@' || text.compare(7, 2, "+m") == 0)) {
     Policy policy;
-    if (!absl::SimpleAtod(text.substr(8), &policy.cost_bias) || !std::isfinite(policy.cost_bias)) {
+    std::string rest = text.substr(7);
+    if (const size_t plus = rest.find("+m"); plus != std::string::npos) {
+      if (!absl::SimpleAtoi(rest.substr(plus + 2), &policy.skip_margin) ||
+          policy.skip_margin < 0 || policy.skip_margin > kMaxSkipMargin) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "policy '", text, "': the skip margin after '+m' is not a whole number in 0..",
+            kMaxSkipMargin));
+      }
+      rest.resize(plus);
+    }
+    if (!rest.empty() && (!absl::SimpleAtod(rest.substr(1), &policy.cost_bias) ||
+                          !std::isfinite(policy.cost_bias))) {
       return absl::InvalidArgumentError(
           absl::StrCat("policy '", text, "': the cost bias after '@' is not a number"));
     }
     return policy;
-  }  if (text.rfind("static:", 0) == 0) {
+  }
+  if (text.rfind("static:", 0) == 0) {
     const std::string id = text.substr(7);
     if (std::optional<int> index = bank.FindModel(id)) {
       return Policy{Policy::Kind::kStatic, *index};
@@ -78,6 +91,27 @@ int BiasedRoute(const float* probabilities, const std::vector<double>& route_gma
     }
   }
   return best;
+}
+
+std::vector<int> WidenRoutes(const std::vector<int>& routes,
+                             const std::vector<std::vector<float>>& probabilities,
+                             const std::vector<double>& route_gmacs, double cost_bias,
+                             int margin) {
+  std::vector<int> widened = routes;
+  const int64_t depth = static_cast<int64_t>(routes.size());
+  const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());
+  for (int64_t z = 0; z < depth; ++z) {
+    if (routes[z] != 0) continue;
+    bool near_routed = false;
+    for (int64_t n = std::max<int64_t>(0, z - margin);
+         n <= std::min<int64_t>(depth - 1, z + margin) && !near_routed; ++n) {
+      near_routed = routes[n] != 0;
+    }
+    if (near_routed) {
+      widened[z] = 1 + BiasedRoute(probabilities[z].data() + 1, model_gmacs, cost_bias);
+    }
+  }
+  return widened;
 }
 
 absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
@@ -117,6 +151,13 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
                                                 p.data_ptr<float>() + p.numel());
           routes[z] = BiasedRoute(p.data_ptr<float>(), route_gmacs, policy.cost_bias);
         }
+      }
+      if (policy.skip_margin > 0) {
+        std::vector<std::vector<float>> probabilities;
+        probabilities.reserve(depth);
+        for (const SliceResult& s : result.slices) probabilities.push_back(s.probabilities);
+        routes = WidenRoutes(routes, probabilities, route_gmacs, policy.cost_bias,
+                             policy.skip_margin);
       }
     }
     result.decide_seconds = Since(decide_start);

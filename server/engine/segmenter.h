@@ -31,11 +31,19 @@ struct Policy {
   // argmax_i [log p_i - cost_bias * gmacs_i / gmacs_max] with skip costing 0, so 0 keeps the
   // decision network's choice (docs/routing.md).
   double cost_bias = 0;
-  std::string Name(const models::Bank& bank) const;  // "dynamic", "dynamic@0.5", "static:<id>"
+  // kDynamic only: a slice within skip_margin slices (along z) of a slice the decision network
+  // sent to a model is not skipped; it takes its best non-skip route (same cost bias). Tumours
+  // are contiguous in z and the skip decision's misses are mostly their thin first and last
+  // slices, so a margin buys tumour-slice recall for a few cheap slices (docs/routing.md).
+  int skip_margin = 0;
+  // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "static:<id>"
+  std::string Name(const models::Bank& bank) const;
 };
 
-// Parses "dynamic", "dynamic@<cost bias>" or "static:<model id>"; InvalidArgument names an
-// unknown model and lists the known ones.
+inline constexpr int kMaxSkipMargin = 32;
+
+// Parses "dynamic[@<cost bias>][+m<skip margin>]" or "static:<model id>"; InvalidArgument
+// names an unknown model and lists the known ones.
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
 
 struct SliceResult {
@@ -70,6 +78,15 @@ struct SegmentOptions {
 // (Policy::cost_bias); route_gmacs[i] is route i's model cost (route 0, skip, costs 0).
 int BiasedRoute(const float* probabilities, const std::vector<double>& route_gmacs,
                 double cost_bias);
+
+// Applies Policy::skip_margin to the decision network's routes (probabilities: one vector per
+// slice, as SliceResult::probabilities): every skipped slice within `margin` slices of a
+// routed one gets its best non-skip route under the cost bias. Decided from the original
+// routes, so margins do not grow from slices that the margin itself routed.
+std::vector<int> WidenRoutes(const std::vector<int>& routes,
+                             const std::vector<std::vector<float>>& probabilities,
+                             const std::vector<double>& route_gmacs, double cost_bias,
+                             int margin);
 
 // The volume's axial slices as one Z x 4 x Y x X float tensor (a copy), the networks' input.
 at::Tensor SliceStack(const volume::MultiModalVolume& volume);

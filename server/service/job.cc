@@ -114,6 +114,15 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
     }
     policy->cost_bias = header.cost_bias();
   }
+  if (header.skip_margin() != 0) {
+    if (policy->kind != engine::Policy::Kind::kDynamic ||
+        header.skip_margin() > static_cast<uint32_t>(engine::kMaxSkipMargin)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "header.skip_margin: must be at most ", engine::kMaxSkipMargin,
+          ", and only applies to the dynamic policy"));
+    }
+    policy->skip_margin = static_cast<int>(header.skip_margin());
+  }
   v1::Timing timing;
   timing.set_receive(context.receive_seconds);
   timing.set_queued(context.queued_seconds);

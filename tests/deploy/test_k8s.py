@@ -1,26 +1,29 @@
 """deploy/k8s as a user meets it: each overlay renders with `kubectl kustomize`, the sources pass
 yamllint, and the rendered Deployment cannot drift from the binary: every container argument is
 a flag danet-server really has, probes and ports match the addresses it listens on, the grace
-period outlasts its drain, and the hardening is there.
+period outlasts its drain, and the hardening is there. Every rendered object validates offline
+against the Kubernetes API schemas (npm kubernetes-models, and its prometheus-operator package
+for the ServiceMonitor): types, enums and required fields.
 
-Run by ctest with DANET_SERVER_BIN set. Without kubectl (not packaged in Debian 12) or yamllint
-those checks are skipped with a message, never passed silently.
+Run by ctest with DANET_SERVER_BIN and DANET_DEPLOY_TOOLS set. kubectl (not packaged in
+Debian 12) and the npm packages come from scripts/setup; see tools.py for when a missing tool
+skips and when it fails.
 """
+import json
 import os
 import re
-import shutil
 import subprocess
 import unittest
 
 import yaml
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+from tools import (HERE, KUBECTL, NODE, NODE_MODULES, ROOT, YAMLLINT, has_node_module,
+                   needs)
+
 K8S = os.path.join(ROOT, "deploy", "k8s")
 SERVER = os.environ.get("DANET_SERVER_BIN",
                         os.path.join(ROOT, "build", "server", "service", "danet-server"))
-KUBECTL = shutil.which("kubectl")
-YAMLLINT = shutil.which("yamllint")
+OVERLAYS = ("cpu", "gpu")
 
 
 def render(overlay):
@@ -36,7 +39,15 @@ def server_flags():
     return set(re.findall(r"^\s+--([a-z_]+) ", r.stdout + r.stderr, re.M))
 
 
-@unittest.skipIf(KUBECTL is None, "kubectl is not installed (not packaged in Debian 12)")
+def validate(objects):
+    """Runs validate_k8s.cjs (kubernetes-models) on the objects; returns (ok, report)."""
+    r = subprocess.run([NODE, os.path.join(HERE, "validate_k8s.cjs")],
+                       input=json.dumps(objects), capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, NODE_PATH=NODE_MODULES))
+    return r.returncode == 0, r.stdout + r.stderr
+
+
+@needs(KUBECTL, "kubectl")
 class Overlays(unittest.TestCase):
     def check(self, overlay, device):
         objects = render(overlay)
@@ -90,7 +101,83 @@ class Overlays(unittest.TestCase):
         self.assertTrue(container["image"].endswith(":cuda"))
 
 
-@unittest.skipIf(YAMLLINT is None, "yamllint is not installed")
+@needs(KUBECTL, "kubectl")
+@needs(has_node_module("kubernetes-models") and
+       has_node_module("@kubernetes-models/prometheus-operator"), "npm kubernetes-models")
+class Schemas(unittest.TestCase):
+    def test_rendered_objects_validate(self):
+        for overlay in OVERLAYS:
+            with self.subTest(overlay=overlay):
+                ok, report = validate(render(overlay))
+                self.assertTrue(ok, report)
+                self.assertIn("8/8 objects valid", report)
+
+    def test_the_validator_rejects_broken_objects(self):
+        # The check can fail: a wrong type, a missing required field, an unknown kind.
+        deployment = next(o for o in render("cpu") if o["kind"] == "Deployment")
+        wrong_type = json.loads(json.dumps(deployment))
+        wrong_type["spec"]["replicas"] = "two"
+        missing = json.loads(json.dumps(deployment))
+        del missing["spec"]["selector"]
+        bad_probe = json.loads(json.dumps(deployment))
+        bad_probe["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["grpc"]["port"] = [1]
+        unknown = {"apiVersion": "danet.example/v1", "kind": "Nothing", "metadata": {"name": "x"}}
+        for name, obj in (("wrong type", wrong_type), ("missing selector", missing),
+                          ("probe port", bad_probe), ("unknown kind", unknown)):
+            with self.subTest(name):
+                ok, report = validate([obj])
+                self.assertFalse(ok, report)
+                self.assertIn("FAIL", report)
+
+
+def dockerfile(name):
+    """(USER, EXPOSE ports, CMD arguments, HEALTHCHECK command, COPY sources) of the final
+    stage of docker/<name>."""
+    with open(os.path.join(ROOT, "docker", name)) as f:
+        text = re.sub(r"\\\n", " ", f.read())
+    final = text[text.rindex("\nFROM "):]
+    user = re.search(r"(?m)^USER (\d+):(\d+)$", final).groups()
+    ports = {int(p) for p in re.search(r"(?m)^EXPOSE (.*)$", final).group(1).split()}
+    cmd = json.loads(re.search(r"(?m)^CMD (\[.*\])$", final).group(1))
+    health = json.loads(re.search(r"(?m)^HEALTHCHECK .*CMD (\[.*\])$", final).group(1))
+    copies = re.findall(r"(?m)^COPY (?!--from)(\S+) ", text)
+    return user, ports, cmd, health, copies
+
+
+class ImagesMatchManifests(unittest.TestCase):
+    """docker/Dockerfile{,.cuda} and deploy/k8s agree: uid, ports, bundle path, flags, and the
+    health check speaks grpc.health.v1 on the served port."""
+
+    def test_images(self):
+        with open(os.path.join(K8S, "base", "deployment.yaml")) as f:
+            pod = yaml.safe_load(f)["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        args = dict(a[2:].split("=", 1) for a in container["args"])
+        ports = {p["containerPort"] for p in container["ports"]}
+        flags = server_flags()
+        with open(os.path.join(ROOT, ".dockerignore")) as f:
+            allowed = {line[1:].rstrip("/") for line in f.read().split() if line.startswith("!")}
+        for name in ("Dockerfile", "Dockerfile.cuda"):
+            with self.subTest(name):
+                (uid, gid), exposed, cmd, health, copies = dockerfile(name)
+                self.assertEqual(int(uid), pod["securityContext"]["runAsUser"])
+                self.assertEqual(int(gid), pod["securityContext"]["runAsGroup"])
+                self.assertEqual(exposed, ports)
+                image_args = dict(a[2:].split("=", 1) for a in cmd)
+                self.assertEqual(set(image_args) - flags, set())
+                self.assertEqual(image_args["bundle"], args["bundle"])
+                for flag in ("address", "metrics_address"):
+                    self.assertEqual(image_args[flag].rsplit(":", 1)[1],
+                                     args[flag].rsplit(":", 1)[1], flag)
+                self.assertEqual(health[:2], ["/opt/danet/bin/danet", "health"])
+                self.assertEqual(health[2].rsplit(":", 1)[1], args["address"].rsplit(":", 1)[1])
+                for source in copies:
+                    self.assertIn(source.rstrip("/"), allowed | {"."},
+                                  "%s copies %s, which .dockerignore leaves out" % (name, source))
+                    self.assertTrue(os.path.exists(os.path.join(ROOT, source)), source)
+
+
+@needs(YAMLLINT, "yamllint")
 class Lint(unittest.TestCase):
     def test_yamllint(self):
         r = subprocess.run([YAMLLINT, "-s", "-c", os.path.join(K8S, ".yamllint"), K8S],

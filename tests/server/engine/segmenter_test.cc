@@ -142,6 +142,53 @@ TEST_F(SegmenterTest, CostBiasMovesRoutesTowardCheaperOrStrongerModels) {
   EXPECT_EQ(ParsePolicy("dynamic@x", *bank_).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(SegmenterTest, SkipMarginRoutesTheSkippedNeighboursOfRoutedSlices) {
+  // Routes skip skip skip M2 skip skip skip skip M1 skip: margin 1 routes slices 2, 4, 7, 9;
+  // margin 2 also 1, 5, 6 (two-sided, from the original routes only).
+  const std::vector<int> routes = {0, 0, 0, 2, 0, 0, 0, 0, 1, 0};
+  std::vector<std::vector<float>> p(routes.size(), {0.6f, 0.1f, 0.2f, 0.05f, 0.05f});
+  p[7] = {0.5f, 0.05f, 0.05f, 0.1f, 0.3f};  // its best non-skip route is M4
+  const std::vector<double> costs = {0, 1, 2, 4, 8};
+  EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 0), routes);
+  EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 1),
+            (std::vector<int>{0, 0, 2, 2, 2, 0, 0, 4, 1, 2}));
+  EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 2),
+            (std::vector<int>{0, 2, 2, 2, 2, 2, 2, 4, 1, 2}));
+  // The cost bias applies to the non-skip choice too: a large bias picks the cheapest model.
+  EXPECT_EQ(WidenRoutes(routes, p, costs, 1000, 1),
+            (std::vector<int>{0, 0, 1, 2, 1, 0, 0, 1, 1, 1}));
+  EXPECT_EQ(WidenRoutes(std::vector<int>(5, 0), {5, {0.9f, 0.1f, 0, 0, 0}}, costs, 0, 3),
+            std::vector<int>(5, 0));
+}
+
+TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
+  const VolumeResult plain = *SegmentVolume(*bank_, volume_, Policy{});
+  const Policy policy = *ParsePolicy("dynamic+m1", *bank_);
+  EXPECT_EQ(policy.skip_margin, 1);
+  EXPECT_EQ(policy.Name(*bank_), "dynamic+m1");
+  const VolumeResult widened = *SegmentVolume(*bank_, volume_, policy);
+  int changed = 0;
+  for (int z = 0; z < 24; ++z) {
+    const bool near_routed = (z > 0 && plain.slices[z - 1].route != 0) ||
+                             plain.slices[z].route != 0 ||
+                             (z < 23 && plain.slices[z + 1].route != 0);
+    EXPECT_EQ(widened.slices[z].route != 0, near_routed) << z;
+    if (plain.slices[z].route != 0) EXPECT_EQ(widened.slices[z].route, plain.slices[z].route);
+    changed += widened.slices[z].route != plain.slices[z].route;
+  }
+  EXPECT_GT(changed, 0) << "the test volume should have skipped slices next to routed ones";
+  EXPECT_GT(widened.gmacs, plain.gmacs);
+  const Policy both = *ParsePolicy("dynamic@0.5+m3", *bank_);
+  EXPECT_EQ(both.cost_bias, 0.5);
+  EXPECT_EQ(both.skip_margin, 3);
+  EXPECT_EQ(both.Name(*bank_), "dynamic@0.5+m3");
+  for (const char* bad : {"dynamic+m", "dynamic+m-1", "dynamic+m33", "dynamic+mx", "dynamic+2",
+                          "dynamicx", "dynamic@+m1"}) {
+    EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
 TEST_F(SegmenterTest, CancellationStopsBetweenSlices) {
   int reported = 0;
   SegmentOptions options;

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include <map>
 #include <random>
 #include <thread>
 
@@ -271,6 +272,25 @@ TEST_F(ServiceTest, StaticPolicyAndCostBias) {
       EXPECT_EQ(m.slice().route_name(), bank_->model_config(largest).id());
     }
   }
+  // The skip margin from the header: the call reports it in its policy name, and no slice
+  // next to a routed one is skipped.
+  std::vector<v1::SegmentRequest> widened(1);
+  *widened[0].mutable_header() = MakeHeader(files, "dynamic");
+  widened[0].mutable_header()->set_skip_margin(1);
+  for (auto& c : Chunks(files)) widened.push_back(c);
+  const Reply margin = Call(widened);
+  ASSERT_TRUE(margin.status.ok()) << margin.status.error_message();
+  ASSERT_EQ(margin.messages.front().kind_case(), v1::SegmentResponse::kAccepted);
+  EXPECT_EQ(margin.messages.front().accepted().policy(), "dynamic+m1");
+  std::map<int, int> routes;
+  for (const auto& m : margin.messages) {
+    if (m.has_slice()) routes[m.slice().index()] = m.slice().route();
+  }
+  for (const auto& [z, route] : routes) {
+    if (route != 0) continue;
+    EXPECT_FALSE(routes.count(z - 1) && routes[z - 1] != 0) << z;
+    EXPECT_FALSE(routes.count(z + 1) && routes[z + 1] != 0) << z;
+  }
 }
 
 TEST_F(ServiceTest, DescribeBankListsTheModels) {
@@ -340,6 +360,14 @@ TEST_F(ServiceTest, BadInputGetsTheRightCodeAndNamesTheFileOrField) {
          h->set_policy("static:M1");
          h->set_cost_bias(1);
        }, grpc::INVALID_ARGUMENT, "header.cost_bias"},
+      {"margin on static", [](v1::Header* h, auto*) {
+         h->set_policy("static:M1");
+         h->set_skip_margin(1);
+       }, grpc::INVALID_ARGUMENT, "header.skip_margin"},
+      {"margin too large", [](v1::Header* h, auto*) { h->set_skip_margin(33); },
+       grpc::INVALID_ARGUMENT, "header.skip_margin: must be at most 32"},
+      {"bad margin in policy", [](v1::Header* h, auto*) { h->set_policy("dynamic+m-1"); },
+       grpc::INVALID_ARGUMENT, "header.policy: policy 'dynamic+m-1': the skip margin"},
       {"declared too big", [](v1::Header* h, auto*) { h->mutable_files(0)->set_size(1LL << 40); },
        grpc::RESOURCE_EXHAUSTED, "upload limit"},
       {"size mismatch", [](v1::Header* h, auto*) { h->mutable_files(1)->set_size(10); },
