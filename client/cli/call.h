@@ -34,7 +34,7 @@ bool IsDicom(const std::vector<InputFile>& files);
 
 struct CallOptions {
   std::string request_id;
-  std::string policy = "dynamic";
+  std::string policy;  // empty: the server's default (the bundle's)
   double cost_bias = 0;
   int skip_margin = 0;
   std::map<std::string, std::string> series_modalities;  // DICOM: SeriesInstanceUID -> modality

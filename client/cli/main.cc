@@ -35,7 +35,9 @@ ABSL_FLAG(std::string, server, "",
           "Server address or gRPC target, e.g. dns:///danet-server-headless:50051 (calls "
           "round-robin over its addresses); default $DANET_SERVER or 127.0.0.1:50051.");
 ABSL_FLAG(std::string, out, "", "segment: write labels.nii.gz and report.json into this folder.");
-ABSL_FLAG(std::string, policy, "dynamic", "segment: dynamic or static:<model id>.");
+ABSL_FLAG(std::string, policy, "",
+          "segment: dynamic[@bias][+m<margin>] or static:<model id>; empty: the server's "
+          "default (the bundle's, see `danet models`).");
 ABSL_FLAG(double, cost_bias, 0, "segment: > 0 favours cheaper routes, < 0 stronger (dynamic).");
 ABSL_FLAG(int, skip_margin, 0,
           "segment: never skip a slice within this many slices of a routed one (dynamic).");
@@ -198,6 +200,7 @@ int Models() {
     std::cout << nlohmann::json{{"bundle", bank.bundle_name()}, {"device", bank.device()},
                                 {"version", bank.version()},
                                 {"decision_gmacs_per_slice", bank.decision_gmacs_per_slice()},
+                                {"default_policy", bank.default_policy()},
                                 {"models", models}}
                      .dump(2)
               << "\n";
@@ -213,6 +216,7 @@ int Models() {
   }
   std::cout << absl::StrFormat("  decision network %.4f GMACs per slice\n",
                                bank.decision_gmacs_per_slice());
+  std::cout << absl::StrFormat("  default policy %s\n", bank.default_policy());
   return 0;
 }
 

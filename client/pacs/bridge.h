@@ -32,7 +32,7 @@ struct BridgeOptions {
   Peer peer;         // where SEGs go
   std::string server = "127.0.0.1:50051";
   std::string work_dir = "danet-bridge";
-  std::string policy = "dynamic";
+  std::string policy;  // empty: the server's default (the bundle's)
   double stable_seconds = 5;
   int max_attempts = 8;
   double backoff_seconds = 2;      // first retry delay; doubles each time

@@ -3,7 +3,7 @@
 //   danet-pacs-bridge --port 11112 --ae_title DANET --peer_host 127.0.0.1 --peer_port 4242
 //       --peer_ae ORTHANC --server 127.0.0.1:50051 --work_dir /var/lib/danet-bridge
 //       [--stable_seconds 5] [--max_attempts 8] [--backoff_seconds 2] [--max_backoff_seconds 300]
-//       [--metrics_address 127.0.0.1:9465] [--policy dynamic]
+//       [--metrics_address 127.0.0.1:9465] [--policy P]
 //
 // SIGTERM/SIGINT stop it between studies; studies not finished stay in work_dir/incoming/ and
 // are picked up at the next start. Exit codes: 0 stopped, 1 cannot listen or bad work_dir.
@@ -30,7 +30,8 @@ ABSL_FLAG(std::string, server, "127.0.0.1:50051",
           "danet-server address, or a gRPC target such as dns:///danet-server-headless:50051 "
           "(calls round-robin over every address it resolves to).");
 ABSL_FLAG(std::string, work_dir, "danet-bridge", "Spool, incoming, done and failed studies.");
-ABSL_FLAG(std::string, policy, "dynamic", "Routing policy for every study.");
+ABSL_FLAG(std::string, policy, "",
+          "Routing policy for every study; empty: the served bundle's default.");
 ABSL_FLAG(double, stable_seconds, 5, "A study is complete after this long without instances.");
 ABSL_FLAG(int, max_attempts, 8, "Attempts per study before it is moved to failed/.");
 ABSL_FLAG(double, backoff_seconds, 2, "First retry delay (doubles per attempt).");

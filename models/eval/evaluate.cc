@@ -15,6 +15,13 @@ using Clock = std::chrono::steady_clock;
 
 std::vector<std::string> DefaultPolicies(const models::Bank& bank) {
   std::vector<std::string> policies = {"dynamic"};
+  // The bundle's default policy too, when it is not plain "dynamic" (e.g. with a skip margin).
+  // (An invalid default stays "" here, so that evaluating it reports the bundle's error.)
+  if (absl::StatusOr<engine::Policy> fallback = engine::ParsePolicy("", bank); !fallback.ok()) {
+    policies.push_back("");
+  } else if (fallback->Name(bank) != "dynamic") {
+    policies.push_back(fallback->Name(bank));
+  }
   for (int i = 0; i < bank.size(); ++i) {
     policies.push_back(absl::StrCat("static:", bank.model_config(i).id()));
   }

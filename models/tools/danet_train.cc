@@ -9,6 +9,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -48,6 +49,9 @@ ABSL_FLAG(std::string, dtype, "float16", "Weight storage of the output bundle.")
 ABSL_FLAG(int, checkpoint_every, 50, "Checkpoint every N steps.");
 ABSL_FLAG(std::vector<std::string>, validation_policies, {},
           "Policies to validate (default: dynamic and every static model).");
+ABSL_FLAG(std::optional<std::string>, default_policy, std::nullopt,
+          "The bundle's policy for requests that name none, e.g. dynamic+m2 (default: "
+          "dynamic).");
 ABSL_FLAG(bool, redo_decision, false,
           "Keep the work directory's trained bank and Eq. 4 scores, but relabel with --alpha and "
           "retrain the decision network (for alpha sweeps).");
@@ -141,6 +145,8 @@ int Main(const std::string& command_line) {
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
   options.redo_decision = absl::GetFlag(FLAGS_redo_decision);
   options.validation_policies = absl::GetFlag(FLAGS_validation_policies);
+  options.name = absl::GetFlag(FLAGS_name);
+  options.default_policy = absl::GetFlag(FLAGS_default_policy);
   options.work_dir = absl::GetFlag(FLAGS_work).empty() ? out + ".work" : absl::GetFlag(FLAGS_work);
 
   Trainer trainer(*std::move(bank), *std::move(train), std::move(validation), options);

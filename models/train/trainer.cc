@@ -123,10 +123,8 @@ absl::Status Trainer::LoadState() {
   if (!resumed.ok()) return resumed.status();
   bank_ = *std::move(resumed);
   if (options_.redo_decision && state_["labels_done"].get<bool>()) {
-    state_["decision_step"] = 0;
+    state_["decision_step"] = 0;  // RunDecisionStage starts over from a fresh network
     state_["validated"] = false;
-    torch::manual_seed(options_.seed);
-    if (absl::Status s = bank_->ReinitializeDecision(); !s.ok()) return s;
   }
   std::fprintf(stderr, "resuming: bank step %d, labels %s, decision step %d\n",
                state_["bank_step"].get<int>(), state_["labels_done"].get<bool>() ? "done" : "to do",
@@ -162,6 +160,14 @@ absl::Status Trainer::Checkpoint(
 
 absl::Status Trainer::Run() {
   if (absl::Status s = LoadState(); !s.ok()) return s;
+  // Name and default policy apply to a resumed bank too; a bad policy fails before training.
+  if (!options_.name.empty()) bank_->mutable_config()->set_name(options_.name);
+  if (options_.default_policy.has_value()) {
+    bank_->mutable_config()->set_default_policy(*options_.default_policy);
+    if (absl::StatusOr<engine::Policy> p = engine::ParsePolicy("", *bank_); !p.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--default_policy: ", p.status().message()));
+    }
+  }
   torch::manual_seed(options_.seed + state_["bank_step"].get<int>());
   if (absl::Status s = RunBankStage(); !s.ok()) return s;
   if (absl::Status s = ComputeDecisionLabels(); !s.ok()) return s;
@@ -318,12 +324,23 @@ absl::Status Trainer::ComputeDecisionLabels() {
   Log({{"stage", "labels"}, {"histogram", histogram}, {"alpha", options_.alpha}});
   progress.Finish(absl::StrCat("routes (skip, models...) = ", nlohmann::json(histogram).dump()));
   state_["labels_done"] = true;
-  return SaveState();
+  if (absl::Status s = SaveState(); !s.ok()) return s;
+  // Train on the routes as re-derived from the file (scores rounded as stored), exactly as a
+  // resumed run or --redo_decision does.
+  return ComputeDecisionLabels();
 }
 
 absl::Status Trainer::RunDecisionStage() {
   const int total = options_.decision_steps, first = state_["decision_step"].get<int>();
   if (first >= total) return absl::OkStatus();
+  if (first == 0) {
+    // Stage 2 starts from a decision network initialised from --seed, and draws from the
+    // stream seeded as after stage 1, whether it follows stage 1 in the same run or comes
+    // from --redo_decision: both give the same network from the same bank and labels.
+    torch::manual_seed(options_.seed);
+    if (absl::Status s = bank_->ReinitializeDecision(); !s.ok()) return s;
+    torch::manual_seed(options_.seed + state_["bank_step"].get<int>());
+  }
   models::Network& decision = bank_->decision();
   torch::optim::Adam optimizer = MakeAdam(decision, options_.decision_lr, options_.weight_decay);
   if (first > 0) {
@@ -367,9 +384,12 @@ absl::Status Trainer::RunDecisionStage() {
 
 absl::Status Trainer::Validate() {
   if (validation_.empty()) return absl::OkStatus();
+  absl::StatusOr<engine::Policy> fallback = engine::ParsePolicy("", *bank_);
+  if (!fallback.ok()) return fallback.status();
+  const std::string default_name = fallback->Name(*bank_);
   std::vector<std::string> policies = options_.validation_policies;
   if (policies.empty()) {
-    policies.push_back("dynamic");
+    policies.push_back(default_name);
     for (int i = 0; i < bank_->size(); ++i) {
       policies.push_back(absl::StrCat("static:", bank_->model_config(i).id()));
     }
@@ -403,7 +423,8 @@ absl::Status Trainer::Validate() {
         {"wt", dice[0]}, {"tc", dice[1]}, {"et", dice[2]}, {"mean", v.dice_mean()}};
     v1::BundleConfig* config = bank_->mutable_config();
     if (policy->kind == engine::Policy::Kind::kDynamic) {
-      *config->mutable_validation() = v;
+      // The bundle's validation is its default policy's, else the first dynamic one's.
+      if (name == default_name || !config->has_validation()) *config->mutable_validation() = v;
     } else {
       *config->mutable_models(policy->static_model)->mutable_validation() = v;
     }

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -56,8 +57,13 @@ struct TrainOptions {
   std::filesystem::path work_dir;
   // Resume with the bank and the stored slice scores, but redo the decision stage (new alpha).
   bool redo_decision = false;
-  // Policies to validate ("dynamic", "static:<id>"); empty: dynamic and every static one.
+  // Policies to validate ("dynamic", "static:<id>"); empty: the default policy and every
+  // static one.
   std::vector<std::string> validation_policies;
+  // Written into the bundle (also when resuming): its name, and the policy for requests that
+  // name none (BundleConfig.default_policy; unset keeps the bank's).
+  std::string name;
+  std::optional<std::string> default_policy;
 };
 
 class Trainer {

@@ -40,6 +40,16 @@ std::string Policy::Name(const models::Bank& bank) const {
 }
 
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank) {
+  if (text.empty()) {
+    const std::string& fallback = bank.config().default_policy();
+    if (fallback.empty()) return Policy{};
+    absl::StatusOr<Policy> policy = ParsePolicy(fallback, bank);
+    if (!policy.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the bundle's default_policy: ", policy.status().message()));
+    }
+    return policy;
+  }
   if (text.rfind("dynamic", 0) == 0 &&
       (text.size() == 7 || text[7] == '@' || text.compare(7, 2, "+m") == 0)) {
     Policy policy;

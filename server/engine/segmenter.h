@@ -43,7 +43,8 @@ struct Policy {
 inline constexpr int kMaxSkipMargin = 32;
 
 // Parses "dynamic[@<cost bias>][+m<skip margin>]" or "static:<model id>"; InvalidArgument
-// names an unknown model and lists the known ones.
+// names an unknown model and lists the known ones. An empty text is the bundle's
+// default_policy ("dynamic" when it has none).
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
 
 struct SliceResult {

@@ -103,7 +103,7 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
                     const JobOptions& options) {
   const v1::Header& header = upload->header();
   absl::StatusOr<engine::Policy> policy =
-      engine::ParsePolicy(header.policy().empty() ? "dynamic" : header.policy(), bank);
+      engine::ParsePolicy(header.policy(), bank);  // empty: the bundle's default
   if (!policy.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("header.policy: ", policy.status().message()));
   }
@@ -218,8 +218,12 @@ void DescribeBank(const models::Bank& bank, const std::string& bundle_path,
   response->set_bundle_name(config.name());
   response->set_bundle_path(bundle_path);
   response->set_decision_gmacs_per_slice(config.decision().gmacs_per_slice());
+  if (absl::StatusOr<engine::Policy> fallback = engine::ParsePolicy("", bank); fallback.ok()) {
+    response->set_default_policy(fallback->Name(bank));
+  }
   response->add_policies("dynamic");
   response->add_policies("dynamic@<cost bias>");
+  response->add_policies("dynamic+m<skip margin>");
   for (int i = 0; i < bank.size(); ++i) {
     const v1::BankModel& m = bank.model_config(i);
     v1::BankModelInfo* info = response->add_models();

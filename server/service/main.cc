@@ -25,6 +25,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "models/bank/device.h"
+#include "server/engine/segmenter.h"
 #include "server/metrics/http_exporter.h"
 #include "server/service/service.h"
 #include "server/service/runtime.h"
@@ -118,6 +119,13 @@ int Run(const sigset_t& signals) {
     return 1;
   }
   std::shared_ptr<const danet::models::Bank> shared(std::move(*bank));
+  // The policy of requests that name none must work before we say SERVING.
+  absl::StatusOr<danet::engine::Policy> fallback = danet::engine::ParsePolicy("", *shared);
+  if (!fallback.ok()) {
+    Log(absl::StrCat(options.bundle_path, "/bundle.pbtxt: ", fallback.status().message()));
+    server->Shutdown();
+    return 1;
+  }
   if (absl::Status warm = danet::service::WarmUp(*shared); !warm.ok()) {
     Log(std::string(warm.message()));
     server->Shutdown();
@@ -132,7 +140,7 @@ int Run(const sigset_t& signals) {
   Log(absl::StrCat("bundle '", shared->config().name(), "' loaded and warm on ",
                    shared->device().str(), " in ",
                    std::chrono::duration<double>(Clock::now() - load_start).count(),
-                   " s; SERVING"));
+                   " s, default policy ", fallback->Name(*shared), "; SERVING"));
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

@@ -24,7 +24,8 @@
 ABSL_FLAG(std::string, bundle, "models/bundles/phantom-compact", "Bundle directory.");
 ABSL_FLAG(std::string, case_dir, "", "BraTS-layout case folder (four modalities).");
 ABSL_FLAG(std::string, out, "", "Write the label map (BraTS labels) here (.nii or .nii.gz).");
-ABSL_FLAG(std::string, policy, "dynamic", "dynamic or static:<model id>.");
+ABSL_FLAG(std::string, policy, "",
+          "dynamic[@bias][+m<margin>] or static:<model id>; empty: the bundle's default.");
 ABSL_FLAG(std::string, json, "", "Write a JSON report here.");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");

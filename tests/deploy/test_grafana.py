@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,9 +28,9 @@ from tools import NODE, NODE_MODULES, ROOT, TSC, has_node_module, needs
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "server", "service"))
-from procs import free_port, run, stop, tail  # noqa: E402
-from test_service_e2e import (CLI, PROMETHEUS, Server, http_get,  # noqa: E402
-                              make_phantom)
+from procs import run, stop, tail  # noqa: E402
+from test_service_e2e import (CLI, Server, http_get, make_phantom,  # noqa: E402
+                              start_prometheus)
 
 DASHBOARD = os.path.join(ROOT, "deploy", "grafana", "danet-dashboard.json")
 TMP = os.environ.get("DANET_TMP", os.path.join(tempfile.gettempdir(), "danet_grafana"))
@@ -230,21 +229,9 @@ class LiveScrape(unittest.TestCase):
 
     def test_every_query_runs_on_prometheus(self):
         pdir = os.path.join(self.dir, "prometheus")
-        os.makedirs(pdir, exist_ok=True)
-        config = os.path.join(pdir, "prometheus.yml")
-        with open(config, "w") as f:
-            f.write("global:\n  scrape_interval: 1s\n"
-                    "scrape_configs:\n  - job_name: danet\n    static_configs:\n"
-                    "      - targets: ['127.0.0.1:%d']\n" % self.server.metrics_port)
-        port = free_port()
-        log_path = os.path.join(pdir, "prometheus.log")
-        with open(log_path, "w") as log:
-            prom = subprocess.Popen(
-                [PROMETHEUS, "--config.file=" + config,
-                 "--storage.tsdb.path=" + os.path.join(pdir, "data"),
-                 "--web.listen-address=127.0.0.1:%d" % port, "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT)
+        prom, port = start_prometheus(pdir, self.server.metrics_port)
         self.addCleanup(stop, prom)
+        log_path = os.path.join(pdir, "prometheus.log")
 
         def query(expr):
             url = "http://127.0.0.1:%d/api/v1/query?%s" % (

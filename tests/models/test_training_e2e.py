@@ -135,6 +135,42 @@ class TrainingEndToEnd(unittest.TestCase):
         self.assertEqual(m1["routes"]["M1"], 96)
         self.assertEqual(m1["tumour_slice_recall"], 1.0)
 
+    def test_redo_decision_equals_a_fresh_stage_2_and_sets_the_default_policy(self):
+        # --redo_decision on a copy of the finished work directory, same settings: stage 2
+        # starts from the same seeded network and labels, so the decision network is the same
+        # bytes as the fresh run's (this is how the shipped bundle's was made).
+        work, out = os.path.join(TMP, "redo.work"), os.path.join(TMP, "redo")
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(self.work, work)
+        redo = subprocess.run(train_command(out, work) + [
+            "--redo_decision", "--default_policy", "dynamic+m1", "--name", "redo"],
+            capture_output=True, text=True, timeout=600)
+        self.assertEqual(redo.returncode, 0, redo.stderr[-3000:])
+        with open(os.path.join(self.out, "decision.pt"), "rb") as a, \
+                open(os.path.join(out, "decision.pt"), "rb") as b:
+            self.assertEqual(a.read(), b.read(), "the redone decision network differs")
+        with open(os.path.join(out, "bundle.pbtxt")) as f:
+            config = f.read()
+        self.assertIn('default_policy: "dynamic+m1"', config)
+        self.assertIn('name: "redo"', config)
+        # danet-eval's default policies include the bundle's default.
+        result = subprocess.run([TOOLS["eval"], "--bundle", out, "--data", os.path.join(TMP, "val"),
+                                 "--threads", "2", "--hd95=false", "--json",
+                                 os.path.join(TMP, "redo-eval.json")],
+                                capture_output=True, text=True, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(os.path.join(TMP, "redo-eval.json")) as f:
+            policies = set(json.load(f)["policies"])
+        self.assertEqual(policies, {"dynamic", "dynamic+m1", "static:M1", "static:M2",
+                                    "static:M3", "static:M4"})
+        # A bad default policy fails before any training, naming the flag.
+        bad = subprocess.run(train_command(os.path.join(TMP, "bad"), work) + [
+            "--redo_decision", "--default_policy", "static:M9"],
+            capture_output=True, text=True, timeout=300)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("--default_policy: the bundle's default_policy: policy 'static:M9'",
+                      bad.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()

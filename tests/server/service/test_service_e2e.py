@@ -71,6 +71,34 @@ def metric_value(text, name):
     return float(m.group(1)) if m else None
 
 
+def bundle_default_policy():
+    """The served bundle's default_policy, read from its bundle.pbtxt ("dynamic" if unset)."""
+    with open(os.path.join(BUNDLE, "bundle.pbtxt")) as f:
+        m = re.search(r'(?m)^default_policy: "([^"]*)"', f.read())
+    return m.group(1) if m else "dynamic"
+
+
+def start_prometheus(pdir, metrics_port):
+    """A real Prometheus on 127.0.0.1 (a free port) scraping 127.0.0.1:metrics_port every second
+    as job "danet", with its data and log (prometheus.log) in a fresh pdir. Returns (process,
+    port); the caller stops the process."""
+    shutil.rmtree(pdir, ignore_errors=True)
+    os.makedirs(pdir)
+    config = os.path.join(pdir, "prometheus.yml")
+    with open(config, "w") as f:
+        f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                "scrape_configs:\n  - job_name: danet\n    static_configs:\n"
+                "      - targets: ['127.0.0.1:%d']\n" % metrics_port)
+    port = free_port()
+    with open(os.path.join(pdir, "prometheus.log"), "w") as log:
+        proc = subprocess.Popen(
+            [PROMETHEUS, "--config.file=" + config,
+             "--storage.tsdb.path=" + os.path.join(pdir, "data"),
+             "--web.listen-address=127.0.0.1:%d" % port, "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT)
+    return proc, port
+
+
 class Server:
     """danet-server on 127.0.0.1 with port 0 for gRPC and (unless with_metrics is false) for
     metrics; stderr goes to a log file."""
@@ -270,6 +298,8 @@ class ServiceE2E(unittest.TestCase):
             self.assertIn(key, report["seconds"])
         for key in ("wt", "tc", "et"):
             self.assertIn(key, report["volumes_ml"])
+        # No --policy: the bundle's default policy.
+        self.assertEqual(report["policy"], bundle_default_policy())
         slices = flair.shape[2]
         self.assertEqual(sorted(report["routes"]), ["M1", "M2", "M3", "M4", "skip"])
         self.assertEqual(sum(report["routes"].values()), slices)
@@ -304,8 +334,9 @@ class ServiceE2E(unittest.TestCase):
             self.assertRegex(r.stdout, r"(?m)^\s+%s\s" % model)
         r = cli("models", "--server", self.server.address, "--json", timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
-        models = json.loads(r.stdout)["models"]
-        self.assertEqual([m["id"] for m in models], ["M1", "M2", "M3", "M4"])
+        bank = json.loads(r.stdout)
+        self.assertEqual([m["id"] for m in bank["models"]], ["M1", "M2", "M3", "M4"])
+        self.assertEqual(bank["default_policy"], bundle_default_policy())
         r = cli("health", "--server", self.server.address, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.strip(), "SERVING")
@@ -507,20 +538,7 @@ class ServiceE2E(unittest.TestCase):
         self.assertEqual(r.returncode, 0, "promtool check metrics:\n" + r.stdout + r.stderr)
 
         pdir = os.path.join(self.dir, "prometheus")
-        shutil.rmtree(pdir, ignore_errors=True)
-        os.makedirs(pdir)
-        config = os.path.join(pdir, "prometheus.yml")
-        with open(config, "w") as f:
-            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                    "scrape_configs:\n  - job_name: danet\n    static_configs:\n"
-                    "      - targets: ['127.0.0.1:%d']\n" % self.server.metrics_port)
-        port = free_port()
-        with open(os.path.join(pdir, "prometheus.log"), "w") as log:
-            prom = subprocess.Popen(
-                [PROMETHEUS, "--config.file=" + config,
-                 "--storage.tsdb.path=" + os.path.join(pdir, "data"),
-                 "--web.listen-address=127.0.0.1:%d" % port, "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT)
+        prom, port = start_prometheus(pdir, self.server.metrics_port)
         self.addCleanup(stop, prom)
         url = "http://127.0.0.1:%d/api/v1/query?%s" % (
             port, urllib.parse.urlencode({"query": "danet_slices_total"}))
@@ -547,6 +565,26 @@ class ServiceE2E(unittest.TestCase):
 
 
 # ---------------------------------------------------------------------------------------------
+
+class BadBundleE2E(unittest.TestCase):
+    """A bundle whose default policy does not work is refused at start, never served."""
+
+    def test_bad_default_policy_is_refused_at_start(self):
+        bundle = os.path.join(TMP, "bad_default_bundle")
+        shutil.rmtree(bundle, ignore_errors=True)
+        shutil.copytree(BUNDLE, bundle)
+        path = os.path.join(bundle, "bundle.pbtxt")
+        with open(path) as f:
+            config = re.sub(r'(?m)^default_policy: .*\n', "", f.read())
+        with open(path, "w") as f:
+            f.write(config + 'default_policy: "static:M9"\n')
+        r = run([SERVER, "--address", "127.0.0.1:0", "--metrics_address", "", "--bundle", bundle,
+                 "--threads", "1"], timeout=120)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("bundle.pbtxt: the bundle's default_policy: policy 'static:M9': no bank "
+                      "model 'M9'", r.stderr)
+        self.assertNotIn("SERVING", r.stderr.replace("NOT_SERVING", ""))
+
 
 class DrainE2E(unittest.TestCase):
     """SIGTERM with a call in flight: new calls refused, the call finishes, exit 0."""
