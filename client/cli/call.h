@@ -6,10 +6,14 @@
 #ifndef DANET_CLIENT_CLI_CALL_H_
 #define DANET_CLIENT_CLI_CALL_H_
 
+#include <grpcpp/channel.h>
+#include <grpcpp/support/channel_arguments.h>
+
 #include <chrono>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,6 +63,12 @@ struct CaseResult {
   double wall_seconds = 0;              // client-side, first byte sent to status
   double upload_seconds = 0;
 };
+
+// An insecure channel to `target` (an address or any gRPC target) whose calls round-robin over
+// every address the target resolves to (e.g. dns:/// of a headless Kubernetes Service: one
+// address per replica); one address behaves as a plain channel. `args` adds other settings.
+std::shared_ptr<grpc::Channel> OpenChannel(const std::string& target,
+                                           grpc::ChannelArguments args = {});
 
 // Makes the call. A non-OK gRPC status comes back as the matching absl::Status with the
 // server's message.

@@ -1,8 +1,8 @@
 // danet: the command-line client of danet-server.
 //
 //   danet segment CASE_DIR|FILES...|DICOM_DIR [--out DIR] [--policy dynamic|static:M4]
-//                 [--cost_bias X] [--skip_margin K] [--series UID=flair,...] [--json] [--preview PNG]
-//                 [--deadline S]
+//                 [--cost_bias X] [--skip_margin K] [--series UID=flair,...] [--json]
+//                 [--preview PNG] [--deadline S]
 //   danet models [--json]
 //   danet health
 //   danet bench CASES_ROOT [--cases N] [--concurrency C] [--policies dynamic,static:M1,...]
@@ -81,10 +81,7 @@ std::shared_ptr<grpc::Channel> Connect() {
   if (address.empty()) address = "127.0.0.1:50051";
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
-  // Calls spread over every address the target resolves to (e.g. dns:/// of a headless
-  // Kubernetes Service: one address per replica); one address behaves as before.
-  args.SetLoadBalancingPolicyName("round_robin");
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return danet::client::OpenChannel(address, args);
 }
 
 // A one-line bar on stderr, redrawn in place on a terminal, every 25% otherwise.

@@ -62,11 +62,8 @@ Bridge::Bridge(const BridgeOptions& options, metrics::Registry* r)
       study_seconds_(r->AddHistogram("danet_bridge_study_duration_seconds",
                                      "Segmentation and SEG store time per study attempt.", {},
                                      metrics::ExponentialBuckets(0.5, 2, 12))) {
-  // round_robin: studies spread over every replica behind a headless Service (dns:///...).
-  grpc::ChannelArguments channel_args;
-  channel_args.SetLoadBalancingPolicyName("round_robin");
-  stub_ = v1::Segmentation::NewStub(grpc::CreateCustomChannel(
-      options.server, grpc::InsecureChannelCredentials(), channel_args));
+  // Studies spread over every replica behind a headless Service (dns:///...).
+  stub_ = v1::Segmentation::NewStub(client::OpenChannel(options.server));
   instances_.Precreate({{"spooled"}, {"ignored"}});
   outcomes_.Precreate({{"stored"}, {"no_tumour"}, {"failed"}});
   retries_.Precreate({{"server"}, {"pacs"}});

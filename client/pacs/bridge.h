@@ -1,10 +1,11 @@
 // danet-pacs-bridge's core: studies arrive over DICOM (C-STORE), wait until stable (no new
-// instance for `stable_seconds` and no association still open), go to danet-server over gRPC, and the resulting DICOM SEG is
-// stored back to the PACS (C-STORE). Nothing is lost: a study lives on disk under
-// work_dir/incoming/<key>/ until its SEG is stored (then work_dir/done/<key>/ keeps the SEG
-// and a result line) or it fails for good (work_dir/failed/<key>/ keeps the instances and
-// reason.txt). Retryable failures (server unavailable or busy, deadline, PACS unreachable) are
-// retried with exponential backoff; studies left in incoming/ are picked up again at start.
+// instance for `stable_seconds` and no association still open), go to danet-server over gRPC,
+// and the resulting DICOM SEG is stored back to the PACS (C-STORE). Nothing is lost: a study
+// lives on disk under work_dir/incoming/<key>/ until its SEG is stored (then
+// work_dir/done/<key>/ keeps the SEG and a result line) or it fails for good
+// (work_dir/failed/<key>/ keeps the instances and reason.txt). Retryable failures (server
+// unavailable or busy, deadline, PACS unreachable) are retried with exponential backoff;
+// studies left in incoming/ are picked up again at start.
 //
 // Logs are JSON lines on stderr with a study key (a hash of the StudyInstanceUID), never
 // patient attributes. Thread safety: Run on one thread, Stop from any.

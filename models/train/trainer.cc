@@ -237,34 +237,52 @@ absl::Status Trainer::RunBankStage() {
 }
 
 absl::Status Trainer::ComputeDecisionLabels() {
+  if (!state_["labels_done"].get<bool>()) {
+    if (absl::Status s = ScoreSlices(); !s.ok()) return s;
+  }
+  // Train on the routes as re-derived from the file (scores rounded as stored), the same
+  // whether the scores were just computed, or this run resumes or redoes the decision stage.
+  return LoadDecisionLabels();
+}
+
+absl::Status Trainer::LoadDecisionLabels() {
+  // Rebuild the slice lists from the file, re-deriving each route from the stored scores with
+  // the current alpha: alpha is a knob over one set of model runs.
   const std::filesystem::path path = options_.work_dir / kLabelsFile;
-  std::vector<double> gmacs;
-  for (int i = 0; i < bank_->size(); ++i) gmacs.push_back(bank_->model_config(i).gmacs_per_slice());
+  const std::vector<double> gmacs = ModelGmacs();
   tumour_slices_.clear();
   other_slices_.clear();
-  if (state_["labels_done"].get<bool>()) {
-    // Rebuild the slice lists from the file, re-deriving each route from the stored scores
-    // with the current alpha: alpha is a knob over one set of model runs.
-    std::ifstream in(path);
-    std::string line;
-    std::getline(in, line);  // header
-    std::vector<int> histogram(bank_->size() + 1, 0);
-    while (std::getline(in, line)) {
-      const std::vector<std::string> f = absl::StrSplit(line, ',');
-      if (f.size() != static_cast<size_t>(bank_->size()) + 5) {
-        return absl::DataLossError(absl::StrCat(path.string(), ": malformed line '", line, "'"));
-      }
-      const bool tumour = f[3] == "1";
-      std::vector<double> scores;
-      for (int i = 0; tumour && i < bank_->size(); ++i) scores.push_back(std::stod(f[4 + i]));
-      LabelledSlice s{std::stoi(f[1]), std::stoi(f[2]),
-                      DecisionLabel(tumour, scores, gmacs, options_.alpha)};
-      ++histogram[s.route];
-      (tumour ? tumour_slices_ : other_slices_).push_back(s);
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);  // header
+  std::vector<int> histogram(bank_->size() + 1, 0);
+  while (std::getline(in, line)) {
+    const std::vector<std::string> f = absl::StrSplit(line, ',');
+    if (f.size() != static_cast<size_t>(bank_->size()) + 5) {
+      return absl::DataLossError(absl::StrCat(path.string(), ": malformed line '", line, "'"));
     }
-    report_["decision_label_histogram"] = histogram;
-    return absl::OkStatus();
+    const bool tumour = f[3] == "1";
+    std::vector<double> scores;
+    for (int i = 0; tumour && i < bank_->size(); ++i) scores.push_back(std::stod(f[4 + i]));
+    LabelledSlice s{std::stoi(f[1]), std::stoi(f[2]),
+                    DecisionLabel(tumour, scores, gmacs, options_.alpha)};
+    ++histogram[s.route];
+    (tumour ? tumour_slices_ : other_slices_).push_back(s);
   }
+  report_["decision_label_histogram"] = histogram;
+  return absl::OkStatus();
+}
+
+std::vector<double> Trainer::ModelGmacs() const {
+  std::vector<double> gmacs;
+  for (int i = 0; i < bank_->size(); ++i) gmacs.push_back(bank_->model_config(i).gmacs_per_slice());
+  return gmacs;
+}
+
+absl::Status Trainer::ScoreSlices() {
+  const std::filesystem::path path = options_.work_dir / kLabelsFile;
+  const std::vector<double> gmacs = ModelGmacs();
+  std::vector<LabelledSlice> other_slices;  // written after the tumour slices
   for (int i = 0; i < bank_->size(); ++i) bank_->model(i).SetTraining(false);
   std::ostringstream csv;
   csv << "case,case_index,slice,foreground";
@@ -284,7 +302,7 @@ absl::Status Trainer::ComputeDecisionLabels() {
       if (c.foreground[z]) {
         tumour.push_back(z);
       } else {
-        other_slices_.push_back({ci, static_cast<int>(z), 0});
+        other_slices.push_back({ci, static_cast<int>(z), 0});
         ++histogram[0];
       }
     }
@@ -307,14 +325,13 @@ absl::Status Trainer::ComputeDecisionLabels() {
       }
       const int route = DecisionLabel(true, scores, gmacs, options_.alpha);
       ++histogram[route];
-      tumour_slices_.push_back({ci, static_cast<int>(tumour[t]), route});
       csv << c.id << "," << ci << "," << tumour[t] << ",1";
       for (double s : scores) csv << "," << absl::StrFormat("%.5f", s);
       csv << "," << route << "\n";
       progress.Update(++done, "");
     }
   }
-  for (const LabelledSlice& s : other_slices_) {
+  for (const LabelledSlice& s : other_slices) {
     csv << train_[s.case_index].id << "," << s.case_index << "," << s.slice << ",0";
     for (int i = 0; i < bank_->size(); ++i) csv << ",";
     csv << ",0\n";
@@ -324,10 +341,7 @@ absl::Status Trainer::ComputeDecisionLabels() {
   Log({{"stage", "labels"}, {"histogram", histogram}, {"alpha", options_.alpha}});
   progress.Finish(absl::StrCat("routes (skip, models...) = ", nlohmann::json(histogram).dump()));
   state_["labels_done"] = true;
-  if (absl::Status s = SaveState(); !s.ok()) return s;
-  // Train on the routes as re-derived from the file (scores rounded as stored), exactly as a
-  // resumed run or --redo_decision does.
-  return ComputeDecisionLabels();
+  return SaveState();
 }
 
 absl::Status Trainer::RunDecisionStage() {

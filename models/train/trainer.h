@@ -90,7 +90,13 @@ class Trainer {
   absl::Status Checkpoint(
       const std::vector<std::pair<std::string, torch::optim::Optimizer*>>& optimizers);
   absl::Status RunBankStage();
+  // Eq. 4 labels: ScoreSlices (once per work directory) runs every bank model on every
+  // tumour slice and writes decision_labels.csv; LoadDecisionLabels derives the routes from
+  // it with the current alpha.
   absl::Status ComputeDecisionLabels();
+  absl::Status ScoreSlices();
+  absl::Status LoadDecisionLabels();
+  std::vector<double> ModelGmacs() const;  // each bank model's GMACs per slice (Eq. 4's F_i)
   absl::Status RunDecisionStage();
   absl::Status Validate();
   void Log(const nlohmann::json& line);

@@ -104,7 +104,7 @@ int BiasedRoute(const float* probabilities, const std::vector<double>& route_gma
 }
 
 std::vector<int> WidenRoutes(const std::vector<int>& routes,
-                             const std::vector<std::vector<float>>& probabilities,
+                             const std::vector<SliceResult>& slices,
                              const std::vector<double>& route_gmacs, double cost_bias,
                              int margin) {
   std::vector<int> widened = routes;
@@ -118,7 +118,7 @@ std::vector<int> WidenRoutes(const std::vector<int>& routes,
       near_routed = routes[n] != 0;
     }
     if (near_routed) {
-      widened[z] = 1 + BiasedRoute(probabilities[z].data() + 1, model_gmacs, cost_bias);
+      widened[z] = 1 + BiasedRoute(slices[z].probabilities.data() + 1, model_gmacs, cost_bias);
     }
   }
   return widened;
@@ -163,10 +163,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         }
       }
       if (policy.skip_margin > 0) {
-        std::vector<std::vector<float>> probabilities;
-        probabilities.reserve(depth);
-        for (const SliceResult& s : result.slices) probabilities.push_back(s.probabilities);
-        routes = WidenRoutes(routes, probabilities, route_gmacs, policy.cost_bias,
+        routes = WidenRoutes(routes, result.slices, route_gmacs, policy.cost_bias,
                              policy.skip_margin);
       }
     }

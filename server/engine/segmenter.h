@@ -80,12 +80,12 @@ struct SegmentOptions {
 int BiasedRoute(const float* probabilities, const std::vector<double>& route_gmacs,
                 double cost_bias);
 
-// Applies Policy::skip_margin to the decision network's routes (probabilities: one vector per
-// slice, as SliceResult::probabilities): every skipped slice within `margin` slices of a
-// routed one gets its best non-skip route under the cost bias. Decided from the original
-// routes, so margins do not grow from slices that the margin itself routed.
+// Applies Policy::skip_margin to the decision network's routes (slices[z].probabilities holds
+// slice z's): every skipped slice within `margin` slices of a routed one gets its best
+// non-skip route under the cost bias. Decided from the original routes, so margins do not
+// grow from slices that the margin itself routed.
 std::vector<int> WidenRoutes(const std::vector<int>& routes,
-                             const std::vector<std::vector<float>>& probabilities,
+                             const std::vector<SliceResult>& slices,
                              const std::vector<double>& route_gmacs, double cost_bias,
                              int margin);
 

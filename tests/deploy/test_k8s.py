@@ -34,6 +34,11 @@ def render(overlay):
     return list(yaml.safe_load_all(r.stdout))
 
 
+def flag_values(args):
+    """{"flag": "value"} of a list of --flag=value arguments."""
+    return dict(a[2:].split("=", 1) for a in args)
+
+
 def server_flags():
     r = subprocess.run([SERVER, "--helpfull"], capture_output=True, text=True, timeout=30)
     return set(re.findall(r"^\s+--([a-z_]+) ", r.stdout + r.stderr, re.M))
@@ -62,7 +67,7 @@ class Overlays(unittest.TestCase):
         container = pod["containers"][0]
         flags = server_flags()
         self.assertIn("address", flags)
-        args = dict(a[2:].split("=", 1) for a in container["args"])
+        args = flag_values(container["args"])
         self.assertEqual(set(args) - flags, set(), "arguments the server does not have")
         self.assertEqual(args["device"], device)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -152,7 +157,7 @@ class ImagesMatchManifests(unittest.TestCase):
         with open(os.path.join(K8S, "base", "deployment.yaml")) as f:
             pod = yaml.safe_load(f)["spec"]["template"]["spec"]
         container = pod["containers"][0]
-        args = dict(a[2:].split("=", 1) for a in container["args"])
+        args = flag_values(container["args"])
         ports = {p["containerPort"] for p in container["ports"]}
         flags = server_flags()
         with open(os.path.join(ROOT, ".dockerignore")) as f:
@@ -163,7 +168,7 @@ class ImagesMatchManifests(unittest.TestCase):
                 self.assertEqual(int(uid), pod["securityContext"]["runAsUser"])
                 self.assertEqual(int(gid), pod["securityContext"]["runAsGroup"])
                 self.assertEqual(exposed, ports)
-                image_args = dict(a[2:].split("=", 1) for a in cmd)
+                image_args = flag_values(cmd)
                 self.assertEqual(set(image_args) - flags, set())
                 self.assertEqual(image_args["bundle"], args["bundle"])
                 for flag in ("address", "metrics_address"):

@@ -146,8 +146,9 @@ TEST_F(SegmenterTest, SkipMarginRoutesTheSkippedNeighboursOfRoutedSlices) {
   // Routes skip skip skip M2 skip skip skip skip M1 skip: margin 1 routes slices 2, 4, 7, 9;
   // margin 2 also 1, 5, 6 (two-sided, from the original routes only).
   const std::vector<int> routes = {0, 0, 0, 2, 0, 0, 0, 0, 1, 0};
-  std::vector<std::vector<float>> p(routes.size(), {0.6f, 0.1f, 0.2f, 0.05f, 0.05f});
-  p[7] = {0.5f, 0.05f, 0.05f, 0.1f, 0.3f};  // its best non-skip route is M4
+  std::vector<SliceResult> p(routes.size());
+  for (SliceResult& s : p) s.probabilities = {0.6f, 0.1f, 0.2f, 0.05f, 0.05f};
+  p[7].probabilities = {0.5f, 0.05f, 0.05f, 0.1f, 0.3f};  // its best non-skip route is M4
   const std::vector<double> costs = {0, 1, 2, 4, 8};
   EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 0), routes);
   EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 1),
@@ -157,8 +158,9 @@ TEST_F(SegmenterTest, SkipMarginRoutesTheSkippedNeighboursOfRoutedSlices) {
   // The cost bias applies to the non-skip choice too: a large bias picks the cheapest model.
   EXPECT_EQ(WidenRoutes(routes, p, costs, 1000, 1),
             (std::vector<int>{0, 0, 1, 2, 1, 0, 0, 1, 1, 1}));
-  EXPECT_EQ(WidenRoutes(std::vector<int>(5, 0), {5, {0.9f, 0.1f, 0, 0, 0}}, costs, 0, 3),
-            std::vector<int>(5, 0));
+  std::vector<SliceResult> all_skip(5);
+  for (SliceResult& s : all_skip) s.probabilities = {0.9f, 0.1f, 0, 0, 0};
+  EXPECT_EQ(WidenRoutes(std::vector<int>(5, 0), all_skip, costs, 0, 3), std::vector<int>(5, 0));
 }
 
 TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
@@ -173,7 +175,9 @@ TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
                              plain.slices[z].route != 0 ||
                              (z < 23 && plain.slices[z + 1].route != 0);
     EXPECT_EQ(widened.slices[z].route != 0, near_routed) << z;
-    if (plain.slices[z].route != 0) EXPECT_EQ(widened.slices[z].route, plain.slices[z].route);
+    if (plain.slices[z].route != 0) {
+      EXPECT_EQ(widened.slices[z].route, plain.slices[z].route) << z;
+    }
     changed += widened.slices[z].route != plain.slices[z].route;
   }
   EXPECT_GT(changed, 0) << "the test volume should have skipped slices next to routed ones";
