@@ -62,8 +62,11 @@ class RoundRobin(unittest.TestCase):
         self.assertEqual(bench["cases"], 6)
         served = [ok_calls(s.metrics()) - b for s, b in zip(self.servers, before)]
         self.assertEqual(sum(served), 6, served)
-        # Round-robin over one channel alternates: 3 calls each (never all on one replica).
-        self.assertEqual(served, [3, 3], served)
+        # Round-robin alternates over the replicas whose connection is ready: 3 and 3, except
+        # that the first call may go to the replica that connected first while the other is
+        # still connecting (seen once in CI: 2 and 4). Never all on one replica.
+        self.assertLessEqual(abs(served[0] - served[1]), 2, served)
+        self.assertGreaterEqual(min(served), 2, served)
 
     def test_single_address_still_works(self):
         before = ok_calls(self.servers[0].metrics())
