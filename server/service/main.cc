@@ -1,12 +1,16 @@
 // danet-server: the segmentation service. Starts listening at once (health NOT_SERVING), loads
 // the bundle, warms every network up, then reports SERVING. SIGTERM or SIGINT drains: health
-// NOT_SERVING, new calls UNAVAILABLE, calls in flight get --drain_seconds to finish, exit 0.
+// NOT_SERVING, new calls UNAVAILABLE "shutting down" (the listener stays up, so clients are
+// told rather than refused), calls in flight get --drain_seconds to finish, exit 0.
 //
 //   danet-server [--address 127.0.0.1:50051] [--metrics_address 127.0.0.1:9464]
 //                [--bundle models/bundles/phantom-compact] [--device cpu|cuda|cuda:N]
-//                [--threads N] [--workers 1] [--queue_size 4] [--max_upload_mb 1024]
+//                [--threads N] [--workers 1] [--queue_size 4] [--max_uploads 32]
+//                [--upload_idle_seconds 30] [--max_upload_seconds 300] [--max_upload_mb 1024]
 //                [--max_dim 1024] [--max_voxels N] [--drain_seconds 30] [--port_file F]
 //                [--model_batch 1] [--decision_batch 16]
+//
+// Logs: one JSON object per line on stderr (server/service/runtime.h), no patient data.
 //
 // Exit codes: 0 clean stop, 1 the bundle or the addresses could not be used, 2 usage.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -15,10 +19,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
-#include <iostream>
-#include <thread>
+#include <string_view>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -27,17 +31,27 @@
 #include "models/bank/device.h"
 #include "server/engine/segmenter.h"
 #include "server/metrics/http_exporter.h"
-#include "server/service/service.h"
 #include "server/service/runtime.h"
+#include "server/service/service.h"
 
-ABSL_FLAG(std::string, address, "127.0.0.1:50051", "gRPC listen address (host:port; port 0 picks one).");
+ABSL_FLAG(std::string, address, "127.0.0.1:50051",
+          "gRPC listen address (host:port; port 0 picks one).");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "Prometheus /metrics listen address; empty disables it.");
 ABSL_FLAG(std::string, bundle, "models/bundles/phantom-compact", "Bundle directory.");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads per segmentation (0: all cores).");
 ABSL_FLAG(int, workers, 1, "Segmentations running at once.");
-ABSL_FLAG(int, queue_size, 4, "Requests admitted beyond the running ones; more get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, queue_size, 4,
+          "Uploaded requests waiting for a worker beyond the running ones; more get "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, max_uploads, 32,
+          "Calls uploading at once (header received, last chunk not yet); more get "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(double, upload_idle_seconds, 30,
+          "An upload that receives nothing for this long ends with DEADLINE_EXCEEDED.");
+ABSL_FLAG(double, max_upload_seconds, 300,
+          "An upload that takes longer than this in all ends with DEADLINE_EXCEEDED.");
 ABSL_FLAG(int64_t, max_upload_mb, 1024, "Largest upload (all files, as sent), MiB.");
 ABSL_FLAG(int64_t, max_dim, 1024, "Largest volume size along any axis, voxels.");
 ABSL_FLAG(int64_t, max_voxels, 512LL * 512 * 512, "Largest volume, voxels.");
@@ -46,18 +60,25 @@ ABSL_FLAG(int, model_batch, 1,
 ABSL_FLAG(int, decision_batch, 16, "Slices per decision-network pass.");
 ABSL_FLAG(double, drain_seconds, 30, "On SIGTERM, how long calls in flight may take to finish.");
 ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC port here once listening (tests).");
-ABSL_FLAG(bool, log_requests, true, "Log one line per finished call (no patient data).");
+ABSL_FLAG(bool, log_requests, true,
+          "Log one JSON line per finished call: id, code, policy, seconds (no patient data).");
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-void Log(const std::string& line) { std::cerr << "danet-server: " << line << std::endl; }
+// One JSON line: the event, a human-readable message, and any fields.
+void Log(std::string_view event, const std::string& message,
+         const danet::service::LogFields& fields = danet::service::LogFields::object()) {
+  danet::service::LogFields line = {{"msg", message}};
+  line.update(fields);
+  danet::service::Log(event, line);
+}
 
 int Run(const sigset_t& signals) {
   absl::StatusOr<c10::Device> device = danet::models::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) {
-    Log(std::string(device.status().message()));
+    Log("usage", std::string(device.status().message()));
     return 2;
   }
   danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
@@ -70,7 +91,7 @@ int Run(const sigset_t& signals) {
     auto started =
         danet::metrics::MetricsServer::Start(absl::GetFlag(FLAGS_metrics_address), &registry);
     if (!started.ok()) {
-      Log(absl::StrCat("metrics: ", started.status().message()));
+      Log("error", absl::StrCat("metrics: ", started.status().message()));
       return 1;
     }
     metrics_server = *std::move(started);
@@ -80,6 +101,9 @@ int Run(const sigset_t& signals) {
   options.bundle_path = absl::GetFlag(FLAGS_bundle);
   options.workers = std::max(1, absl::GetFlag(FLAGS_workers));
   options.queue_size = std::max(0, absl::GetFlag(FLAGS_queue_size));
+  options.max_uploads = std::max(1, absl::GetFlag(FLAGS_max_uploads));
+  options.upload_idle_seconds = std::max(0.001, absl::GetFlag(FLAGS_upload_idle_seconds));
+  options.max_upload_seconds = std::max(0.001, absl::GetFlag(FLAGS_max_upload_seconds));
   options.limits.max_upload_bytes = absl::GetFlag(FLAGS_max_upload_mb) << 20;
   options.limits.nifti.max_dim = absl::GetFlag(FLAGS_max_dim);
   options.limits.nifti.max_voxels = absl::GetFlag(FLAGS_max_voxels);
@@ -97,14 +121,16 @@ int Run(const sigset_t& signals) {
   builder.SetMaxReceiveMessageSize(4 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    Log(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_address)));
+    Log("error", absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_address)));
     return 1;
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
-  Log(absl::StrCat("listening on port ", port, " (NOT_SERVING while loading)",
-                   metrics_server ? absl::StrCat("; metrics on port ", metrics_server->port())
-                                  : ""));
+  Log("listening",
+      absl::StrCat(
+          "listening on port ", port, " (NOT_SERVING while loading)",
+          metrics_server ? absl::StrCat("; metrics on port ", metrics_server->port()) : ""),
+      {{"port", port}, {"metrics_port", metrics_server ? metrics_server->port() : 0}});
   if (!absl::GetFlag(FLAGS_port_file).empty()) {
     std::ofstream(absl::GetFlag(FLAGS_port_file)) << port << "\n";
   }
@@ -114,7 +140,7 @@ int Run(const sigset_t& signals) {
   bank_options.device = *device;
   auto bank = danet::models::Bank::Load(options.bundle_path, bank_options);
   if (!bank.ok()) {
-    Log(std::string(bank.status().message()));
+    Log("error", std::string(bank.status().message()));
     server->Shutdown();
     return 1;
   }
@@ -122,12 +148,12 @@ int Run(const sigset_t& signals) {
   // The policy of requests that name none must work before we say SERVING.
   absl::StatusOr<danet::engine::Policy> fallback = danet::engine::ParsePolicy("", *shared);
   if (!fallback.ok()) {
-    Log(absl::StrCat(options.bundle_path, "/bundle.pbtxt: ", fallback.status().message()));
+    Log("error", absl::StrCat(options.bundle_path, "/bundle.pbtxt: ", fallback.status().message()));
     server->Shutdown();
     return 1;
   }
   if (absl::Status warm = danet::service::WarmUp(*shared); !warm.ok()) {
-    Log(std::string(warm.message()));
+    Log("error", std::string(warm.message()));
     server->Shutdown();
     return 1;
   }
@@ -137,26 +163,44 @@ int Run(const sigset_t& signals) {
   service.SetBank(shared);
   health->SetServingStatus(true);
   metrics.SetReady(true);
-  Log(absl::StrCat("bundle '", shared->config().name(), "' loaded and warm on ",
-                   shared->device().str(), " in ",
-                   std::chrono::duration<double>(Clock::now() - load_start).count(),
-                   " s, default policy ", fallback->Name(*shared), "; SERVING"));
+  const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
+  Log("ready",
+      absl::StrCat("bundle '", shared->config().name(), "' loaded and warm on ",
+                   shared->device().str(), " in ", load_seconds, " s, default policy ",
+                   fallback->Name(*shared), "; SERVING"),
+      {{"bundle", shared->config().name()},
+       {"device", shared->device().str()},
+       {"load_seconds", load_seconds}});
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
-  Log(absl::StrCat("signal ", signal_number, ": draining (", service.inflight(),
-                   " calls in flight, up to ", absl::GetFlag(FLAGS_drain_seconds), " s)"));
+  // Drain with the listener up: new calls reach the handler and are told UNAVAILABLE "shutting
+  // down" (retry elsewhere) instead of meeting a refused connection; the calls in flight get
+  // --drain_seconds; then the server shuts down, cancelling what is left.
+  const double drain_seconds = std::max(0.0, absl::GetFlag(FLAGS_drain_seconds));
+  Log("draining",
+      absl::StrCat("signal ", signal_number, ": draining (", service.inflight(),
+                   " calls in flight, up to ", drain_seconds, " s)"),
+      {{"signal", signal_number}, {"inflight", service.inflight()}});
   health->SetServingStatus(false);
   metrics.SetReady(false);
   service.StartDraining();
-  const auto drain_start = std::chrono::system_clock::now();
-  server->Shutdown(drain_start + std::chrono::milliseconds(static_cast<int64_t>(
-                                     absl::GetFlag(FLAGS_drain_seconds) * 1000)));
+  const auto drain_start = Clock::now();
+  const bool drained =
+      service.WaitUntilIdle(drain_start + std::chrono::duration_cast<Clock::duration>(
+                                              std::chrono::duration<double>(drain_seconds)));
+  if (!drained) {
+    Log("drain_timeout",
+        absl::StrCat("drain window over: cancelling ", service.inflight(), " calls"),
+        {{"inflight", service.inflight()}});
+  }
+  // A short grace for calls being refused right now; none if the window is over.
+  server->Shutdown(std::chrono::system_clock::now() +
+                   (drained ? std::chrono::seconds(1) : std::chrono::seconds(0)));
   server->Wait();
-  Log(absl::StrCat("stopped after draining for ",
-                   std::chrono::duration<double>(std::chrono::system_clock::now() - drain_start)
-                       .count(),
-                   " s"));
+  const double drained_for = std::chrono::duration<double>(Clock::now() - drain_start).count();
+  Log("stopped", absl::StrCat("stopped after draining for ", drained_for, " s"),
+      {{"drain_seconds", drained_for}});
   return 0;
 }
 

@@ -2,15 +2,28 @@
 //
 // It converts only: messages into an Upload and a job (server/service/job.h), job output into
 // stream writes, absl::Status into grpc::Status. One SegmentReactor per call owns that call's
-// state and deletes itself in OnDone; no callback blocks (the job runs on a WorkQueue worker).
+// state and deletes itself in OnDone (or, if the upload watchdog is checking it at that moment,
+// when the watchdog lets go); no callback blocks (the job runs on a WorkQueue worker, upload
+// timers on the Watchdog thread).
+//
+// A call holds one of `max_uploads` upload slots from its header to its last chunk, then one of
+// `workers + queue_size` compute slots until it ends. Uploads that stall are ended by the
+// watchdog, so idle streams can neither exhaust the compute slots nor hold memory for long.
+//
+// Every call is counted (danet_requests_total) and logged (one JSON line, see runtime.h) under
+// the code its client saw: CANCELLED when the client cancelled, DEADLINE_EXCEEDED when its
+// deadline passed, whatever the server was doing then.
 //
 // Lifetime: construct, register with a grpc::ServerBuilder, start the server, then SetBank once
 // the bank is loaded and warm (until then calls get UNAVAILABLE). Destroy only after the
-// grpc::Server has shut down. Thread safety: SetBank/StartDraining from any thread.
+// grpc::Server has shut down. Thread safety: SetBank, StartDraining, WaitUntilIdle and the
+// accessors from any thread.
 #ifndef DANET_SERVER_SERVICE_SERVICE_H_
 #define DANET_SERVER_SERVICE_SERVICE_H_
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,6 +31,7 @@
 #include "danet/v1/segmentation.grpc.pb.h"
 #include "models/bank/bank.h"
 #include "server/service/job.h"
+#include "server/service/runtime.h"
 #include "server/service/service_metrics.h"
 #include "server/service/upload.h"
 #include "server/service/work_queue.h"
@@ -28,9 +42,18 @@ struct ServiceOptions {
   UploadLimits limits;
   JobOptions job;
   int workers = 1;     // segmentations running at once
-  int queue_size = 4;  // admitted requests beyond those (uploading or waiting)
+  int queue_size = 4;  // uploaded requests waiting for a worker, beyond those running
+  // Calls between their header and their last chunk; more get RESOURCE_EXHAUSTED at the header.
+  // Bounded apart from the compute slots because each holds its upload's buffers.
+  int max_uploads = 32;
+  // A call that receives no message for this long before its upload is complete (the header
+  // included, counted from the call's start) ends with DEADLINE_EXCEEDED and frees its buffers.
+  double upload_idle_seconds = 30;
+  // The same for the whole upload, from the call's start to the last chunk, however steady.
+  double max_upload_seconds = 300;
   std::string bundle_path;
-  bool log_requests = true;  // one line per finished call on stderr (id, code, seconds)
+  bool log_requests = true;  // one JSON line per finished call (id, code, policy, seconds)
+  LogSink log;               // where those lines go; empty: stderr (WriteStderrLine)
 };
 
 class SegmentationService final : public v1::Segmentation::CallbackService {
@@ -40,9 +63,14 @@ class SegmentationService final : public v1::Segmentation::CallbackService {
   ~SegmentationService() override;
 
   void SetBank(std::shared_ptr<const models::Bank> bank);
-  // New calls get UNAVAILABLE; calls in flight go on.
+  // New calls get UNAVAILABLE "the server is shutting down" (the listener stays up, so clients
+  // are told rather than refused a connection); calls in flight go on.
   void StartDraining();
-  int inflight() const { return queue_.admitted(); }
+  // Waits until no call holds an upload or compute slot, or until `deadline`; true if idle.
+  bool WaitUntilIdle(std::chrono::steady_clock::time_point deadline);
+  // Calls uploading, queued or running.
+  int inflight() const { return uploads() + queue_.admitted(); }
+  int uploads() const { return uploads_.load(); }
 
   grpc::ServerBidiReactor<v1::SegmentRequest, v1::SegmentResponse>* Segment(
       grpc::CallbackServerContext* context) override;
@@ -53,13 +81,21 @@ class SegmentationService final : public v1::Segmentation::CallbackService {
  private:
   friend class SegmentReactor;
   std::shared_ptr<const models::Bank> bank() const;
+  bool TakeUploadSlot();
+  void ReleaseUploadSlot();
+  // After a call gave its slots back: wakes WaitUntilIdle.
+  void CallEnded();
 
   const ServiceOptions options_;
   ServiceMetrics* const metrics_;
   std::atomic<bool> draining_{false};
   mutable std::mutex bank_mutex_;
   std::shared_ptr<const models::Bank> bank_;
+  std::atomic<int> uploads_{0};
+  std::mutex idle_mutex_;
+  std::condition_variable idle_;
   WorkQueue queue_;
+  Watchdog watchdog_;
 };
 
 }  // namespace danet::service

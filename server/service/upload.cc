@@ -8,11 +8,21 @@
 namespace danet::service {
 namespace {
 
-// The client's base name of file `index`.
+constexpr std::string_view kCut = "...";
+
+void AppendEscaped(unsigned char c, std::string* out) {
+  constexpr char kHex[] = "0123456789abcdef";
+  *out += "\\x";
+  *out += kHex[c >> 4];
+  *out += kHex[c & 15];
+}
+
+// The client's base name of file `index`, quoted for messages.
 std::string BaseName(const v1::Header& header, int index) {
   const std::string& name = header.files(index).name();
   const size_t slash = name.find_last_of('/');
-  return slash == std::string::npos ? name : name.substr(slash + 1);
+  return ClientText(slash == std::string::npos ? std::string_view(name)
+                                               : std::string_view(name).substr(slash + 1));
 }
 
 // How a file is named in messages: its index and the client's base name.
@@ -27,14 +37,36 @@ absl::Status CheckDicomHeader(const v1::Header& header) {
   }
   for (const auto& [uid, modality] : header.series_modalities()) {
     if (volume::ModalityIndex(modality) < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("header.series_modalities['", uid, "']: '",
-                                                     modality, "' is not flair, t1ce, t1 or t2"));
+      return absl::InvalidArgumentError(absl::StrCat("header.series_modalities['", ClientText(uid),
+                                                     "']: '", ClientText(modality, 16),
+                                                     "' is not flair, t1ce, t1 or t2"));
     }
   }
   return absl::OkStatus();
 }
 
 }  // namespace
+
+std::string ClientText(std::string_view text, size_t max_chars) {
+  std::string out;
+  size_t fits = 0;  // the longest prefix, ending between escapes, that leaves room for kCut
+  size_t i = 0;
+  for (; i < text.size() && out.size() <= max_chars; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      AppendEscaped(c, &out);
+    }
+    if (out.size() + kCut.size() <= max_chars) fits = out.size();
+  }
+  if (i == text.size() && out.size() <= max_chars) return out;
+  out.resize(fits);
+  out += kCut.substr(0, max_chars - fits);
+  return out;
+}
 
 Upload::Upload(v1::Header header, const UploadLimits& limits)
     : header_(std::move(header)), limits_(limits) {}
@@ -54,6 +86,11 @@ absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
       return absl::InvalidArgumentError(
           absl::StrCat("header.outputs: unsupported output kind ", output));
     }
+  }
+  if (header.policy().size() > kMaxPolicyChars) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "header.policy: ", header.policy().size(), " characters, more than the ", kMaxPolicyChars,
+        " a policy may have ('", ClientText(header.policy(), 24), "')"));
   }
   auto upload = std::unique_ptr<Upload>(new Upload(header, limits));
   const absl::Status files = header.input_kind() == v1::INPUT_KIND_DICOM
@@ -79,14 +116,14 @@ absl::Status Upload::MapModalities(const std::vector<std::string>& modalities) {
     int m = 0;
     while (m < static_cast<int>(modalities.size()) && modalities[m] != file.modality()) ++m;
     if (m == static_cast<int>(modalities.size())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("header.", FileLabel(header, i), ": modality '", file.modality(),
-                       "' is not one of ", absl::StrJoin(modalities, ", ")));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "header.", FileLabel(header, i), ": modality '", ClientText(file.modality(), 16),
+          "' is not one of ", absl::StrJoin(modalities, ", ")));
     }
     if (file_of_modality[m] >= 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "header.", FileLabel(header, i), ": modality '", file.modality(), "' repeats ",
-          FileLabel(header, file_of_modality[m])));
+          "header.", FileLabel(header, i), ": modality '", ClientText(file.modality(), 16),
+          "' repeats ", FileLabel(header, file_of_modality[m])));
     }
     file_of_modality[m] = i;
     modality_of_file_.push_back(volume::ModalityIndex(file.modality()));
@@ -124,9 +161,9 @@ absl::Status Upload::Add(const v1::Chunk& chunk) {
   }
   bytes_received_ += static_cast<int64_t>(chunk.data().size());
   if (bytes_received_ > limits_.max_upload_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(FileLabel(header_, index), ": the upload passed this server's limit of ",
-                     limits_.max_upload_bytes, " bytes"));
+    return absl::ResourceExhaustedError(absl::StrCat(FileLabel(header_, index),
+                                                     ": the upload passed this server's limit of ",
+                                                     limits_.max_upload_bytes, " bytes"));
   }
   const uint64_t declared = header_.files(index).size();
   if (declared > 0 && bytes.size() + chunk.data().size() > declared) {
@@ -152,7 +189,8 @@ absl::StatusOr<volume::MultiModalVolume> Upload::Decode() {
   for (size_t i = 0; i < files_.size(); ++i) {
     const int m = modality_of_file_[i];
     names[m] = FileLabel(header_, static_cast<int>(i));
-    absl::StatusOr<volume::Volume> decoded = volume::DecodeNifti(files_[i], names[m], limits_.nifti);
+    absl::StatusOr<volume::Volume> decoded =
+        volume::DecodeNifti(files_[i], names[m], limits_.nifti);
     std::string().swap(files_[i]);
     if (!decoded.ok()) return decoded.status();
     volumes[m] = *std::move(decoded);
@@ -163,8 +201,8 @@ absl::StatusOr<volume::MultiModalVolume> Upload::Decode() {
 absl::StatusOr<volume::MultiModalVolume> Upload::DecodeDicom() {
   std::vector<volume::DicomFile> files;
   for (size_t i = 0; i < files_.size(); ++i) {
-    files.push_back({absl::StrCat("files[", i, "] ", BaseName(header_, static_cast<int>(i))),
-                     files_[i]});
+    files.push_back(
+        {absl::StrCat("files[", i, "] ", BaseName(header_, static_cast<int>(i))), files_[i]});
   }
   absl::StatusOr<std::vector<volume::DicomSeries>> series =
       volume::DecodeDicomSeries(files, limits_.nifti);

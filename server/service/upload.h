@@ -9,9 +9,11 @@
 #ifndef DANET_SERVER_SERVICE_UPLOAD_H_
 #define DANET_SERVER_SERVICE_UPLOAD_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -22,6 +24,17 @@
 
 namespace danet::service {
 
+// Longer policy strings are refused at the header (the longest real one, e.g.
+// "dynamic@-0.25+m32" or "static:<model id>", is a few dozen characters), before any upload.
+inline constexpr size_t kMaxPolicyChars = 128;
+
+// Client-chosen text (request ids, policies, file names, modalities) made safe to echo in a
+// status message or to log: printable ASCII is kept, a backslash is doubled and every other byte
+// becomes \xNN, so that a newline or a terminal escape cannot forge a log line or reach an
+// operator's terminal, and the result is ASCII. At most `max_chars` characters; a longer result
+// is cut between escapes and ends with "...".
+std::string ClientText(std::string_view text, size_t max_chars = 64);
+
 struct UploadLimits {
   int64_t max_upload_bytes = 1LL << 30;  // all files together, as sent (compressed)
   volume::NiftiLimits nifti;             // per decoded volume: dims per axis, voxels
@@ -29,7 +42,8 @@ struct UploadLimits {
 
 class Upload {
  public:
-  // Checks the header: input kind; for NIfTI one file per modality of `modalities` (no
+  // Checks the header: input kind; the policy's length (not its meaning: the job parses it);
+  // for NIfTI one file per modality of `modalities` (no
   // unknown, missing or repeated modality), for DICOM at least one file and known modalities in
   // series_modalities; declared sizes within the limit; known outputs.
   static absl::StatusOr<std::unique_ptr<Upload>> Create(const v1::Header& header,
@@ -60,10 +74,10 @@ class Upload {
 
   v1::Header header_;
   UploadLimits limits_;
-  std::vector<std::string> files_;       // bytes, header order
-  std::vector<int> modality_of_file_;    // index into volume::kModalities
+  std::vector<std::string> files_;     // bytes, header order
+  std::vector<int> modality_of_file_;  // index into volume::kModalities
   std::vector<volume::DicomSeries> dicom_series_;
-  int current_ = 0;                      // file receiving chunks
+  int current_ = 0;  // file receiving chunks
   int64_t bytes_received_ = 0;
 };
 

@@ -1,5 +1,7 @@
 #include "server/service/work_queue.h"
 
+#include <algorithm>
+
 namespace danet::service {
 
 WorkQueue::WorkQueue(int workers, int queue_size) : capacity_(workers + queue_size) {
@@ -56,6 +58,74 @@ void WorkQueue::Loop() {
       work_.pop_front();
     }
     work();
+  }
+}
+
+Watchdog::Watchdog() : thread_([this] { Loop(); }) {}
+
+Watchdog::~Watchdog() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+void Watchdog::Watch(std::weak_ptr<Entry> entry) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    entries_.push_back(std::move(entry));
+  }
+  wake_.notify_all();  // its deadline may be earlier than the one the thread waits for
+}
+
+int Watchdog::watched() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return static_cast<int>(entries_.size());
+}
+
+std::vector<std::shared_ptr<Watchdog::Entry>> Watchdog::Due(Clock::time_point now,
+                                                            Clock::time_point* next) {
+  std::vector<std::shared_ptr<Entry>> due;
+  *next = Clock::time_point::max();
+  for (size_t i = 0; i < entries_.size();) {
+    std::shared_ptr<Entry> entry = entries_[i].lock();
+    const Clock::time_point deadline = entry ? entry->deadline() : Clock::time_point::max();
+    if (deadline == Clock::time_point::max()) {
+      entries_[i] = std::move(entries_.back());
+      entries_.pop_back();
+      continue;
+    }
+    if (deadline <= now) {
+      due.push_back(std::move(entry));
+    } else {
+      *next = std::min(*next, deadline);
+    }
+    ++i;
+  }
+  return due;
+}
+
+void Watchdog::Loop() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stopping_) {
+    Clock::time_point next;
+    std::vector<std::shared_ptr<Entry>> due = Due(Clock::now(), &next);
+    if (!due.empty()) {
+      // Expire may end a call, and the last reference may delete an entry: neither under the
+      // lock that Watch and deadline() readers share.
+      lock.unlock();
+      for (const std::shared_ptr<Entry>& entry : due) entry->Expire();
+      due.clear();
+      lock.lock();
+      continue;
+    }
+    if (next == Clock::time_point::max()) {
+      wake_.wait(lock);
+    } else {
+      wake_.wait_until(lock, next);
+    }
   }
 }
 

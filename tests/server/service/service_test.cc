@@ -1,6 +1,7 @@
 // The service in-process over a real gRPC channel on loopback: results equal the engine's,
 // every bad input gets the right code and a message naming the file or field while the server
-// keeps serving, overload, cancellation (mid-upload, mid-result), deadlines and draining.
+// keeps serving, overload, idle and slow uploads, cancellation (mid-upload, mid-result),
+// deadlines and draining, each counted and logged (one JSON line) under the code the client saw.
 #include "server/service/service.h"
 
 #include <gmock/gmock.h>
@@ -10,12 +11,14 @@
 #include <zlib.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
 #include "models/bundle/bundle_config.h"
 #include "models/data/phantom.h"
 #include "server/engine/segmenter.h"
+#include "server/service/status.h"
 #include "server/volume/nifti.h"
 
 namespace danet::service {
@@ -85,6 +88,33 @@ std::vector<v1::SegmentRequest> Chunks(const std::vector<std::string>& files, si
   return out;
 }
 
+// Collects the service's log lines (the sink is called from gRPC threads).
+class LogLines {
+ public:
+  LogSink sink() {
+    return [this](const std::string& line) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      lines_.push_back(line);
+    };
+  }
+  // Waits (bounded) until at least `n` lines arrived, then returns all of them.
+  std::vector<std::string> Wait(size_t n) {
+    for (int i = 0; i < 400; ++i) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (lines_.size() >= n) return lines_;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    return lines_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::string> lines_;
+};
+
 class ServiceTest : public ::testing::Test {
  protected:
   void SetUp() override { Start(ServiceOptions{}); }
@@ -106,7 +136,7 @@ class ServiceTest : public ::testing::Test {
       if (name == "classifier.weight") tensor.mul_(200.0);  // spread routes
     }
     bank_ = std::move(bank);
-    options.log_requests = false;
+    if (!options.log) options.log_requests = false;  // only tests that read the log write it
     options.limits.max_upload_bytes = 64 << 20;
     service_ = std::make_unique<SegmentationService>(options, &metrics_);
     service_->SetBank(bank_);
@@ -116,8 +146,8 @@ class ServiceTest : public ::testing::Test {
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(port, 0);
-    stub_ = v1::Segmentation::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+    stub_ = v1::Segmentation::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
+                                                          grpc::InsecureChannelCredentials()));
   }
 
   void TearDown() override {
@@ -162,6 +192,42 @@ class ServiceTest : public ::testing::Test {
   void ExpectServing() {
     const Reply ok = Segment(MakeFiles(4));
     EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
+  }
+
+  // The value of one danet_requests_total series (0 when absent).
+  double Requests(const std::string& code, const std::string& policy = "dynamic") {
+    const std::string text = registry_.Render();
+    const std::string series =
+        "danet_requests_total{code=\"" + code + "\",policy=\"" + policy + "\"} ";
+    const size_t at = text.find(series);
+    return at == std::string::npos ? 0 : std::stod(text.substr(at + series.size()));
+  }
+  // Requests(code, policy) once it reaches `n` (bounded wait): a call is counted in OnDone,
+  // which may come after its client has its status, and a call cancelled before its header
+  // holds no slot that Idle() could wait for.
+  double WaitForRequests(double n, const std::string& code, const std::string& policy = "dynamic") {
+    for (int i = 0; i < 200 && Requests(code, policy) < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return Requests(code, policy);
+  }
+
+  // A call that sends its header and then nothing; ends when the server ends it (or after
+  // `deadline_s`, the client's own deadline).
+  struct IdleCall {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::SegmentRequest, v1::SegmentResponse>> stream;
+  };
+  std::unique_ptr<IdleCall> StartIdleCall(const std::string& request_id, double deadline_s = 20) {
+    auto call = std::make_unique<IdleCall>();
+    call->context.set_deadline(std::chrono::system_clock::now() +
+                               std::chrono::milliseconds(int64_t(deadline_s * 1000)));
+    call->stream = stub_->Segment(&call->context);
+    v1::SegmentRequest header;
+    *header.mutable_header() = MakeHeader(MakeFiles(4), "dynamic");
+    header.mutable_header()->set_request_id(request_id);
+    EXPECT_TRUE(call->stream->Write(header));
+    return call;
   }
 
   metrics::Registry registry_;
@@ -216,12 +282,15 @@ TEST_F(ServiceTest, StreamsTheEnginesResultsSliceBySlice) {
   const volume::LabelVolume decoded = *volume::DecodeNiftiLabels(labelmap, "labels");
   EXPECT_EQ(decoded.labels, expected.labels);
   EXPECT_TRUE(decoded.geometry.SameGrid(image.geometry));
-  EXPECT_THAT(registry_.Render(), HasSubstr("danet_requests_total{code=\"OK\",policy=\"dynamic\"} 1"));
+  EXPECT_THAT(registry_.Render(),
+              HasSubstr("danet_requests_total{code=\"OK\",policy=\"dynamic\"} 1"));
 }
 
 TEST_F(ServiceTest, PhantomCaseInInt16FilesEndToEnd) {
-  auto generator = data::PhantomGenerator::Create("/usr/share/mricron/templates/ch2bet.nii.gz",
-                                                  data::PhantomOptions{{kX, kY, 20}});
+  data::PhantomOptions phantom_options;  // by field: the struct grows new leading members
+  phantom_options.dims = {kX, kY, 20};
+  auto generator =
+      data::PhantomGenerator::Create("/usr/share/mricron/templates/ch2bet.nii.gz", phantom_options);
   ASSERT_TRUE(generator.ok()) << generator.status();
   const data::PhantomCase phantom = generator->Generate(7, 0);
   std::vector<std::string> files;
@@ -335,13 +404,16 @@ TEST_F(ServiceTest, BadInputGetsTheRightCodeAndNamesTheFileOrField) {
     };
   };
   const std::vector<BadCase> cases = {
-      {"missing modality", [](v1::Header* h, auto* c) {
+      {"missing modality",
+       [](v1::Header* h, auto* c) {
          h->mutable_files()->RemoveLast();
          c->erase(std::remove_if(c->begin(), c->end(),
                                  [](auto& r) { return r.chunk().file_index() == 3; }),
                   c->end());
-       }, grpc::INVALID_ARGUMENT, "no file for modality 't2'"},
-      {"duplicate modality", [](v1::Header* h, auto*) { h->mutable_files(1)->set_modality("flair"); },
+       },
+       grpc::INVALID_ARGUMENT, "no file for modality 't2'"},
+      {"duplicate modality",
+       [](v1::Header* h, auto*) { h->mutable_files(1)->set_modality("flair"); },
        grpc::INVALID_ARGUMENT, "files[1] 'case_t1ce.nii.gz': modality 'flair' repeats files[0]"},
       {"unknown modality", [](v1::Header* h, auto*) { h->mutable_files(2)->set_modality("pd"); },
        grpc::INVALID_ARGUMENT, "modality 'pd' is not one of flair, t1ce, t1, t2"},
@@ -350,20 +422,24 @@ TEST_F(ServiceTest, BadInputGetsTheRightCodeAndNamesTheFileOrField) {
       {"slice size", with_files(bad_size), grpc::INVALID_ARGUMENT, "multiple of 16"},
       {"chunk of a later file first", [](v1::Header*, auto* c) { std::swap((*c)[0], c->back()); },
        grpc::INVALID_ARGUMENT, "chunk out of order"},
-      {"offset gap", [](v1::Header*, auto* c) { c->erase(c->begin() + 1); },
-       grpc::INVALID_ARGUMENT, "expected 4096"},
+      {"offset gap", [](v1::Header*, auto* c) { c->erase(c->begin() + 1); }, grpc::INVALID_ARGUMENT,
+       "expected 4096"},
       {"unknown model", [](v1::Header* h, auto*) { h->set_policy("static:M9"); },
        grpc::INVALID_ARGUMENT, "header.policy: policy 'static:M9': no bank model 'M9'"},
-      {"bad policy", [](v1::Header* h, auto*) { h->set_policy("fastest"); },
-       grpc::INVALID_ARGUMENT, "header.policy"},
-      {"bias on static", [](v1::Header* h, auto*) {
+      {"bad policy", [](v1::Header* h, auto*) { h->set_policy("fastest"); }, grpc::INVALID_ARGUMENT,
+       "header.policy"},
+      {"bias on static",
+       [](v1::Header* h, auto*) {
          h->set_policy("static:M1");
          h->set_cost_bias(1);
-       }, grpc::INVALID_ARGUMENT, "header.cost_bias"},
-      {"margin on static", [](v1::Header* h, auto*) {
+       },
+       grpc::INVALID_ARGUMENT, "header.cost_bias"},
+      {"margin on static",
+       [](v1::Header* h, auto*) {
          h->set_policy("static:M1");
          h->set_skip_margin(1);
-       }, grpc::INVALID_ARGUMENT, "header.skip_margin"},
+       },
+       grpc::INVALID_ARGUMENT, "header.skip_margin"},
       {"margin too large", [](v1::Header* h, auto*) { h->set_skip_margin(33); },
        grpc::INVALID_ARGUMENT, "header.skip_margin: must be at most 32"},
       {"bad margin in policy", [](v1::Header* h, auto*) { h->set_policy("dynamic+m-1"); },
@@ -374,8 +450,8 @@ TEST_F(ServiceTest, BadInputGetsTheRightCodeAndNamesTheFileOrField) {
        grpc::INVALID_ARGUMENT, "more than the 10 bytes declared"},
       {"nifti sent as dicom", [](v1::Header* h, auto*) { h->set_input_kind(v1::INPUT_KIND_DICOM); },
        grpc::INVALID_ARGUMENT, "instance 'files[0] case_flair.nii.gz': not a DICOM file"},
-      {"no input kind", [](v1::Header* h, auto*) { h->clear_input_kind(); },
-       grpc::INVALID_ARGUMENT, "header.input_kind"},
+      {"no input kind", [](v1::Header* h, auto*) { h->clear_input_kind(); }, grpc::INVALID_ARGUMENT,
+       "header.input_kind"},
       {"stream ends early", [](v1::Header*, auto* c) { c->resize(c->size() / 2); },
        grpc::INVALID_ARGUMENT, "ended before every file was complete"},
   };
@@ -387,7 +463,8 @@ TEST_F(ServiceTest, BadInputGetsTheRightCodeAndNamesTheFileOrField) {
     *requests[0].mutable_header() = header;
     requests.insert(requests.end(), chunks.begin(), chunks.end());
     const Reply reply = Call(requests);
-    EXPECT_EQ(reply.status.error_code(), bad.code) << bad.name << ": " << reply.status.error_message();
+    EXPECT_EQ(reply.status.error_code(), bad.code)
+        << bad.name << ": " << reply.status.error_message();
     EXPECT_THAT(reply.status.error_message(), HasSubstr(bad.message)) << bad.name;
   }
   // A chunk before any header.
@@ -407,45 +484,168 @@ TEST_F(ServiceTest, VolumeAndUploadLimits) {
   EXPECT_THAT(reply.status.error_message(), HasSubstr("case_flair.nii.gz"));
 }
 
+// A long job (400 slices through the largest model) on a thread of its own; it holds a compute
+// slot until cancelled.
+class LongCall {
+ public:
+  LongCall(v1::Segmentation::Stub* stub, const std::string& request_id) {
+    files_ = MakeFiles(400, false);
+    requests_.resize(1);
+    *requests_[0].mutable_header() = MakeHeader(files_, "static:M4");
+    requests_[0].mutable_header()->set_request_id(request_id);
+    for (auto& c : Chunks(files_, 1 << 20)) requests_.push_back(c);
+    thread_ = std::thread([this, stub] {
+      context_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+      auto stream = stub->Segment(&context_);
+      for (const auto& r : requests_) {
+        if (!stream->Write(r)) break;
+      }
+      stream->WritesDone();
+      v1::SegmentResponse response;
+      while (stream->Read(&response)) ++read_;
+      status_ = stream->Finish();
+    });
+  }
+  ~LongCall() {
+    context_.TryCancel();
+    thread_.join();
+  }
+  // Waits (bounded) until results stream: the upload was decoded and the job holds its slot.
+  bool Computing() {
+    for (int i = 0; i < 1200 && read_ == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return read_ > 0;
+  }
+  grpc::Status Cancel() {
+    context_.TryCancel();
+    thread_.join();
+    thread_ = std::thread([] {});
+    return status_;
+  }
+
+ private:
+  std::vector<std::string> files_;
+  std::vector<v1::SegmentRequest> requests_;
+  grpc::ClientContext context_;
+  std::atomic<int> read_{0};
+  grpc::Status status_;
+  std::thread thread_;
+};
+
 TEST_F(ServiceTest, FullQueueIsResourceExhaustedAtOnce) {
   ServiceOptions options;
   options.workers = 1;
   options.queue_size = 0;
   Start(options);
   const std::vector<std::string> files = MakeFiles(4);
-  // A first call that sends its header and holds its slot.
-  grpc::ClientContext first;
-  auto stream = stub_->Segment(&first);
-  v1::SegmentRequest header;
-  *header.mutable_header() = MakeHeader(files, "dynamic");
-  ASSERT_TRUE(stream->Write(header));
-  for (int i = 0; i < 200 && service_->inflight() == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_EQ(service_->inflight(), 1);
+  // A first call that computes and holds the only compute slot.
+  LongCall first(stub_.get(), "first");
+  ASSERT_TRUE(first.Computing());
   const auto start = std::chrono::steady_clock::now();
   const Reply busy = Segment(files);
   EXPECT_EQ(busy.status.error_code(), grpc::RESOURCE_EXHAUSTED);
   EXPECT_THAT(busy.status.error_message(), HasSubstr("retry later"));
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
-  first.TryCancel();
-  stream->Finish();
+  EXPECT_EQ(first.Cancel().error_code(), grpc::CANCELLED);
   EXPECT_TRUE(Idle());
   ExpectServing();
   EXPECT_THAT(registry_.Render(), HasSubstr("code=\"RESOURCE_EXHAUSTED\""));
 }
 
-TEST_F(ServiceTest, CancellationMidUploadFreesTheSlot) {
+// Issue 12: streams that send a header and then nothing held every admission slot, so other
+// requests got RESOURCE_EXHAUSTED while health said SERVING.
+TEST_F(ServiceTest, IdleUploadsDoNotLockOthersOutAndTimeOut) {
+  ServiceOptions options;
+  options.upload_idle_seconds = 2;
+  Start(options);
+  std::vector<std::unique_ptr<IdleCall>> idle;
+  const auto opened = std::chrono::steady_clock::now();
+  for (int i = 0; i < 30; ++i) idle.push_back(StartIdleCall("idle-" + std::to_string(i)));
+  for (int i = 0; i < 200 && service_->uploads() < 30; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const Reply served = Segment(MakeFiles(4));
+  EXPECT_TRUE(served.status.ok()) << served.status.error_message();
+  for (auto& call : idle) {
+    const grpc::Status status = call->stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::DEADLINE_EXCEEDED) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("upload_idle_seconds"));
+  }
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - opened).count();
+  EXPECT_GE(waited, 1.9);
+  EXPECT_LT(waited, 12);  // the server's timer, not the client's 20 s deadline
+  EXPECT_TRUE(Idle());    // their buffers and slots are free
+  EXPECT_EQ(service_->uploads(), 0);
+  EXPECT_EQ(WaitForRequests(30, "DEADLINE_EXCEEDED"), 30);
+  EXPECT_EQ(Requests("OK"), 1);
+  ExpectServing();
+}
+
+TEST_F(ServiceTest, UploadsAreBoundedAndTimedAsAWhole) {
+  ServiceOptions options;
+  options.max_uploads = 2;
+  options.upload_idle_seconds = 1;
+  options.max_upload_seconds = 2;
+  Start(options);
   const std::vector<std::string> files = MakeFiles(4);
+  {
+    auto a = StartIdleCall("a");
+    auto b = StartIdleCall("b");
+    for (int i = 0; i < 200 && service_->uploads() < 2; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const Reply refused = Segment(files);
+    EXPECT_EQ(refused.status.error_code(), grpc::RESOURCE_EXHAUSTED);
+    EXPECT_THAT(refused.status.error_message(), HasSubstr("2 uploads in progress"));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+    EXPECT_EQ(a->stream->Finish().error_code(), grpc::DEADLINE_EXCEEDED);
+    EXPECT_EQ(b->stream->Finish().error_code(), grpc::DEADLINE_EXCEEDED);
+  }
+  EXPECT_TRUE(Idle());
+  // A steady trickle never idles, but the whole upload is bounded.
   grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   auto stream = stub_->Segment(&context);
   v1::SegmentRequest header;
   *header.mutable_header() = MakeHeader(files, "dynamic");
+  const auto start = std::chrono::steady_clock::now();
   ASSERT_TRUE(stream->Write(header));
-  ASSERT_TRUE(stream->Write(Chunks(files)[0]));
-  context.TryCancel();
-  EXPECT_EQ(stream->Finish().error_code(), grpc::CANCELLED);
+  for (const v1::SegmentRequest& chunk : Chunks(files, 256)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (!stream->Write(chunk)) break;
+  }
+  const grpc::Status status = stream->Finish();
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(status.error_code(), grpc::DEADLINE_EXCEEDED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("max_upload_seconds"));
+  EXPECT_GE(took, 1.9);
+  EXPECT_LT(took, 10);
   EXPECT_TRUE(Idle());
+  ExpectServing();
+}
+
+TEST_F(ServiceTest, CancellationMidUploadFreesTheSlot) {
+  const std::vector<std::string> files = MakeFiles(4);
+  // A few times: whether the server sees the failed read or the cancellation first varies.
+  constexpr int kCalls = 5;
+  for (int i = 0; i < kCalls; ++i) {
+    grpc::ClientContext context;
+    auto stream = stub_->Segment(&context);
+    v1::SegmentRequest header;
+    *header.mutable_header() = MakeHeader(files, "dynamic");
+    ASSERT_TRUE(stream->Write(header));
+    ASSERT_TRUE(stream->Write(Chunks(files)[0]));
+    context.TryCancel();
+    EXPECT_EQ(stream->Finish().error_code(), grpc::CANCELLED);
+    EXPECT_TRUE(Idle());
+  }
+  // Counted as what the clients saw, not as a truncated (INVALID_ARGUMENT) upload.
+  EXPECT_EQ(WaitForRequests(kCalls, "CANCELLED"), kCalls);
+  EXPECT_EQ(Requests("INVALID_ARGUMENT"), 0);
   ExpectServing();
 }
 
@@ -474,6 +674,9 @@ TEST_F(ServiceTest, DeadlineExceededStopsTheWork) {
   const Reply reply = Call(requests, /*deadline_s=*/0.5);
   EXPECT_EQ(reply.status.error_code(), grpc::DEADLINE_EXCEEDED);
   EXPECT_TRUE(Idle());
+  // Counted as a deadline, not as a cancellation.
+  EXPECT_EQ(WaitForRequests(1, "DEADLINE_EXCEEDED", "static"), 1);
+  EXPECT_EQ(Requests("CANCELLED", "static"), 0);
   ExpectServing();
 }
 
@@ -486,6 +689,114 @@ TEST_F(ServiceTest, DrainingAndLoadingRefuseNewCalls) {
   reply = Segment(MakeFiles(4));
   EXPECT_EQ(reply.status.error_code(), grpc::UNAVAILABLE);
   EXPECT_THAT(reply.status.error_message(), HasSubstr("loading"));
+}
+
+// What danet-server does on SIGTERM: refuse new calls in the handler while the calls in flight
+// finish (the listener stays up), then shut down.
+TEST_F(ServiceTest, DrainingRefusesNewCallsUntilTheCallsInFlightFinish) {
+  LongCall running(stub_.get(), "running");
+  ASSERT_TRUE(running.Computing());
+  service_->StartDraining();
+  const Reply refused = Segment(MakeFiles(4));
+  EXPECT_EQ(refused.status.error_code(), grpc::UNAVAILABLE);
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("shutting down"));
+  EXPECT_FALSE(
+      service_->WaitUntilIdle(std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
+  EXPECT_EQ(running.Cancel().error_code(), grpc::CANCELLED);
+  EXPECT_TRUE(service_->WaitUntilIdle(std::chrono::steady_clock::now() + std::chrono::seconds(20)));
+  EXPECT_EQ(service_->inflight(), 0);
+}
+
+// Client-chosen text cannot forge log lines, and every call is one JSON line under its own id,
+// policy and code, refused calls included.
+TEST_F(ServiceTest, RequestLogIsOneJsonLinePerCallWithClientTextEscaped) {
+  LogLines log;
+  ServiceOptions options;
+  options.log = log.sink();
+  Start(options);
+  const std::vector<std::string> files = MakeFiles(4);
+  const std::string forged = "x\nrequest forged OK dynamic 0.1s\x1b[31m";
+  std::vector<v1::SegmentRequest> requests(1);
+  *requests[0].mutable_header() = MakeHeader(files, "dynamic");
+  requests[0].mutable_header()->set_request_id(forged);
+  for (auto& c : Chunks(files)) requests.push_back(c);
+  ASSERT_TRUE(Call(requests).status.ok());
+  std::vector<std::string> lines = log.Wait(1);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].find('\n'), std::string::npos) << lines[0];
+  EXPECT_EQ(lines[0].find('\x1b'), std::string::npos) << lines[0];
+  const nlohmann::json line = nlohmann::json::parse(lines[0], nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(line.is_object()) << lines[0];
+  EXPECT_EQ(line.value("event", ""), "request");
+  EXPECT_EQ(line.value("code", ""), "OK");
+  EXPECT_EQ(line.value("policy", ""), "dynamic");
+  const std::string id = line.value("request_id", "");
+  EXPECT_EQ(id, "x\\x0arequest forged OK dynamic 0.1s\\x1b[31m");
+  for (char c : id) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << lines[0];
+  EXPECT_TRUE(line.contains("time"));
+  EXPECT_TRUE(line.contains("seconds"));
+
+  // Ids are capped; a refused call logs its own id and policy and is counted under its policy.
+  requests[0].mutable_header()->set_request_id(std::string(5000, 'a'));
+  requests[0].mutable_header()->set_policy("static:M2");
+  service_->StartDraining();
+  EXPECT_EQ(Call(requests).status.error_code(), grpc::UNAVAILABLE);
+  lines = log.Wait(2);
+  ASSERT_EQ(lines.size(), 2u);
+  const nlohmann::json refused = nlohmann::json::parse(lines[1], nullptr, false);
+  ASSERT_TRUE(refused.is_object()) << lines[1];
+  EXPECT_EQ(refused.value("code", ""), "UNAVAILABLE");
+  EXPECT_EQ(refused.value("policy", ""), "static:M2");
+  EXPECT_LE(refused.value("request_id", "").size(), 64u);
+  EXPECT_EQ(refused.value("request_id", "").substr(0, 10), "aaaaaaaaaa");
+  EXPECT_EQ(WaitForRequests(1, "UNAVAILABLE", "static"), 1);
+}
+
+// A 20 kB policy is a bad argument with a short message, not a metadata-size error.
+TEST_F(ServiceTest, LongClientStringsGiveShortStatusMessages) {
+  const std::vector<std::string> files = MakeFiles(4);
+  const Reply reply = Segment(files, "dynamic" + std::string(20000, 'x'));
+  EXPECT_EQ(reply.status.error_code(), grpc::INVALID_ARGUMENT) << reply.status.error_message();
+  EXPECT_LT(reply.status.error_message().size(), 300u);
+  EXPECT_THAT(reply.status.error_message(), HasSubstr("header.policy"));
+  // A file name with a terminal escape and a newline is echoed escaped and short.
+  std::vector<v1::SegmentRequest> requests(1);
+  *requests[0].mutable_header() = MakeHeader(files, "dynamic");
+  requests[0].mutable_header()->mutable_files(2)->set_name("\x1b[2J" + std::string(10000, 'n') +
+                                                           "\n.nii.gz");
+  requests[0].mutable_header()->mutable_files(2)->set_modality("pd\n" + std::string(10000, 'm'));
+  const Reply named = Call(requests);
+  EXPECT_EQ(named.status.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_LT(named.status.error_message().size(), 300u);
+  EXPECT_THAT(named.status.error_message(), HasSubstr("files[2] '\\x1b[2Jnnn"));
+  EXPECT_EQ(named.status.error_message().find('\x1b'), std::string::npos);
+  EXPECT_EQ(named.status.error_message().find('\n'), std::string::npos);
+  ExpectServing();
+}
+
+TEST(ClientTextTest, KeepsPrintableAsciiEscapesTheRestAndCapsBetweenEscapes) {
+  EXPECT_EQ(ClientText("case-17 ok"), "case-17 ok");
+  EXPECT_EQ(ClientText("a\nb\x1b[0m\\c\xc3\xa9"), "a\\x0ab\\x1b[0m\\\\c\\xc3\\xa9");
+  EXPECT_EQ(ClientText(std::string(64, 'a')), std::string(64, 'a'));
+  EXPECT_EQ(ClientText(std::string(65, 'a')), std::string(61, 'a') + "...");
+  // Never half an escape: the cut falls between whole ones.
+  const std::string escaped = ClientText(std::string(100, '\n'), 10);
+  EXPECT_EQ(escaped, "\\x0a...");
+  EXPECT_LE(ClientText(std::string(5000, '\x01')).size(), 64u);
+}
+
+TEST(StatusTextTest, EscapesControlBytesAndCutsLongMessages) {
+  EXPECT_EQ(StatusText("files[0] 'x.nii': bad"), "files[0] 'x.nii': bad");
+  EXPECT_EQ(StatusText("a\rb"), "a\\x0db");
+  const std::string cut = StatusText("policy '" + std::string(20000, 'x') + "'");
+  EXPECT_EQ(cut.size(), kMaxStatusMessageChars);
+  EXPECT_EQ(cut.substr(cut.size() - 3), "...");
+  // A cut never splits a UTF-8 character.
+  std::string accents;
+  for (int i = 0; i < 150; ++i) accents += "\xc3\xa9";
+  const std::string utf8 = StatusText(accents);
+  EXPECT_LE(utf8.size(), kMaxStatusMessageChars);
+  EXPECT_EQ((utf8.size() - 3) % 2, 0u) << utf8;
 }
 
 }  // namespace

@@ -514,6 +514,39 @@ class ServiceE2E(unittest.TestCase):
         methods = {m.name for m in seg.service[0].method}
         self.assertEqual(methods, {"Segment", "DescribeBank"})
 
+    def test_log_is_json_lines_and_client_text_cannot_forge_one(self):
+        s = stubs()
+        pb = s["pb"]
+        stub = s["pb_grpc"].SegmentationStub(self.channel())
+        forged = "x\nrequest forged OK dynamic 0.1s\x1b[31m"
+
+        def requests():
+            for i, r in enumerate(segment_requests(pb, self.case2)):
+                if i == 0:
+                    r.header.request_id = forged
+                yield r
+        responses = list(stub.Segment(requests(), timeout=120))
+        self.assertEqual(responses[0].accepted.request_id, forged)  # echoed to the client as is
+
+        deadline, mine = time.monotonic() + 10, []
+        while time.monotonic() < deadline and not mine:
+            lines = tail(self.server.log_path, 1000000).splitlines()
+            events = [json.loads(line) for line in lines if line.startswith("{")]
+            mine = [e for e in events if e.get("event") == "request"
+                    and e.get("request_id", "").startswith("x\\x0a")]
+            time.sleep(0.1)
+        self.assertEqual(len(mine), 1, tail(self.server.log_path))
+        self.assertEqual(mine[0]["request_id"], "x\\x0arequest forged OK dynamic 0.1s\\x1b[31m")
+        self.assertEqual(mine[0]["code"], "OK")
+        for key in ("time", "policy", "seconds"):
+            self.assertIn(key, mine[0])
+        # Every line the server wrote is one JSON object; none starts with the forged text.
+        for line in lines:
+            self.assertFalse(line.startswith("request forged"), line)
+        self.assertTrue(any(e.get("event") == "ready" for e in events), events[:3])
+        danet_lines = [line for line in lines if '"event"' in line]
+        self.assertEqual(len(danet_lines), len(events))
+
     # -- Prometheus ---------------------------------------------------------------------------
 
     def test_metrics_promtool_and_prometheus(self):
@@ -636,10 +669,22 @@ class DrainE2E(unittest.TestCase):
         self.assertIsNone(client.poll(), "the call ended before the drain was checked; make it "
                           "longer:\n" + tail(stderr_path))
 
-        # Draining: new calls are refused, as retryable (exit 3).
+        # Draining: new calls are refused, as retryable (exit 3), by the handler: the listener
+        # stays up, so clients read "shutting down" rather than a refused connection.
         r = cli("segment", self.small, "--server", server.address, "--progress=false",
                 "--deadline", "20", timeout=60)
         self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertIn("shutting down", r.stderr)
+        s = stubs()
+        grpc = s["grpc"]
+        channel = grpc.insecure_channel(server.address)
+        self.addCleanup(channel.close)
+        stub = s["pb_grpc"].SegmentationStub(channel)
+        with self.assertRaises(grpc.RpcError) as caught:
+            list(stub.Segment(segment_requests(s["pb"], self.small), timeout=20))
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.UNAVAILABLE,
+                         caught.exception.details())
+        self.assertIn("shutting down", caught.exception.details())
         r = cli("health", "--server", server.address, timeout=30)
         self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
         self.assertRegex(r.stdout + r.stderr, "NOT_SERVING|UNAVAILABLE")
