@@ -27,6 +27,14 @@ absl::StatusOr<c10::Device> ParseDevice(const std::string& text) {
   return *device;
 }
 
+absl::Status TorchErrorStatus(const c10::Error& error, const std::string& context) {
+  const std::string what = error.what_without_backtrace();
+  const bool out_of_memory = what.find("out of memory") != std::string::npos ||
+                             what.find("DefaultCPUAllocator: can't allocate") != std::string::npos;
+  return out_of_memory ? absl::ResourceExhaustedError(absl::StrCat(context, ": out of memory: ", what))
+                       : absl::InternalError(absl::StrCat(context, ": ", what));
+}
+
 void SetThreads(int threads) {
   torch::set_num_threads(threads > 0 ? threads
                                      : static_cast<int>(std::thread::hardware_concurrency()));

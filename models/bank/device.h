@@ -4,9 +4,11 @@
 #define DANET_MODELS_BANK_DEVICE_H_
 
 #include <c10/core/Device.h>
+#include <c10/util/Exception.h>
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace danet::models {
@@ -18,6 +20,11 @@ absl::StatusOr<c10::Device> ParseDevice(const std::string& text);
 // LibTorch intra-op threads: `threads` if positive, else every core. (LibTorch's own default
 // on these machines is 1.)
 void SetThreads(int threads);
+
+// The one mapping of a LibTorch error to a Status: out of memory (CPU allocator or CUDA) is
+// ResourceExhausted (the caller may retry with less in flight), anything else Internal (a bug
+// or a broken model, not the client's input). `context` says what was being done.
+absl::Status TorchErrorStatus(const c10::Error& error, const std::string& context);
 
 }  // namespace danet::models
 

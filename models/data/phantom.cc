@@ -6,103 +6,22 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "models/data/phantom_internal.h"
 #include "server/volume/nifti.h"
 
 namespace danet::data {
+using phantom_internal::Apply;
+using phantom_internal::DirectionNoise;
+using phantom_internal::kTissue;
+using phantom_internal::kTumour;
+using phantom_internal::Mat3;
+using phantom_internal::RandomDirectionNoise;
+using phantom_internal::SampleTrilinear;
+using phantom_internal::Rotation;
+using phantom_internal::TissueCentroids;
+using phantom_internal::TissueValue;
+using phantom_internal::Vec3;
 namespace {
-
-using Vec3 = std::array<double, 3>;
-using Mat3 = std::array<Vec3, 3>;
-
-// Intensities per modality (kModalities order: flair, t1ce, t1, t2) of the three tissues and
-// the three tumour labels. Arbitrary units in the range of BraTS scanner values.
-constexpr double kTissue[4][3] = {
-    // CSF, GM, WM
-    {120, 480, 400},   // flair: CSF suppressed, GM a little brighter than WM
-    {250, 450, 600},   // t1ce
-    {250, 450, 600},   // t1
-    {1100, 600, 420},  // t2: CSF bright
-};
-constexpr double kTumour[4][3] = {
-    // necrotic core (1), edema (2), enhancing (4)
-    {350, 850, 700},   // flair: edema bright
-    {200, 380, 950},   // t1ce: the rim enhances
-    {220, 380, 500},   // t1
-    {1000, 850, 700},  // t2
-};
-
-Vec3 Apply(const Mat3& m, const Vec3& v) {
-  Vec3 out{};
-  for (int r = 0; r < 3; ++r) out[r] = m[r][0] * v[0] + m[r][1] * v[1] + m[r][2] * v[2];
-  return out;
-}
-
-Mat3 Rotation(double ax, double ay, double az) {
-  const double cx = std::cos(ax), sx = std::sin(ax), cy = std::cos(ay), sy = std::sin(ay),
-               cz = std::cos(az), sz = std::sin(az);
-  // Rz * Ry * Rx
-  return {{{cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx},
-           {sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx},
-           {-sy, cy * sx, cy * cx}}};
-}
-
-// 1-D k-means with three centroids (CSF, GM, WM) over brain voxels.
-std::array<float, 3> TissueCentroids(const std::vector<float>& t1) {
-  std::vector<float> brain;
-  for (float v : t1) {
-    if (v > 0) brain.push_back(v);
-  }
-  std::sort(brain.begin(), brain.end());
-  std::array<double, 3> c = {brain[brain.size() / 10], brain[brain.size() / 2],
-                             brain[brain.size() * 9 / 10]};
-  for (int iter = 0; iter < 30; ++iter) {
-    std::array<double, 3> sum{}, count{};
-    for (float v : brain) {
-      int best = 0;
-      for (int k = 1; k < 3; ++k) {
-        if (std::abs(v - c[k]) < std::abs(v - c[best])) best = k;
-      }
-      sum[best] += v;
-      count[best] += 1;
-    }
-    for (int k = 0; k < 3; ++k) {
-      if (count[k] > 0) c[k] = sum[k] / count[k];
-    }
-  }
-  return {static_cast<float>(c[0]), static_cast<float>(c[1]), static_cast<float>(c[2])};
-}
-
-// Piecewise-linear map of a T1 value through the tissue centroids to a modality's value.
-double TissueValue(double t, const std::array<float, 3>& c, const double (&v)[3]) {
-  if (t <= c[0]) return v[0] * t / c[0];
-  if (t <= c[1]) return v[0] + (v[1] - v[0]) * (t - c[0]) / (c[1] - c[0]);
-  if (t <= c[2]) return v[1] + (v[2] - v[1]) * (t - c[1]) / (c[2] - c[1]);
-  return v[2];
-}
-
-// A random smooth function of direction: sum of four sinusoids, roughly in [-1, 1].
-struct DirectionNoise {
-  std::array<Vec3, 4> freq;
-  std::array<double, 4> phase, amp;
-  double operator()(const Vec3& u) const {
-    double s = 0;
-    for (int m = 0; m < 4; ++m) {
-      s += amp[m] * std::sin(freq[m][0] * u[0] + freq[m][1] * u[1] + freq[m][2] * u[2] + phase[m]);
-    }
-    return s;
-  }
-};
-
-DirectionNoise RandomDirectionNoise(std::mt19937_64& rng) {
-  std::uniform_real_distribution<double> f(-4.0, 4.0), p(0, 2 * M_PI), a(0.15, 0.35);
-  DirectionNoise n;
-  for (int m = 0; m < 4; ++m) {
-    n.freq[m] = {f(rng), f(rng), f(rng)};
-    n.phase[m] = p(rng);
-    n.amp[m] = a(rng);
-  }
-  return n;
-}
 
 struct Tumour {
   Vec3 centre;
@@ -153,6 +72,11 @@ PhantomGenerator::PhantomGenerator(volume::Volume t1, PhantomOptions options)
 }
 
 PhantomCase PhantomGenerator::Generate(uint64_t seed, int index) const {
+  return options_.style == PhantomStyle::kRandomized ? GenerateRandomized(seed, index)
+                                                     : GenerateClassic(seed, index);
+}
+
+PhantomCase PhantomGenerator::GenerateClassic(uint64_t seed, int index) const {
   std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
                     static_cast<uint32_t>(index)};
   std::mt19937_64 rng(seq);
@@ -170,26 +94,6 @@ PhantomCase PhantomGenerator::Generate(uint64_t seed, int index) const {
                       uniform(-1, 1) * options_.max_shift_mm,
                       uniform(-1, 1) * options_.max_shift_mm * 0.3};
   Anatomy anatomy{std::vector<float>(n, 0.0f), std::vector<uint8_t>(n, 0)};
-  auto sample = [&](const Vec3& q) -> float {
-    const int64_t x0 = static_cast<int64_t>(std::floor(q[0])),
-                  y0 = static_cast<int64_t>(std::floor(q[1])),
-                  z0 = static_cast<int64_t>(std::floor(q[2]));
-    if (x0 < 0 || y0 < 0 || z0 < 0 || x0 + 1 >= in_dims[0] || y0 + 1 >= in_dims[1] ||
-        z0 + 1 >= in_dims[2]) {
-      return 0.0f;
-    }
-    const double fx = q[0] - x0, fy = q[1] - y0, fz = q[2] - z0;
-    double v = 0;
-    for (int dz = 0; dz < 2; ++dz) {
-      for (int dy = 0; dy < 2; ++dy) {
-        for (int dx = 0; dx < 2; ++dx) {
-          const double w = (dx ? fx : 1 - fx) * (dy ? fy : 1 - fy) * (dz ? fz : 1 - fz);
-          v += w * t1_.voxels[((z0 + dz) * in_dims[1] + (y0 + dy)) * in_dims[0] + (x0 + dx)];
-        }
-      }
-    }
-    return static_cast<float>(v);
-  };
   for (int64_t k = 0; k < nz; ++k) {
     for (int64_t j = 0; j < ny; ++j) {
       for (int64_t i = 0; i < nx; ++i) {
@@ -198,7 +102,7 @@ PhantomCase PhantomGenerator::Generate(uint64_t seed, int index) const {
         const Vec3 q = {r[0] + brain_centre_[0] + shift[0], r[1] + brain_centre_[1] + shift[1],
                         r[2] + brain_centre_[2] + shift[2]};
         const int64_t v = (k * ny + j) * nx + i;
-        anatomy.t1[v] = sample(q);
+        anatomy.t1[v] = SampleTrilinear(t1_.voxels, in_dims, q);
         anatomy.brain[v] = anatomy.t1[v] > 0.5f * centroids_[0];
       }
     }

@@ -14,6 +14,7 @@
 #ifndef DANET_MODELS_DATA_PHANTOM_H_
 #define DANET_MODELS_DATA_PHANTOM_H_
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -25,8 +26,18 @@ namespace danet::data {
 
 inline constexpr char kColin27Path[] = "/usr/share/mricron/templates/ch2bet.nii.gz";
 
+// Which generator makes the cases. kClassic is the first release's (one appearance model, rigid
+// jitter, compact gliomas); kRandomized draws the appearance, the anatomy and the tumour type
+// per case (see randomized_phantom.cc), so that a bank trained on it meets many scanners.
+enum class PhantomStyle { kClassic, kRandomized };
+
+// "classic" or "randomized" (InvalidArgument otherwise).
+absl::StatusOr<PhantomStyle> ParsePhantomStyle(const std::string& name);
+
 struct PhantomOptions {
+  PhantomStyle style = PhantomStyle::kClassic;
   std::array<int64_t, 3> dims = {240, 240, 155};  // BraTS grid
+  // The options below are the classic generator's; the randomised one draws its own per case.
   int min_tumours = 1;
   int max_tumours = 2;
   double max_rotation_deg = 5.0;
@@ -54,6 +65,8 @@ class PhantomGenerator {
 
  private:
   PhantomGenerator(volume::Volume t1, PhantomOptions options);
+  PhantomCase GenerateClassic(uint64_t seed, int index) const;
+  PhantomCase GenerateRandomized(uint64_t seed, int index) const;  // randomized_phantom.cc
 
   volume::Volume t1_;
   PhantomOptions options_;

@@ -51,7 +51,7 @@ nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
   }
   nlohmann::json routes = {{"skip", 0}};
   for (int i = 0; i < bank.size(); ++i) routes[bank.model_config(i).id()] = 0;
-  int tumour_slices = 0, kept = 0;
+  int tumour_slices = 0, kept = 0, free_slices = 0, free_skipped = 0;
   const int64_t slice_voxels = g.dims[0] * g.dims[1];
   for (const engine::SliceResult& s : result->slices) {
     routes[RouteName(bank, s.route)] = routes[RouteName(bank, s.route)].get<int>() + 1;
@@ -59,11 +59,16 @@ nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
     if (std::any_of(begin, begin + slice_voxels, [](uint8_t l) { return l != 0; })) {
       ++tumour_slices;
       kept += s.route != 0;
+    } else {
+      ++free_slices;
+      free_skipped += s.route == 0;
     }
   }
   out["routes"] = routes;
   out["tumour_slices"] = tumour_slices;
   out["tumour_slices_kept"] = kept;
+  out["tumour_free_slices"] = free_slices;
+  out["tumour_free_skipped"] = free_skipped;
   return out;
 }
 
@@ -71,12 +76,14 @@ nlohmann::json Summarise(const std::vector<nlohmann::json>& cases, bool hd95) {
   nlohmann::json p = {{"routes", nlohmann::json::object()}};
   const double n = static_cast<double>(cases.size());
   double gmacs = 0, seconds = 0;
-  int tumour = 0, kept = 0;
+  int tumour = 0, kept = 0, free = 0, skipped = 0;
   for (const auto& c : cases) {
     gmacs += c["gmacs"].get<double>() / n;
     seconds += c["seconds"].get<double>() / n;
     tumour += c["tumour_slices"].get<int>();
     kept += c["tumour_slices_kept"].get<int>();
+    free += c["tumour_free_slices"].get<int>();
+    skipped += c["tumour_free_skipped"].get<int>();
     for (const auto& [route, count] : c["routes"].items()) {
       p["routes"][route] = p["routes"].value(route, 0) + count.get<int>();
     }
@@ -95,6 +102,7 @@ nlohmann::json Summarise(const std::vector<nlohmann::json>& cases, bool hd95) {
   p["gmacs_per_case"] = gmacs;
   p["seconds_per_case"] = seconds;
   p["tumour_slice_recall"] = tumour > 0 ? static_cast<double>(kept) / tumour : 1.0;
+  p["tumour_free_skip_rate"] = free > 0 ? static_cast<double>(skipped) / free : 0.0;
   p["per_case"] = cases;
   return p;
 }
@@ -163,33 +171,74 @@ std::string FormatEvaluation(const nlohmann::json& e) {
                           100.0 * p["gmacs_per_case"].get<double>() / largest,
                           p["seconds_per_case"].get<double>());
   }
-  out += "\nroutes (slices over all cases) and tumour-slice recall:\n";
+  out += "\nroutes (slices over all cases), tumour-slice recall, tumour-free slices skipped:\n";
   for (const auto& [name, p] : e["policies"].items()) {
-    absl::StrAppendFormat(&out, "%-12s %s  recall %.2f%%\n", name, p["routes"].dump(),
-                          100.0 * p["tumour_slice_recall"].get<double>());
+    absl::StrAppendFormat(&out, "%-12s %s  recall %.2f%%  tumour-free skipped %.2f%%\n", name,
+                          p["routes"].dump(), 100.0 * p["tumour_slice_recall"].get<double>(),
+                          100.0 * p.value("tumour_free_skip_rate", 0.0));
   }
   return out;
 }
 
-std::string EvaluationCsv(const nlohmann::json& e) {
+std::string FormatSideBySide(const nlohmann::json& in, const nlohmann::json& shift) {
+  // Cost relative to the costliest policy of each set (static on the largest model).
+  auto largest = [](const nlohmann::json& e) {
+    double m = 0;
+    for (const auto& [name, p] : e["policies"].items()) {
+      m = std::max(m, p["gmacs_per_case"].get<double>());
+    }
+    return m;
+  };
+  const double in_max = largest(in), shift_max = largest(shift);
+  std::string out = absl::StrFormat(
+      "in distribution (%d cases) | shift (%d cases)\n%-12s %7s %7s %8s %8s | %7s %7s %8s %8s\n",
+      in["cases"].get<int>(), shift["cases"].get<int>(), "policy", "Dice", "cost", "recall",
+      "tf-skip", "Dice", "cost", "recall", "tf-skip");
+  for (const auto& [name, p] : in["policies"].items()) {
+    absl::StrAppendFormat(&out, "%-12s %7.2f %6.1f%% %7.2f%% %7.2f%% |", name,
+                          p["dice"]["mean"].get<double>(),
+                          100.0 * p["gmacs_per_case"].get<double>() / in_max,
+                          100.0 * p["tumour_slice_recall"].get<double>(),
+                          100.0 * p["tumour_free_skip_rate"].get<double>());
+    if (!shift["policies"].contains(name)) {
+      out += "\n";
+      continue;
+    }
+    const auto& q = shift["policies"][name];
+    absl::StrAppendFormat(&out, " %7.2f %6.1f%% %7.2f%% %7.2f%%\n", q["dice"]["mean"].get<double>(),
+                          100.0 * q["gmacs_per_case"].get<double>() / shift_max,
+                          100.0 * q["tumour_slice_recall"].get<double>(),
+                          100.0 * q["tumour_free_skip_rate"].get<double>());
+  }
+  return out;
+}
+
+std::string EvaluationCsv(const nlohmann::json& e, const std::string& set) {
   std::string out =
-      "policy,case,dice_et,dice_tc,dice_wt,hd95_et,hd95_tc,hd95_wt,gmacs,seconds,"
-      "tumour_slices,tumour_slices_kept\n";
+      "set,policy,case,dice_et,dice_tc,dice_wt,hd95_et,hd95_tc,hd95_wt,gmacs,seconds,"
+      "tumour_slices,tumour_slices_kept,tumour_free_slices,tumour_free_skipped\n";
+  AppendEvaluationCsvRows(e, set, &out);
+  return out;
+}
+
+void AppendEvaluationCsvRows(const nlohmann::json& e, const std::string& set, std::string* csv) {
+  std::string& out = *csv;
   for (const auto& [name, p] : e["policies"].items()) {
     for (const auto& c : p["per_case"]) {
       auto hd = [&](const char* r) {
         return c.contains("hd95") ? absl::StrFormat("%.3f", c["hd95"][r].get<double>())
                                   : std::string();
       };
-      absl::StrAppendFormat(&out, "%s,%s,%.3f,%.3f,%.3f,%s,%s,%s,%.3f,%.3f,%d,%d\n", name,
-                            c["case"].get<std::string>(), c["dice"]["et"].get<double>(),
+      absl::StrAppendFormat(&out, "%s,%s,%s,%.3f,%.3f,%.3f,%s,%s,%s,%.3f,%.3f,%d,%d,%d,%d\n",
+                            set, name, c["case"].get<std::string>(), c["dice"]["et"].get<double>(),
                             c["dice"]["tc"].get<double>(), c["dice"]["wt"].get<double>(), hd("et"),
                             hd("tc"), hd("wt"), c["gmacs"].get<double>(),
                             c["seconds"].get<double>(), c["tumour_slices"].get<int>(),
-                            c["tumour_slices_kept"].get<int>());
+                            c["tumour_slices_kept"].get<int>(),
+                            c["tumour_free_slices"].get<int>(),
+                            c["tumour_free_skipped"].get<int>());
     }
   }
-  return out;
 }
 
 }  // namespace danet::eval

@@ -24,7 +24,9 @@ struct EvalOptions {
 // Evaluates every case folder in `case_dirs` (each with a seg). The JSON has
 // {"cases": N, "policies": {NAME: {"gmacs_per_case", "seconds_per_case",
 //  "dice": {"et","tc","wt","mean"} (percent), "hd95": {"et","tc","wt","mean"} (mm),
-//  "routes": {"skip": n, "<id>": n, ...}, "tumour_slice_recall", "per_case": [...]}}}.
+//  "routes": {"skip": n, "<id>": n, ...}, "tumour_slice_recall" (tumour slices routed to a
+//  model / tumour slices), "tumour_free_skip_rate" (tumour-free slices skipped / tumour-free
+//  slices), "per_case": [...]}}}.
 absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
                                         const std::vector<std::filesystem::path>& case_dirs,
                                         const EvalOptions& options);
@@ -32,8 +34,17 @@ absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
 // A terminal table of the JSON above, one row per policy.
 std::string FormatEvaluation(const nlohmann::json& evaluation);
 
-// One CSV row per (policy, case): policy, case, dice_*, hd95_*, gmacs, seconds, recall.
-std::string EvaluationCsv(const nlohmann::json& evaluation);
+// The headline numbers of two evaluations of the same bundle (in distribution and under a
+// shift in appearance) side by side: mean Dice, cost against the costliest policy, tumour-slice
+// recall and tumour-free skip rate, one row per policy.
+std::string FormatSideBySide(const nlohmann::json& in_distribution, const nlohmann::json& shift);
+
+// One CSV row per (policy, case), with a header: set (e.g. "in_distribution" or "shift"),
+// policy, case, dice_*, hd95_*, gmacs, seconds, tumour_slices, tumour_slices_kept,
+// tumour_free_slices, tumour_free_skipped. AppendEvaluationCsvRows adds rows without a header.
+std::string EvaluationCsv(const nlohmann::json& evaluation, const std::string& set);
+void AppendEvaluationCsvRows(const nlohmann::json& evaluation, const std::string& set,
+                             std::string* csv);
 
 }  // namespace danet::eval
 

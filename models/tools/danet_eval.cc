@@ -1,7 +1,13 @@
 // danet-eval: Dice, HD95, cost, time and routing of a bundle on labelled cases, for the
 // dynamic policy and every static one in the same run.
 //
-//   danet-eval --bundle DIR --data DIR [--policies dynamic,static:M1] [--json F] [--csv F]
+//   danet-eval --bundle DIR --data DIR [--shift_data DIR] [--policies dynamic,static:M1]
+//              [--json F] [--csv F]
+//
+// With --shift_data, the same policies also run on a second set (cases of another appearance,
+// e.g. `danet-phantom --family shift`) and the two are reported side by side; the JSON then
+// holds the in-distribution results at the top level (as without it) and the shift results
+// under "shift".
 //
 // Phantom cases are synthetic: their scores say the pipeline works, not clinical accuracy.
 #include <torch/torch.h>
@@ -18,7 +24,9 @@
 
 ABSL_FLAG(std::string, bundle, "", "Bundle directory.");
 ABSL_FLAG(std::string, data, "", "Folder of case folders (BraTS layout, with seg).");
-ABSL_FLAG(int, max_cases, 0, "Evaluate at most this many cases (0: all).");
+ABSL_FLAG(std::string, shift_data, "",
+          "A second folder of case folders (another appearance), reported beside --data.");
+ABSL_FLAG(int, max_cases, 0, "Evaluate at most this many cases of each set (0: all).");
 ABSL_FLAG(std::vector<std::string>, policies, {},
           "Policies, e.g. dynamic,static:M1 (default: dynamic and every static model).");
 ABSL_FLAG(bool, hd95, true, "Compute HD95 (about a second per region and case).");
@@ -26,6 +34,23 @@ ABSL_FLAG(std::string, json, "", "Write the full results as JSON here.");
 ABSL_FLAG(std::string, csv, "", "Write one row per policy and case here.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
+
+namespace {
+
+// Evaluates the case folders under `dir` (at most --max_cases of them).
+absl::StatusOr<nlohmann::json> EvaluateFolder(const danet::models::Bank& bank,
+                                              const std::string& dir,
+                                              const danet::eval::EvalOptions& options) {
+  absl::StatusOr<std::vector<std::filesystem::path>> dirs = danet::train::ListCaseDirs(dir);
+  if (!dirs.ok()) return dirs.status();
+  const int max_cases = absl::GetFlag(FLAGS_max_cases);
+  if (max_cases > 0 && static_cast<int>(dirs->size()) > max_cases) dirs->resize(max_cases);
+  absl::StatusOr<nlohmann::json> result = danet::eval::Evaluate(bank, *dirs, options);
+  std::cerr << "\r\033[K";
+  return result;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("danet-eval --bundle DIR --data DIR [--json F] [--csv F]");
@@ -48,32 +73,36 @@ int main(int argc, char** argv) {
     std::cerr << "danet-eval: " << bank.status().message() << "\n";
     return 1;
   }
-  absl::StatusOr<std::vector<std::filesystem::path>> dirs =
-      danet::train::ListCaseDirs(absl::GetFlag(FLAGS_data));
-  if (!dirs.ok()) {
-    std::cerr << "danet-eval: " << dirs.status().message() << "\n";
-    return 1;
-  }
-  const int max_cases = absl::GetFlag(FLAGS_max_cases);
-  if (max_cases > 0 && static_cast<int>(dirs->size()) > max_cases) dirs->resize(max_cases);
   danet::eval::EvalOptions eval_options;
   eval_options.policies = absl::GetFlag(FLAGS_policies);
   eval_options.hd95 = absl::GetFlag(FLAGS_hd95);
   eval_options.on_case = [](const std::string& policy, const std::string& case_id) {
     std::cerr << "\r\033[Kevaluating " << case_id << " with " << policy << std::flush;
   };
-  absl::StatusOr<nlohmann::json> result = danet::eval::Evaluate(**bank, *dirs, eval_options);
-  std::cerr << "\r\033[K";
+  absl::StatusOr<nlohmann::json> result =
+      EvaluateFolder(**bank, absl::GetFlag(FLAGS_data), eval_options);
   if (!result.ok()) {
     std::cerr << "danet-eval: " << result.status().message() << "\n";
     return 1;
   }
   std::cout << danet::eval::FormatEvaluation(*result);
+  std::string csv = danet::eval::EvaluationCsv(*result, "in_distribution");
+  if (const std::string shift_dir = absl::GetFlag(FLAGS_shift_data); !shift_dir.empty()) {
+    absl::StatusOr<nlohmann::json> shift = EvaluateFolder(**bank, shift_dir, eval_options);
+    if (!shift.ok()) {
+      std::cerr << "danet-eval: " << shift.status().message() << "\n";
+      return 1;
+    }
+    std::cout << "\nshift set:\n" << danet::eval::FormatEvaluation(*shift) << "\n"
+              << danet::eval::FormatSideBySide(*result, *shift);
+    danet::eval::AppendEvaluationCsvRows(*shift, "shift", &csv);
+    (*result)["shift"] = *std::move(shift);
+  }
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
     std::ofstream(path) << result->dump(2) << "\n";
   }
   if (const std::string path = absl::GetFlag(FLAGS_csv); !path.empty()) {
-    std::ofstream(path) << danet::eval::EvaluationCsv(*result);
+    std::ofstream(path) << csv;
   }
   return 0;
 }

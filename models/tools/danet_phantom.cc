@@ -1,6 +1,7 @@
 // danet-phantom: writes BraTS-like phantom cases made from the real Colin27 brain.
 //
 //   danet-phantom --out DIR --cases N [--seed S] [--first I] [--dims X,Y,Z] [--dicom]
+//                 [--style randomized|classic] [--family training|shift]
 //
 // --dicom also writes each case as one DICOM study of four MR series (one file per slice,
 // int16, synthetic patient/study/series UIDs, ImagePositionPatient/Orientation, spacing,
@@ -10,8 +11,9 @@
 // Case i of seed S is always the same case; held-out sets use other seeds. See
 // models/data/phantom.h for what a phantom is (and is not).
 #include <chrono>
-#include <filesystem>
 #include <cstdio>
+#include <filesystem>
+#include <functional>
 #include <iostream>
 
 #include "absl/flags/flag.h"
@@ -20,9 +22,16 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "models/data/phantom.h"
+#include "models/data/shift_phantom.h"
 #include "server/volume/dicom.h"
 
 ABSL_FLAG(std::string, out, "", "Directory to write case folders to.");
+ABSL_FLAG(std::string, family, "training",
+          "training (the generators training uses; see --style) or shift (an independent family "
+          "for the shift test, models/data/shift_phantom.h; seeds >= 900000).");
+ABSL_FLAG(std::string, style, "randomized",
+          "Training-family generator: randomized (appearance, anatomy and tumour type drawn per "
+          "case) or classic (the first release's single appearance).");
 ABSL_FLAG(int, cases, 1, "Number of cases.");
 ABSL_FLAG(uint64_t, seed, 1, "Series seed.");
 ABSL_FLAG(int, first, 0, "Index of the first case.");
@@ -66,6 +75,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   danet::data::PhantomOptions options;
+  absl::StatusOr<danet::data::PhantomStyle> style =
+      danet::data::ParsePhantomStyle(absl::GetFlag(FLAGS_style));
+  if (!style.ok()) {
+    std::cerr << "danet-phantom: --style: " << style.status().message() << "\n";
+    return 2;
+  }
+  options.style = *style;
   const std::vector<std::string> dims = absl::GetFlag(FLAGS_dims);
   for (size_t a = 0; a < 3; ++a) {
     if (dims.size() != 3 || !absl::SimpleAtoi(dims[a], &options.dims[a]) || options.dims[a] < 16 ||
@@ -74,18 +90,48 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  absl::StatusOr<danet::data::PhantomGenerator> generator =
-      danet::data::PhantomGenerator::Create(absl::GetFlag(FLAGS_template_path), options);
-  if (!generator.ok()) {
-    std::cerr << "danet-phantom: " << generator.status() << "\n";
-    return 1;
+  // One generator function for either family.
+  std::function<absl::StatusOr<danet::data::PhantomCase>(uint64_t, int)> generate;
+  const std::string family = absl::GetFlag(FLAGS_family);
+  if (family == "shift") {
+    danet::data::ShiftPhantomOptions shift_options;
+    shift_options.dims = options.dims;
+    absl::StatusOr<danet::data::ShiftPhantomGenerator> shift =
+        danet::data::ShiftPhantomGenerator::Create(absl::GetFlag(FLAGS_template_path),
+                                                   shift_options);
+    if (!shift.ok()) {
+      std::cerr << "danet-phantom: " << shift.status().message() << "\n";
+      return 1;
+    }
+    generate = [g = *std::move(shift)](uint64_t seed, int index) {
+      return g.Generate(seed, index);
+    };
+  } else if (family == "training") {
+    absl::StatusOr<danet::data::PhantomGenerator> training =
+        danet::data::PhantomGenerator::Create(absl::GetFlag(FLAGS_template_path), options);
+    if (!training.ok()) {
+      std::cerr << "danet-phantom: " << training.status().message() << "\n";
+      return 1;
+    }
+    generate = [g = *std::move(training)](uint64_t seed,
+                                          int index) -> absl::StatusOr<danet::data::PhantomCase> {
+      return g.Generate(seed, index);
+    };
+  } else {
+    std::cerr << "danet-phantom: --family: '" << family << "': choose training or shift\n";
+    return 2;
   }
   std::cout << absl::StrFormat("%-22s %8s %15s %8s\n", "case", "tumours", "tumour slices",
                                "seconds");
   for (int i = 0; i < cases; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    const danet::data::PhantomCase phantom =
-        generator->Generate(absl::GetFlag(FLAGS_seed), absl::GetFlag(FLAGS_first) + i);
+    absl::StatusOr<danet::data::PhantomCase> generated =
+        generate(absl::GetFlag(FLAGS_seed), absl::GetFlag(FLAGS_first) + i);
+    if (!generated.ok()) {
+      std::cerr << "danet-phantom: " << generated.status().message() << "\n";
+      return 2;
+    }
+    const danet::data::PhantomCase& phantom = *generated;
     absl::Status s = danet::data::WritePhantomCase(phantom, out);
     if (s.ok() && absl::GetFlag(FLAGS_dicom)) s = WriteDicomStudy(phantom, out);
     if (!s.ok()) {

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <type_traits>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -37,7 +38,20 @@ ABSL_FLAG(int, crop, 128, "Stage 1 crop side (the paper uses 128).");
 ABSL_FLAG(double, bank_lr, 1e-3, "Stage 1 Adam learning rate.");
 ABSL_FLAG(int, warmup, 20, "Warm-up steps of the poly schedule (both stages).");
 ABSL_FLAG(std::string, stop_steps, "", "Per-model stage-1 stop step, e.g. M1=200,M2=200.");
+ABSL_FLAG(int, pause_after_bank_step, 0,
+          "Checkpoint and stop after this stage-1 step (0: never); re-run to continue, possibly "
+          "with another --bank_steps.");
+ABSL_FLAG(std::string, model_lr, "",
+          "Per-model stage-1 peak learning rate, e.g. M3=0.0005,M4=0.0005 (default --bank_lr).");
+ABSL_FLAG(std::string, loss, "dice_ce",
+          "Stage 1 loss: dice_ce (soft Dice + cross-entropy) or dice (Eq. 5-6 alone).");
+ABSL_FLAG(std::string, augment, "nnunet",
+          "Augmentation of both stages: nnunet (spatial + intensity, docs/training.md), flip "
+          "(flips and brightness only) or none.");
 ABSL_FLAG(double, alpha, 0.001, "Eq. 4 cost weight.");
+ABSL_FLAG(int, label_slices_per_case, 0,
+          "Score at most this many tumour slices per case for the Eq. 4 labels, evenly spaced "
+          "(0: all).");
 ABSL_FLAG(int, decision_steps, 300, "Stage 2 steps.");
 ABSL_FLAG(int, decision_batch, 16, "Stage 2 batch size (full slices).");
 ABSL_FLAG(double, decision_lr, 1e-3, "Stage 2 Adam learning rate.");
@@ -75,16 +89,25 @@ absl::StatusOr<std::vector<TrainCase>> Load(const std::string& dir, int max_case
   });
 }
 
-absl::StatusOr<std::map<std::string, int>> ParseStopSteps(const std::string& text) {
-  std::map<std::string, int> out;
+// "ID=VALUE,ID=VALUE" into a map; `flag` and `what` name the flag and the value in errors.
+template <typename T>
+absl::StatusOr<std::map<std::string, T>> ParsePerModel(const std::string& text, const char* flag,
+                                                       const char* what) {
+  std::map<std::string, T> out;
   if (text.empty()) return out;
   for (absl::string_view item : absl::StrSplit(text, ',')) {
     std::vector<std::string> kv = absl::StrSplit(item, '=');
-    int step = 0;
-    if (kv.size() != 2 || !absl::SimpleAtoi(kv[1], &step)) {
-      return absl::InvalidArgumentError(absl::StrCat("--stop_steps: '", item, "' is not ID=STEP"));
+    T value{};
+    bool parsed = false;
+    if constexpr (std::is_same_v<T, int>) {
+      parsed = kv.size() == 2 && absl::SimpleAtoi(kv[1], &value);
+    } else {
+      parsed = kv.size() == 2 && absl::SimpleAtod(kv[1], &value) && value > 0;
     }
-    out[kv[0]] = step;
+    if (!parsed) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": '", item, "' is not ID=", what));
+    }
+    out[kv[0]] = value;
   }
   return out;
 }
@@ -98,8 +121,18 @@ int Main(const std::string& command_line) {
   absl::StatusOr<c10::Device> device = models::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return Fail(device.status());
   absl::StatusOr<std::map<std::string, int>> stops =
-      ParseStopSteps(absl::GetFlag(FLAGS_stop_steps));
+      ParsePerModel<int>(absl::GetFlag(FLAGS_stop_steps), "--stop_steps", "STEP");
   if (!stops.ok()) return Fail(stops.status());
+  absl::StatusOr<std::map<std::string, double>> model_lr =
+      ParsePerModel<double>(absl::GetFlag(FLAGS_model_lr), "--model_lr", "LR");
+  if (!model_lr.ok()) return Fail(model_lr.status());
+  absl::StatusOr<AugmentOptions> augment = AugmentPreset(absl::GetFlag(FLAGS_augment));
+  if (!augment.ok()) return Fail(augment.status());
+  const std::string loss = absl::GetFlag(FLAGS_loss);
+  if (loss != "dice_ce" && loss != "dice") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--loss: '", loss, "': choose dice_ce or dice")));
+  }
 
   models::BankOptions bank_options;
   bank_options.device = *device;
@@ -136,7 +169,13 @@ int Main(const std::string& command_line) {
   options.bank_lr = absl::GetFlag(FLAGS_bank_lr);
   options.warmup = absl::GetFlag(FLAGS_warmup);
   options.stop_step = *stops;
+  options.pause_after_bank_step = absl::GetFlag(FLAGS_pause_after_bank_step);
+  options.model_lr = *model_lr;
+  options.loss = loss;
+  options.augment = *augment;
+  options.augment_name = absl::GetFlag(FLAGS_augment);
   options.alpha = absl::GetFlag(FLAGS_alpha);
+  options.label_slices_per_case = absl::GetFlag(FLAGS_label_slices_per_case);
   options.decision_steps = absl::GetFlag(FLAGS_decision_steps);
   options.decision_batch = absl::GetFlag(FLAGS_decision_batch);
   options.decision_lr = absl::GetFlag(FLAGS_decision_lr);
@@ -151,6 +190,11 @@ int Main(const std::string& command_line) {
 
   Trainer trainer(*std::move(bank), *std::move(train), std::move(validation), options);
   if (absl::Status s = trainer.Run(); !s.ok()) return Fail(s);
+  if (trainer.paused()) {
+    std::cout << "paused after stage-1 step " << options.pause_after_bank_step
+              << " (checkpoint in " << options.work_dir << "); re-run to continue\n";
+    return 0;
+  }
   const std::string dtype = absl::GetFlag(FLAGS_dtype);
   if (absl::Status s = trainer.SaveBundle(
           out, dtype == "float32" ? models::WeightDtype::kFloat32 : models::WeightDtype::kFloat16,

@@ -8,27 +8,6 @@
 #include "server/engine/segmenter.h"
 
 namespace danet::train {
-namespace {
-
-// Flips and intensity augmentation of one 4 x h x w image and its h x w target (if defined).
-void Augment(torch::Tensor& image, torch::Tensor& target, std::mt19937_64& rng) {
-  std::uniform_real_distribution<double> unit(0, 1);
-  if (unit(rng) < 0.5) {
-    image = image.flip({2});
-    if (target.defined()) target = target.flip({1});
-  }
-  if (unit(rng) < 0.5) {
-    image = image.flip({1});
-    if (target.defined()) target = target.flip({0});
-  }
-  const torch::Tensor brain = (image != 0).any(0, /*keepdim=*/true);
-  for (int64_t c = 0; c < image.size(0); ++c) {
-    const double scale = 0.9 + 0.2 * unit(rng), shift = -0.1 + 0.2 * unit(rng);
-    image[c] = torch::where(brain[0], image[c] * scale + shift, image[c]);
-  }
-}
-
-}  // namespace
 
 absl::StatusOr<std::vector<std::filesystem::path>> ListCaseDirs(const std::filesystem::path& dir) {
   std::error_code ec;
@@ -75,7 +54,8 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
 }
 
 Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
-                      double foreground_fraction, std::mt19937_64& rng) {
+                      double foreground_fraction, const AugmentOptions& augment,
+                      std::mt19937_64& rng) {
   std::uniform_real_distribution<double> unit(0, 1);
   std::vector<torch::Tensor> images, targets;
   while (static_cast<int>(images.size()) < batch) {
@@ -100,11 +80,21 @@ Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
     } else if (c.slices[z].abs().sum().item<double>() == 0) {
       continue;  // an empty slice teaches nothing about tissue
     }
-    torch::Tensor image = c.slices[z].slice(1, y0, y0 + crop).slice(2, x0, x0 + crop).clone();
-    torch::Tensor target = c.classes[z].slice(0, y0, y0 + crop).slice(1, x0, x0 + crop).clone();
-    Augment(image, target, rng);
-    images.push_back(image);
-    targets.push_back(target.to(torch::kLong));
+    // Spatial transforms act about the crop's centre on a window twice the crop's side
+    // (zero-padded past the slice, as background), so rotations and zooms pull in real
+    // neighbouring tissue rather than zeros; then the centre crop.
+    namespace F = torch::nn::functional;
+    const int64_t wy = y0 + crop / 2, wx = x0 + crop / 2;  // window start in padded coordinates
+    const torch::Tensor padded_image =
+        F::pad(c.slices[z], F::PadFuncOptions({crop, crop, crop, crop}));
+    const torch::Tensor padded_target =
+        F::pad(c.classes[z].unsqueeze(0), F::PadFuncOptions({crop, crop, crop, crop}))[0];
+    auto [image, target] = Augment(
+        padded_image.slice(1, wy, wy + 2 * crop).slice(2, wx, wx + 2 * crop),
+        padded_target.slice(0, wy, wy + 2 * crop).slice(1, wx, wx + 2 * crop), augment, rng);
+    const int64_t c0 = crop / 2;
+    images.push_back(image.slice(1, c0, c0 + crop).slice(2, c0, c0 + crop).contiguous());
+    targets.push_back(target.slice(0, c0, c0 + crop).slice(1, c0, c0 + crop).to(torch::kLong));
   }
   return {torch::stack(images), torch::stack(targets)};
 }
@@ -112,16 +102,13 @@ Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
 Batch SampleDecisionBatch(const std::vector<TrainCase>& cases,
                           const std::vector<LabelledSlice>& tumour,
                           const std::vector<LabelledSlice>& other, int batch,
-                          std::mt19937_64& rng) {
+                          const AugmentOptions& augment, std::mt19937_64& rng) {
   std::vector<torch::Tensor> images;
   std::vector<int64_t> routes;
   for (int i = 0; i < batch; ++i) {
     const auto& pool = (i % 2 == 0 && !tumour.empty()) || other.empty() ? tumour : other;
     const LabelledSlice& s = pool[std::uniform_int_distribution<size_t>(0, pool.size() - 1)(rng)];
-    torch::Tensor image = cases[s.case_index].slices[s.slice].clone();
-    torch::Tensor none;
-    Augment(image, none, rng);
-    images.push_back(image);
+    images.push_back(Augment(cases[s.case_index].slices[s.slice], torch::Tensor(), augment, rng).first);
     routes.push_back(s.route);
   }
   return {torch::stack(images), torch::tensor(routes, torch::kLong)};

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "models/train/augment.h"
 #include "server/volume/brats.h"
 
 namespace danet::train {
@@ -39,10 +40,12 @@ struct Batch {
 };
 
 // Random slices, random square crops of side `crop` (biased to contain tumour on tumour
-// slices), random flips, random per-channel intensity scale (0.9..1.1) and shift (-0.1..0.1)
-// on brain voxels. `foreground_fraction` of the slices are tumour slices.
+// slices), augmented by `augment` (models/train/augment.h; spatial transforms act on the whole
+// slice before cropping, so no zeros are pulled in at the crop's edges).
+// `foreground_fraction` of the slices are tumour slices.
 Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
-                      double foreground_fraction, std::mt19937_64& rng);
+                      double foreground_fraction, const AugmentOptions& augment,
+                      std::mt19937_64& rng);
 
 // A slice reference with its decision label.
 struct LabelledSlice {
@@ -51,11 +54,12 @@ struct LabelledSlice {
   int route = 0;
 };
 
-// Full slices for the decision network: half from tumour slices, half from the rest; flips
-// and intensity augmentation as above; targets are the slices' routes.
+// Full slices for the decision network: half from tumour slices, half from the rest,
+// augmented by `augment`; targets are the slices' routes.
 Batch SampleDecisionBatch(const std::vector<TrainCase>& cases,
                           const std::vector<LabelledSlice>& tumour,
-                          const std::vector<LabelledSlice>& other, int batch, std::mt19937_64& rng);
+                          const std::vector<LabelledSlice>& other, int batch,
+                          const AugmentOptions& augment, std::mt19937_64& rng);
 
 }  // namespace danet::train
 

@@ -19,6 +19,12 @@ at::Tensor SoftDiceLoss(const at::Tensor& logits, const at::Tensor& target, doub
   return (1 - dice.slice(0, 1, classes)).sum();
 }
 
+at::Tensor DiceCrossEntropyLoss(const at::Tensor& logits, const at::Tensor& target) {
+  const double foreground = static_cast<double>(logits.size(1) - 1);
+  return SoftDiceLoss(logits, target) / foreground +
+         torch::nn::functional::cross_entropy(logits, target);
+}
+
 at::Tensor WeightedCrossEntropy(const at::Tensor& logits, const at::Tensor& target,
                                 const std::vector<double>& weights) {
   const torch::Tensor w = torch::tensor(weights, torch::kFloat32).to(logits.device());

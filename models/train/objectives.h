@@ -14,6 +14,11 @@ namespace danet::train {
 // smoothing s = 1 keeps a class that is absent from the batch pushing its prediction to 0.
 at::Tensor SoftDiceLoss(const at::Tensor& logits, const at::Tensor& target, double smooth = 1.0);
 
+// nnU-Net's segmentation loss: the soft Dice loss above averaged over the foreground classes,
+// plus the pixel-wise cross-entropy. The cross-entropy term keeps a gradient on every pixel, so
+// a small network cannot settle on "all background" (the first bundle's M1 did, on Dice alone).
+at::Tensor DiceCrossEntropyLoss(const at::Tensor& logits, const at::Tensor& target);
+
 // Weighted cross-entropy of Eq. 7: logits N x R, target N (int64 routes), weights R.
 at::Tensor WeightedCrossEntropy(const at::Tensor& logits, const at::Tensor& target,
                                 const std::vector<double>& weights);

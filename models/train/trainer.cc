@@ -4,12 +4,14 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "models/bank/device.h"
 #include "models/eval/metrics.h"
 #include "models/train/objectives.h"
 #include "models/train/progress.h"
@@ -78,6 +80,31 @@ torch::Tensor Predict(models::Network& network, const torch::Tensor& slices, c10
     out.push_back(network.Forward(x.to(device)).argmax(1).to(torch::kCPU, torch::kUInt8));
   }
   return torch::cat(out);
+}
+
+// At most `limit` of `items`, evenly spaced, first and last included (limit 0: all).
+std::vector<int64_t> EvenlySpaced(const std::vector<int64_t>& items, int limit) {
+  if (limit <= 0 || static_cast<int>(items.size()) <= limit) return items;
+  std::vector<int64_t> out;
+  for (int i = 0; i < limit; ++i) {
+    const size_t at = limit == 1 ? items.size() / 2
+                                 : static_cast<size_t>(std::llround(
+                                       i * (items.size() - 1) / static_cast<double>(limit - 1)));
+    out.push_back(items[at]);
+  }
+  return out;
+}
+
+// Runs one stage; an exception from LibTorch (a failed forward or backward, out of memory) or
+// from parsing stored state becomes a Status naming the stage, so none escapes Run().
+absl::Status Guarded(const char* stage, const std::function<absl::Status()>& run) {
+  try {
+    return run();
+  } catch (const c10::Error& e) {
+    return models::TorchErrorStatus(e, stage);
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat(stage, ": ", e.what()));
+  }
 }
 
 }  // namespace
@@ -169,15 +196,26 @@ absl::Status Trainer::Run() {
     }
   }
   torch::manual_seed(options_.seed + state_["bank_step"].get<int>());
-  if (absl::Status s = RunBankStage(); !s.ok()) return s;
-  if (absl::Status s = ComputeDecisionLabels(); !s.ok()) return s;
-  if (absl::Status s = RunDecisionStage(); !s.ok()) return s;
-  return Validate();
+  if (absl::Status s = Guarded("stage 1", [&] { return RunBankStage(); }); !s.ok()) return s;
+  if (paused()) return absl::OkStatus();
+  if (absl::Status s = Guarded("labels", [&] { return ComputeDecisionLabels(); }); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = Guarded("stage 2", [&] { return RunDecisionStage(); }); !s.ok()) return s;
+  return Guarded("validation", [&] { return Validate(); });
+}
+
+bool Trainer::paused() const {
+  return options_.pause_after_bank_step > 0 &&
+         state_["bank_step"].get<int>() < options_.bank_steps;
 }
 
 absl::Status Trainer::RunBankStage() {
   const int total = options_.bank_steps, first = state_["bank_step"].get<int>();
   if (first >= total) return absl::OkStatus();
+  const int end = options_.pause_after_bank_step > 0
+                      ? std::min(total, std::max(first, options_.pause_after_bank_step))
+                      : total;
   std::vector<torch::optim::Adam> optimizers;
   for (int i = 0; i < bank_->size(); ++i) {
     optimizers.push_back(MakeAdam(bank_->model(i), options_.bank_lr, options_.weight_decay));
@@ -193,9 +231,10 @@ absl::Status Trainer::RunBankStage() {
   std::mt19937_64 rng(options_.seed * 7919 + first);
   Progress progress("stage 1: bank", total, first, options_.log_every);
   const c10::Device device = bank_->device();
-  for (int step = first; step < total; ++step) {
+  for (int step = first; step < end; ++step) {
     const Batch batch =
-        SampleCropBatch(train_, options_.batch, options_.crop, options_.foreground_fraction, rng);
+        SampleCropBatch(train_, options_.batch, options_.crop, options_.foreground_fraction,
+                        options_.augment, rng);
     const torch::Tensor images = batch.images.to(device), targets = batch.targets.to(device);
     const double lr = PolyLearningRate(options_.bank_lr, step, total, options_.warmup);
     std::vector<torch::Tensor> losses;
@@ -206,10 +245,15 @@ absl::Status Trainer::RunBankStage() {
       const bool active = stop == options_.stop_step.end() || step < stop->second;
       bank_->model(i).SetTraining(active);
       if (!active) continue;
-      losses.push_back(SoftDiceLoss(bank_->model(i).Forward(images), targets));
+      const torch::Tensor logits = bank_->model(i).Forward(images);
+      losses.push_back(options_.loss == "dice" ? SoftDiceLoss(logits, targets)
+                                               : DiceCrossEntropyLoss(logits, targets));
       per_model[id] = losses.back().item<double>();
       optimizers[i].zero_grad();
-      SetLearningRate(optimizers[i], lr);
+      const auto own = options_.model_lr.find(id);
+      SetLearningRate(optimizers[i], own == options_.model_lr.end()
+                                         ? lr
+                                         : lr * own->second / options_.bank_lr);
     }
     if (losses.empty()) break;
     const torch::Tensor loss = torch::stack(losses).mean();
@@ -224,7 +268,7 @@ absl::Status Trainer::RunBankStage() {
       Log({{"stage", 1}, {"step", step + 1}, {"loss", value}, {"losses", per_model}, {"lr", lr}});
     }
     progress.Update(step + 1, absl::StrFormat("loss %.3f", value));
-    if ((step + 1) % options_.checkpoint_every == 0 || step + 1 == total) {
+    if ((step + 1) % options_.checkpoint_every == 0 || step + 1 == end) {
       state_["bank_step"] = step + 1;
       state_["labels_done"] = false;  // labels and the decision network follow the bank
       state_["decision_step"] = 0;
@@ -290,7 +334,8 @@ absl::Status Trainer::ScoreSlices() {
   csv << ",route\n";
   int total = 0;
   for (const TrainCase& c : train_) {
-    total += static_cast<int>(std::count(c.foreground.begin(), c.foreground.end(), 1));
+    const int n = static_cast<int>(std::count(c.foreground.begin(), c.foreground.end(), 1));
+    total += options_.label_slices_per_case > 0 ? std::min(n, options_.label_slices_per_case) : n;
   }
   Progress progress("labels: Eq. 4", total, 0, 20);
   int done = 0;
@@ -306,6 +351,7 @@ absl::Status Trainer::ScoreSlices() {
         ++histogram[0];
       }
     }
+    tumour = EvenlySpaced(tumour, options_.label_slices_per_case);
     if (tumour.empty()) continue;
     const torch::Tensor index = torch::tensor(tumour, torch::kLong);
     const torch::Tensor slices = c.slices.index_select(0, index);
@@ -368,7 +414,8 @@ absl::Status Trainer::RunDecisionStage() {
   decision.SetTraining(true);
   for (int step = first; step < total; ++step) {
     const Batch batch =
-        SampleDecisionBatch(train_, tumour_slices_, other_slices_, options_.decision_batch, rng);
+        SampleDecisionBatch(train_, tumour_slices_, other_slices_, options_.decision_batch,
+                            options_.augment, rng);
     const double lr = PolyLearningRate(options_.decision_lr, step, total, options_.warmup);
     SetLearningRate(optimizer, lr);
     optimizer.zero_grad();

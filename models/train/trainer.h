@@ -41,8 +41,24 @@ struct TrainOptions {
   double weight_decay = 1e-5;
   double foreground_fraction = 0.7;
   std::map<std::string, int> stop_step;  // model id -> steps it trains for (default: all)
+  // Stop (checkpointed) after this stage-1 step and return, leaving the rest for a later run
+  // (0: never). A resumed run with another bank_steps changes the schedule's length from here:
+  // how the shipped bundle's run was shortened to fit its time budget.
+  int pause_after_bank_step = 0;
+  // model id -> its own peak learning rate (default: bank_lr). Transformers want a lower one.
+  std::map<std::string, double> model_lr;
+  // Stage 1 loss: "dice_ce" (soft Dice + cross-entropy, nnU-Net's) or "dice" (Eq. 5-6 alone,
+  // the first release's).
+  std::string loss = "dice_ce";
+  // Augmentation of both stages' batches (models/train/augment.h); `augment_name` is recorded.
+  AugmentOptions augment;
+  std::string augment_name = "nnunet";
   // Labels and stage 2.
   double alpha = 0.001;
+  // Eq. 4 scores for at most this many tumour slices per case, evenly spaced along z so that
+  // tumour ends and centres both count (0: all). Scoring runs every model on every scored
+  // slice at full size: the labels stage's cost.
+  int label_slices_per_case = 0;
   int decision_steps = 300;
   int decision_batch = 16;
   double decision_lr = 1e-3;
@@ -73,8 +89,10 @@ class Trainer {
           std::vector<TrainCase> validation, TrainOptions options);
 
   // Runs what state.json says is not done yet; on return the bank holds trained weights and
-  // its config the measured validation. Progress goes to stderr.
+  // its config the measured validation (unless paused(): see pause_after_bank_step). Progress
+  // goes to stderr.
   absl::Status Run();
+  bool paused() const;
 
   // Writes the trained bundle (weights in `dtype`, config with validation and provenance).
   absl::Status SaveBundle(const std::filesystem::path& dir, models::WeightDtype dtype,

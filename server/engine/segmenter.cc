@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
+#include "models/bank/device.h"
 
 namespace danet::engine {
 namespace {
@@ -129,6 +130,11 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
                                            const Policy& policy, const SegmentOptions& options) {
   const auto& dims = normalized.geometry.dims;
   const int64_t depth = dims[2], slice_voxels = dims[0] * dims[1];
+  if (dims[0] % 16 != 0 || dims[1] % 16 != 0) {
+    // The UNets halve the slice four times; anything else is the caller's input, not a fault.
+    return absl::InvalidArgumentError(absl::StrCat("slice size ", dims[0], "x", dims[1],
+                                                   ": the bank needs multiples of 16"));
+  }
   VolumeResult result;
   result.labels.assign(normalized.channels[0].size(), 0);
   result.slices.resize(depth);
@@ -209,8 +215,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     }
     result.segment_seconds = Since(segment_start);
   } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("segmentation failed: ", e.what_without_backtrace()));
+    return models::TorchErrorStatus(e, "segmentation failed");
   }
   for (const SliceResult& s : result.slices) result.gmacs += s.gmacs;
   return result;

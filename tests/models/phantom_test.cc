@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <algorithm>
 #include <map>
+#include <set>
+#include <vector>
 
 namespace danet::data {
 namespace {
@@ -104,6 +107,120 @@ TEST_F(PhantomTest, MissingTemplateSaysWhatToInstall) {
   absl::StatusOr<PhantomGenerator> g = PhantomGenerator::Create("/nonexistent/ch2bet.nii.gz");
   ASSERT_FALSE(g.ok());
   EXPECT_NE(g.status().message().find("mricron-data"), std::string::npos);
+}
+
+// The domain-randomised generator: deterministic, its own cases, BraTS labels in the brain that
+// agree with the contrasts, and the variety it promises (tumour types, small lesions, looks).
+class RandomizedPhantomTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    PhantomOptions options;
+    options.style = PhantomStyle::kRandomized;
+    options.dims = {176, 176, 120};  // the brain's middle, at 1 mm: quicker, sizes unchanged
+    absl::StatusOr<PhantomGenerator> g = PhantomGenerator::Create(kColin27Path, options);
+    ASSERT_TRUE(g.ok()) << g.status();
+    generator_ = new PhantomGenerator(*std::move(g));
+    for (int i = 0; i < kCases; ++i) cases_.push_back(generator_->Generate(31, i));
+  }
+  static void TearDownTestSuite() {
+    delete generator_;
+    cases_.clear();
+  }
+  static constexpr int kCases = 12;
+  static PhantomGenerator* generator_;
+  static std::vector<PhantomCase> cases_;
+};
+PhantomGenerator* RandomizedPhantomTest::generator_ = nullptr;
+std::vector<PhantomCase> RandomizedPhantomTest::cases_;
+
+TEST_F(RandomizedPhantomTest, SameSeedAndIndexGiveTheSameCase) {
+  const PhantomCase again = generator_->Generate(31, 2);
+  EXPECT_EQ(again.case_id, "phantom_s31_002");
+  EXPECT_EQ(again.seg.labels, cases_[2].seg.labels);
+  for (int m = 0; m < volume::kNumModalities; ++m) {
+    EXPECT_EQ(again.image.channels[m], cases_[2].image.channels[m]);
+  }
+  // Not the classic case of the same seed and index.
+  PhantomOptions options;
+  options.dims = {176, 176, 120};
+  absl::StatusOr<PhantomGenerator> classic = PhantomGenerator::Create(kColin27Path, options);
+  ASSERT_TRUE(classic.ok());
+  EXPECT_NE(classic->Generate(31, 2).seg.labels, cases_[2].seg.labels);
+}
+
+TEST_F(RandomizedPhantomTest, LabelsAgreeWithTheContrastsInEveryCase) {
+  for (const PhantomCase& c : cases_) {
+    const auto& ch = c.image.channels;
+    for (size_t v = 0; v < c.seg.labels.size(); ++v) {
+      const uint8_t l = c.seg.labels[v];
+      ASSERT_TRUE(l == 0 || l == 1 || l == 2 || l == 4) << c.case_id;
+      if (l != 0) {
+        ASSERT_GT(ch[0][v], 0.0f) << c.case_id << ": a label outside the brain";
+      }
+    }
+    // Against healthy brain (label 0 with signal): edema is brighter than its median on FLAIR
+    // and T2, and the enhancing rim stands out more on T1ce than on T1 (ratios: each
+    // modality has its own drawn scale).
+    auto healthy_median = [&](int m) {
+      std::vector<float> values;
+      for (size_t v = 0; v < c.seg.labels.size(); ++v) {
+        if (c.seg.labels[v] == 0 && ch[m][v] > 0) values.push_back(ch[m][v]);
+      }
+      std::nth_element(values.begin(), values.begin() + values.size() / 2, values.end());
+      return static_cast<double>(values[values.size() / 2]);
+    };
+    auto mean = [&](int m, uint8_t label) {
+      double sum = 0;
+      int64_t n = 0;
+      for (size_t v = 0; v < c.seg.labels.size(); ++v) {
+        if (c.seg.labels[v] == label) sum += ch[m][v], ++n;
+      }
+      return n > 0 ? sum / n : -1.0;
+    };
+    if (mean(0, 2) > 0) {
+      EXPECT_GT(mean(0, 2), healthy_median(0)) << c.case_id << " FLAIR edema";
+      EXPECT_GT(mean(3, 2), healthy_median(3)) << c.case_id << " T2 edema";
+    }
+    if (mean(1, 4) > 0) {
+      EXPECT_GT(mean(1, 4) / healthy_median(1), mean(2, 4) / healthy_median(2))
+          << c.case_id << " T1ce vs T1 rim";
+    }
+  }
+}
+
+TEST_F(RandomizedPhantomTest, CasesVaryInTumourTypeSizeAndLook) {
+  int without_enhancing = 0, without_necrosis = 0, small = 0, multifocal = 0;
+  std::set<int64_t> white_matter_levels;
+  for (const PhantomCase& c : cases_) {
+    std::map<int, int64_t> counts;
+    for (uint8_t l : c.seg.labels) ++counts[l];
+    const int64_t tumour = counts[1] + counts[2] + counts[4];
+    EXPECT_GT(tumour, 0) << c.case_id;
+    without_enhancing += counts[4] == 0;
+    without_necrosis += counts[4] > 0 && counts[1] == 0;
+    small += tumour < 1000;  // under 1 mL at 1 mm
+    multifocal += c.tumours > 1;
+    // The FLAIR level of the brain differs between cases (a proxy for the drawn appearance).
+    double sum = 0;
+    int64_t n = 0;
+    for (float v : c.image.channels[0]) {
+      if (v > 0) sum += v, ++n;
+    }
+    white_matter_levels.insert(static_cast<int64_t>(sum / n / 10));
+  }
+  EXPECT_GE(without_enhancing, 1);
+  EXPECT_GE(without_necrosis, 1);
+  EXPECT_GE(small, 1);
+  EXPECT_GE(multifocal, 1);
+  EXPECT_GE(white_matter_levels.size(), static_cast<size_t>(kCases / 2));
+}
+
+TEST(PhantomStyleTest, ParsesNamesAndRejectsOthers) {
+  EXPECT_EQ(*ParsePhantomStyle("classic"), PhantomStyle::kClassic);
+  EXPECT_EQ(*ParsePhantomStyle("randomized"), PhantomStyle::kRandomized);
+  const absl::StatusOr<PhantomStyle> bad = ParsePhantomStyle("fancy");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("randomized"), std::string::npos);
 }
 
 }  // namespace

@@ -41,10 +41,12 @@ class TrainingEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         shutil.rmtree(TMP, ignore_errors=True)
-        for split, seed, cases in (("train", "11", "2"), ("val", "12", "1")):
+        for split, seed, cases, family in (("train", "11", "2", "training"),
+                                           ("val", "12", "1", "training"),
+                                           ("shift", "900012", "1", "shift")):
             subprocess.run([TOOLS["phantom"], "--out", os.path.join(TMP, split), "--cases", cases,
-                            "--seed", seed, "--dims", DIMS], check=True, capture_output=True,
-                           timeout=120)
+                            "--seed", seed, "--dims", DIMS, "--family", family], check=True,
+                           capture_output=True, timeout=120)
         cls.out = os.path.join(TMP, "bundle")
         cls.work = os.path.join(TMP, "work")
         # First run: killed once stage 1 has checkpointed step 20.
@@ -114,26 +116,41 @@ class TrainingEndToEnd(unittest.TestCase):
     def test_eval_json_has_the_documented_names(self):
         out = os.path.join(TMP, "eval.json")
         result = subprocess.run([TOOLS["eval"], "--bundle", self.out, "--data",
-                                 os.path.join(TMP, "val"), "--threads", "2", "--json", out,
+                                 os.path.join(TMP, "val"), "--shift_data",
+                                 os.path.join(TMP, "shift"), "--threads", "2", "--json", out,
                                  "--csv", os.path.join(TMP, "eval.csv")],
                                 capture_output=True, text=True, timeout=300)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("not clinical accuracy", result.stdout)
+        self.assertIn("in distribution (1 cases) | shift (1 cases)", result.stdout)
         with open(out) as f:
             evaluation = json.load(f)
-        self.assertEqual(evaluation["cases"], 1)
-        self.assertEqual(set(evaluation["policies"]),
-                         {"dynamic", "static:M1", "static:M2", "static:M3", "static:M4"})
-        for name, p in evaluation["policies"].items():
-            for key in ("gmacs_per_case", "seconds_per_case", "dice", "hd95", "routes",
-                        "tumour_slice_recall"):
-                self.assertIn(key, p, name)
-            self.assertEqual(set(p["dice"]), {"et", "tc", "wt", "mean"})
-            self.assertEqual(set(p["routes"]), {"skip", "M1", "M2", "M3", "M4"})
-            self.assertEqual(sum(p["routes"].values()), 96)
-        m1 = evaluation["policies"]["static:M1"]
-        self.assertEqual(m1["routes"]["M1"], 96)
-        self.assertEqual(m1["tumour_slice_recall"], 1.0)
+        for results in (evaluation, evaluation["shift"]):
+            self.assertEqual(results["cases"], 1)
+            self.assertEqual(set(results["policies"]),
+                             {"dynamic", "static:M1", "static:M2", "static:M3", "static:M4"})
+            for name, p in results["policies"].items():
+                for key in ("gmacs_per_case", "seconds_per_case", "dice", "hd95", "routes",
+                            "tumour_slice_recall", "tumour_free_skip_rate"):
+                    self.assertIn(key, p, name)
+                self.assertEqual(set(p["dice"]), {"et", "tc", "wt", "mean"})
+                self.assertEqual(set(p["routes"]), {"skip", "M1", "M2", "M3", "M4"})
+                self.assertEqual(sum(p["routes"].values()), 96)
+                # The skip rate is the share of tumour-free slices routed to skip.
+                case = p["per_case"][0]
+                self.assertAlmostEqual(
+                    p["tumour_free_skip_rate"],
+                    case["tumour_free_skipped"] / case["tumour_free_slices"])
+                self.assertEqual(case["tumour_slices"] + case["tumour_free_slices"], 96)
+            m1 = results["policies"]["static:M1"]
+            self.assertEqual(m1["routes"]["M1"], 96)
+            self.assertEqual(m1["tumour_slice_recall"], 1.0)
+            self.assertEqual(m1["tumour_free_skip_rate"], 0.0)
+        with open(os.path.join(TMP, "eval.csv")) as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(len(rows), 2 * 5)
+        self.assertEqual({r["set"] for r in rows}, {"in_distribution", "shift"})
+        self.assertIn("tumour_free_skipped", rows[0])
 
     def test_redo_decision_equals_a_fresh_stage_2_and_sets_the_default_policy(self):
         # --redo_decision on a copy of the finished work directory, same settings: stage 2
