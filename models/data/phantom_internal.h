@@ -107,6 +107,13 @@ inline DirectionNoise RandomDirectionNoise(std::mt19937_64& rng) {
   return n;
 }
 
+// The log of a smooth bias field at normalised coordinates x, y, z in [-1, 1]: a quadratic
+// polynomial with the nine coefficients `bias`.
+inline double PolynomialBias(const double (&bias)[9], double x, double y, double z) {
+  return bias[0] * x + bias[1] * y + bias[2] * z + bias[3] * x * y + bias[4] * y * z +
+         bias[5] * x * z + bias[6] * x * x + bias[7] * y * y + bias[8] * z * z;
+}
+
 // Trilinear sample of a volume (x fastest) at voxel coordinates `q`; 0 outside.
 inline float SampleTrilinear(const std::vector<float>& voxels, const std::array<int64_t, 3>& dims,
                              const Vec3& q) {

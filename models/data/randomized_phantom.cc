@@ -27,6 +27,7 @@ using phantom_internal::DirectionNoise;
 using phantom_internal::kTissue;
 using phantom_internal::kTumour;
 using phantom_internal::Mat3;
+using phantom_internal::PolynomialBias;
 using phantom_internal::RandomDirectionNoise;
 using phantom_internal::Rotation;
 using phantom_internal::SampleTrilinear;
@@ -369,9 +370,7 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
             const double target = a.tumour[m][label == 4 ? 2 : label - 1];
             value += contrast[v] * (target - value) * (1 + 0.08 * gauss(rng));
           }
-          const double field = bias[0] * x + bias[1] * y + bias[2] * z + bias[3] * x * y +
-                               bias[4] * y * z + bias[5] * x * z + bias[6] * x * x +
-                               bias[7] * y * y + bias[8] * z * z;
+          const double field = PolynomialBias(bias, x, y, z);
           channel[v] = static_cast<float>(value * std::exp(field));
         }
       }
