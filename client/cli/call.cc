@@ -120,12 +120,6 @@ absl::StatusOr<std::vector<InputFile>> ResolveInputs(const std::vector<std::stri
   return files;
 }
 
-std::shared_ptr<grpc::Channel> OpenChannel(const std::string& target,
-                                           grpc::ChannelArguments args) {
-  args.SetLoadBalancingPolicyName("round_robin");
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-}
-
 absl::StatusOr<CaseResult> SegmentFiles(v1::Segmentation::Stub* stub,
                                         const std::vector<InputFile>& files,
                                         const CallOptions& options) {

@@ -64,12 +64,6 @@ struct CaseResult {
   double upload_seconds = 0;
 };
 
-// An insecure channel to `target` (an address or any gRPC target) whose calls round-robin over
-// every address the target resolves to (e.g. dns:/// of a headless Kubernetes Service: one
-// address per replica); one address behaves as a plain channel. `args` adds other settings.
-std::shared_ptr<grpc::Channel> OpenChannel(const std::string& target,
-                                           grpc::ChannelArguments args = {});
-
 // Makes the call. A non-OK gRPC status comes back as the matching absl::Status with the
 // server's message.
 absl::StatusOr<CaseResult> SegmentFiles(v1::Segmentation::Stub* stub,

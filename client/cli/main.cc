@@ -7,10 +7,13 @@
 //   danet health
 //   danet bench CASES_ROOT [--cases N] [--concurrency C] [--policies dynamic,static:M1,...]
 //               [--json]
-// Every command takes --server HOST:PORT (default 127.0.0.1:50051, or $DANET_SERVER).
+// Every command takes --server HOST:PORT (default 127.0.0.1:50051, or $DANET_SERVER) and, for
+// a server with TLS and tokens, --tls_ca_file, --tls_cert_file/--tls_key_file (mutual TLS) and
+// --token_file (client/cli/channel.h, docs/security.md).
 //
-// Exit codes: 0 ok; 1 the request failed (bad input: the message says which file or field);
-// 2 usage; 3 the server is unreachable, busy, draining or too slow (retry later).
+// Exit codes: 0 ok; 1 the request failed (bad input: the message says which file or field; or
+// a missing or wrong token); 2 usage; 3 the server is unreachable, busy, draining or too slow
+// (retry later), or the TLS handshake failed.
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
@@ -22,11 +25,13 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/cli/bench.h"
 #include "client/cli/call.h"
+#include "client/cli/channel.h"
 #include "client/cli/report.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/volume/nifti.h"
@@ -56,7 +61,9 @@ namespace {
 constexpr char kUsage[] =
     "danet segment CASE_DIR|FILES... [--out DIR] [--policy P] [--json] [--preview PNG]\n"
     "  danet models [--json] | danet health | danet bench CASES_ROOT [--cases N] "
-    "[--concurrency C]";
+    "[--concurrency C]\n"
+    "  every command: [--server HOST:PORT] [--tls_ca_file F] [--tls_cert_file F --tls_key_file F]"
+    " [--token_file F]";
 
 int ExitCode(const absl::Status& status) {
   switch (status.code()) {
@@ -69,19 +76,45 @@ int ExitCode(const absl::Status& status) {
   }
 }
 
+// What to try when a call fails before reaching the service: gRPC's own messages say only
+// that the connection failed, which is also what a TLS mismatch looks like.
+std::string Hint(const absl::Status& status) {
+  const danet::client::ChannelSecurity security = danet::client::ChannelSecurityFromFlags();
+  if (absl::IsUnauthenticated(status) && security.token_file.empty()) {
+    return "\n  the server asks for a token: pass --token_file (and --tls_ca_file)";
+  }
+  // A plaintext client on a TLS port sees the socket closed; a TLS client on a plaintext port,
+  // or one that does not trust the server's certificate, a failed handshake.
+  bool tls_mismatch = false;
+  for (const char* sign : {"Socket closed", "andshake", "Connection reset"}) {
+    tls_mismatch = tls_mismatch || absl::StrContains(status.message(), sign);
+  }
+  if (!absl::IsUnavailable(status) || !tls_mismatch) return "";
+  if (!security.tls()) {
+    return "\n  the connection failed: if the server uses TLS, pass --tls_ca_file";
+  }
+  return "\n  the TLS connection failed: check that the server uses TLS, that --tls_ca_file "
+         "signed its certificate, that --server names a host in it, and whether it requires a "
+         "client certificate (--tls_cert_file, --tls_key_file)";
+}
+
 int Fail(const absl::Status& status) {
   std::cerr << "danet: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
-            << "\n";
+            << Hint(status) << "\n";
   return ExitCode(status);
 }
 
-std::shared_ptr<grpc::Channel> Connect() {
+// The channel to the server, or a usage error (exit 2) for unusable TLS or token flags.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect() {
   std::string address = absl::GetFlag(FLAGS_server);
   if (address.empty()) address = getenv("DANET_SERVER") ? getenv("DANET_SERVER") : "";
   if (address.empty()) address = "127.0.0.1:50051";
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
-  return danet::client::OpenChannel(address, args);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      danet::client::OpenChannel(address, danet::client::ChannelSecurityFromFlags(), args);
+  if (!channel.ok()) std::cerr << "danet: " << channel.status().message() << "\n";
+  return channel;
 }
 
 // A one-line bar on stderr, redrawn in place on a terminal, every 25% otherwise.
@@ -114,7 +147,9 @@ int Segment(const std::vector<std::string>& args) {
   }
   absl::StatusOr<std::vector<danet::client::InputFile>> files = danet::client::ResolveInputs(args);
   if (!files.ok()) return Fail(files.status());
-  auto stub = danet::v1::Segmentation::NewStub(Connect());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Connect();
+  if (!channel.ok()) return 2;
+  auto stub = danet::v1::Segmentation::NewStub(*channel);
   Progress progress(absl::GetFlag(FLAGS_progress));
   danet::client::CallOptions options;
   options.policy = absl::GetFlag(FLAGS_policy);
@@ -178,7 +213,9 @@ int Segment(const std::vector<std::string>& args) {
 }
 
 int Models() {
-  auto stub = danet::v1::Segmentation::NewStub(Connect());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Connect();
+  if (!channel.ok()) return 2;
+  auto stub = danet::v1::Segmentation::NewStub(*channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   danet::v1::DescribeBankResponse bank;
@@ -218,7 +255,9 @@ int Models() {
 }
 
 int Health() {
-  auto stub = grpc::health::v1::Health::NewStub(Connect());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Connect();
+  if (!channel.ok()) return 2;
+  auto stub = grpc::health::v1::Health::NewStub(*channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   grpc::health::v1::HealthCheckRequest request;
@@ -257,7 +296,9 @@ int Bench(const std::vector<std::string>& args) {
   if (absl::GetFlag(FLAGS_progress)) {
     options.on_progress = [](const std::string& line) { std::cerr << line << "\n"; };
   }
-  auto stub = danet::v1::Segmentation::NewStub(Connect());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Connect();
+  if (!channel.ok()) return 2;
+  auto stub = danet::v1::Segmentation::NewStub(*channel);
   absl::StatusOr<nlohmann::json> bench = danet::client::RunBench(stub.get(), options);
   if (!bench.ok()) return Fail(bench.status());
   std::cout << (absl::GetFlag(FLAGS_json) ? bench->dump(2) + "\n"

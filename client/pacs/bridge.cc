@@ -47,8 +47,10 @@ std::string StudyKey(const std::string& study_uid) {
   return absl::StrFormat("%016x", h);
 }
 
-Bridge::Bridge(const BridgeOptions& options, metrics::Registry* r)
+Bridge::Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> channel,
+               metrics::Registry* r)
     : options_(options),
+      stub_(v1::Segmentation::NewStub(std::move(channel))),
       instances_(r->AddCounter("danet_bridge_instances_total",
                                "DICOM instances received, by outcome (spooled, ignored).",
                                {"outcome"})),
@@ -62,8 +64,6 @@ Bridge::Bridge(const BridgeOptions& options, metrics::Registry* r)
       study_seconds_(r->AddHistogram("danet_bridge_study_duration_seconds",
                                      "Segmentation and SEG store time per study attempt.", {},
                                      metrics::ExponentialBuckets(0.5, 2, 12))) {
-  // Studies spread over every replica behind a headless Service (dns:///...).
-  stub_ = v1::Segmentation::NewStub(client::OpenChannel(options.server));
   instances_.Precreate({{"spooled"}, {"ignored"}});
   outcomes_.Precreate({{"stored"}, {"no_tumour"}, {"failed"}});
   retries_.Precreate({{"server"}, {"pacs"}});
@@ -79,7 +79,11 @@ absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Create(const BridgeOptions& opti
           absl::StrCat("work_dir ", options.work_dir, ": ", error.message()));
     }
   }
-  return std::unique_ptr<Bridge>(new Bridge(options, registry));
+  // Studies spread over every replica behind a headless Service (dns:///...).
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      client::OpenChannel(options.server, options.security);
+  if (!channel.ok()) return channel.status();
+  return std::unique_ptr<Bridge>(new Bridge(options, *std::move(channel), registry));
 }
 
 void Bridge::OnInstance(const std::string& file, const std::string& study_uid,
@@ -129,8 +133,11 @@ absl::Status Bridge::Run() {
         stop_, &open_associations_);
     if (!scp_status.ok()) stop_ = true;
   });
-  Log("listening", absl::StrFormat(R"("port":%d,"ae_title":"%s","server":"%s")", options_.port,
-                                   Escape(options_.ae_title), Escape(options_.server)));
+  Log("listening",
+      absl::StrFormat(R"("port":%d,"ae_title":"%s","server":"%s","tls":%s,"token":%s)",
+                      options_.port, Escape(options_.ae_title), Escape(options_.server),
+                      options_.security.tls() ? "true" : "false",
+                      options_.security.token_file.empty() ? "false" : "true"));
   while (!stop_) {
     ProcessDue();
     std::this_thread::sleep_for(std::chrono::milliseconds(200));

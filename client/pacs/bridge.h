@@ -7,6 +7,10 @@
 // unavailable or busy, deadline, PACS unreachable) are retried with exponential backoff;
 // studies left in incoming/ are picked up again at start.
 //
+// The server is reached through client/cli/channel.h: plaintext, TLS or mutual TLS, and a
+// bearer token on every call. A missing or wrong token (UNAUTHENTICATED) is not retried: the
+// study goes to failed/ with that reason.
+//
 // Logs are JSON lines on stderr with a study key (a hash of the StudyInstanceUID), never
 // patient attributes. Thread safety: Run on one thread, Stop from any.
 #ifndef DANET_CLIENT_PACS_BRIDGE_H_
@@ -21,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "client/cli/channel.h"
 #include "client/pacs/dicom_net.h"
 #include "danet/v1/segmentation.grpc.pb.h"
 #include "server/metrics/metrics.h"
@@ -32,6 +37,7 @@ struct BridgeOptions {
   int port = 11112;  // DICOM listen port
   Peer peer;         // where SEGs go
   std::string server = "127.0.0.1:50051";
+  client::ChannelSecurity security;  // TLS and the token file for `server`
   std::string work_dir = "danet-bridge";
   std::string policy;  // empty: the server's default (the bundle's)
   double stable_seconds = 5;
@@ -43,7 +49,8 @@ struct BridgeOptions {
 
 class Bridge {
  public:
-  // Creates the work directories and the metrics (in `registry`, borrowed).
+  // Creates the work directories, the channel to the server (errors name a TLS or token flag
+  // and its file) and the metrics (in `registry`, borrowed).
   static absl::StatusOr<std::unique_ptr<Bridge>> Create(const BridgeOptions& options,
                                                         metrics::Registry* registry);
 
@@ -60,7 +67,8 @@ class Bridge {
     int instances = 0;
   };
 
-  Bridge(const BridgeOptions& options, metrics::Registry* registry);
+  Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> channel,
+         metrics::Registry* registry);
   void OnInstance(const std::string& file, const std::string& study_uid,
                   const std::string& modality);
   void Recover();         // studies left in incoming/ from an earlier run

@@ -4,9 +4,12 @@
 //       --peer_ae ORTHANC --server 127.0.0.1:50051 --work_dir /var/lib/danet-bridge
 //       [--stable_seconds 5] [--max_attempts 8] [--backoff_seconds 2] [--max_backoff_seconds 300]
 //       [--metrics_address 127.0.0.1:9465] [--policy P]
+//       [--tls_ca_file F] [--tls_cert_file F --tls_key_file F] [--token_file F]
 //
+// The TLS and token flags are the danet client's (client/cli/channel.h, docs/security.md).
 // SIGTERM/SIGINT stop it between studies; studies not finished stay in work_dir/incoming/ and
-// are picked up at the next start. Exit codes: 0 stopped, 1 cannot listen or bad work_dir.
+// are picked up at the next start. Exit codes: 0 stopped, 1 cannot listen, bad work_dir, or
+// unusable TLS or token flags (the message names the flag and file).
 #include <signal.h>
 
 #include <cstdlib>
@@ -18,6 +21,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "client/cli/channel.h"
 #include "client/pacs/bridge.h"
 #include "server/metrics/http_exporter.h"
 
@@ -55,6 +59,7 @@ int main(int argc, char** argv) {
   options.peer = {absl::GetFlag(FLAGS_peer_host), absl::GetFlag(FLAGS_peer_port),
                   absl::GetFlag(FLAGS_peer_ae)};
   options.server = absl::GetFlag(FLAGS_server);
+  options.security = danet::client::ChannelSecurityFromFlags();
   options.work_dir = absl::GetFlag(FLAGS_work_dir);
   options.policy = absl::GetFlag(FLAGS_policy);
   options.stable_seconds = absl::GetFlag(FLAGS_stable_seconds);

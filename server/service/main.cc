@@ -9,13 +9,23 @@
 //                [--upload_idle_seconds 30] [--max_upload_seconds 300] [--max_upload_mb 1024]
 //                [--max_dim 1024] [--max_voxels N] [--drain_seconds 30] [--port_file F]
 //                [--model_batch 1] [--decision_batch 16]
+//                [--tls_cert_file F --tls_key_file F [--tls_client_ca_file F]]
+//                [--auth_token_file F] [--reflection] [--health_address 0.0.0.0:50052]
+//
+// Transport security (server/service/security.h, docs/security.md): TLS, mutual TLS and bearer
+// tokens on --address. grpc.health.v1 (and reflection, off unless --reflection) never ask for a
+// token; --health_address adds a plaintext listener serving health alone, for probes that cannot
+// speak TLS (the kubelet's).
 //
 // Logs: one JSON object per line on stderr (server/service/runtime.h), no patient data.
 //
-// Exit codes: 0 clean stop, 1 the bundle or the addresses could not be used, 2 usage.
+// Exit codes: 0 clean stop, 1 the bundle, the addresses or the TLS and token files could not be
+// used, 2 usage (including flags that do not go together).
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -32,6 +42,7 @@
 #include "server/engine/segmenter.h"
 #include "server/metrics/http_exporter.h"
 #include "server/service/runtime.h"
+#include "server/service/security.h"
 #include "server/service/service.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051",
@@ -61,7 +72,21 @@ ABSL_FLAG(int, decision_batch, 16, "Slices per decision-network pass.");
 ABSL_FLAG(double, drain_seconds, 30, "On SIGTERM, how long calls in flight may take to finish.");
 ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC port here once listening (tests).");
 ABSL_FLAG(bool, log_requests, true,
-          "Log one JSON line per finished call: id, code, policy, seconds (no patient data).");
+          "Log one JSON line per finished call: id, client, code, policy, seconds (no patient "
+          "data).");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain: serve --address over TLS (with --tls_key_file).");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file (not encrypted).");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificates: require client certificates signed by one of them (mutual TLS; "
+          "needs --tls_cert_file).");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "NAME:TOKEN lines: danet.v1 calls must send 'authorization: Bearer TOKEN' metadata, "
+          "NAME goes into logs and metrics (needs TLS; docs/security.md).");
+ABSL_FLAG(bool, reflection, false, "Serve gRPC server reflection on --address (no token asked).");
+ABSL_FLAG(std::string, health_address, "",
+          "Also serve grpc.health.v1 alone, in plaintext, here (for probes that cannot speak TLS, "
+          "such as the kubelet's); empty: none.");
 
 namespace {
 
@@ -75,6 +100,79 @@ void Log(std::string_view event, const std::string& message,
   danet::service::Log(event, line);
 }
 
+// grpc++_reflection registers its plugin with every ServerBuilder at static initialisation, so
+// a server has reflection unless its builder drops the plugin: this option does.
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(
+        std::remove_if(plugins->begin(), plugins->end(),
+                       [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
+                         return dynamic_cast<grpc::reflection::ProtoServerReflectionPlugin*>(
+                                    plugin.get()) != nullptr;
+                       }),
+        plugins->end());
+  }
+};
+
+// The gRPC listeners: the service (with grpc.health.v1, and reflection when asked) on
+// --address, and grpc.health.v1 alone, in plaintext, on --health_address.
+struct Listeners {
+  // The health listener's other methods: UNIMPLEMENTED (gRPC also needs one callback service
+  // to poll a server that has only the built-in health service).
+  std::unique_ptr<grpc::CallbackGenericService> unimplemented;
+  std::unique_ptr<grpc::Server> health_server;  // null without --health_address
+  std::unique_ptr<grpc::Server> server;
+  int health_port = 0;
+  int port = 0;
+
+  void SetServing(bool serving) {
+    server->GetHealthCheckService()->SetServingStatus(serving);
+    if (health_server) health_server->GetHealthCheckService()->SetServingStatus(serving);
+  }
+  void Shutdown(std::chrono::system_clock::time_point deadline) {
+    server->Shutdown(deadline);
+    server->Wait();
+    if (health_server) health_server->Shutdown(std::chrono::system_clock::now());
+  }
+};
+
+// Starts both listeners, NOT_SERVING.
+absl::StatusOr<Listeners> Listen(grpc::Service* service,
+                                 const danet::service::ServerSecurity& security) {
+  Listeners listeners;
+  grpc::EnableDefaultHealthCheckService(true);
+  if (const std::string address = absl::GetFlag(FLAGS_health_address); !address.empty()) {
+    // Health and nothing else.
+    grpc::ServerBuilder builder;
+    builder.SetOption(std::make_unique<WithoutReflection>());
+    listeners.unimplemented = std::make_unique<grpc::CallbackGenericService>();
+    builder.RegisterCallbackGenericService(listeners.unimplemented.get());
+    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &listeners.health_port);
+    listeners.health_server = builder.BuildAndStart();
+    if (listeners.health_server == nullptr || listeners.health_port == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", address, " (--health_address)"));
+    }
+  }
+  grpc::ServerBuilder builder;
+  if (absl::GetFlag(FLAGS_reflection)) {
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  } else {
+    builder.SetOption(std::make_unique<WithoutReflection>());
+  }
+  builder.AddListeningPort(absl::GetFlag(FLAGS_address), security.credentials, &listeners.port);
+  builder.RegisterService(service);
+  builder.SetMaxReceiveMessageSize(4 << 20);
+  listeners.server = builder.BuildAndStart();
+  if (listeners.server == nullptr || listeners.port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_address)));
+  }
+  listeners.SetServing(false);
+  return listeners;
+}
+
 int Run(const sigset_t& signals) {
   absl::StatusOr<c10::Device> device = danet::models::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) {
@@ -82,9 +180,24 @@ int Run(const sigset_t& signals) {
     return 2;
   }
   danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
+  const danet::service::SecurityOptions security_options{
+      absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
+      absl::GetFlag(FLAGS_tls_client_ca_file), absl::GetFlag(FLAGS_auth_token_file)};
+  if (absl::Status flags = danet::service::CheckSecurityOptions(security_options); !flags.ok()) {
+    Log("usage", std::string(flags.message()));
+    return 2;
+  }
+  absl::StatusOr<danet::service::ServerSecurity> security =
+      danet::service::LoadServerSecurity(security_options);
+  if (!security.ok()) {
+    Log("error", std::string(security.status().message()));
+    return 1;
+  }
 
   danet::metrics::Registry registry;
-  danet::service::ServiceMetrics metrics(&registry);
+  danet::service::ServiceMetrics metrics(
+      &registry, security->tokens ? security->tokens->names()
+                                  : std::vector<std::string>{danet::service::kAnonymousClient});
   danet::service::AddProcessMetrics(&registry);
   std::unique_ptr<danet::metrics::MetricsServer> metrics_server;
   if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
@@ -110,27 +223,29 @@ int Run(const sigset_t& signals) {
   options.log_requests = absl::GetFlag(FLAGS_log_requests);
   options.job.model_batch = std::max(1, absl::GetFlag(FLAGS_model_batch));
   options.job.decision_batch = std::max(1, absl::GetFlag(FLAGS_decision_batch));
+  options.tokens = security->tokens;
   danet::service::SegmentationService service(options, &metrics);
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_address), grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(4 << 20);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    Log("error", absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_address)));
+  absl::StatusOr<Listeners> listeners = Listen(&service, *security);
+  if (!listeners.ok()) {
+    Log("error", std::string(listeners.status().message()));
     return 1;
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  health->SetServingStatus(false);
+  const int port = listeners->port;
   Log("listening",
-      absl::StrCat(
-          "listening on port ", port, " (NOT_SERVING while loading)",
-          metrics_server ? absl::StrCat("; metrics on port ", metrics_server->port()) : ""),
-      {{"port", port}, {"metrics_port", metrics_server ? metrics_server->port() : 0}});
+      absl::StrCat("listening on port ", port, " (", security->Describe(),
+                   "; NOT_SERVING while loading)",
+                   metrics_server ? absl::StrCat("; metrics on port ", metrics_server->port()) : "",
+                   listeners->health_server
+                       ? absl::StrCat("; health on port ", listeners->health_port, " (plaintext)")
+                       : ""),
+      {{"port", port},
+       {"metrics_port", metrics_server ? metrics_server->port() : 0},
+       {"health_port", listeners->health_port},
+       {"tls", security->tls},
+       {"mutual_tls", security->mutual_tls},
+       {"tokens", security->tokens ? security->tokens->size() : 0},
+       {"reflection", absl::GetFlag(FLAGS_reflection)}});
   if (!absl::GetFlag(FLAGS_port_file).empty()) {
     std::ofstream(absl::GetFlag(FLAGS_port_file)) << port << "\n";
   }
@@ -141,7 +256,7 @@ int Run(const sigset_t& signals) {
   auto bank = danet::models::Bank::Load(options.bundle_path, bank_options);
   if (!bank.ok()) {
     Log("error", std::string(bank.status().message()));
-    server->Shutdown();
+    listeners->Shutdown(std::chrono::system_clock::now());
     return 1;
   }
   std::shared_ptr<const danet::models::Bank> shared(std::move(*bank));
@@ -149,19 +264,19 @@ int Run(const sigset_t& signals) {
   absl::StatusOr<danet::engine::Policy> fallback = danet::engine::ParsePolicy("", *shared);
   if (!fallback.ok()) {
     Log("error", absl::StrCat(options.bundle_path, "/bundle.pbtxt: ", fallback.status().message()));
-    server->Shutdown();
+    listeners->Shutdown(std::chrono::system_clock::now());
     return 1;
   }
   if (absl::Status warm = danet::service::WarmUp(*shared); !warm.ok()) {
     Log("error", std::string(warm.message()));
-    server->Shutdown();
+    listeners->Shutdown(std::chrono::system_clock::now());
     return 1;
   }
   std::vector<std::string> routes = {"skip"};
   for (int i = 0; i < shared->size(); ++i) routes.push_back(shared->model_config(i).id());
   metrics.SetBundle(shared->config().name(), shared->device().str(), routes);
   service.SetBank(shared);
-  health->SetServingStatus(true);
+  listeners->SetServing(true);
   metrics.SetReady(true);
   const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
   Log("ready",
@@ -182,7 +297,7 @@ int Run(const sigset_t& signals) {
       absl::StrCat("signal ", signal_number, ": draining (", service.inflight(),
                    " calls in flight, up to ", drain_seconds, " s)"),
       {{"signal", signal_number}, {"inflight", service.inflight()}});
-  health->SetServingStatus(false);
+  listeners->SetServing(false);
   metrics.SetReady(false);
   service.StartDraining();
   const auto drain_start = Clock::now();
@@ -195,9 +310,8 @@ int Run(const sigset_t& signals) {
         {{"inflight", service.inflight()}});
   }
   // A short grace for calls being refused right now; none if the window is over.
-  server->Shutdown(std::chrono::system_clock::now() +
-                   (drained ? std::chrono::seconds(1) : std::chrono::seconds(0)));
-  server->Wait();
+  listeners->Shutdown(std::chrono::system_clock::now() +
+                      (drained ? std::chrono::seconds(1) : std::chrono::seconds(0)));
   const double drained_for = std::chrono::duration<double>(Clock::now() - drain_start).count();
   Log("stopped", absl::StrCat("stopped after draining for ", drained_for, " s"),
       {{"drain_seconds", drained_for}});

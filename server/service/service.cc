@@ -31,10 +31,18 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
         received_(Clock::now()),
         last_read_(received_.time_since_epoch().count()) {}
 
-  // The first read; from now on the reactor keeps itself alive until OnDone.
-  void Start(std::shared_ptr<SegmentReactor> self) {
+  // The first read, or UNAUTHENTICATED at once when `client` is an error; from now on the
+  // reactor keeps itself alive until OnDone.
+  void Start(std::shared_ptr<SegmentReactor> self, absl::StatusOr<std::string> client) {
     self_ = std::move(self);
-    std::lock_guard<std::mutex> lock(mutex_);
+    peer_ = context_->peer();
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!client.ok()) {
+      client_ = kUnauthenticatedClient;
+      FinishLocked(client.status(), &lock);
+      return;
+    }
+    client_ = *std::move(client);
     StartRead(&request_);
   }
 
@@ -87,13 +95,16 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
       code = by_deadline_ ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED;
     }
     if (service_->metrics_) {
-      service_->metrics_->RequestFinished(GrpcCodeName(code), static_kind_, seconds, counted_);
+      service_->metrics_->RequestFinished(GrpcCodeName(code), static_kind_, client_, seconds,
+                                          counted_);
     }
     if (service_->options_.log_requests) {
       // Client-chosen strings only as ClientText made them; no file names, header contents or
       // status messages (which may name files).
       Log("request",
           {{"request_id", request_id_},
+           {"client", client_},
+           {"peer", peer_},
            {"code", GrpcCodeName(code)},
            {"policy", policy_},
            {"seconds", seconds},
@@ -296,6 +307,8 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
   bool holds_upload_slot_ = false;
   bool admitted_ = false;  // holds a compute slot
   bool counted_ = false;   // RequestStarted was reported
+  std::string client_;     // the name its token maps to (tokens.h), fixed in Start
+  std::string peer_;       // "ipv4:10.1.2.3:41234": where the call came from, for the log
   std::string request_id_;
   std::string policy_;
   std::string static_kind_ = "dynamic";
@@ -332,6 +345,18 @@ std::shared_ptr<const models::Bank> SegmentationService::bank() const {
 
 void SegmentationService::StartDraining() { draining_ = true; }
 
+absl::StatusOr<std::string> SegmentationService::Authenticate(
+    const grpc::CallbackServerContext& context) const {
+  if (options_.tokens == nullptr) return std::string(kAnonymousClient);
+  const auto& metadata = context.client_metadata();
+  const auto found = metadata.find("authorization");
+  std::optional<absl::string_view> authorization;
+  if (found != metadata.end()) {
+    authorization = absl::string_view(found->second.data(), found->second.size());
+  }
+  return options_.tokens->Authenticate(authorization);
+}
+
 bool SegmentationService::WaitUntilIdle(std::chrono::steady_clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(idle_mutex_);
   return idle_.wait_until(lock, deadline, [this] { return inflight() == 0; });
@@ -356,7 +381,7 @@ void SegmentationService::CallEnded() {
 grpc::ServerBidiReactor<v1::SegmentRequest, v1::SegmentResponse>* SegmentationService::Segment(
     grpc::CallbackServerContext* context) {
   auto reactor = std::make_shared<SegmentReactor>(this, context);
-  reactor->Start(reactor);
+  reactor->Start(reactor, Authenticate(*context));
   watchdog_.Watch(reactor);  // after Start: OnDone cannot run before this returns
   return reactor.get();
 }
@@ -365,6 +390,10 @@ grpc::ServerUnaryReactor* SegmentationService::DescribeBank(grpc::CallbackServer
                                                             const v1::DescribeBankRequest*,
                                                             v1::DescribeBankResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::StatusOr<std::string> client = Authenticate(*context); !client.ok()) {
+    reactor->Finish(ToGrpcStatus(client.status()));
+    return reactor;
+  }
   std::shared_ptr<const models::Bank> loaded = bank();
   if (loaded == nullptr) {
     reactor->Finish(ToGrpcStatus(absl::UnavailableError("the server is still loading its bundle")));

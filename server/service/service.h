@@ -12,7 +12,14 @@
 //
 // Every call is counted (danet_requests_total) and logged (one JSON line, see runtime.h) under
 // the code its client saw: CANCELLED when the client cancelled, DEADLINE_EXCEEDED when its
-// deadline passed, whatever the server was doing then.
+// deadline passed, whatever the server was doing then; and under its client's name.
+//
+// Identity: with a token table (ServiceOptions::tokens) every danet.v1 call must carry
+// `authorization: Bearer TOKEN` metadata naming a client of the table, or it ends at once with
+// UNAUTHENTICATED (before any other check, so that a stranger learns nothing of the server's
+// state); the name goes into the call's log line and its metrics. Without one, every call is
+// "anonymous". grpc.health.v1 and reflection are other services and never ask for a token, so
+// that probes work.
 //
 // Lifetime: construct, register with a grpc::ServerBuilder, start the server, then SetBank once
 // the bank is loaded and warm (until then calls get UNAVAILABLE). Destroy only after the
@@ -33,6 +40,7 @@
 #include "server/service/job.h"
 #include "server/service/runtime.h"
 #include "server/service/service_metrics.h"
+#include "server/service/tokens.h"
 #include "server/service/upload.h"
 #include "server/service/work_queue.h"
 
@@ -54,6 +62,9 @@ struct ServiceOptions {
   std::string bundle_path;
   bool log_requests = true;  // one JSON line per finished call (id, code, policy, seconds)
   LogSink log;               // where those lines go; empty: stderr (WriteStderrLine)
+  // Who may call (shared, immutable); null: no token is asked for and every client is
+  // kAnonymousClient.
+  std::shared_ptr<const TokenTable> tokens;
 };
 
 class SegmentationService final : public v1::Segmentation::CallbackService {
@@ -81,6 +92,8 @@ class SegmentationService final : public v1::Segmentation::CallbackService {
  private:
   friend class SegmentReactor;
   std::shared_ptr<const models::Bank> bank() const;
+  // The calling client's name (see Identity above), or UNAUTHENTICATED.
+  absl::StatusOr<std::string> Authenticate(const grpc::CallbackServerContext& context) const;
   bool TakeUploadSlot();
   void ReleaseUploadSlot();
   // After a call gave its slots back: wakes WaitUntilIdle.

@@ -9,13 +9,14 @@ std::vector<double> ModelBuckets() { return metrics::ExponentialBuckets(0.001, 2
 
 }  // namespace
 
-ServiceMetrics::ServiceMetrics(metrics::Registry* r)
+ServiceMetrics::ServiceMetrics(metrics::Registry* r, const std::vector<std::string>& clients)
     : requests_(r->AddCounter("danet_requests_total",
-                              "Segment calls finished, by gRPC status code and policy kind.",
-                              {"code", "policy"})),
+                              "Segment calls finished, by gRPC status code, policy kind and "
+                              "client (its token's name).",
+                              {"code", "policy", "client"})),
       request_seconds_(r->AddHistogram("danet_request_duration_seconds",
-                                       "Segment call duration, header to status.", {"policy"},
-                                       RequestBuckets())),
+                                       "Segment call duration, header to status.",
+                                       {"policy", "client"}, RequestBuckets())),
       inflight_(r->AddGauge("danet_inflight_requests",
                             "Segment calls admitted and not finished (uploading, queued or "
                             "running).")),
@@ -52,8 +53,12 @@ ServiceMetrics::ServiceMetrics(metrics::Registry* r)
   bytes_.WithLabels({});
   macs_all_largest_.WithLabels({});
   macs_saved_.WithLabels({});
-  for (const char* policy : {"dynamic", "static"}) request_seconds_.WithLabels({policy});
-  requests_.Precreate({{"OK", "dynamic"}, {"OK", "static"}});
+  for (const std::string& client : clients) {
+    for (const char* policy : {"dynamic", "static"}) {
+      request_seconds_.WithLabels({policy, client});
+      requests_.WithLabels({"OK", policy, client});
+    }
+  }
 }
 
 void ServiceMetrics::SetBundle(const std::string& bundle, const std::string& device,
@@ -75,9 +80,9 @@ void ServiceMetrics::SetReady(bool ready) { ready_.WithLabels({}).Set(ready ? 1 
 void ServiceMetrics::RequestStarted() { inflight_.WithLabels({}).Add(1); }
 
 void ServiceMetrics::RequestFinished(const std::string& code, const std::string& policy,
-                                     double seconds, bool admitted) {
-  requests_.WithLabels({code, policy}).Increment();
-  request_seconds_.WithLabels({policy}).Observe(seconds);
+                                     const std::string& client, double seconds, bool admitted) {
+  requests_.WithLabels({code, policy, client}).Increment();
+  request_seconds_.WithLabels({policy, client}).Observe(seconds);
   if (admitted) inflight_.WithLabels({}).Add(-1);
 }
 

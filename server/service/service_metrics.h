@@ -10,13 +10,17 @@
 #include <vector>
 
 #include "server/metrics/metrics.h"
+#include "server/service/tokens.h"
 
 namespace danet::service {
 
 class ServiceMetrics {
  public:
-  // Registers the service's metrics in `registry` (borrowed; must outlive this).
-  explicit ServiceMetrics(metrics::Registry* registry);
+  // Registers the service's metrics in `registry` (borrowed; must outlive this). `clients`: the
+  // client names the server knows (tokens.h; kAnonymousClient without a token file), whose
+  // zero-valued request series exist from the start.
+  explicit ServiceMetrics(metrics::Registry* registry,
+                          const std::vector<std::string>& clients = {kAnonymousClient});
 
   // Build and bundle identity (info-style gauges set to 1) and the routes, so every
   // per-route series exists from the start.
@@ -25,9 +29,10 @@ class ServiceMetrics {
   void SetReady(bool ready);
   void RequestStarted();
   // Every finished call: `code` as GrpcCodeName gives it; `policy` "dynamic" or "static";
-  // `admitted` when RequestStarted was called for it.
-  void RequestFinished(const std::string& code, const std::string& policy, double seconds,
-                       bool admitted);
+  // `client` the caller's name (a token file's names, "anonymous" or "unauthenticated": a
+  // bounded set, never client-chosen text); `admitted` when RequestStarted was called for it.
+  void RequestFinished(const std::string& code, const std::string& policy,
+                       const std::string& client, double seconds, bool admitted);
   void BytesReceived(int64_t bytes);
   void QueueDepth(int waiting);
   void Slice(const std::string& route, double gmacs, double model_seconds);

@@ -1,7 +1,9 @@
 """deploy/k8s as a user meets it: each overlay renders with `kubectl kustomize`, the sources pass
 yamllint, and the rendered Deployment cannot drift from the binary: every container argument is
 a flag danet-server really has, probes and ports match the addresses it listens on, the grace
-period outlasts its drain, and the hardening is there. Every rendered object validates offline
+period outlasts its drain, and the hardening is there: TLS and token files from Secrets mounted
+read-only, no reflection, probes on the plaintext health listener, and a NetworkPolicy that
+admits only the PACS bridge (gRPC) and Prometheus (metrics). Every rendered object validates offline
 against the Kubernetes API schemas (npm kubernetes-models, and its prometheus-operator package
 for the ServiceMonitor): types, enums and required fields.
 
@@ -73,8 +75,11 @@ class Overlays(unittest.TestCase):
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         self.assertEqual(int(args["address"].rsplit(":", 1)[1]), ports["grpc"])
         self.assertEqual(int(args["metrics_address"].rsplit(":", 1)[1]), ports["metrics"])
+        self.assertEqual(int(args["health_address"].rsplit(":", 1)[1]), ports["health"])
+        # The kubelet's gRPC probes cannot speak TLS: they use the plaintext health listener.
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            self.assertEqual(container[probe]["grpc"]["port"], ports["grpc"], probe)
+            self.assertEqual(container[probe]["grpc"]["port"], ports["health"], probe)
+        self.check_security(pod, container, args)
         config = by_kind["ConfigMap"][0]["data"]
         for name in re.findall(r"\$\((\w+)\)", " ".join(container["args"])):
             self.assertIn(name, config)
@@ -86,6 +91,7 @@ class Overlays(unittest.TestCase):
         self.assertIs(pod["securityContext"]["runAsNonRoot"], True)
         labels = deployment["spec"]["selector"]["matchLabels"]
         self.assertTrue(labels)
+        self.check_network_policy(by_kind["NetworkPolicy"], ports, labels)
         self.assertEqual(pod.get("nodeSelector") is not None, device == "cuda")
         for service in by_kind["Service"]:
             self.assertEqual(service["spec"]["selector"], labels)
@@ -97,6 +103,49 @@ class Overlays(unittest.TestCase):
         self.assertEqual(hpa["spec"]["scaleTargetRef"]["name"], deployment["metadata"]["name"])
         return container
 
+    def check_security(self, pod, container, args):
+        """TLS and tokens on, their files from Secrets mounted read-only, reflection off."""
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        secrets = set()
+        for flag in ("tls_cert_file", "tls_key_file", "auth_token_file"):
+            self.assertIn(flag, args)
+            mount = mounts.get(os.path.dirname(args[flag]))
+            self.assertIsNotNone(mount, "--%s is not in a mounted volume" % flag)
+            self.assertIs(mount.get("readOnly"), True, flag)
+            secret = volumes[mount["name"]].get("secret")
+            self.assertIsNotNone(secret, "--%s does not come from a Secret" % flag)
+            # Readable by the pod's group (fsGroup), not by others.
+            self.assertEqual(secret["defaultMode"] & 0o7, 0, flag)
+            self.assertIsNotNone(pod["securityContext"].get("fsGroup"))
+            secrets.add(secret["secretName"])
+        self.assertEqual(secrets, {"danet-server-tls", "danet-server-tokens"})
+        self.assertNotIn("reflection", args)
+
+    def check_network_policy(self, policies, ports, labels):
+        """One policy on these pods; every rule names its sources: the bridge may reach gRPC,
+        Prometheus the metrics, nothing else anything (probes come from the node)."""
+        self.assertEqual(len(policies), 1)
+        spec = policies[0]["spec"]
+        self.assertEqual(spec["policyTypes"], ["Ingress"])
+        self.assertTrue(set(spec["podSelector"]["matchLabels"].items())
+                        <= set(labels.items()))
+        admitted = {}
+        for rule in spec["ingress"]:
+            self.assertTrue(rule.get("from"), "a rule that admits any source: %s" % rule)
+            for source in rule["from"]:
+                self.assertNotIn("ipBlock", source)
+                selector = source["podSelector"]
+                # No matchLabels: kustomize would rewrite them into this app's own labels.
+                self.assertNotIn("matchLabels", selector)
+                [expression] = selector["matchExpressions"]
+                self.assertEqual((expression["key"], expression["operator"]),
+                                 ("app.kubernetes.io/name", "In"))
+                for app in expression["values"]:
+                    admitted.setdefault(app, set()).update(p["port"] for p in rule["ports"])
+        self.assertEqual(admitted, {"danet-pacs-bridge": {ports["grpc"]},
+                                    "prometheus": {ports["metrics"]}})
+
     def test_cpu_overlay(self):
         self.check("cpu", "cpu")
 
@@ -104,6 +153,36 @@ class Overlays(unittest.TestCase):
         container = self.check("gpu", "cuda")
         self.assertEqual(container["resources"]["limits"]["nvidia.com/gpu"], 1)
         self.assertTrue(container["image"].endswith(":cuda"))
+
+    def test_the_policy_check_rejects_open_or_wrong_policies(self):
+        # The check can fail: a rule open to any source, one open to another app, a source that
+        # kustomize would rewrite, the metrics port opened to the bridge.
+        objects = render("cpu")
+        policy = next(o for o in objects if o["kind"] == "NetworkPolicy")
+        pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]
+        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+
+        def broken(change):
+            copy = json.loads(json.dumps(policy))
+            change(copy["spec"]["ingress"])
+            return copy
+
+        def open_rule(ingress):
+            del ingress[0]["from"]
+
+        def other_app(ingress):
+            ingress[0]["from"][0]["podSelector"]["matchExpressions"][0]["values"].append("x")
+
+        def match_labels(ingress):
+            ingress[0]["from"][0]["podSelector"]["matchLabels"] = {"app": "bridge"}
+
+        def metrics_to_bridge(ingress):
+            ingress[0]["ports"].append({"port": ports["metrics"], "protocol": "TCP"})
+        for change in (open_rule, other_app, match_labels, metrics_to_bridge):
+            with self.subTest(change.__name__):
+                with self.assertRaises(AssertionError):
+                    self.check_network_policy([broken(change)], ports, pod["metadata"]["labels"])
+        self.check_network_policy([policy], ports, pod["metadata"]["labels"])
 
 
 @needs(KUBECTL, "kubectl")
@@ -158,7 +237,9 @@ class ImagesMatchManifests(unittest.TestCase):
             pod = yaml.safe_load(f)["spec"]["template"]["spec"]
         container = pod["containers"][0]
         args = flag_values(container["args"])
-        ports = {p["containerPort"] for p in container["ports"]}
+        # The plaintext health listener is for the kubelet's probes; the images run plaintext
+        # (no certificates inside) and their HEALTHCHECK speaks to the gRPC port.
+        ports = {p["containerPort"] for p in container["ports"] if p["name"] != "health"}
         flags = server_flags()
         with open(os.path.join(ROOT, ".dockerignore")) as f:
             allowed = {line[1:].rstrip("/") for line in f.read().split() if line.startswith("!")}

@@ -1,7 +1,8 @@
 // The service in-process over a real gRPC channel on loopback: results equal the engine's,
 // every bad input gets the right code and a message naming the file or field while the server
 // keeps serving, overload, idle and slow uploads, cancellation (mid-upload, mid-result),
-// deadlines and draining, each counted and logged (one JSON line) under the code the client saw.
+// deadlines and draining, each counted and logged (one JSON line) under the code the client saw;
+// bearer tokens (the client's name in the log and the metrics, UNAUTHENTICATED without one).
 #include "server/service/service.h"
 
 #include <gmock/gmock.h>
@@ -25,6 +26,7 @@ namespace danet::service {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr int kX = 64, kY = 48;
 
@@ -159,6 +161,7 @@ class ServiceTest : public ::testing::Test {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(int64_t(deadline_s * 1000)));
+    if (!authorization_.empty()) context.AddMetadata("authorization", authorization_);
     auto stream = stub_->Segment(&context);
     for (const auto& r : requests) {
       if (!stream->Write(r)) break;
@@ -195,21 +198,23 @@ class ServiceTest : public ::testing::Test {
   }
 
   // The value of one danet_requests_total series (0 when absent).
-  double Requests(const std::string& code, const std::string& policy = "dynamic") {
+  double Requests(const std::string& code, const std::string& policy = "dynamic",
+                  const std::string& client = kAnonymousClient) {
     const std::string text = registry_.Render();
-    const std::string series =
-        "danet_requests_total{code=\"" + code + "\",policy=\"" + policy + "\"} ";
+    const std::string series = "danet_requests_total{code=\"" + code + "\",policy=\"" + policy +
+                               "\",client=\"" + client + "\"} ";
     const size_t at = text.find(series);
     return at == std::string::npos ? 0 : std::stod(text.substr(at + series.size()));
   }
   // Requests(code, policy) once it reaches `n` (bounded wait): a call is counted in OnDone,
   // which may come after its client has its status, and a call cancelled before its header
   // holds no slot that Idle() could wait for.
-  double WaitForRequests(double n, const std::string& code, const std::string& policy = "dynamic") {
-    for (int i = 0; i < 200 && Requests(code, policy) < n; ++i) {
+  double WaitForRequests(double n, const std::string& code, const std::string& policy = "dynamic",
+                         const std::string& client = kAnonymousClient) {
+    for (int i = 0; i < 200 && Requests(code, policy, client) < n; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
-    return Requests(code, policy);
+    return Requests(code, policy, client);
   }
 
   // A call that sends its header and then nothing; ends when the server ends it (or after
@@ -230,6 +235,7 @@ class ServiceTest : public ::testing::Test {
     return call;
   }
 
+  std::string authorization_;  // sent as `authorization` metadata by Call when not empty
   metrics::Registry registry_;
   ServiceMetrics metrics_{&registry_};
   std::shared_ptr<const models::Bank> bank_;
@@ -282,8 +288,9 @@ TEST_F(ServiceTest, StreamsTheEnginesResultsSliceBySlice) {
   const volume::LabelVolume decoded = *volume::DecodeNiftiLabels(labelmap, "labels");
   EXPECT_EQ(decoded.labels, expected.labels);
   EXPECT_TRUE(decoded.geometry.SameGrid(image.geometry));
-  EXPECT_THAT(registry_.Render(),
-              HasSubstr("danet_requests_total{code=\"OK\",policy=\"dynamic\"} 1"));
+  EXPECT_THAT(
+      registry_.Render(),
+      HasSubstr("danet_requests_total{code=\"OK\",policy=\"dynamic\",client=\"anonymous\"} 1"));
 }
 
 TEST_F(ServiceTest, PhantomCaseInInt16FilesEndToEnd) {
@@ -750,6 +757,54 @@ TEST_F(ServiceTest, RequestLogIsOneJsonLinePerCallWithClientTextEscaped) {
   EXPECT_LE(refused.value("request_id", "").size(), 64u);
   EXPECT_EQ(refused.value("request_id", "").substr(0, 10), "aaaaaaaaaa");
   EXPECT_EQ(WaitForRequests(1, "UNAVAILABLE", "static"), 1);
+}
+
+// With a token table, a danet.v1 call without a bearer token of the table ends UNAUTHENTICATED
+// before anything else (the token never echoed), logged and counted as "unauthenticated"; the
+// right token's name is the client in the call's log line and its metrics.
+TEST_F(ServiceTest, BearerTokensNameTheClientOrRefuseTheCall) {
+  LogLines log;
+  ServiceOptions options;
+  options.log = log.sink();
+  options.tokens = *TokenTable::Parse("ward-7: seven-0123456789abcdef\n", "tokens.txt");
+  Start(options);
+  const std::vector<std::string> files = MakeFiles(4);
+  const Reply missing = Segment(files);
+  EXPECT_EQ(missing.status.error_code(), grpc::UNAUTHENTICATED);
+  EXPECT_THAT(missing.status.error_message(), HasSubstr("Bearer"));
+  authorization_ = "Bearer eight-0123456789abcdef";
+  const Reply wrong = Segment(files);
+  EXPECT_EQ(wrong.status.error_code(), grpc::UNAUTHENTICATED);
+  EXPECT_THAT(wrong.status.error_message(), Not(HasSubstr("eight")));
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", authorization_);
+    v1::DescribeBankResponse bank;
+    EXPECT_EQ(stub_->DescribeBank(&context, {}, &bank).error_code(), grpc::UNAUTHENTICATED);
+  }
+  authorization_ = "Bearer seven-0123456789abcdef";
+  const Reply ok = Segment(files);
+  EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", authorization_);
+    v1::DescribeBankResponse bank;
+    EXPECT_TRUE(stub_->DescribeBank(&context, {}, &bank).ok());
+  }
+  const std::vector<std::string> lines = log.Wait(3);
+  ASSERT_EQ(lines.size(), 3u);
+  std::vector<std::string> clients, codes;
+  for (const std::string& text : lines) {
+    EXPECT_EQ(text.find("0123456789abcdef"), std::string::npos) << text;
+    const nlohmann::json line = nlohmann::json::parse(text, nullptr, false);
+    clients.push_back(line.value("client", ""));
+    codes.push_back(line.value("code", ""));
+    EXPECT_THAT(line.value("peer", ""), HasSubstr("127.0.0.1")) << text;
+  }
+  EXPECT_EQ(clients, (std::vector<std::string>{"unauthenticated", "unauthenticated", "ward-7"}));
+  EXPECT_EQ(codes, (std::vector<std::string>{"UNAUTHENTICATED", "UNAUTHENTICATED", "OK"}));
+  EXPECT_EQ(WaitForRequests(1, "OK", "dynamic", "ward-7"), 1);
+  EXPECT_EQ(Requests("UNAUTHENTICATED", "dynamic", kUnauthenticatedClient), 2);
 }
 
 // A 20 kB policy is a bad argument with a short message, not a metadata-size error.

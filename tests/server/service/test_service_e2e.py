@@ -254,7 +254,7 @@ class ServiceE2E(unittest.TestCase):
         os.makedirs(cls.dir)
         cls.case = make_phantom(os.path.join(cls.dir, "cases"), 77, "96,96,48")
         cls.case2 = make_phantom(os.path.join(cls.dir, "cases"), 78, "96,96,32")
-        cls.server = Server(os.path.join(cls.dir, "server"))
+        cls.server = Server(os.path.join(cls.dir, "server"), "--reflection")
 
     @classmethod
     def tearDownClass(cls):
@@ -561,7 +561,8 @@ class ServiceE2E(unittest.TestCase):
                        "danet_macs_total", "danet_macs_saved_total", "danet_build_info{",
                        "danet_bundle_info{", "process_resident_memory_bytes"):
             self.assertIn(needle, text)
-        self.assertRegex(text, r'(?m)^danet_requests_total\{code="OK",policy="dynamic"\} [1-9]')
+        self.assertRegex(
+            text, r'(?m)^danet_requests_total\{code="OK",policy="dynamic",client="anonymous"\} [1-9]')
         self.assertGreater(metric_value(text, "danet_received_bytes_total"), 0)
         self.assertGreater(metric_value(text, "process_resident_memory_bytes"), 0)
         self.assertEqual(metric_value(text, "danet_inflight_requests"), 0)

@@ -6,6 +6,11 @@ danet_gtest(service_test
   LIBS danet_service danet_data ZLIB::ZLIB
   PROPERTIES TIMEOUT 300)
 
+# Token files and the security flags without a server (TLS with real certificates: tls_auth_e2e).
+danet_gtest(security_test
+  SOURCES server/service/security_test.cc
+  LIBS danet_service)
+
 # Out-of-process, with the real peers: danet-server on the shipped bundle, the danet CLI, a
 # Python grpcio client (stubs generated at test time), promtool and a Prometheus server,
 # SIGTERM draining. RUN_SERIAL: it times nothing, but shares 2 cores badly.
@@ -28,3 +33,15 @@ set_tests_properties(dicom_e2e PROPERTIES
   TIMEOUT 600
   RUN_SERIAL TRUE
   ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/dicom_e2e")
+
+# TLS, mutual TLS and bearer tokens out of process: certificates made by openssl at test time,
+# danet-server reached by the danet CLI, a Python grpcio client and danet-pacs-bridge (its SEG
+# stored to DCMTK's storescp), health and reflection without tokens, bad flags refused at start.
+# RUN_SERIAL like service_e2e: it shares 2 cores badly.
+add_test(NAME tls_auth_e2e
+  COMMAND ${DANET_PYTHON} -m unittest -v test_tls_auth
+  WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/server/service)
+set_tests_properties(tls_auth_e2e PROPERTIES
+  TIMEOUT 600
+  RUN_SERIAL TRUE
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PACS_BRIDGE=$<TARGET_FILE:danet-pacs-bridge>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto;DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/tls_auth_e2e")
