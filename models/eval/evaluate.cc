@@ -51,6 +51,7 @@ nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
   }
   nlohmann::json routes = {{"skip", 0}};
   for (int i = 0; i < bank.size(); ++i) routes[bank.model_config(i).id()] = 0;
+  nlohmann::json tumour_routes = routes;  // the same, over the slices that hold tumour
   int tumour_slices = 0, kept = 0, free_slices = 0, free_skipped = 0;
   const int64_t slice_voxels = g.dims[0] * g.dims[1];
   for (const engine::SliceResult& s : result->slices) {
@@ -59,12 +60,15 @@ nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
     if (std::any_of(begin, begin + slice_voxels, [](uint8_t l) { return l != 0; })) {
       ++tumour_slices;
       kept += s.route != 0;
+      const std::string name = RouteName(bank, s.route);
+      tumour_routes[name] = tumour_routes[name].get<int>() + 1;
     } else {
       ++free_slices;
       free_skipped += s.route == 0;
     }
   }
   out["routes"] = routes;
+  out["tumour_routes"] = tumour_routes;
   out["tumour_slices"] = tumour_slices;
   out["tumour_slices_kept"] = kept;
   out["tumour_free_slices"] = free_slices;
@@ -73,7 +77,8 @@ nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
 }
 
 nlohmann::json Summarise(const std::vector<nlohmann::json>& cases, bool hd95) {
-  nlohmann::json p = {{"routes", nlohmann::json::object()}};
+  nlohmann::json p = {{"routes", nlohmann::json::object()},
+                      {"tumour_routes", nlohmann::json::object()}};
   const double n = static_cast<double>(cases.size());
   double gmacs = 0, seconds = 0;
   int tumour = 0, kept = 0, free = 0, skipped = 0;
@@ -84,8 +89,10 @@ nlohmann::json Summarise(const std::vector<nlohmann::json>& cases, bool hd95) {
     kept += c["tumour_slices_kept"].get<int>();
     free += c["tumour_free_slices"].get<int>();
     skipped += c["tumour_free_skipped"].get<int>();
-    for (const auto& [route, count] : c["routes"].items()) {
-      p["routes"][route] = p["routes"].value(route, 0) + count.get<int>();
+    for (const char* key : {"routes", "tumour_routes"}) {
+      for (const auto& [route, count] : c[key].items()) {
+        p[key][route] = p[key].value(route, 0) + count.get<int>();
+      }
     }
   }
   for (const char* metric : {"dice", "hd95"}) {
@@ -176,6 +183,9 @@ std::string FormatEvaluation(const nlohmann::json& e) {
     absl::StrAppendFormat(&out, "%-12s %s  recall %.2f%%  tumour-free skipped %.2f%%\n", name,
                           p["routes"].dump(), 100.0 * p["tumour_slice_recall"].get<double>(),
                           100.0 * p.value("tumour_free_skip_rate", 0.0));
+    if (p.contains("tumour_routes")) {
+      absl::StrAppendFormat(&out, "%-12s tumour slices %s\n", "", p["tumour_routes"].dump());
+    }
   }
   return out;
 }

@@ -24,7 +24,8 @@ struct EvalOptions {
 // Evaluates every case folder in `case_dirs` (each with a seg). The JSON has
 // {"cases": N, "policies": {NAME: {"gmacs_per_case", "seconds_per_case",
 //  "dice": {"et","tc","wt","mean"} (percent), "hd95": {"et","tc","wt","mean"} (mm),
-//  "routes": {"skip": n, "<id>": n, ...}, "tumour_slice_recall" (tumour slices routed to a
+//  "routes": {"skip": n, "<id>": n, ...}, "tumour_routes" (the same over the slices that hold
+//  tumour), "tumour_slice_recall" (tumour slices routed to a
 //  model / tumour slices), "tumour_free_skip_rate" (tumour-free slices skipped / tumour-free
 //  slices), "per_case": [...]}}}.
 absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
