@@ -60,7 +60,12 @@ void CopySpatial(const H& h, bool swap, Header* out) {
     out->pixdim[i] = Fix(h.pixdim[i], swap);
   }
   out->datatype = Fix(h.datatype, swap);
-  out->vox_offset = static_cast<int64_t>(Fix(h.vox_offset, swap));
+  // NIfTI-1 stores vox_offset as a float: one that is NaN or beyond int64 becomes -1, which the
+  // decoder refuses as pointing inside the header (casting it would be undefined behaviour).
+  const double vox_offset = static_cast<double>(Fix(h.vox_offset, swap));
+  out->vox_offset = std::isfinite(vox_offset) && std::abs(vox_offset) < 0x1p62
+                        ? static_cast<int64_t>(vox_offset)
+                        : -1;
   out->scl_slope = Fix(h.scl_slope, swap);
   out->scl_inter = Fix(h.scl_inter, swap);
   out->qform_code = Fix(h.qform_code, swap);

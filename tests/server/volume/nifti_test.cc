@@ -154,6 +154,17 @@ TEST(NiftiTest, BadSpacing) {
   EXPECT_THAT(DecodeStatus(bytes).message(), HasSubstr("pixdim[2]"));
 }
 
+// Found by nifti_fuzz (docs/reliability.md): a NIfTI-1 vox_offset (a float) beyond int64 or NaN
+// was cast to an integer, which is undefined behaviour; it is refused by name instead.
+TEST(NiftiTest, VoxOffsetOutOfRangeOrNaN) {
+  for (const float offset : {-3.12604e37f, 3.0e30f, std::numeric_limits<float>::quiet_NaN(),
+                             std::numeric_limits<float>::infinity()}) {
+    std::string bytes = RawNifti1(std::vector<float>(24, 1.0f));
+    Patch<float>(bytes, 108, offset);  // vox_offset
+    EXPECT_THAT(DecodeStatus(bytes).message(), HasSubstr("vox_offset")) << offset;
+  }
+}
+
 TEST(NiftiTest, UnsupportedDatatype) {
   std::string bytes = RawNifti1(std::vector<float>(24, 1.0f));
   Patch<int16_t>(bytes, 70, 32);  // DT_COMPLEX64
