@@ -51,22 +51,34 @@ Bridge::Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> chan
                metrics::Registry* r)
     : options_(options),
       stub_(v1::Segmentation::NewStub(std::move(channel))),
-      instances_(r->AddCounter("danet_bridge_instances_total",
-                               "DICOM instances received, by outcome (spooled, ignored).",
-                               {"outcome"})),
-      outcomes_(r->AddCounter("danet_bridge_studies_total",
-                              "Studies finished, by outcome (stored, no_tumour, failed).",
-                              {"outcome"})),
-      retries_(r->AddCounter("danet_bridge_retries_total",
-                             "Study attempts that failed retryably, by cause.", {"cause"})),
-      pending_(r->AddGauge("danet_bridge_pending_studies",
-                           "Studies on disk waiting to be stable, processed or retried.")),
-      study_seconds_(r->AddHistogram("danet_bridge_study_duration_seconds",
-                                     "Segmentation and SEG store time per study attempt.", {},
-                                     metrics::ExponentialBuckets(0.5, 2, 12))) {
-  instances_.Precreate({{"spooled"}, {"ignored"}});
-  outcomes_.Precreate({{"stored"}, {"no_tumour"}, {"failed"}});
-  retries_.Precreate({{"server"}, {"pacs"}});
+      instances_(prometheus::BuildCounter()
+                     .Name("danet_bridge_instances_total")
+                     .Help("DICOM instances received, by outcome (spooled, ignored).")
+                     .Register(r->families())),
+      outcomes_(prometheus::BuildCounter()
+                    .Name("danet_bridge_studies_total")
+                    .Help("Studies finished, by outcome (stored, no_tumour, failed).")
+                    .Register(r->families())),
+      retries_(prometheus::BuildCounter()
+                   .Name("danet_bridge_retries_total")
+                   .Help("Study attempts that failed retryably, by cause.")
+                   .Register(r->families())),
+      pending_(prometheus::BuildGauge()
+                   .Name("danet_bridge_pending_studies")
+                   .Help("Studies on disk waiting to be stable, processed or retried.")
+                   .Register(r->families())
+                   .Add({})),
+      study_seconds_(prometheus::BuildHistogram()
+                         .Name("danet_bridge_study_duration_seconds")
+                         .Help("Segmentation and SEG store time per study attempt.")
+                         .Register(r->families())
+                         .Add({}, metrics::ExponentialBuckets(0.5, 2, 12))) {
+  // Zero-valued series from the start, so that rates and alerts see them before traffic.
+  for (const char* outcome : {"spooled", "ignored"}) instances_.Add({{"outcome", outcome}});
+  for (const char* outcome : {"stored", "no_tumour", "failed"}) {
+    outcomes_.Add({{"outcome", outcome}});
+  }
+  for (const char* cause : {"server", "pacs"}) retries_.Add({{"cause", cause}});
 }
 
 absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Create(const BridgeOptions& options,
@@ -92,14 +104,14 @@ void Bridge::OnInstance(const std::string& file, const std::string& study_uid,
   if (modality != "MR" || study_uid.empty()) {
     // Our own SEGs coming back, or anything we cannot segment: not spooled.
     fs::remove(file, error);
-    instances_.WithLabels({"ignored"}).Increment();
+    instances_.Add({{"outcome", "ignored"}}).Increment();
     return;
   }
   const std::string key = StudyKey(study_uid);
   const fs::path dir = fs::path(options_.work_dir) / "incoming" / key;
   fs::create_directories(dir, error);
   fs::rename(file, dir / fs::path(file).filename(), error);
-  instances_.WithLabels({"spooled"}).Increment();
+  instances_.Add({{"outcome", "spooled"}}).Increment();
   std::lock_guard<std::mutex> lock(mutex_);
   Study& study = studies_[key];
   if (study.instances == 0) Log("study_receiving", absl::StrFormat(R"("study":"%s")", key));
@@ -107,7 +119,7 @@ void Bridge::OnInstance(const std::string& file, const std::string& study_uid,
   study.last_instance = Clock::now();
   study.next_attempt = study.last_instance + std::chrono::milliseconds(
                                                  int64_t(options_.stable_seconds * 1000));
-  pending_.WithLabels({}).Set(static_cast<double>(studies_.size()));
+  pending_.Set(static_cast<double>(studies_.size()));
 }
 
 void Bridge::Recover() {
@@ -118,7 +130,7 @@ void Bridge::Recover() {
     study.last_instance = study.next_attempt = Clock::now();
     Log("study_recovered", absl::StrFormat(R"("study":"%s")", entry.path().filename().string()));
   }
-  pending_.WithLabels({}).Set(static_cast<double>(studies_.size()));
+  pending_.Set(static_cast<double>(studies_.size()));
 }
 
 absl::Status Bridge::Run() {
@@ -204,13 +216,12 @@ void Bridge::Process(const std::string& key) {
   const auto start = Clock::now();
   std::string note;
   const absl::Status status = SegmentAndStore(key, &note);
-  study_seconds_.WithLabels({}).Observe(
-      std::chrono::duration<double>(Clock::now() - start).count());
+  study_seconds_.Observe(std::chrono::duration<double>(Clock::now() - start).count());
   if (!status.ok() && Retryable(status) && attempt < options_.max_attempts) {
     const double delay = std::min(options_.max_backoff_seconds,
                                   options_.backoff_seconds * std::pow(2.0, attempt - 1));
     const bool pacs = absl::StartsWith(status.message(), "pacs: ");
-    retries_.WithLabels({pacs ? "pacs" : "server"}).Increment();
+    retries_.Add({{"cause", pacs ? "pacs" : "server"}}).Increment();
     Log("study_retry",
         absl::StrFormat(R"("study":"%s","attempt":%d,"code":"%s","in_seconds":%.1f)", key,
                         attempt, absl::StatusCodeToString(status.code()), delay));
@@ -233,7 +244,7 @@ void Bridge::Finish(const std::string& key, const absl::Status& status, const st
     std::lock_guard<std::mutex> lock(mutex_);
     fs::rename(incoming, target, error);
     studies_.erase(key);
-    pending_.WithLabels({}).Set(static_cast<double>(studies_.size()));
+    pending_.Set(static_cast<double>(studies_.size()));
   }
   if (status.ok()) {
     // Keep the SEG and a result line; the instances stay in the PACS.
@@ -243,7 +254,7 @@ void Bridge::Finish(const std::string& key, const absl::Status& status, const st
   }
   std::ofstream(target / (status.ok() ? "result.txt" : "reason.txt"))
       << (status.ok() ? (note.empty() ? "SEG stored" : note) : status.ToString()) << "\n";
-  outcomes_.WithLabels({outcome}).Increment();
+  outcomes_.Add({{"outcome", outcome}}).Increment();
   Log("study_" + outcome,
       absl::StrFormat(R"("study":"%s","code":"%s")", key,
                       absl::StatusCodeToString(status.code())));

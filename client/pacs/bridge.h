@@ -84,11 +84,11 @@ class Bridge {
   std::mutex mutex_;
   std::map<std::string, Study> studies_;  // pending, by key
 
-  metrics::Family<metrics::Counter>& instances_;
-  metrics::Family<metrics::Counter>& outcomes_;
-  metrics::Family<metrics::Counter>& retries_;
-  metrics::Family<metrics::Gauge>& pending_;
-  metrics::Family<metrics::Histogram>& study_seconds_;
+  prometheus::Family<prometheus::Counter>& instances_;
+  prometheus::Family<prometheus::Counter>& outcomes_;
+  prometheus::Family<prometheus::Counter>& retries_;
+  prometheus::Gauge& pending_;
+  prometheus::Histogram& study_seconds_;
 };
 
 // Stable short key of a StudyInstanceUID (16 hex digits of its FNV-1a hash).

@@ -1,7 +1,8 @@
 // danet-server: the segmentation service. Starts listening at once (health NOT_SERVING), loads
 // the bundle, warms every network up, then reports SERVING. SIGTERM or SIGINT drains: health
 // NOT_SERVING, new calls UNAVAILABLE "shutting down" (the listener stays up, so clients are
-// told rather than refused), calls in flight get --drain_seconds to finish, exit 0.
+// told rather than refused), calls in flight get --drain_seconds to finish, exit 0 (within
+// --drain_seconds + 5 s whatever /metrics clients do: server/metrics/http_exporter.h).
 //
 //   danet-server [--address 127.0.0.1:50051] [--metrics_address 127.0.0.1:9464]
 //                [--bundle models/bundles/phantom-compact] [--device cpu|cuda|cuda:N]
@@ -38,6 +39,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "models/bank/device.h"
 #include "server/engine/segmenter.h"
 #include "server/metrics/http_exporter.h"
@@ -91,6 +93,10 @@ ABSL_FLAG(std::string, health_address, "",
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// How long the exit waits for /metrics connections in progress (drain_seconds + this + the
+// gRPC grace of 1 s stays inside drain_seconds + 5 s).
+constexpr absl::Duration kMetricsStopTimeout = absl::Seconds(2);
 
 // One JSON line: the event, a human-readable message, and any fields.
 void Log(std::string_view event, const std::string& message,
@@ -312,6 +318,12 @@ int Run(const sigset_t& signals) {
   // A short grace for calls being refused right now; none if the window is over.
   listeners->Shutdown(std::chrono::system_clock::now() +
                       (drained ? std::chrono::seconds(1) : std::chrono::seconds(0)));
+  // Scrapers get a short grace too; a slow or stuck HTTP client never holds the exit up.
+  if (metrics_server != nullptr && !metrics_server->Stop(kMetricsStopTimeout)) {
+    Log("metrics_stop_timeout",
+        absl::StrCat("metrics: an HTTP client still held a connection after ",
+                     absl::FormatDuration(kMetricsStopTimeout), "; not waiting for it"));
+  }
   const double drained_for = std::chrono::duration<double>(Clock::now() - drain_start).count();
   Log("stopped", absl::StrCat("stopped after draining for ", drained_for, " s"),
       {{"drain_seconds", drained_for}});

@@ -1,110 +1,140 @@
 #include "server/service/service_metrics.h"
 
+#include <algorithm>
+
 namespace danet::service {
 namespace {
 
-// Seconds: 10 ms .. ~5.5 min per request; 1 ms .. ~16 s per model pass.
-std::vector<double> RequestBuckets() { return metrics::ExponentialBuckets(0.01, 2, 16); }
-std::vector<double> ModelBuckets() { return metrics::ExponentialBuckets(0.001, 2, 15); }
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
 
 }  // namespace
 
-ServiceMetrics::ServiceMetrics(metrics::Registry* r, const std::vector<std::string>& clients)
-    : requests_(r->AddCounter("danet_requests_total",
-                              "Segment calls finished, by gRPC status code, policy kind and "
-                              "client (its token's name).",
-                              {"code", "policy", "client"})),
-      request_seconds_(r->AddHistogram("danet_request_duration_seconds",
-                                       "Segment call duration, header to status.",
-                                       {"policy", "client"}, RequestBuckets())),
-      inflight_(r->AddGauge("danet_inflight_requests",
-                            "Segment calls admitted and not finished (uploading, queued or "
-                            "running).")),
-      queue_depth_(r->AddGauge("danet_queue_depth",
-                               "Uploaded requests waiting for a worker.")),
-      bytes_(r->AddCounter("danet_received_bytes_total", "Input file bytes received.")),
-      slices_(r->AddCounter("danet_slices_total", "Axial slices segmented, by route.",
-                            {"route"})),
-      macs_(r->AddCounter("danet_macs_total",
-                           "Multiply-accumulate operations spent, by route; the decision "
-                           "network's share is counted on each slice's route.",
-                           {"route"})),
-      macs_all_largest_(r->AddCounter(
-          "danet_macs_all_largest_total",
-          "Multiply-accumulate operations the same volumes would cost with every slice through "
-          "the largest bank model.")),
-      macs_saved_(r->AddCounter("danet_macs_saved_total",
-                                 "danet_macs_all_largest_total minus what was spent.")),
-      model_seconds_(r->AddHistogram("danet_model_inference_duration_seconds",
-                                     "Bank model compute time per slice, by model.", {"model"},
-                                     ModelBuckets())),
-      stage_seconds_(r->AddHistogram("danet_stage_duration_seconds",
-                                     "Time per request in each stage (receive, decode, "
-                                     "preprocess, decide, segment, encode, queued).",
-                                     {"stage"}, RequestBuckets())),
-      build_info_(r->AddGauge("danet_build_info", "Server build (always 1).", {"version"})),
-      bundle_info_(r->AddGauge("danet_bundle_info", "Loaded bundle (always 1).",
-                               {"bundle", "device"})),
-      ready_(r->AddGauge("danet_ready", "1 once the bank is loaded and warm, 0 otherwise.")) {
-  build_info_.WithLabels({DANET_VERSION}).Set(1);
-  ready_.WithLabels({}).Set(0);
-  inflight_.WithLabels({}).Set(0);
-  queue_depth_.WithLabels({}).Set(0);
-  bytes_.WithLabels({});
-  macs_all_largest_.WithLabels({});
-  macs_saved_.WithLabels({});
+// Buckets, in seconds: 10 ms .. ~5.5 min per request; 1 ms .. ~16 s per model pass.
+ServiceMetrics::ServiceMetrics(metrics::Registry* registry, const std::vector<std::string>& clients)
+    : request_buckets_(metrics::ExponentialBuckets(0.01, 2, 16)),
+      model_buckets_(metrics::ExponentialBuckets(0.001, 2, 15)),
+      requests_(BuildCounter()
+                    .Name("danet_requests_total")
+                    .Help("Segment calls finished, by gRPC status code, policy kind and client "
+                          "(its token's name).")
+                    .Register(registry->families())),
+      request_seconds_(BuildHistogram()
+                           .Name("danet_request_duration_seconds")
+                           .Help("Segment call duration, header to status.")
+                           .Register(registry->families())),
+      inflight_(BuildGauge()
+                    .Name("danet_inflight_requests")
+                    .Help("Segment calls admitted and not finished (uploading, queued or "
+                          "running).")
+                    .Register(registry->families())
+                    .Add({})),
+      queue_depth_(BuildGauge()
+                       .Name("danet_queue_depth")
+                       .Help("Uploaded requests waiting for a worker.")
+                       .Register(registry->families())
+                       .Add({})),
+      bytes_(BuildCounter()
+                 .Name("danet_received_bytes_total")
+                 .Help("Input file bytes received.")
+                 .Register(registry->families())
+                 .Add({})),
+      slices_(BuildCounter()
+                  .Name("danet_slices_total")
+                  .Help("Axial slices segmented, by route.")
+                  .Register(registry->families())),
+      macs_(BuildCounter()
+                .Name("danet_macs_total")
+                .Help("Multiply-accumulate operations spent, by route; the decision network's "
+                      "share is counted on each slice's route.")
+                .Register(registry->families())),
+      macs_all_largest_(BuildCounter()
+                            .Name("danet_macs_all_largest_total")
+                            .Help("Multiply-accumulate operations the same volumes would cost "
+                                  "with every slice through the largest bank model.")
+                            .Register(registry->families())
+                            .Add({})),
+      macs_saved_(BuildCounter()
+                      .Name("danet_macs_saved_total")
+                      .Help("danet_macs_all_largest_total minus what was spent.")
+                      .Register(registry->families())
+                      .Add({})),
+      model_seconds_(BuildHistogram()
+                         .Name("danet_model_inference_duration_seconds")
+                         .Help("Bank model compute time per slice, by model.")
+                         .Register(registry->families())),
+      stage_seconds_(BuildHistogram()
+                         .Name("danet_stage_duration_seconds")
+                         .Help("Time per request in each stage (receive, decode, preprocess, "
+                               "decide, segment, encode, queued).")
+                         .Register(registry->families())),
+      build_info_(BuildGauge()
+                      .Name("danet_build_info")
+                      .Help("Server build (always 1).")
+                      .Register(registry->families())),
+      bundle_info_(BuildGauge()
+                       .Name("danet_bundle_info")
+                       .Help("Loaded bundle (always 1).")
+                       .Register(registry->families())),
+      ready_(BuildGauge()
+                 .Name("danet_ready")
+                 .Help("1 once the bank is loaded and warm, 0 otherwise.")
+                 .Register(registry->families())
+                 .Add({})) {
+  build_info_.Add({{"version", DANET_VERSION}}).Set(1);
   for (const std::string& client : clients) {
     for (const char* policy : {"dynamic", "static"}) {
-      request_seconds_.WithLabels({policy, client});
-      requests_.WithLabels({"OK", policy, client});
+      request_seconds_.Add({{"policy", policy}, {"client", client}}, request_buckets_);
+      requests_.Add({{"code", "OK"}, {"policy", policy}, {"client", client}});
     }
   }
 }
 
 void ServiceMetrics::SetBundle(const std::string& bundle, const std::string& device,
                                const std::vector<std::string>& routes) {
-  bundle_info_.WithLabels({bundle, device}).Set(1);
+  bundle_info_.Add({{"bundle", bundle}, {"device", device}}).Set(1);
   for (const std::string& route : routes) {
-    slices_.WithLabels({route});
-    macs_.WithLabels({route});
-    if (route != "skip") model_seconds_.WithLabels({route});
+    slices_.Add({{"route", route}});
+    macs_.Add({{"route", route}});
+    if (route != "skip") model_seconds_.Add({{"model", route}}, model_buckets_);
   }
   for (const char* stage :
        {"receive", "decode", "preprocess", "decide", "segment", "encode", "queued"}) {
-    stage_seconds_.WithLabels({stage});
+    stage_seconds_.Add({{"stage", stage}}, request_buckets_);
   }
 }
 
-void ServiceMetrics::SetReady(bool ready) { ready_.WithLabels({}).Set(ready ? 1 : 0); }
+void ServiceMetrics::SetReady(bool ready) { ready_.Set(ready ? 1 : 0); }
 
-void ServiceMetrics::RequestStarted() { inflight_.WithLabels({}).Add(1); }
+void ServiceMetrics::RequestStarted() { inflight_.Increment(); }
 
 void ServiceMetrics::RequestFinished(const std::string& code, const std::string& policy,
                                      const std::string& client, double seconds, bool admitted) {
-  requests_.WithLabels({code, policy, client}).Increment();
-  request_seconds_.WithLabels({policy, client}).Observe(seconds);
-  if (admitted) inflight_.WithLabels({}).Add(-1);
+  requests_.Add({{"code", code}, {"policy", policy}, {"client", client}}).Increment();
+  request_seconds_.Add({{"policy", policy}, {"client", client}}, request_buckets_).Observe(seconds);
+  if (admitted) inflight_.Decrement();
 }
 
-void ServiceMetrics::BytesReceived(int64_t bytes) {
-  bytes_.WithLabels({}).Increment(static_cast<double>(bytes));
-}
+void ServiceMetrics::BytesReceived(int64_t bytes) { bytes_.Increment(static_cast<double>(bytes)); }
 
-void ServiceMetrics::QueueDepth(int waiting) { queue_depth_.WithLabels({}).Set(waiting); }
+void ServiceMetrics::QueueDepth(int waiting) { queue_depth_.Set(waiting); }
 
 void ServiceMetrics::Slice(const std::string& route, double gmacs, double model_seconds) {
-  slices_.WithLabels({route}).Increment();
-  macs_.WithLabels({route}).Increment(gmacs * 1e9);  // base unit: operations
-  if (route != "skip") model_seconds_.WithLabels({route}).Observe(model_seconds);
+  slices_.Add({{"route", route}}).Increment();
+  macs_.Add({{"route", route}}).Increment(gmacs * 1e9);  // base unit: operations
+  if (route != "skip") {
+    model_seconds_.Add({{"model", route}}, model_buckets_).Observe(model_seconds);
+  }
 }
 
 void ServiceMetrics::Volume(double gmacs, double gmacs_all_largest) {
-  macs_all_largest_.WithLabels({}).Increment(gmacs_all_largest * 1e9);
-  macs_saved_.WithLabels({}).Increment(std::max(0.0, gmacs_all_largest - gmacs) * 1e9);
+  macs_all_largest_.Increment(gmacs_all_largest * 1e9);
+  macs_saved_.Increment(std::max(0.0, gmacs_all_largest - gmacs) * 1e9);
 }
 
 void ServiceMetrics::StageSeconds(const std::string& stage, double seconds) {
-  stage_seconds_.WithLabels({stage}).Observe(seconds);
+  stage_seconds_.Add({{"stage", stage}}, request_buckets_).Observe(seconds);
 }
 
 }  // namespace danet::service

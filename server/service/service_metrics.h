@@ -1,10 +1,12 @@
 // What the service reports to Prometheus, as events; the names and label sets live in
-// service_metrics.cc (docs/metrics.md lists them).
+// service_metrics.cc (listed in docs/api.md, Metrics). The metrics are prometheus-cpp's,
+// registered in a metrics::Registry (server/metrics/metrics.h).
 //
 // Thread safety: every method may be called from any thread.
 #ifndef DANET_SERVER_SERVICE_SERVICE_METRICS_H_
 #define DANET_SERVER_SERVICE_SERVICE_METRICS_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,20 +42,22 @@ class ServiceMetrics {
   void StageSeconds(const std::string& stage, double seconds);
 
  private:
-  metrics::Family<metrics::Counter>& requests_;
-  metrics::Family<metrics::Histogram>& request_seconds_;
-  metrics::Family<metrics::Gauge>& inflight_;
-  metrics::Family<metrics::Gauge>& queue_depth_;
-  metrics::Family<metrics::Counter>& bytes_;
-  metrics::Family<metrics::Counter>& slices_;
-  metrics::Family<metrics::Counter>& macs_;
-  metrics::Family<metrics::Counter>& macs_all_largest_;
-  metrics::Family<metrics::Counter>& macs_saved_;
-  metrics::Family<metrics::Histogram>& model_seconds_;
-  metrics::Family<metrics::Histogram>& stage_seconds_;
-  metrics::Family<metrics::Gauge>& build_info_;
-  metrics::Family<metrics::Gauge>& bundle_info_;
-  metrics::Family<metrics::Gauge>& ready_;
+  const prometheus::Histogram::BucketBoundaries request_buckets_;
+  const prometheus::Histogram::BucketBoundaries model_buckets_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& request_seconds_;
+  prometheus::Gauge& inflight_;
+  prometheus::Gauge& queue_depth_;
+  prometheus::Counter& bytes_;
+  prometheus::Family<prometheus::Counter>& slices_;
+  prometheus::Family<prometheus::Counter>& macs_;
+  prometheus::Counter& macs_all_largest_;
+  prometheus::Counter& macs_saved_;
+  prometheus::Family<prometheus::Histogram>& model_seconds_;
+  prometheus::Family<prometheus::Histogram>& stage_seconds_;
+  prometheus::Family<prometheus::Gauge>& build_info_;
+  prometheus::Family<prometheus::Gauge>& bundle_info_;
+  prometheus::Gauge& ready_;
 };
 
 }  // namespace danet::service

@@ -27,7 +27,7 @@ TMP = os.environ.get("DANET_TMP", os.path.join(tempfile.gettempdir(), "danet_sca
 def ok_calls(metrics_text):
     """Finished OK Segment calls in a /metrics scrape."""
     return sum(float(v) for v in re.findall(
-        r'(?m)^danet_requests_total\{code="OK",[^}]*\} (\S+)$', metrics_text))
+        r'(?m)^danet_requests_total\{[^}]*\bcode="OK"[^}]*\} (\S+)$', metrics_text))
 
 
 class RoundRobin(unittest.TestCase):

@@ -201,8 +201,8 @@ class ServiceTest : public ::testing::Test {
   double Requests(const std::string& code, const std::string& policy = "dynamic",
                   const std::string& client = kAnonymousClient) {
     const std::string text = registry_.Render();
-    const std::string series = "danet_requests_total{code=\"" + code + "\",policy=\"" + policy +
-                               "\",client=\"" + client + "\"} ";
+    const std::string series = "danet_requests_total{client=\"" + client + "\",code=\"" + code +
+                               "\",policy=\"" + policy + "\"} ";  // labels sorted by name
     const size_t at = text.find(series);
     return at == std::string::npos ? 0 : std::stod(text.substr(at + series.size()));
   }
@@ -290,7 +290,7 @@ TEST_F(ServiceTest, StreamsTheEnginesResultsSliceBySlice) {
   EXPECT_TRUE(decoded.geometry.SameGrid(image.geometry));
   EXPECT_THAT(
       registry_.Render(),
-      HasSubstr("danet_requests_total{code=\"OK\",policy=\"dynamic\",client=\"anonymous\"} 1"));
+      HasSubstr("danet_requests_total{client=\"anonymous\",code=\"OK\",policy=\"dynamic\"} 1"));
 }
 
 TEST_F(ServiceTest, PhantomCaseInInt16FilesEndToEnd) {

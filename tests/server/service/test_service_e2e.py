@@ -562,7 +562,7 @@ class ServiceE2E(unittest.TestCase):
                        "danet_bundle_info{", "process_resident_memory_bytes"):
             self.assertIn(needle, text)
         self.assertRegex(
-            text, r'(?m)^danet_requests_total\{code="OK",policy="dynamic",client="anonymous"\} [1-9]')
+            text, r'(?m)^danet_requests_total\{client="anonymous",code="OK",policy="dynamic"\} [1-9]')
         self.assertGreater(metric_value(text, "danet_received_bytes_total"), 0)
         self.assertGreater(metric_value(text, "process_resident_memory_bytes"), 0)
         self.assertEqual(metric_value(text, "danet_inflight_requests"), 0)
