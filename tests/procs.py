@@ -1,10 +1,11 @@
 """Process helpers shared by the out-of-process tests: run a command, stop a process this test
-started (by its pid, SIGTERM then SIGKILL), read the end of a log, pick a free loopback port.
+started (by its pid, SIGTERM then SIGKILL), time a SIGTERM, read the end of a log, pick a free loopback port.
 Imported with the tests/ folder on sys.path."""
 import os
 import signal
 import socket
 import subprocess
+import time
 
 
 def run(args, timeout=120, **kwargs):
@@ -23,6 +24,18 @@ def stop(proc, timeout=30):
         proc.wait(timeout=10)
     except ProcessLookupError:
         pass
+
+
+def terminate(proc, timeout=10):
+    """SIGTERM to a process this test started; returns (exit code, or None if it is still
+    running after `timeout` seconds; seconds it took)."""
+    start = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        code = None
+    return code, time.monotonic() - start
 
 
 def tail(path, n=4000):

@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 BUILD = os.path.join(ROOT, "build")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from procs import free_port, run, stop, tail  # noqa: E402
+from procs import free_port, run, stop, tail, terminate  # noqa: E402
 SERVER_BIN = os.environ.get("DANET_SERVER_BIN",
                             os.path.join(BUILD, "server", "service", "danet-server"))
 BRIDGE_BIN = os.environ.get("DANET_PACS_BRIDGE",
@@ -269,14 +269,8 @@ class Bridge:
         return os.path.join(self.work_dir, *parts)
 
     def terminate(self, timeout=10):
-        """SIGTERM; returns (exit code, seconds to exit)."""
-        start = time.monotonic()
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            rc = None
-        return rc, time.monotonic() - start
+        """SIGTERM; returns (exit code or None if still running after `timeout`, seconds)."""
+        return terminate(self.proc, timeout)
 
     def stop(self):
         stop(self.proc)

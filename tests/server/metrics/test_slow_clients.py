@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 BUILD = os.path.join(ROOT, "build")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from procs import free_port, stop, tail  # noqa: E402
+from procs import free_port, stop, tail, terminate  # noqa: E402
 
 SERVER_BIN = os.environ.get("DANET_SERVER_BIN",
                             os.path.join(BUILD, "server", "service", "danet-server"))
@@ -141,13 +141,7 @@ class Process:
 
     def terminate(self, timeout):
         """SIGTERM; returns (exit code or None if still running after `timeout`, seconds)."""
-        start = time.monotonic()
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            code = None
-        return code, time.monotonic() - start
+        return terminate(self.proc, timeout)
 
     def stop(self):
         stop(self.proc)
