@@ -346,13 +346,13 @@ class PacsBridge(unittest.TestCase):
         return series[0]
 
     def assert_stored(self, bridge, key):
+        # Finish moves the study before the log line; wait for the line, then check the disk.
+        wait_until(lambda: bridge.event("study_stored"), 10, "study_stored",
+                   log=bridge.log_path)
         done = bridge.dir("done", key)
         self.assertTrue(os.path.isfile(os.path.join(done, "seg.dcm")), tail(bridge.log_path))
         with open(os.path.join(done, "result.txt")) as f:
             self.assertEqual(f.read().strip(), "SEG stored")
-        # Finish moves the study before the log line; wait for the line, then check the disk.
-        wait_until(lambda: bridge.event("study_stored"), 10, "study_stored",
-                   log=bridge.log_path)
         self.assertEqual(os.listdir(bridge.dir("incoming")), [])
         metrics = bridge.metrics()
         self.assertEqual(labelled(metrics, "danet_bridge_studies_total", "outcome", "stored"), 1,
