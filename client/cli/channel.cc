@@ -3,11 +3,10 @@
 #include <grpcpp/create_channel.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "server/volume/nifti.h"
 
 namespace danet::client {
 namespace {
@@ -17,13 +16,12 @@ absl::StatusOr<std::string> ReadFlagFile(const char* flag, const std::string& pa
   if (!std::filesystem::is_regular_file(path, error)) {
     return absl::NotFoundError(absl::StrCat("--", flag, " ", path, ": no such file"));
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::PermissionDeniedError(absl::StrCat("--", flag, " ", path, ": cannot be read"));
+  absl::StatusOr<std::string> bytes = volume::ReadFileBytes(path);
+  if (!bytes.ok()) {
+    return absl::Status(bytes.status().code(),
+                        absl::StrCat("--", flag, " ", bytes.status().message()));
   }
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
+  return bytes;
 }
 
 absl::StatusOr<std::string> ReadToken(const std::string& path) {

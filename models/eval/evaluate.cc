@@ -55,12 +55,12 @@ nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
   int tumour_slices = 0, kept = 0, free_slices = 0, free_skipped = 0;
   const int64_t slice_voxels = g.dims[0] * g.dims[1];
   for (const engine::SliceResult& s : result->slices) {
-    routes[RouteName(bank, s.route)] = routes[RouteName(bank, s.route)].get<int>() + 1;
+    const std::string name = RouteName(bank, s.route);
+    routes[name] = routes[name].get<int>() + 1;
     const auto begin = c.seg->labels.begin() + s.index * slice_voxels;
     if (std::any_of(begin, begin + slice_voxels, [](uint8_t l) { return l != 0; })) {
       ++tumour_slices;
       kept += s.route != 0;
-      const std::string name = RouteName(bank, s.route);
       tumour_routes[name] = tumour_routes[name].get<int>() + 1;
     } else {
       ++free_slices;

@@ -323,10 +323,9 @@ class TlsAndTokens(unittest.TestCase):
         self.assert_code("UNAVAILABLE",
                          lambda: stub.DescribeBank(s["pb"].DescribeBankRequest(), timeout=20))
 
-    def test_python_health_without_token_and_reflection_off_by_default(self):
+    def assert_health_serving_and_no_reflection(self, channel):
         s = e2e.stubs()
         health, reflection = s["health"], s["reflection"]
-        channel = self.channel()
         check = channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=health.HealthCheckRequest.SerializeToString,
@@ -339,22 +338,13 @@ class TlsAndTokens(unittest.TestCase):
             response_deserializer=reflection.ServerReflectionResponse.FromString)
         self.assert_code("UNIMPLEMENTED", lambda: list(info(iter([
             reflection.ServerReflectionRequest(list_services="")]), timeout=10)))
+
+    def test_python_health_without_token_and_reflection_off_by_default(self):
+        self.assert_health_serving_and_no_reflection(self.channel())
         # The plaintext health listener: health, no reflection.
-        grpc = s["grpc"]
-        plain = grpc.insecure_channel("127.0.0.1:%d" % self.server.health_port)
+        plain = e2e.stubs()["grpc"].insecure_channel("127.0.0.1:%d" % self.server.health_port)
         self.addCleanup(plain.close)
-        check = plain.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=health.HealthCheckRequest.SerializeToString,
-            response_deserializer=health.HealthCheckResponse.FromString)
-        self.assertEqual(check(health.HealthCheckRequest(service=""), timeout=10).status,
-                         health.HealthCheckResponse.SERVING)
-        info = plain.stream_stream(
-            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-            request_serializer=reflection.ServerReflectionRequest.SerializeToString,
-            response_deserializer=reflection.ServerReflectionResponse.FromString)
-        self.assert_code("UNIMPLEMENTED", lambda: list(info(iter([
-            reflection.ServerReflectionRequest(list_services="")]), timeout=10)))
+        self.assert_health_serving_and_no_reflection(plain)
 
     # -- the PACS bridge ----------------------------------------------------------------------
 
