@@ -4,9 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "models/engine/segmenter.h"
 #include "models/eval/metrics.h"
-#include "server/engine/segmenter.h"
-#include "server/volume/brats.h"
+#include "models/volume/brats.h"
 
 namespace danet::eval {
 namespace {

@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "server/engine/segmenter.h"
+#include "models/engine/segmenter.h"
 
 namespace danet::train {
 

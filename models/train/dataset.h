@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "models/train/augment.h"
-#include "server/volume/brats.h"
+#include "models/volume/brats.h"
 
 namespace danet::train {
 

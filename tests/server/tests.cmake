@@ -1,0 +1,40 @@
+# tests/server: the metrics registry, the transport-free core, and the gRPC adapter in-process
+# and out-of-process.
+set(_server ${CMAKE_CURRENT_SOURCE_DIR}/server)
+
+# server/metrics: the registry, its text format (also checked by promtool when installed) and
+# the /metrics HTTP endpoint over loopback.
+danet_gtest(metrics_registry_test
+  SOURCES ${_server}/metrics/metrics_test.cc
+  LIBS danet_metrics httplib::httplib absl::status absl::statusor)
+
+# server/grpc: the gRPC service in-process over loopback (see service_test.cc), and the
+# server, the CLI and a Python client out-of-process (test_service_e2e.py).
+danet_gtest(service_test
+  TORCH
+  SOURCES ${_server}/grpc/service_test.cc
+  LIBS danet_server_grpc danet_engine danet_bundle danet_data danet_volume ZLIB::ZLIB
+  PROPERTIES TIMEOUT 300)
+
+# Out-of-process, with the real peers: danet-server on the shipped bundle, the danet CLI, a
+# Python grpcio client (stubs generated at test time), promtool and a Prometheus server,
+# SIGTERM draining. RUN_SERIAL: it times nothing, but shares 2 cores badly.
+add_test(NAME service_e2e
+  COMMAND ${DANET_PYTHON} -m unittest -v test_service_e2e
+  WORKING_DIRECTORY ${_server}/grpc)
+set_tests_properties(service_e2e PROPERTIES
+  TIMEOUT 900
+  RUN_SERIAL TRUE
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto;DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/service_e2e")
+
+# DICOM input out-of-process: the phantom's DICOM study against dcm2niix, dciodvfy and pydicom,
+# then through danet-server and the danet CLI (same labels as NIfTI, lossless RLE / JPEG-LS /
+# JPEG recompression, --series mappings, bad studies as INVALID_ARGUMENT). RUN_SERIAL like
+# service_e2e: it shares 2 cores badly.
+add_test(NAME dicom_e2e
+  COMMAND ${DANET_PYTHON} -m unittest -v test_dicom_e2e
+  WORKING_DIRECTORY ${_server}/grpc)
+set_tests_properties(dicom_e2e PROPERTIES
+  TIMEOUT 600
+  RUN_SERIAL TRUE
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/dicom_e2e")
