@@ -17,7 +17,10 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "models/bank/device.h"
+#include "models/engine/preprocess.h"
+#include "models/engine/router.h"
 #include "models/engine/segmenter.h"
+#include "models/engine/summary.h"
 #include "models/volume/brats.h"
 #include "models/volume/nifti.h"
 
@@ -63,45 +66,36 @@ int Run() {
   if (!c.ok()) return Fail(c.status());
   const double read_seconds = Seconds(read_start);
   const auto pre_start = Clock::now();
-  danet::volume::MultiModalVolume normalized = c->image;
-  danet::volume::NormalizeZScoreBrain(&normalized);
+  absl::StatusOr<danet::volume::MultiModalVolume> input =
+      danet::engine::PrepareBankInput((*bank)->config().preprocessing(), c->image);
+  if (!input.ok()) return Fail(input.status());
   const double preprocess_seconds = Seconds(pre_start);
 
   absl::StatusOr<danet::engine::VolumeResult> result =
-      danet::engine::SegmentVolume(**bank, normalized, *policy);
+      danet::engine::SegmentVolume(**bank, *input, *policy);
   if (!result.ok()) return Fail(result.status());
 
   const auto& g = c->image.geometry;
-  const double voxel_ml = g.spacing[0] * g.spacing[1] * g.spacing[2] / 1000.0;
-  double wt = 0, tc = 0, et = 0;
-  for (uint8_t l : result->labels) {
-    wt += l != 0;
-    tc += l == 1 || l == 4;
-    et += l == 4;
-  }
-  nlohmann::json routes = {{"skip", 0}};
-  for (int i = 0; i < (*bank)->size(); ++i) routes[(*bank)->model_config(i).id()] = 0;
+  const danet::engine::CaseSummary summary = danet::engine::SummarizeCase(**bank, *result, g);
+  const nlohmann::json routes = summary.RouteCountsByName();
   std::string strip;
   for (const auto& s : result->slices) {
-    const std::string id = s.route == 0 ? "skip" : (*bank)->model_config(s.route - 1).id();
-    routes[id] = routes[id].get<int>() + 1;
     strip += s.route == 0 ? '.' : static_cast<char>('0' + s.route);
   }
-  const double all_largest =
-      g.dims[2] * (*bank)->model_config((*bank)->size() - 1).gmacs_per_slice();
+  const double all_largest = summary.gmacs_all_largest;
+  const auto& volumes = summary.volumes_ml;
   std::cout << absl::StrFormat("case %s, %s, bundle '%s', policy %s\n", c->case_id, g.Describe(),
                                (*bank)->config().name(), policy->Name(**bank));
   std::cout << "routes per slice (. skip, i = model i): " << strip << "\n";
   std::cout << "routes: " << routes.dump() << "\n";
   std::cout << absl::StrFormat("GMACs %.1f vs %.1f all-%s (%.1f%%)\n", result->gmacs, all_largest,
-                               (*bank)->model_config((*bank)->size() - 1).id(),
-                               100.0 * result->gmacs / all_largest);
+                               summary.largest_model, 100.0 * result->gmacs / all_largest);
   std::cout << absl::StrFormat(
       "seconds: load bank %.2f, read %.2f, preprocess %.2f, decide %.2f, segment %.2f\n",
       load_seconds, read_seconds, preprocess_seconds, result->decide_seconds,
       result->segment_seconds);
-  std::cout << absl::StrFormat("tumour volume (mL): WT %.2f  TC %.2f  ET %.2f\n", wt * voxel_ml,
-                               tc * voxel_ml, et * voxel_ml);
+  std::cout << absl::StrFormat("tumour volume (mL): WT %.2f  TC %.2f  ET %.2f\n", volumes.wt,
+                               volumes.tc, volumes.et);
   if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) {
     const danet::volume::LabelVolume labels{g, result->labels};
     if (absl::Status s = danet::volume::WriteNiftiLabels(out, labels); !s.ok()) return Fail(s);
@@ -117,7 +111,7 @@ int Run() {
           {"preprocess", preprocess_seconds},
           {"decide", result->decide_seconds},
           {"segment", result->segment_seconds}}},
-        {"volumes_ml", {{"wt", wt * voxel_ml}, {"tc", tc * voxel_ml}, {"et", et * voxel_ml}}}};
+        {"volumes_ml", {{"wt", volumes.wt}, {"tc", volumes.tc}, {"et", volumes.et}}}};
     for (const auto& s : result->slices) {
       report["slices"].push_back(
           {{"index", s.index}, {"route", s.route}, {"gmacs", s.gmacs}, {"ms", 1e3 * s.seconds}});

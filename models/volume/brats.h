@@ -1,5 +1,5 @@
 // BraTS cases: four co-registered MR modalities (and an optional segmentation) as one
-// multi-channel volume, in the channel order the networks take: flair, t1ce, t1, t2.
+// multi-channel volume, in the BraTS channel order flair, t1ce, t1, t2 (kModalities).
 //
 // A BraTS case folder holds <case>_flair.nii.gz, <case>_t1ce.nii.gz, <case>_t1.nii.gz,
 // <case>_t2.nii.gz and optionally <case>_seg.nii.gz (.nii also accepted). Real BraTS folders and
@@ -26,9 +26,12 @@ inline constexpr std::array<const char*, kNumModalities> kModalities = {"flair",
 // Index of a modality name in kModalities, or -1.
 int ModalityIndex(const std::string& name);
 
+// Four co-registered channels on one grid. As read (LoadBratsCase, StackModalities, the DICOM
+// and upload decoders) the channels are in kModalities order; the engine's bank input
+// (models/engine/preprocess.h) holds them in the bundle's order, normalised.
 struct MultiModalVolume {
   Geometry geometry;
-  std::array<std::vector<float>, kNumModalities> channels;  // kModalities order
+  std::array<std::vector<float>, kNumModalities> channels;
 };
 
 // BraTS labels {0, 1, 2, 4} <-> network classes {0, 1, 2, 3}.
@@ -65,10 +68,6 @@ struct BratsCase {
 // seg must be on the same grid).
 absl::StatusOr<BratsCase> LoadBratsCase(const std::filesystem::path& dir,
                                         const NiftiLimits& limits = {});
-
-// z-scores each channel over brain voxels (those where the channel sum is > 0); voxels outside
-// the brain are set to 0. A channel that is constant over the brain becomes 0 there.
-void NormalizeZScoreBrain(MultiModalVolume* volume);
 
 }  // namespace danet::volume
 

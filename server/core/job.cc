@@ -7,7 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "models/dicom/dicom_seg.h"
+#include "models/engine/preprocess.h"
+#include "models/engine/router.h"
 #include "models/engine/segmenter.h"
+#include "models/engine/summary.h"
 #include "models/volume/nifti.h"
 
 namespace danet::service {
@@ -27,33 +30,17 @@ std::string Deflate(const uint8_t* data, size_t size) {
   return out;
 }
 
-std::vector<std::string> RouteNames(const models::Bank& bank) {
-  std::vector<std::string> names = {"skip"};
-  for (int i = 0; i < bank.size(); ++i) names.push_back(bank.model_config(i).id());
-  return names;
-}
-
-// The slice size the bank's networks accept: both in-plane dims multiples of 16.
-absl::Status CheckSliceSize(const volume::Geometry& g) {
-  if (g.dims[0] % 16 != 0 || g.dims[1] % 16 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "volume ", g.Describe(), ": the in-plane size must be a multiple of 16 for this bank"));
+// The engine's case summary as the Summary message's routes, cost and volumes.
+void FillSummary(const engine::CaseSummary& c, v1::Summary* out) {
+  for (const auto& [route, count] : c.RouteCountsByName()) {
+    (*out->mutable_route_counts())[route] = count;
   }
-  return absl::OkStatus();
-}
-
-void FillVolumes(const std::vector<uint8_t>& labels, const volume::Geometry& g,
-                 v1::TumourVolumes* out) {
-  int64_t wt = 0, tc = 0, et = 0;
-  for (uint8_t l : labels) {
-    wt += l != 0;
-    tc += l == 1 || l == 4;
-    et += l == 4;
-  }
-  const double ml = g.spacing[0] * g.spacing[1] * g.spacing[2] / 1000.0;
-  out->set_wt(wt * ml);
-  out->set_tc(tc * ml);
-  out->set_et(et * ml);
+  out->set_gmacs(c.gmacs);
+  out->set_gmacs_all_largest(c.gmacs_all_largest);
+  out->set_largest_model(c.largest_model);
+  out->mutable_volumes_ml()->set_wt(c.volumes_ml.wt);
+  out->mutable_volumes_ml()->set_tc(c.volumes_ml.tc);
+  out->mutable_volumes_ml()->set_et(c.volumes_ml.et);
 }
 
 void EmitChunks(v1::OutputKind kind, const std::string& name, const std::string& bytes,
@@ -107,21 +94,10 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   if (!policy.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("header.policy: ", policy.status().message()));
   }
-  if (header.cost_bias() != 0) {
-    if (policy->kind != engine::Policy::Kind::kDynamic || !std::isfinite(header.cost_bias())) {
-      return absl::InvalidArgumentError(
-          "header.cost_bias: must be a finite number, and only applies to the dynamic policy");
-    }
-    policy->cost_bias = header.cost_bias();
-  }
-  if (header.skip_margin() != 0) {
-    if (policy->kind != engine::Policy::Kind::kDynamic ||
-        header.skip_margin() > static_cast<uint32_t>(engine::kMaxSkipMargin)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "header.skip_margin: must be at most ", engine::kMaxSkipMargin,
-          ", and only applies to the dynamic policy"));
-    }
-    policy->skip_margin = static_cast<int>(header.skip_margin());
+  if (absl::Status s = engine::ApplyPolicyOverrides(header.cost_bias(), header.skip_margin(),
+                                                     &*policy);
+      !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("header.", s.message()));
   }
   v1::Timing timing;
   timing.set_receive(context.receive_seconds);
@@ -130,16 +106,18 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   auto start = Clock::now();
   absl::StatusOr<volume::MultiModalVolume> image = upload->Decode();
   if (!image.ok()) return image.status();
-  if (absl::Status s = CheckSliceSize(image->geometry); !s.ok()) return s;
+  if (absl::Status s = engine::CheckSliceSize(image->geometry); !s.ok()) return s;
   timing.set_decode(Since(start));
   if (context.cancelled && context.cancelled()) return absl::CancelledError("request cancelled");
 
   start = Clock::now();
-  volume::NormalizeZScoreBrain(&*image);
+  absl::StatusOr<volume::MultiModalVolume> input =
+      engine::PrepareBankInput(bank.config().preprocessing(), *std::move(image));
+  if (!input.ok()) return input.status();
   timing.set_preprocess(Since(start));
 
-  const volume::Geometry& g = image->geometry;
-  const std::vector<std::string> routes = RouteNames(bank);
+  const volume::Geometry& g = input->geometry;
+  const std::vector<std::string> routes = engine::RouteNames(bank);
   v1::SegmentResponse accepted;
   accepted.mutable_accepted()->set_request_id(header.request_id());
   for (int64_t d : g.dims) accepted.mutable_accepted()->add_dims(static_cast<int32_t>(d));
@@ -172,7 +150,7 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
     encode_seconds += Since(encode_start);
   };
   absl::StatusOr<engine::VolumeResult> result =
-      engine::SegmentVolume(bank, *image, *policy, engine_options);
+      engine::SegmentVolume(bank, *input, *policy, engine_options);
   if (!result.ok()) return result.status();
   timing.set_decide(result->decide_seconds);
   timing.set_segment(std::max(0.0, result->segment_seconds - encode_seconds));
@@ -180,18 +158,7 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   v1::SegmentResponse summary;
   v1::Summary* sum = summary.mutable_summary();
   sum->set_request_id(header.request_id());
-  for (const std::string& r : routes) (*sum->mutable_route_counts())[r] = 0;
-  for (const engine::SliceResult& s : result->slices) ++(*sum->mutable_route_counts())[routes[s.route]];
-  int largest = 0;
-  for (int i = 1; i < bank.size(); ++i) {
-    if (bank.model_config(i).gmacs_per_slice() > bank.model_config(largest).gmacs_per_slice()) {
-      largest = i;
-    }
-  }
-  sum->set_gmacs(result->gmacs);
-  sum->set_gmacs_all_largest(bank.model_config(largest).gmacs_per_slice() * g.dims[2]);
-  sum->set_largest_model(bank.model_config(largest).id());
-  FillVolumes(result->labels, g, sum->mutable_volumes_ml());
+  FillSummary(engine::SummarizeCase(bank, *result, g), sum);
 
   start = Clock::now();
   // Outputs are encoded before the summary is sent so that its timing is complete; they are

@@ -29,7 +29,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "models/bank/device.h"
-#include "models/engine/segmenter.h"
+#include "models/engine/router.h"
+#include "models/engine/summary.h"
 #include "server/grpc/runtime.h"
 #include "server/grpc/service.h"
 #include "server/metrics/http_exporter.h"
@@ -157,9 +158,8 @@ int Run(const sigset_t& signals) {
     server->Shutdown();
     return 1;
   }
-  std::vector<std::string> routes = {"skip"};
-  for (int i = 0; i < shared->size(); ++i) routes.push_back(shared->model_config(i).id());
-  metrics.SetBundle(shared->config().name(), shared->device().str(), routes);
+  metrics.SetBundle(shared->config().name(), shared->device().str(),
+                    danet::engine::RouteNames(*shared));
   service.SetBank(shared);
   health->SetServingStatus(true);
   metrics.SetReady(true);

@@ -1,11 +1,10 @@
-// BraTS case folders: loading, grid checks that name the odd file out, labels, z-scoring.
+// BraTS case folders: loading, grid checks that name the odd file out, labels.
 #include "models/volume/brats.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <cmath>
 #include <filesystem>
 
 namespace danet::volume {
@@ -109,29 +108,6 @@ TEST_F(BratsTest, CorruptModalityIsNamed) {
 
 TEST_F(BratsTest, MissingFolderIsNotFound) {
   EXPECT_EQ(LoadBratsCase(dir_ / "nope").status().code(), absl::StatusCode::kNotFound);
-}
-
-TEST_F(BratsTest, ZScoreOverBrainLeavesBackgroundZero) {
-  WriteAll();
-  absl::StatusOr<BratsCase> c = LoadBratsCase(dir_);
-  ASSERT_TRUE(c.ok());
-  NormalizeZScoreBrain(&c->image);
-  for (const auto& channel : c->image.channels) {
-    double sum = 0, sq = 0;
-    int n = 0;
-    for (int64_t idx = 0; idx < geometry_.NumVoxels(); ++idx) {
-      const int64_t i = idx % geometry_.dims[0];
-      if (i >= 2 && i <= 5) {
-        sum += channel[idx];
-        sq += channel[idx] * channel[idx];
-        ++n;
-      } else {
-        EXPECT_EQ(channel[idx], 0.0f);
-      }
-    }
-    EXPECT_NEAR(sum / n, 0.0, 1e-5);
-    EXPECT_NEAR(sq / n, 1.0, 1e-4);
-  }
 }
 
 }  // namespace

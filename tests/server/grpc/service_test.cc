@@ -19,6 +19,7 @@
 #include "models/data/phantom.h"
 #include "models/engine/segmenter.h"
 #include "models/volume/nifti.h"
+#include "models/volume/normalize.h"
 #include "server/grpc/status.h"
 
 namespace danet::service {
