@@ -8,6 +8,15 @@ danet_gtest(metrics_registry_test
   SOURCES ${_server}/metrics/metrics_test.cc
   LIBS danet_metrics httplib::httplib absl::status absl::statusor)
 
+# server/core without gRPC: an upload fed chunk by chunk, a job's messages collected from its
+# emit callback, the work queue and the watchdog on their own threads.
+danet_gtest(server_core_test
+  TORCH
+  SOURCES ${_server}/core/upload_test.cc ${_server}/core/job_test.cc
+          ${_server}/core/work_queue_test.cc
+  LIBS danet_server_core danet_engine danet_bank danet_bundle danet_volume ZLIB::ZLIB
+  PROPERTIES TIMEOUT 300)
+
 # server/grpc: the gRPC service in-process over loopback (see service_test.cc), and the
 # server, the CLI and a Python client out-of-process (test_service_e2e.py).
 danet_gtest(service_test
