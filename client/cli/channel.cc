@@ -6,7 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "server/volume/nifti.h"
+#include "models/volume/nifti.h"
 
 namespace danet::client {
 namespace {

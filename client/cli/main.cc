@@ -34,7 +34,7 @@
 #include "client/cli/channel.h"
 #include "client/cli/report.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "server/volume/nifti.h"
+#include "models/volume/nifti.h"
 
 ABSL_FLAG(std::string, server, "",
           "Server address or gRPC target, e.g. dns:///danet-server-headless:50051 (calls "

@@ -4,8 +4,8 @@
 #include "absl/strings/str_join.h"
 #include "client/preview/montage.h"
 #include "client/preview/png.h"
-#include "server/volume/dicom.h"
-#include "server/volume/nifti.h"
+#include "models/dicom/dicom.h"
+#include "models/volume/nifti.h"
 
 namespace danet::client {
 

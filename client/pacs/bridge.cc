@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/call.h"
-#include "server/volume/nifti.h"
+#include "models/volume/nifti.h"
 
 namespace danet::pacs {
 namespace fs = std::filesystem;

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "models/volume/brats.h"
 
 namespace danet::models {
 namespace {
@@ -158,12 +159,13 @@ absl::Status CheckDecision(const v1::DecisionNetwork& decision, const ValidateOp
 
 absl::Status CheckPreprocessing(const v1::Preprocessing& pre) {
   if (pre.modalities_size() > 0) {
-    std::set<std::string> wanted(std::begin(kDefaultModalities), std::end(kDefaultModalities));
+    std::set<std::string> wanted(volume::kModalities.begin(), volume::kModalities.end());
     std::set<std::string> given(pre.modalities().begin(), pre.modalities().end());
     if (pre.modalities_size() != 4 || given != wanted) {
       return Invalid("preprocessing.modalities",
                      absl::StrCat("[", absl::StrJoin(pre.modalities(), ", "),
-                                  "] must be flair, t1ce, t1, t2 in some order"));
+                                  "] must be ", absl::StrJoin(volume::kModalities, ", "),
+                                  " in some order"));
     }
   }
   if (!pre.normalization().empty() && pre.normalization() != "zscore_brain") {
@@ -281,7 +283,7 @@ v1::BundleConfig PaperPresetConfig() {
       "Med-DANet bank of the paper (ECCV 2022, section 4.1): UNet-12, UNet-16, TransBTS-light, "
       "TransBTS, with the ShuffleNetV2-M decision network");
   v1::Preprocessing* pre = config.mutable_preprocessing();
-  for (const char* m : kDefaultModalities) pre->add_modalities(m);
+  for (const char* m : volume::kModalities) pre->add_modalities(m);
   pre->set_normalization("zscore_brain");
   pre->set_slice_height(240);
   pre->set_slice_width(240);

@@ -60,9 +60,6 @@ v1::UNetArch WithDefaults(const v1::UNetArch& arch);
 v1::TransBTSArch WithDefaults(const v1::TransBTSArch& arch);
 v1::DecisionArch WithDefaults(const v1::DecisionArch& arch);
 
-// The four modalities in network channel order.
-inline constexpr const char* kDefaultModalities[] = {"flair", "t1ce", "t1", "t2"};
-
 }  // namespace danet::models
 
 #endif  // DANET_MODELS_BUNDLE_BUNDLE_CONFIG_H_

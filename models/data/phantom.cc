@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "models/data/phantom_internal.h"
-#include "server/volume/nifti.h"
+#include "models/volume/nifti.h"
 
 namespace danet::data {
 using phantom_internal::Apply;

@@ -20,7 +20,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "server/volume/brats.h"
+#include "models/volume/brats.h"
 
 namespace danet::data {
 

@@ -13,7 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/volume/nifti.h"
+#include "models/volume/nifti.h"
 
 namespace danet::data {
 namespace {

@@ -4,9 +4,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "models/engine/preprocess.h"
+#include "models/engine/router.h"
+#include "models/engine/segmenter.h"
+#include "models/engine/summary.h"
 #include "models/eval/metrics.h"
-#include "server/engine/segmenter.h"
-#include "server/volume/brats.h"
+#include "models/volume/brats.h"
 
 namespace danet::eval {
 namespace {
@@ -28,10 +31,6 @@ std::vector<std::string> DefaultPolicies(const models::Bank& bank) {
   return policies;
 }
 
-std::string RouteName(const models::Bank& bank, int route) {
-  return route == 0 ? "skip" : bank.model_config(route - 1).id();
-}
-
 // Scores of one case under one policy.
 nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
                          const volume::MultiModalVolume& normalized, const engine::Policy& policy,
@@ -49,14 +48,14 @@ nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
     out["dice"][kRegionNames[r]] = 100.0 * Dice(p, t);
     if (hd95) out["hd95"][kRegionNames[r]] = Hd95(p, t, g.dims, g.spacing);
   }
-  nlohmann::json routes = {{"skip", 0}};
-  for (int i = 0; i < bank.size(); ++i) routes[bank.model_config(i).id()] = 0;
-  nlohmann::json tumour_routes = routes;  // the same, over the slices that hold tumour
+  const engine::CaseSummary summary = engine::SummarizeCase(bank, *result, g);
+  const nlohmann::json routes = summary.RouteCountsByName();
+  nlohmann::json tumour_routes = routes;  // the same keys, over the slices that hold tumour
+  for (auto& [route, count] : tumour_routes.items()) count = 0;
   int tumour_slices = 0, kept = 0, free_slices = 0, free_skipped = 0;
   const int64_t slice_voxels = g.dims[0] * g.dims[1];
   for (const engine::SliceResult& s : result->slices) {
-    const std::string name = RouteName(bank, s.route);
-    routes[name] = routes[name].get<int>() + 1;
+    const std::string& name = summary.route_names[s.route];
     const auto begin = c.seg->labels.begin() + s.index * slice_voxels;
     if (std::any_of(begin, begin + slice_voxels, [](uint8_t l) { return l != 0; })) {
       ++tumour_slices;
@@ -134,11 +133,12 @@ absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
     if (!c->seg) {
       return absl::InvalidArgumentError(absl::StrCat(dir.string(), ": evaluation needs a seg"));
     }
-    volume::MultiModalVolume normalized = c->image;
-    volume::NormalizeZScoreBrain(&normalized);
+    absl::StatusOr<volume::MultiModalVolume> input =
+        engine::PrepareBankInput(bank.config().preprocessing(), c->image);
+    if (!input.ok()) return input.status();
     for (size_t p = 0; p < policies.size(); ++p) {
       if (options.on_case) options.on_case(names[p], c->case_id);
-      nlohmann::json scored = ScoreCase(bank, *c, normalized, policies[p], options.hd95);
+      nlohmann::json scored = ScoreCase(bank, *c, *input, policies[p], options.hd95);
       if (scored.contains("error")) {
         return absl::InternalError(
             absl::StrCat(c->case_id, " (", names[p], "): ", scored["error"].get<std::string>()));

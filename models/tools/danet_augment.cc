@@ -65,8 +65,9 @@ int main(int argc, char** argv) {
     std::cerr << "danet-augment: --augment: " << options.status().message() << "\n";
     return 2;
   }
+  // The default preprocessing (BraTS channel order, z-scored over the brain).
   absl::StatusOr<std::vector<danet::train::TrainCase>> cases =
-      danet::train::LoadTrainCases({absl::GetFlag(FLAGS_case_dir)});
+      danet::train::LoadTrainCases({absl::GetFlag(FLAGS_case_dir)}, danet::v1::Preprocessing());
   if (!cases.ok()) {
     std::cerr << "danet-augment: " << cases.status().message() << "\n";
     return 1;

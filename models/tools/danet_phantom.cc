@@ -23,7 +23,9 @@
 #include "absl/strings/str_format.h"
 #include "models/data/phantom.h"
 #include "models/data/shift_phantom.h"
-#include "server/volume/dicom.h"
+#ifdef DANET_WITH_DICOM
+#include "models/dicom/dicom.h"
+#endif
 
 ABSL_FLAG(std::string, out, "", "Directory to write case folders to.");
 ABSL_FLAG(std::string, family, "training",
@@ -42,6 +44,7 @@ ABSL_FLAG(std::vector<std::string>, dims, std::vector<std::string>({"240", "240"
 
 namespace {
 
+#ifdef DANET_WITH_DICOM
 // The case as one study: four series sharing a frame of reference.
 absl::Status WriteDicomStudy(const danet::data::PhantomCase& phantom, const std::string& out) {
   const char* descriptions[] = {"AX FLAIR", "AX T1 POST GD", "AX T1", "AX T2"};
@@ -62,6 +65,7 @@ absl::Status WriteDicomStudy(const danet::data::PhantomCase& phantom, const std:
   }
   return absl::OkStatus();
 }
+#endif  // DANET_WITH_DICOM
 
 }  // namespace
 
@@ -74,6 +78,12 @@ int main(int argc, char** argv) {
     std::cerr << "danet-phantom: --out DIR and --cases N >= 1 are required\n";
     return 2;
   }
+#ifndef DANET_WITH_DICOM
+  if (absl::GetFlag(FLAGS_dicom)) {
+    std::cerr << "danet-phantom: --dicom: this build has no DICOM (DANET_ENGINE_ONLY)\n";
+    return 2;
+  }
+#endif
   danet::data::PhantomOptions options;
   absl::StatusOr<danet::data::PhantomStyle> style =
       danet::data::ParsePhantomStyle(absl::GetFlag(FLAGS_style));
@@ -133,7 +143,9 @@ int main(int argc, char** argv) {
     }
     const danet::data::PhantomCase& phantom = *generated;
     absl::Status s = danet::data::WritePhantomCase(phantom, out);
+#ifdef DANET_WITH_DICOM
     if (s.ok() && absl::GetFlag(FLAGS_dicom)) s = WriteDicomStudy(phantom, out);
+#endif
     if (!s.ok()) {
       std::cerr << "danet-phantom: " << s << "\n";
       return 1;

@@ -79,11 +79,12 @@ int Fail(const absl::Status& status) {
 }
 
 absl::StatusOr<std::vector<TrainCase>> Load(const std::string& dir, int max_cases,
+                                            const v1::Preprocessing& preprocessing,
                                             const char* what) {
   absl::StatusOr<std::vector<std::filesystem::path>> dirs = ListCaseDirs(dir);
   if (!dirs.ok()) return dirs.status();
   if (max_cases > 0 && static_cast<int>(dirs->size()) > max_cases) dirs->resize(max_cases);
-  return LoadTrainCases(*dirs, [what](int done, int total) {
+  return LoadTrainCases(*dirs, preprocessing, [what](int done, int total) {
     std::fprintf(stderr, "\rloading %s cases %d/%d", what, done, total);
     if (done == total) std::fprintf(stderr, "\n");
   });
@@ -152,12 +153,14 @@ int Main(const std::string& command_line) {
   }
 
   absl::StatusOr<std::vector<TrainCase>> train =
-      Load(absl::GetFlag(FLAGS_train_data), absl::GetFlag(FLAGS_max_train_cases), "training");
+      Load(absl::GetFlag(FLAGS_train_data), absl::GetFlag(FLAGS_max_train_cases),
+           (*bank)->config().preprocessing(), "training");
   if (!train.ok()) return Fail(train.status());
   std::vector<TrainCase> validation;
   if (const std::string val = absl::GetFlag(FLAGS_val_data); !val.empty()) {
     absl::StatusOr<std::vector<TrainCase>> loaded =
-        Load(val, absl::GetFlag(FLAGS_max_val_cases), "validation");
+        Load(val, absl::GetFlag(FLAGS_max_val_cases), (*bank)->config().preprocessing(),
+             "validation");
     if (!loaded.ok()) return Fail(loaded.status());
     validation = *std::move(loaded);
   }

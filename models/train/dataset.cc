@@ -5,7 +5,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "server/engine/segmenter.h"
+#include "models/engine/preprocess.h"
+#include "models/engine/segmenter.h"
 
 namespace danet::train {
 
@@ -22,7 +23,7 @@ absl::StatusOr<std::vector<std::filesystem::path>> ListCaseDirs(const std::files
 }
 
 absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
-    const std::vector<std::filesystem::path>& dirs,
+    const std::vector<std::filesystem::path>& dirs, const v1::Preprocessing& preprocessing,
     const std::function<void(int done, int total)>& on_case) {
   std::vector<TrainCase> cases;
   for (const auto& dir : dirs) {
@@ -34,8 +35,10 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     }
     TrainCase c;
     c.id = loaded->case_id;
-    c.image = std::move(loaded->image);
-    volume::NormalizeZScoreBrain(&c.image);
+    absl::StatusOr<volume::MultiModalVolume> input =
+        engine::PrepareBankInput(preprocessing, std::move(loaded->image));
+    if (!input.ok()) return input.status();
+    c.image = *std::move(input);
     c.labels = std::move(loaded->seg->labels);
     const auto& d = c.image.geometry.dims;
     c.slices = engine::SliceStack(c.image);

@@ -1,4 +1,5 @@
-// Training data in memory: z-scored BraTS (or phantom) cases as slice stacks, and the batch
+// Training data in memory: BraTS (or phantom) cases as the bank sees them (the engine's bank
+// input: the bundle's channel order and normalisation) and as slice stacks, and the batch
 // samplers of the two training stages.
 #ifndef DANET_MODELS_TRAIN_DATASET_H_
 #define DANET_MODELS_TRAIN_DATASET_H_
@@ -12,14 +13,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "danet/v1/bundle.pb.h"
 #include "models/train/augment.h"
-#include "server/volume/brats.h"
+#include "models/volume/brats.h"
 
 namespace danet::train {
 
 struct TrainCase {
   std::string id;
-  volume::MultiModalVolume image;   // z-scored; kept for whole-volume evaluation
+  volume::MultiModalVolume image;   // bank input; kept for whole-volume evaluation
   std::vector<uint8_t> labels;      // BraTS labels, volume order
   at::Tensor slices;                // Z x 4 x H x W float32 (a copy of `image`, slice-major)
   at::Tensor classes;               // Z x H x W uint8, classes 0..3
@@ -29,9 +31,11 @@ struct TrainCase {
 // The case folders directly under `dir`, sorted by name (NotFound when there are none).
 absl::StatusOr<std::vector<std::filesystem::path>> ListCaseDirs(const std::filesystem::path& dir);
 
-// Loads, checks and z-scores case folders that have a seg. `on_case` reports progress.
+// Loads and checks case folders that have a seg, and prepares each as the bank's input as
+// `preprocessing` (the bundle's block) says (engine::PrepareBankInput). `on_case` reports
+// progress.
 absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
-    const std::vector<std::filesystem::path>& dirs,
+    const std::vector<std::filesystem::path>& dirs, const v1::Preprocessing& preprocessing,
     const std::function<void(int done, int total)>& on_case = nullptr);
 
 struct Batch {

@@ -12,10 +12,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "models/bank/device.h"
+#include "models/engine/segmenter.h"
 #include "models/eval/metrics.h"
 #include "models/train/objectives.h"
 #include "models/train/progress.h"
-#include "server/engine/segmenter.h"
 
 namespace danet::train {
 namespace {

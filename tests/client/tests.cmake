@@ -1,12 +1,14 @@
+# tests/client: the preview images in-process, the PACS bridge out-of-process.
+set(_client ${CMAKE_CURRENT_SOURCE_DIR}/client)
+
 # client/preview: the PNG encoder (checked against PIL, a second, independent decoder), the
 # embedded font and the montage. The PIL check skips cleanly where python3-pil is missing.
-find_package(ZLIB REQUIRED)
 danet_gtest(preview_test
-  SOURCES client/preview_test.cc
+  SOURCES ${_client}/preview/preview_test.cc
   LIBS danet_preview ZLIB::ZLIB absl::status absl::statusor absl::strings)
 target_compile_definitions(preview_test PRIVATE
   DANET_PYTHON="${DANET_PYTHON}"
-  DANET_PNG_READER="${CMAKE_CURRENT_SOURCE_DIR}/client/test_preview_png.py")
+  DANET_PNG_READER="${_client}/preview/test_preview_png.py")
 
 # client/pacs: danet-pacs-bridge out-of-process between a real Orthanc (the PACS, on loopback)
 # and danet-server: a study pushed from Orthanc comes back as a DICOM SEG in the same study
@@ -15,7 +17,7 @@ target_compile_definitions(preview_test PRIVATE
 # service_e2e: it shares 2 cores badly.
 add_test(NAME pacs_bridge_e2e
   COMMAND ${DANET_PYTHON} -m unittest -v test_pacs_bridge
-  WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/client)
+  WORKING_DIRECTORY ${_client}/pacs)
 set_tests_properties(pacs_bridge_e2e PROPERTIES
   TIMEOUT 600
   RUN_SERIAL TRUE

@@ -27,7 +27,7 @@ import urllib.parse
 from tools import NODE, NODE_MODULES, ROOT, TSC, has_node_module, needs
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "server", "service"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "server", "grpc"))
 from procs import run, stop, tail  # noqa: E402
 from test_service_e2e import (CLI, Server, http_get, make_phantom,  # noqa: E402
                               start_prometheus)

@@ -24,7 +24,7 @@ from tools import (HERE, KUBECTL, NODE, NODE_MODULES, ROOT, YAMLLINT, has_node_m
 
 K8S = os.path.join(ROOT, "deploy", "k8s")
 SERVER = os.environ.get("DANET_SERVER_BIN",
-                        os.path.join(ROOT, "build", "server", "service", "danet-server"))
+                        os.path.join(ROOT, "build", "bin", "danet-server"))
 OVERLAYS = ("cpu", "gpu")
 
 

@@ -17,7 +17,7 @@ import unittest
 from tools import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "server", "service"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "server", "grpc"))
 from procs import run  # noqa: E402
 from test_service_e2e import CLI, Server, make_phantom  # noqa: E402
 

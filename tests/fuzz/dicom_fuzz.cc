@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "server/volume/dicom.h"
+#include "models/dicom/dicom.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   constexpr std::string_view kSeparator("\xff\xfe\xfd\xfc", 4);

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "danet/v1/segmentation.pb.h"
-#include "server/service/upload.h"
+#include "server/core/upload.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::vector<std::string> kModalities = {"flair", "t1ce", "t1", "t2"};

@@ -1,0 +1,372 @@
+#include "models/dicom/dicom.h"
+
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpls/djdecode.h>
+#include <dcmtk/oflog/oflog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace danet::volume {
+namespace {
+
+using Vec3 = std::array<double, 3>;
+
+Vec3 Cross(const Vec3& a, const Vec3& b) {
+  return {a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]};
+}
+double Dot(const Vec3& a, const Vec3& b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+
+void RegisterCodecs() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // DCMTK's own log would print file details on stderr; our errors say what matters.
+    OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+    DJDecoderRegistration::registerCodecs();
+    DJLSDecoderRegistration::registerCodecs();
+    DcmRLEDecoderRegistration::registerCodecs();
+  });
+}
+
+// One decoded instance.
+struct Slice {
+  int file = 0;
+  std::string series_uid, study_uid, frame_uid, description, sop_class, sop_uid;
+  int rows = 0, columns = 0;
+  Vec3 position{}, row_dir{}, column_dir{};
+  double row_spacing = 0, column_spacing = 0;  // PixelSpacing[0] (between rows), [1]
+  std::vector<float> pixels;
+};
+
+std::string GetString(DcmDataset* ds, const DcmTagKey& tag) {
+  OFString value;
+  return ds->findAndGetOFStringArray(tag, value).good() ? std::string(value.c_str()) : "";
+}
+
+absl::Status GetDoubles(DcmDataset* ds, const DcmTagKey& tag, int n, const std::string& what,
+                        double* out) {
+  for (int i = 0; i < n; ++i) {
+    Float64 v = 0;
+    if (ds->findAndGetFloat64(tag, v, i).bad()) {
+      return absl::InvalidArgumentError(absl::StrCat("missing or short ", what));
+    }
+    out[i] = v;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadPixels(DcmDataset* ds, Slice* s) {
+  Uint16 bits = 0, representation = 0, samples = 1;
+  ds->findAndGetUint16(DCM_BitsAllocated, bits);
+  ds->findAndGetUint16(DCM_PixelRepresentation, representation);
+  ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
+  if (samples != 1) return absl::InvalidArgumentError("not a grey-scale image (SamplesPerPixel)");
+  Float64 slope = 1, intercept = 0;
+  if (ds->findAndGetFloat64(DCM_RescaleSlope, slope).bad() || slope == 0) slope = 1;
+  ds->findAndGetFloat64(DCM_RescaleIntercept, intercept);
+  const size_t n = static_cast<size_t>(s->rows) * s->columns;
+  s->pixels.resize(n);
+  unsigned long count = 0;
+  if (bits == 16) {
+    const Uint16* data = nullptr;
+    if (ds->findAndGetUint16Array(DCM_PixelData, data, &count).bad() || data == nullptr) {
+      return absl::InvalidArgumentError("no pixel data");
+    }
+    if (count < n) return absl::InvalidArgumentError("pixel data shorter than Rows x Columns");
+    for (size_t i = 0; i < n; ++i) {
+      const double raw = representation ? static_cast<double>(static_cast<int16_t>(data[i]))
+                                        : static_cast<double>(data[i]);
+      s->pixels[i] = static_cast<float>(raw * slope + intercept);
+    }
+  } else if (bits == 8) {
+    const Uint8* data = nullptr;
+    if (ds->findAndGetUint8Array(DCM_PixelData, data, &count).bad() || data == nullptr) {
+      return absl::InvalidArgumentError("no pixel data");
+    }
+    if (count < n) return absl::InvalidArgumentError("pixel data shorter than Rows x Columns");
+    for (size_t i = 0; i < n; ++i) {
+      const double raw = representation ? static_cast<double>(static_cast<int8_t>(data[i]))
+                                        : static_cast<double>(data[i]);
+      s->pixels[i] = static_cast<float>(raw * slope + intercept);
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("BitsAllocated ", bits, " is not supported"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Slice> DecodeInstance(const DicomFile& file, int index, const NiftiLimits& limits) {
+  if (file.bytes.size() < 132 || file.bytes.substr(128, 4) != "DICM") {
+    return absl::InvalidArgumentError("not a DICOM file (no DICM preamble)");
+  }
+  DcmInputBufferStream in;
+  in.setBuffer(file.bytes.data(), static_cast<offile_off_t>(file.bytes.size()));
+  in.setEos();
+  DcmFileFormat format;
+  format.transferInit();
+  const OFCondition read = format.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+  format.transferEnd();
+  if (read.bad()) return absl::InvalidArgumentError(absl::StrCat("unreadable (", read.text(), ")"));
+  DcmDataset* ds = format.getDataset();
+  Slice s;
+  s.file = index;
+  const std::string modality = GetString(ds, DCM_Modality);
+  if (modality != "MR") {
+    return absl::InvalidArgumentError(absl::StrCat("Modality '", modality, "' is not MR"));
+  }
+  Sint32 frames = 1;
+  if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).good() && frames > 1) {
+    return absl::InvalidArgumentError("multi-frame images are not supported");
+  }
+  s.series_uid = GetString(ds, DCM_SeriesInstanceUID);
+  s.study_uid = GetString(ds, DCM_StudyInstanceUID);
+  s.sop_uid = GetString(ds, DCM_SOPInstanceUID);
+  if (s.series_uid.empty() || s.sop_uid.empty()) {
+    return absl::InvalidArgumentError("no SeriesInstanceUID or SOPInstanceUID");
+  }
+  s.frame_uid = GetString(ds, DCM_FrameOfReferenceUID);
+  s.description = GetString(ds, DCM_SeriesDescription);
+  s.sop_class = GetString(ds, DCM_SOPClassUID);
+  Uint16 rows = 0, columns = 0;
+  ds->findAndGetUint16(DCM_Rows, rows);
+  ds->findAndGetUint16(DCM_Columns, columns);
+  if (rows == 0 || columns == 0 || rows > limits.max_dim || columns > limits.max_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("Rows x Columns ", rows, "x", columns,
+                                                   " is empty or over the limit"));
+  }
+  s.rows = rows;
+  s.columns = columns;
+  double iop[6], spacing[2];
+  for (absl::Status st : {GetDoubles(ds, DCM_ImagePositionPatient, 3, "ImagePositionPatient",
+                                     s.position.data()),
+                          GetDoubles(ds, DCM_ImageOrientationPatient, 6,
+                                     "ImageOrientationPatient", iop),
+                          GetDoubles(ds, DCM_PixelSpacing, 2, "PixelSpacing", spacing)}) {
+    if (!st.ok()) return st;
+  }
+  s.row_dir = {iop[0], iop[1], iop[2]};
+  s.column_dir = {iop[3], iop[4], iop[5]};
+  s.row_spacing = spacing[0];
+  s.column_spacing = spacing[1];
+  if (spacing[0] <= 0 || spacing[1] <= 0) return absl::InvalidArgumentError("PixelSpacing <= 0");
+  if (std::abs(Dot(s.row_dir, s.row_dir) - 1) > 1e-3 ||
+      std::abs(Dot(s.column_dir, s.column_dir) - 1) > 1e-3 ||
+      std::abs(Dot(s.row_dir, s.column_dir)) > 1e-3) {
+    return absl::InvalidArgumentError("ImageOrientationPatient is not two orthonormal vectors");
+  }
+  if (ds->tagExists(DCM_PixelData) == OFFalse) return absl::InvalidArgumentError("no pixel data");
+  if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
+      !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+    const DcmXfer xfer(format.getDataset()->getOriginalXfer());
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot decode transfer syntax ", xfer.getXferName()));
+  }
+  if (absl::Status st = ReadPixels(ds, &s); !st.ok()) return st;
+  return s;
+}
+
+bool Near(const Vec3& a, const Vec3& b, double tolerance) {
+  return std::abs(a[0] - b[0]) <= tolerance && std::abs(a[1] - b[1]) <= tolerance &&
+         std::abs(a[2] - b[2]) <= tolerance;
+}
+
+// Sorts one series' slices along the normal and checks they form one even grid.
+absl::StatusOr<DicomSeries> BuildSeries(std::vector<Slice> slices,
+                                        const std::vector<DicomFile>& files,
+                                        const NiftiLimits& limits) {
+  const Slice& first = slices.front();
+  auto where = [&](const Slice& s) { return absl::StrCat("'", files[s.file].name, "'"); };
+  for (const Slice& s : slices) {
+    if (s.rows != first.rows || s.columns != first.columns ||
+        std::abs(s.row_spacing - first.row_spacing) > 1e-3 ||
+        std::abs(s.column_spacing - first.column_spacing) > 1e-3) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "instance ", where(s), ": its in-plane grid differs from the rest of its series"));
+    }
+    if (!Near(s.row_dir, first.row_dir, 1e-4) || !Near(s.column_dir, first.column_dir, 1e-4)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "instance ", where(s), ": its orientation differs from the rest of its series"));
+    }
+  }
+  const Vec3 normal = Cross(first.row_dir, first.column_dir);
+  std::sort(slices.begin(), slices.end(), [&](const Slice& a, const Slice& b) {
+    return Dot(a.position, normal) < Dot(b.position, normal);
+  });
+  const int64_t depth = static_cast<int64_t>(slices.size());
+  if (depth > limits.max_dim ||
+      depth * first.rows * first.columns > limits.max_voxels) {
+    return absl::InvalidArgumentError(absl::StrCat("series of ", depth,
+                                                   " slices is over the volume limit"));
+  }
+  double step = 1.0;  // a single slice: its thickness is unknown, 1 mm
+  if (depth > 1) step = Dot(slices[1].position, normal) - Dot(slices[0].position, normal);
+  for (int64_t k = 1; k < depth; ++k) {
+    const double d = Dot(slices[k].position, normal) - Dot(slices[k - 1].position, normal);
+    if (d < 1e-3) {
+      return absl::InvalidArgumentError(absl::StrCat("instances ", where(slices[k - 1]), " and ",
+                                                     where(slices[k]),
+                                                     " lie at the same slice position"));
+    }
+    if (std::abs(d - step) > 0.01 * step + 1e-3) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "gap in slice positions before instance %s: %.3f mm from the previous slice, %.3f mm "
+          "elsewhere",
+          where(slices[k]), d, step));
+    }
+    Vec3 expected;
+    for (int a = 0; a < 3; ++a) expected[a] = slices[0].position[a] + k * step * normal[a];
+    if (!Near(slices[k].position, expected, 0.01 * step + 1e-3)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "instance ", where(slices[k]), ": not on the line of the series' slice positions"));
+    }
+  }
+  DicomSeries series;
+  series.series_uid = first.series_uid;
+  series.study_uid = first.study_uid;
+  series.frame_of_reference_uid = first.frame_uid;
+  series.description = first.description;
+  series.sop_class_uid = first.sop_class;
+  series.first_instance = std::string(files[slices[0].file].bytes);
+  // voxel (i, j, k) -> LPS = p0 + i * dc * row_dir + j * dr * column_dir + k * step * normal;
+  // RAS negates x and y.
+  Matrix4 m{};
+  const double sign[3] = {-1, -1, 1};
+  for (int a = 0; a < 3; ++a) {
+    m[a][0] = sign[a] * first.column_spacing * first.row_dir[a];
+    m[a][1] = sign[a] * first.row_spacing * first.column_dir[a];
+    m[a][2] = sign[a] * step * normal[a];
+    m[a][3] = sign[a] * slices[0].position[a];
+  }
+  m[3] = {0, 0, 0, 1};
+  series.volume.geometry =
+      GeometryFromAffine({first.columns, first.rows, depth}, m);
+  const int64_t plane = int64_t(first.rows) * first.columns;
+  series.volume.voxels.resize(plane * depth);
+  for (int64_t k = 0; k < depth; ++k) {
+    std::copy(slices[k].pixels.begin(), slices[k].pixels.end(),
+              series.volume.voxels.begin() + k * plane);
+    series.instance_uids.push_back(slices[k].sop_uid);
+    series.file_index.push_back(slices[k].file);
+  }
+  return series;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<DicomFile>& files,
+                                                           const NiftiLimits& limits) {
+  RegisterCodecs();
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<Slice>> by_series;
+  std::string study;
+  for (size_t i = 0; i < files.size(); ++i) {
+    absl::StatusOr<Slice> s = DecodeInstance(files[i], static_cast<int>(i), limits);
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("instance '", files[i].name, "': ", s.status().message()));
+    }
+    if (study.empty()) study = s->study_uid;
+    if (s->study_uid != study) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "instance '", files[i].name, "' belongs to another study than the first instance"));
+    }
+    if (!by_series.count(s->series_uid)) order.push_back(s->series_uid);
+    by_series[s->series_uid].push_back(*std::move(s));
+  }
+  if (order.empty()) return absl::InvalidArgumentError("no DICOM instances");
+  std::vector<DicomSeries> out;
+  for (const std::string& uid : order) {
+    absl::StatusOr<DicomSeries> series = BuildSeries(std::move(by_series[uid]), files, limits);
+    if (!series.ok()) return series.status();
+    out.push_back(*std::move(series));
+  }
+  return out;
+}
+
+std::string ModalityFromDescription(const std::string& description) {
+  const std::string d = absl::AsciiStrToLower(description);
+  if (absl::StrContains(d, "flair")) return "flair";
+  for (const char* key : {"t1ce", "t1c", "t1+c", "t1 post", "t1_post", "gd", "contrast"}) {
+    if (absl::StrContains(d, key)) return "t1ce";
+  }
+  if (absl::StrContains(d, "t1")) return "t1";
+  if (absl::StrContains(d, "t2")) return "t2";
+  return "";
+}
+
+absl::StatusOr<std::array<int, kNumModalities>> AssignModalities(
+    const std::vector<DicomSeries>& series,
+    const std::map<std::string, std::string>& explicit_map) {
+  std::array<std::vector<int>, kNumModalities> found;
+  for (const auto& [uid, modality] : explicit_map) {
+    if (ModalityIndex(modality) < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("header.series_modalities: '", modality,
+                                                     "' is not flair, t1ce, t1 or t2"));
+    }
+  }
+  for (size_t i = 0; i < series.size(); ++i) {
+    std::string modality;
+    if (!explicit_map.empty()) {
+      auto it = explicit_map.find(series[i].series_uid);
+      if (it != explicit_map.end()) modality = it->second;
+    } else {
+      modality = ModalityFromDescription(series[i].description);
+    }
+    if (!modality.empty()) found[ModalityIndex(modality)].push_back(static_cast<int>(i));
+  }
+  std::array<int, kNumModalities> assigned{};
+  for (int m = 0; m < kNumModalities; ++m) {
+    if (found[m].size() == 1) {
+      assigned[m] = found[m][0];
+      continue;
+    }
+    std::vector<std::string> listed;
+    for (const DicomSeries& s : series) {
+      listed.push_back(absl::StrCat(s.series_uid, " '", s.description, "' (",
+                                    s.instance_uids.size(), " slices)"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        found[m].empty() ? "no series for modality '" : "several series for modality '",
+        kModalities[m], "'", explicit_map.empty() ? " by SeriesDescription" : " in the header",
+        "; series found: ", absl::StrJoin(listed, "; ")));
+  }
+  return assigned;
+}
+
+absl::StatusOr<MultiModalVolume> StackDicomSeries(const std::vector<DicomSeries>& series,
+                                                  const std::array<int, kNumModalities>& assigned) {
+  std::array<Volume, kNumModalities> volumes;
+  std::array<std::string, kNumModalities> names;
+  const std::string& frame = series[assigned[0]].frame_of_reference_uid;
+  for (int m = 0; m < kNumModalities; ++m) {
+    const DicomSeries& s = series[assigned[m]];
+    names[m] = absl::StrCat("series ", s.series_uid, " (", kModalities[m], ")");
+    if (s.frame_of_reference_uid != frame) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          names[m], ": another frame of reference than the flair series; registration and "
+                    "resampling are out of scope"));
+    }
+    volumes[m] = s.volume;
+  }
+  return StackModalities(std::move(volumes), names);
+}
+
+std::string NewDicomUid() {
+  char uid[100];
+  dcmGenerateUniqueIdentifier(uid, SITE_INSTANCE_UID_ROOT);
+  return uid;
+}
+
+}  // namespace danet::volume

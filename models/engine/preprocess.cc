@@ -1,0 +1,59 @@
+#include "models/engine/preprocess.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "models/volume/normalize.h"
+
+namespace danet::engine {
+
+absl::StatusOr<std::array<int, volume::kNumModalities>> ChannelOrder(
+    const v1::Preprocessing& preprocessing) {
+  std::array<int, volume::kNumModalities> order{};
+  const auto& names = preprocessing.modalities();
+  if (names.empty()) {
+    for (int c = 0; c < volume::kNumModalities; ++c) order[c] = c;
+    return order;
+  }
+  std::array<bool, volume::kNumModalities> used{};
+  bool ok = names.size() == volume::kNumModalities;
+  for (int c = 0; ok && c < volume::kNumModalities; ++c) {
+    order[c] = volume::ModalityIndex(names[c]);
+    ok = order[c] >= 0 && !used[order[c]];
+    if (ok) used[order[c]] = true;
+  }
+  if (ok) return order;
+  return absl::InvalidArgumentError(
+      absl::StrCat("preprocessing.modalities: [", absl::StrJoin(preprocessing.modalities(), ", "),
+                   "] must be ", absl::StrJoin(volume::kModalities, ", "), " in some order"));
+}
+
+absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(const v1::Preprocessing& preprocessing,
+                                                          volume::MultiModalVolume decoded) {
+  absl::StatusOr<std::array<int, volume::kNumModalities>> order = ChannelOrder(preprocessing);
+  if (!order.ok()) return order.status();
+  const std::string& normalization = preprocessing.normalization();
+  if (!normalization.empty() && normalization != "zscore_brain") {
+    return absl::InvalidArgumentError(absl::StrCat("preprocessing.normalization: '",
+                                                   normalization, "' is not one of: zscore_brain"));
+  }
+  volume::MultiModalVolume input;
+  input.geometry = decoded.geometry;
+  for (int c = 0; c < volume::kNumModalities; ++c) {
+    input.channels[c] = std::move(decoded.channels[(*order)[c]]);
+  }
+  volume::NormalizeZScoreBrain(&input);
+  return input;
+}
+
+absl::Status CheckSliceSize(const volume::Geometry& geometry) {
+  if (geometry.dims[0] % 16 != 0 || geometry.dims[1] % 16 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("volume ", geometry.Describe(),
+                     ": the in-plane size must be a multiple of 16 for this bank"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace danet::engine

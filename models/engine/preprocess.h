@@ -1,0 +1,42 @@
+// The bank's input: decoded volumes turned into what the networks were trained on, as the
+// bundle's `preprocessing` block says. This is the one place where that happens; the service
+// (server/core/job.cc), danet-segment, evaluation (models/eval) and training
+// (models/train/dataset.cc) all call PrepareBankInput, so a bundle trained with one channel
+// order or normalisation is served with the same one.
+//
+// Thread safety: pure functions of their arguments.
+#ifndef DANET_MODELS_ENGINE_PREPROCESS_H_
+#define DANET_MODELS_ENGINE_PREPROCESS_H_
+
+#include <array>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "danet/v1/bundle.pb.h"
+#include "models/volume/brats.h"
+
+namespace danet::engine {
+
+// The network channel order of `preprocessing` as indices into volume::kModalities:
+// order[c] is the decoded channel that becomes network channel c. An empty `modalities` list
+// means volume::kModalities itself. InvalidArgument (naming preprocessing.modalities) unless the
+// list is a permutation of the four modalities; ValidateBundleConfig refuses such bundles first.
+absl::StatusOr<std::array<int, volume::kNumModalities>> ChannelOrder(
+    const v1::Preprocessing& preprocessing);
+
+// Turns a decoded case (channels in volume::kModalities order, as every reader returns them)
+// into the bank's input: channels reordered into the bundle's network order (ChannelOrder), then
+// normalised as preprocessing.normalization says ("zscore_brain", also when empty:
+// volume::NormalizeZScoreBrain). Takes `decoded` by value: pass it with std::move when the raw
+// intensities are no longer needed. InvalidArgument for a block that names an unknown modality
+// or normalisation. Does not check the slice size (CheckSliceSize).
+absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(const v1::Preprocessing& preprocessing,
+                                                          volume::MultiModalVolume decoded);
+
+// The slice size the bank's networks accept: both in-plane dims multiples of 16 (the UNets
+// halve the slice four times). InvalidArgument naming the volume's geometry otherwise.
+absl::Status CheckSliceSize(const volume::Geometry& geometry);
+
+}  // namespace danet::engine
+
+#endif  // DANET_MODELS_ENGINE_PREPROCESS_H_

@@ -1,0 +1,30 @@
+// What the engine returns for one volume: per slice, its route, the decision network's
+// probabilities, its cost and time; for the volume, the label map and the time split. Plain
+// data (no LibTorch), shared by the router, the segmenter and the case summary.
+#ifndef DANET_MODELS_ENGINE_RESULT_H_
+#define DANET_MODELS_ENGINE_RESULT_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace danet::engine {
+
+struct SliceResult {
+  int index = 0;                     // axial slice (k)
+  int route = 0;                     // 0 skip, i = bank model i-1
+  std::vector<float> probabilities;  // decision network softmax (empty for static policies)
+  double gmacs = 0;                  // decision network + the model that ran
+  double seconds = 0;                // model time for this slice (decision time is shared)
+};
+
+struct VolumeResult {
+  std::vector<uint8_t> labels;  // BraTS labels in volume order (i fastest)
+  std::vector<SliceResult> slices;
+  double gmacs = 0;
+  double decide_seconds = 0;
+  double segment_seconds = 0;
+};
+
+}  // namespace danet::engine
+
+#endif  // DANET_MODELS_ENGINE_RESULT_H_

@@ -1,0 +1,127 @@
+#include "models/engine/router.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace danet::engine {
+
+std::string Policy::Name(const models::Bank& bank) const {
+  if (kind == Kind::kDynamic) {
+    return absl::StrCat("dynamic", cost_bias == 0 ? "" : absl::StrCat("@", cost_bias),
+                        skip_margin == 0 ? "" : absl::StrCat("+m", skip_margin));
+  }
+  return absl::StrCat("static:", bank.model_config(static_model).id());
+}
+
+absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank) {
+  if (text.empty()) {
+    const std::string& fallback = bank.config().default_policy();
+    if (fallback.empty()) return Policy{};
+    absl::StatusOr<Policy> policy = ParsePolicy(fallback, bank);
+    if (!policy.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the bundle's default_policy: ", policy.status().message()));
+    }
+    return policy;
+  }
+  if (text.rfind("dynamic", 0) == 0 &&
+      (text.size() == 7 || text[7] == '@' || text.compare(7, 2, "+m") == 0)) {
+    Policy policy;
+    std::string rest = text.substr(7);
+    if (const size_t plus = rest.find("+m"); plus != std::string::npos) {
+      if (!absl::SimpleAtoi(rest.substr(plus + 2), &policy.skip_margin) ||
+          policy.skip_margin < 0 || policy.skip_margin > kMaxSkipMargin) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "policy '", text, "': the skip margin after '+m' is not a whole number in 0..",
+            kMaxSkipMargin));
+      }
+      rest.resize(plus);
+    }
+    if (!rest.empty() && (!absl::SimpleAtod(rest.substr(1), &policy.cost_bias) ||
+                          !std::isfinite(policy.cost_bias))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("policy '", text, "': the cost bias after '@' is not a number"));
+    }
+    return policy;
+  }
+  if (text.rfind("static:", 0) == 0) {
+    const std::string id = text.substr(7);
+    if (std::optional<int> index = bank.FindModel(id)) {
+      return Policy{Policy::Kind::kStatic, *index};
+    }
+    std::vector<std::string> ids;
+    for (int i = 0; i < bank.size(); ++i) ids.push_back(bank.model_config(i).id());
+    return absl::InvalidArgumentError(absl::StrCat("policy '", text, "': no bank model '", id,
+                                                   "' (the bank has ", absl::StrJoin(ids, ", "),
+                                                   ")"));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("policy '", text, "' is not 'dynamic', 'dynamic@<bias>' or 'static:<model id>'"));
+}
+
+absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy* policy) {
+  if (cost_bias != 0) {
+    if (policy->kind != Policy::Kind::kDynamic || !std::isfinite(cost_bias)) {
+      return absl::InvalidArgumentError(
+          "cost_bias: must be a finite number, and only applies to the dynamic policy");
+    }
+    policy->cost_bias = cost_bias;
+  }
+  if (skip_margin != 0) {
+    if (policy->kind != Policy::Kind::kDynamic || skip_margin < 0 ||
+        skip_margin > kMaxSkipMargin) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "skip_margin: must be at most ", kMaxSkipMargin,
+          ", and only applies to the dynamic policy"));
+    }
+    policy->skip_margin = static_cast<int>(skip_margin);
+  }
+  return absl::OkStatus();
+}
+
+int BiasedRoute(const float* probabilities, const std::vector<double>& route_gmacs,
+                double cost_bias) {
+  int best = 0;
+  double best_score = -std::numeric_limits<double>::infinity();
+  const double largest = *std::max_element(route_gmacs.begin(), route_gmacs.end());
+  for (size_t i = 0; i < route_gmacs.size(); ++i) {
+    // With no bias this is argmax p_i (ties to the first), exactly the unbiased route.
+    const double score = cost_bias == 0 ? probabilities[i]
+                                        : std::log(std::max(probabilities[i], 1e-30f)) -
+                                              cost_bias * route_gmacs[i] / largest;
+    if (score > best_score) {
+      best_score = score;
+      best = static_cast<int>(i);
+    }
+  }
+  return best;
+}
+
+std::vector<int> WidenRoutes(const std::vector<int>& routes,
+                             const std::vector<SliceResult>& slices,
+                             const std::vector<double>& route_gmacs, double cost_bias,
+                             int margin) {
+  std::vector<int> widened = routes;
+  const int64_t depth = static_cast<int64_t>(routes.size());
+  const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());
+  for (int64_t z = 0; z < depth; ++z) {
+    if (routes[z] != 0) continue;
+    bool near_routed = false;
+    for (int64_t n = std::max<int64_t>(0, z - margin);
+         n <= std::min<int64_t>(depth - 1, z + margin) && !near_routed; ++n) {
+      near_routed = routes[n] != 0;
+    }
+    if (near_routed) {
+      widened[z] = 1 + BiasedRoute(slices[z].probabilities.data() + 1, model_gmacs, cost_bias);
+    }
+  }
+  return widened;
+}
+
+}  // namespace danet::engine

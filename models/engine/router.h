@@ -1,0 +1,68 @@
+// The router: which slices go where. A Policy says how routes are chosen (the decision
+// network's choice, biased toward cheaper or stronger models and widened by a skip margin, or
+// one bank model for every slice); the functions here parse policies, apply a request's
+// overrides, and turn the decision network's probabilities into routes. The segmenter
+// (segmenter.h) runs them; docs/routing.md explains the knobs.
+//
+// Thread safety: pure functions; a Policy is a value.
+#ifndef DANET_MODELS_ENGINE_ROUTER_H_
+#define DANET_MODELS_ENGINE_ROUTER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "models/bank/bank.h"
+#include "models/engine/result.h"
+
+namespace danet::engine {
+
+// Which slices go where.
+struct Policy {
+  enum class Kind { kDynamic, kStatic };
+  Kind kind = Kind::kDynamic;
+  int static_model = -1;  // bank index for kStatic
+  // kDynamic only: biases routes toward cheaper (> 0) or stronger (< 0) models. The route is
+  // argmax_i [log p_i - cost_bias * gmacs_i / gmacs_max] with skip costing 0, so 0 keeps the
+  // decision network's choice (docs/routing.md).
+  double cost_bias = 0;
+  // kDynamic only: a slice within skip_margin slices (along z) of a slice the decision network
+  // sent to a model is not skipped; it takes its best non-skip route (same cost bias). Tumours
+  // are contiguous in z and the skip decision's misses are mostly their thin first and last
+  // slices, so a margin buys tumour-slice recall for a few cheap slices (docs/routing.md).
+  int skip_margin = 0;
+  // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "static:<id>"
+  std::string Name(const models::Bank& bank) const;
+};
+
+inline constexpr int kMaxSkipMargin = 32;
+
+// Parses "dynamic[@<cost bias>][+m<skip margin>]" or "static:<model id>"; InvalidArgument
+// names an unknown model and lists the known ones. An empty text is the bundle's
+// default_policy ("dynamic" when it has none).
+absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
+
+// A request's separate cost bias and skip margin over a parsed policy (0 keeps the policy's
+// own). InvalidArgument, its message starting with the field ("cost_bias: ..." or
+// "skip_margin: ..."), when the value is out of range or the policy is not dynamic.
+absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy* policy);
+
+// The route of one slice from the decision network's probabilities under a cost bias
+// (Policy::cost_bias); route_gmacs[i] is route i's model cost (route 0, skip, costs 0).
+int BiasedRoute(const float* probabilities, const std::vector<double>& route_gmacs,
+                double cost_bias);
+
+// Applies Policy::skip_margin to the decision network's routes (slices[z].probabilities holds
+// slice z's): every skipped slice within `margin` slices of a routed one gets its best
+// non-skip route under the cost bias. Decided from the original routes, so margins do not
+// grow from slices that the margin itself routed.
+std::vector<int> WidenRoutes(const std::vector<int>& routes,
+                             const std::vector<SliceResult>& slices,
+                             const std::vector<double>& route_gmacs, double cost_bias,
+                             int margin);
+
+}  // namespace danet::engine
+
+#endif  // DANET_MODELS_ENGINE_ROUTER_H_

@@ -1,0 +1,125 @@
+#include "models/engine/segmenter.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "models/bank/device.h"
+#include "models/engine/preprocess.h"
+
+namespace danet::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace
+
+at::Tensor SliceStack(const volume::MultiModalVolume& v) {
+  const auto& d = v.geometry.dims;
+  std::vector<torch::Tensor> channels;
+  for (const auto& channel : v.channels) {
+    channels.push_back(
+        torch::from_blob(const_cast<float*>(channel.data()), {d[2], d[1], d[0]}, torch::kFloat32));
+  }
+  return torch::stack(channels, 1).contiguous();
+}
+
+absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
+                                           const volume::MultiModalVolume& normalized,
+                                           const Policy& policy, const SegmentOptions& options) {
+  const auto& dims = normalized.geometry.dims;
+  const int64_t depth = dims[2], slice_voxels = dims[0] * dims[1];
+  // The UNets halve the slice four times; anything else is the caller's input, not a fault.
+  if (absl::Status s = CheckSliceSize(normalized.geometry); !s.ok()) return s;
+  VolumeResult result;
+  result.labels.assign(normalized.channels[0].size(), 0);
+  result.slices.resize(depth);
+  try {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor slices = SliceStack(normalized);
+    const double decision_gmacs = bank.config().decision().gmacs_per_slice();
+    std::vector<double> route_gmacs = {0.0};
+    for (int i = 0; i < bank.size(); ++i) {
+      route_gmacs.push_back(bank.model_config(i).gmacs_per_slice());
+    }
+    auto stop = [&] { return options.cancelled && options.cancelled(); };
+
+    // 1. Routes.
+    const auto decide_start = Clock::now();
+    std::vector<int> routes(depth, 0);
+    if (policy.kind == Policy::Kind::kStatic) {
+      std::fill(routes.begin(), routes.end(), policy.static_model + 1);
+    } else {
+      for (int64_t begin = 0; begin < depth; begin += options.decision_batch) {
+        if (stop()) return absl::CancelledError("segmentation cancelled");
+        const int64_t end = std::min<int64_t>(depth, begin + options.decision_batch);
+        const torch::Tensor probs =
+            torch::softmax(bank.decision().Forward(slices.slice(0, begin, end).to(bank.device())),
+                           1)
+                .to(torch::kCPU);
+        for (int64_t z = begin; z < end; ++z) {
+          const torch::Tensor p = probs[z - begin];
+          result.slices[z].probabilities.assign(p.data_ptr<float>(),
+                                                p.data_ptr<float>() + p.numel());
+          routes[z] = BiasedRoute(p.data_ptr<float>(), route_gmacs, policy.cost_bias);
+        }
+      }
+      if (policy.skip_margin > 0) {
+        routes = WidenRoutes(routes, result.slices, route_gmacs, policy.cost_bias,
+                             policy.skip_margin);
+      }
+    }
+    result.decide_seconds = Since(decide_start);
+
+    // 2. Each route's slices through its model.
+    const auto segment_start = Clock::now();
+    for (int64_t z = 0; z < depth; ++z) {
+      result.slices[z].index = static_cast<int>(z);
+      result.slices[z].route = routes[z];
+      result.slices[z].gmacs = policy.kind == Policy::Kind::kDynamic ? decision_gmacs : 0.0;
+      if (routes[z] == 0 && options.on_slice) {
+        options.on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
+      }
+    }
+    for (int route = 1; route <= bank.size(); ++route) {
+      std::vector<int64_t> members;
+      for (int64_t z = 0; z < depth; ++z) {
+        if (routes[z] == route) members.push_back(z);
+      }
+      models::Network& model = bank.model(route - 1);
+      const double model_gmacs = bank.model_config(route - 1).gmacs_per_slice();
+      for (size_t begin = 0; begin < members.size(); begin += options.model_batch) {
+        if (stop()) return absl::CancelledError("segmentation cancelled");
+        const size_t end = std::min(members.size(), begin + options.model_batch);
+        const torch::Tensor index = torch::tensor(
+            std::vector<int64_t>(members.begin() + begin, members.begin() + end), torch::kLong);
+        const auto start = Clock::now();
+        const torch::Tensor classes = model.Forward(slices.index_select(0, index).to(bank.device()))
+                                          .argmax(1)
+                                          .to(torch::kCPU, torch::kUInt8);
+        const double seconds = Since(start) / static_cast<double>(end - begin);
+        for (size_t m = begin; m < end; ++m) {
+          const int64_t z = members[m];
+          const uint8_t* src = classes[m - begin].data_ptr<uint8_t>();
+          uint8_t* dst = result.labels.data() + z * slice_voxels;
+          for (int64_t v = 0; v < slice_voxels; ++v) dst[v] = volume::ClassToLabel(src[v]);
+          result.slices[z].gmacs += model_gmacs;
+          result.slices[z].seconds = seconds;
+          if (options.on_slice) options.on_slice(result.slices[z], dst);
+        }
+      }
+    }
+    result.segment_seconds = Since(segment_start);
+  } catch (const c10::Error& e) {
+    return models::TorchErrorStatus(e, "segmentation failed");
+  }
+  for (const SliceResult& s : result.slices) result.gmacs += s.gmacs;
+  return result;
+}
+
+}  // namespace danet::engine

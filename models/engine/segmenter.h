@@ -1,0 +1,52 @@
+// Segmenting one volume with a bank: the decision network routes every axial slice to skip or
+// to one bank model (router.h); each model then runs over the slices routed to it. This is the
+// engine's core; the service (server/core/job.cc), danet-segment, evaluation and training call
+// it, each on the bank input that preprocess.h makes.
+//
+// Work is reordered for speed (the decision network runs over the whole volume in batches,
+// then slices are grouped by route) but the result is the same as routing slice by slice:
+// tests/models/engine/segmenter_test.cc checks that.
+//
+// Thread safety: SegmentVolume only reads the bank; several threads may segment at once.
+#ifndef DANET_MODELS_ENGINE_SEGMENTER_H_
+#define DANET_MODELS_ENGINE_SEGMENTER_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+
+#include "absl/status/statusor.h"
+#include "models/bank/bank.h"
+#include "models/engine/result.h"
+#include "models/engine/router.h"
+#include "models/volume/brats.h"
+
+namespace danet::engine {
+
+struct SegmentOptions {
+  int decision_batch = 16;  // slices per decision-network forward pass
+  int model_batch = 1;      // slices per bank-model pass (1 was fastest on CPU; see docs)
+  // Called as each slice's result is complete (routes first known, then masks), in
+  // completion order, with that slice's labels (dims[0] x dims[1], x fastest; all zero for
+  // skipped slices), valid during the call only; may be empty.
+  std::function<void(const SliceResult&, const uint8_t* labels)> on_slice;
+  // Polled between slices; when it returns true the work stops with CancelledError (the
+  // caller's deadline or cancellation). May be empty.
+  std::function<bool()> cancelled;
+};
+
+// The volume's axial slices as one Z x 4 x Y x X float tensor (a copy), the networks' input.
+at::Tensor SliceStack(const volume::MultiModalVolume& volume);
+
+// Segments a bank input (PrepareBankInput, preprocess.h). The slice size must suit the bank
+// (CheckSliceSize; InvalidArgument otherwise). Errors from LibTorch come back as mapped by
+// models::TorchErrorStatus.
+absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
+                                           const volume::MultiModalVolume& normalized,
+                                           const Policy& policy,
+                                           const SegmentOptions& options = {});
+
+}  // namespace danet::engine
+
+#endif  // DANET_MODELS_ENGINE_SEGMENTER_H_

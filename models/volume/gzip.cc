@@ -1,0 +1,72 @@
+#include "models/volume/gzip.h"
+
+#include <zlib.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace danet::volume {
+namespace {
+
+constexpr int kGzipWindow = 15 + 16;  // zlib: gzip wrapper
+
+}  // namespace
+
+bool IsGzip(std::string_view bytes) {
+  return bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x1f &&
+         static_cast<unsigned char>(bytes[1]) == 0x8b;
+}
+
+absl::StatusOr<std::string> Gunzip(std::string_view bytes, int64_t max_bytes) {
+  z_stream stream{};
+  if (inflateInit2(&stream, kGzipWindow) != Z_OK) return absl::InternalError("zlib init failed");
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+  stream.avail_in = static_cast<uInt>(bytes.size());
+  std::string out;
+  char buffer[1 << 16];
+  int rc = Z_OK;
+  while (rc != Z_STREAM_END) {
+    stream.next_out = reinterpret_cast<Bytef*>(buffer);
+    stream.avail_out = sizeof(buffer);
+    rc = inflate(&stream, Z_NO_FLUSH);
+    if (rc != Z_OK && rc != Z_STREAM_END) {
+      const std::string reason =
+          (rc == Z_BUF_ERROR)
+              ? "truncated gzip stream (it ends before its end marker)"
+              : absl::StrCat("corrupt gzip data (",
+                             stream.msg != nullptr ? stream.msg : "zlib error", ")");
+      inflateEnd(&stream);
+      return absl::InvalidArgumentError(reason);
+    }
+    out.append(buffer, sizeof(buffer) - stream.avail_out);
+    if (static_cast<int64_t>(out.size()) > max_bytes) {
+      inflateEnd(&stream);
+      return absl::InvalidArgumentError(
+          absl::StrCat("gzip data inflates to more than ", max_bytes, " bytes"));
+    }
+    if (rc == Z_OK && stream.avail_in == 0 && stream.avail_out != 0) {
+      inflateEnd(&stream);
+      return absl::InvalidArgumentError("truncated gzip stream (it ends before its end marker)");
+    }
+  }
+  inflateEnd(&stream);
+  return out;
+}
+
+absl::StatusOr<std::string> Gzip(std::string_view bytes) {
+  z_stream stream{};
+  if (deflateInit2(&stream, 6, Z_DEFLATED, kGzipWindow, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    return absl::InternalError("zlib init failed");
+  }
+  std::string out(deflateBound(&stream, bytes.size()), '\0');
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+  stream.avail_in = static_cast<uInt>(bytes.size());
+  stream.next_out = reinterpret_cast<Bytef*>(out.data());
+  stream.avail_out = static_cast<uInt>(out.size());
+  const int rc = deflate(&stream, Z_FINISH);
+  deflateEnd(&stream);
+  if (rc != Z_STREAM_END) return absl::InternalError("gzip compression failed");
+  out.resize(stream.total_out);
+  return out;
+}
+
+}  // namespace danet::volume

@@ -1,0 +1,26 @@
+// gzip in memory, with a bound on the inflated size (a small upload must not inflate into
+// gigabytes) and errors that say what is wrong with the stream.
+#ifndef DANET_MODELS_VOLUME_GZIP_H_
+#define DANET_MODELS_VOLUME_GZIP_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace danet::volume {
+
+// True when `bytes` starts with the gzip magic (1f 8b).
+bool IsGzip(std::string_view bytes);
+
+// Inflates a gzip stream. InvalidArgument for corrupt or truncated data, or when the output
+// would exceed `max_bytes`.
+absl::StatusOr<std::string> Gunzip(std::string_view bytes, int64_t max_bytes);
+
+// Deflates into a gzip stream (level 6, what gzip(1) uses by default).
+absl::StatusOr<std::string> Gzip(std::string_view bytes);
+
+}  // namespace danet::volume
+
+#endif  // DANET_MODELS_VOLUME_GZIP_H_

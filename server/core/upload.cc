@@ -1,0 +1,226 @@
+#include "server/core/upload.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace danet::service {
+namespace {
+
+constexpr std::string_view kCut = "...";
+
+void AppendEscaped(unsigned char c, std::string* out) {
+  constexpr char kHex[] = "0123456789abcdef";
+  *out += "\\x";
+  *out += kHex[c >> 4];
+  *out += kHex[c & 15];
+}
+
+// The client's base name of file `index`, quoted for messages.
+std::string BaseName(const v1::Header& header, int index) {
+  const std::string& name = header.files(index).name();
+  const size_t slash = name.find_last_of('/');
+  return ClientText(slash == std::string::npos ? std::string_view(name)
+                                               : std::string_view(name).substr(slash + 1));
+}
+
+// How a file is named in messages: its index and the client's base name.
+std::string FileLabel(const v1::Header& header, int index) {
+  return absl::StrCat("files[", index, "] '", BaseName(header, index), "'");
+}
+
+// DICOM: instances, not one file per modality; the modality map, when given, must be valid.
+absl::Status CheckDicomHeader(const v1::Header& header) {
+  if (header.files_size() == 0) {
+    return absl::InvalidArgumentError("header.files: no DICOM instances");
+  }
+  for (const auto& [uid, modality] : header.series_modalities()) {
+    if (volume::ModalityIndex(modality) < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("header.series_modalities['", ClientText(uid),
+                                                     "']: '", ClientText(modality, 16),
+                                                     "' is not flair, t1ce, t1 or t2"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string ClientText(std::string_view text, size_t max_chars) {
+  std::string out;
+  size_t fits = 0;  // the longest prefix, ending between escapes, that leaves room for kCut
+  size_t i = 0;
+  for (; i < text.size() && out.size() <= max_chars; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      AppendEscaped(c, &out);
+    }
+    if (out.size() + kCut.size() <= max_chars) fits = out.size();
+  }
+  if (i == text.size() && out.size() <= max_chars) return out;
+  out.resize(fits);
+  out += kCut.substr(0, max_chars - fits);
+  return out;
+}
+
+Upload::Upload(v1::Header header, const UploadLimits& limits)
+    : header_(std::move(header)), limits_(limits) {}
+
+absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
+                                                       const std::vector<std::string>& modalities,
+                                                       const UploadLimits& limits) {
+  if (header.input_kind() != v1::INPUT_KIND_NIFTI && header.input_kind() != v1::INPUT_KIND_DICOM) {
+    return absl::InvalidArgumentError(
+        "header.input_kind: must be INPUT_KIND_NIFTI or INPUT_KIND_DICOM");
+  }
+  for (int output : header.outputs()) {
+    if (output == v1::OUTPUT_KIND_DICOM_SEG && header.input_kind() != v1::INPUT_KIND_DICOM) {
+      return absl::InvalidArgumentError("header.outputs: a DICOM SEG needs DICOM input");
+    }
+    if (output != v1::OUTPUT_KIND_LABELMAP_NIFTI && output != v1::OUTPUT_KIND_DICOM_SEG) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.outputs: unsupported output kind ", output));
+    }
+  }
+  if (header.policy().size() > kMaxPolicyChars) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "header.policy: ", header.policy().size(), " characters, more than the ", kMaxPolicyChars,
+        " a policy may have ('", ClientText(header.policy(), 24), "')"));
+  }
+  auto upload = std::unique_ptr<Upload>(new Upload(header, limits));
+  const absl::Status files = header.input_kind() == v1::INPUT_KIND_DICOM
+                                 ? CheckDicomHeader(header)
+                                 : upload->MapModalities(modalities);
+  if (!files.ok()) return files;
+  uint64_t declared = 0;
+  for (const v1::InputFile& file : header.files()) declared += file.size();
+  if (declared > static_cast<uint64_t>(limits.max_upload_bytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("header.files: the declared sizes add up to ", declared,
+                     " bytes, over this server's upload limit of ", limits.max_upload_bytes));
+  }
+  upload->files_.resize(header.files_size());
+  return upload;
+}
+
+absl::Status Upload::MapModalities(const std::vector<std::string>& modalities) {
+  const v1::Header& header = header_;
+  std::vector<int> file_of_modality(modalities.size(), -1);
+  for (int i = 0; i < header.files_size(); ++i) {
+    const v1::InputFile& file = header.files(i);
+    int m = 0;
+    while (m < static_cast<int>(modalities.size()) && modalities[m] != file.modality()) ++m;
+    if (m == static_cast<int>(modalities.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "header.", FileLabel(header, i), ": modality '", ClientText(file.modality(), 16),
+          "' is not one of ", absl::StrJoin(modalities, ", ")));
+    }
+    if (file_of_modality[m] >= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "header.", FileLabel(header, i), ": modality '", ClientText(file.modality(), 16),
+          "' repeats ", FileLabel(header, file_of_modality[m])));
+    }
+    file_of_modality[m] = i;
+    modality_of_file_.push_back(volume::ModalityIndex(file.modality()));
+  }
+  for (size_t m = 0; m < modalities.size(); ++m) {
+    if (file_of_modality[m] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.files: no file for modality '", modalities[m], "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Upload::Add(const v1::Chunk& chunk) {
+  if (complete()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk for files[", chunk.file_index(), "] after every file was complete"));
+  }
+  if (chunk.file_index() >= static_cast<uint32_t>(files_.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk.file_index ", chunk.file_index(),
+                                                   " is out of range (", files_.size(),
+                                                   " files in the header)"));
+  }
+  const int index = static_cast<int>(chunk.file_index());
+  if (index != current_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk out of order: got a chunk of ", FileLabel(header_, index), " while ",
+        FileLabel(header_, current_), " is incomplete (files are sent in header order)"));
+  }
+  std::string& bytes = files_[index];
+  if (chunk.offset() != bytes.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk out of order: ", FileLabel(header_, index), " chunk at offset ",
+                     chunk.offset(), ", expected ", bytes.size()));
+  }
+  bytes_received_ += static_cast<int64_t>(chunk.data().size());
+  if (bytes_received_ > limits_.max_upload_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(FileLabel(header_, index),
+                                                     ": the upload passed this server's limit of ",
+                                                     limits_.max_upload_bytes, " bytes"));
+  }
+  const uint64_t declared = header_.files(index).size();
+  if (declared > 0 && bytes.size() + chunk.data().size() > declared) {
+    return absl::InvalidArgumentError(absl::StrCat(FileLabel(header_, index), ": more than the ",
+                                                   declared, " bytes declared in the header"));
+  }
+  bytes.append(chunk.data());
+  if (chunk.last()) {
+    if (declared > 0 && bytes.size() != declared) {
+      return absl::InvalidArgumentError(absl::StrCat(FileLabel(header_, index), ": got ",
+                                                     bytes.size(), " bytes, the header declared ",
+                                                     declared));
+    }
+    ++current_;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<volume::MultiModalVolume> Upload::Decode() {
+  if (header_.input_kind() == v1::INPUT_KIND_DICOM) return DecodeDicom();
+  std::array<volume::Volume, volume::kNumModalities> volumes;
+  std::array<std::string, volume::kNumModalities> names;
+  for (size_t i = 0; i < files_.size(); ++i) {
+    const int m = modality_of_file_[i];
+    names[m] = FileLabel(header_, static_cast<int>(i));
+    absl::StatusOr<volume::Volume> decoded =
+        volume::DecodeNifti(files_[i], names[m], limits_.nifti);
+    std::string().swap(files_[i]);
+    if (!decoded.ok()) return decoded.status();
+    volumes[m] = *std::move(decoded);
+  }
+  return volume::StackModalities(std::move(volumes), names);
+}
+
+absl::StatusOr<volume::MultiModalVolume> Upload::DecodeDicom() {
+  std::vector<volume::DicomFile> files;
+  for (size_t i = 0; i < files_.size(); ++i) {
+    files.push_back(
+        {absl::StrCat("files[", i, "] ", BaseName(header_, static_cast<int>(i))), files_[i]});
+  }
+  absl::StatusOr<std::vector<volume::DicomSeries>> series =
+      volume::DecodeDicomSeries(files, limits_.nifti);
+  std::vector<std::string>().swap(files_);
+  if (!series.ok()) return series.status();
+  const std::map<std::string, std::string> explicit_map(header_.series_modalities().begin(),
+                                                        header_.series_modalities().end());
+  absl::StatusOr<std::array<int, volume::kNumModalities>> assigned =
+      volume::AssignModalities(*series, explicit_map);
+  if (!assigned.ok()) return assigned.status();
+  absl::StatusOr<volume::MultiModalVolume> stacked = volume::StackDicomSeries(*series, *assigned);
+  if (!stacked.ok()) return stacked.status();
+  for (int m : *assigned) {
+    dicom_series_.push_back(std::move((*series)[m]));
+    dicom_series_.back().volume.voxels.clear();  // keep references, not pixels
+    dicom_series_.back().volume.voxels.shrink_to_fit();
+  }
+  return stacked;
+}
+
+}  // namespace danet::service

@@ -1,0 +1,86 @@
+// An upload in progress: the request header checked against the bank, then the input files
+// assembled from chunks, then decoded into one multi-modal volume.
+//
+// Every error names the header field or the file (by the name the client gave it, never by
+// anything read from inside it) and the problem; codes follow the service contract in
+// proto/danet/v1/segmentation.proto. No gRPC here: the service adapter feeds messages in.
+//
+// Thread safety: none; one Upload belongs to one request.
+#ifndef DANET_SERVER_CORE_UPLOAD_H_
+#define DANET_SERVER_CORE_UPLOAD_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "danet/v1/segmentation.pb.h"
+#include "models/dicom/dicom.h"
+#include "models/volume/brats.h"
+#include "models/volume/nifti.h"
+
+namespace danet::service {
+
+// Longer policy strings are refused at the header (the longest real one, e.g.
+// "dynamic@-0.25+m32" or "static:<model id>", is a few dozen characters), before any upload.
+inline constexpr size_t kMaxPolicyChars = 128;
+
+// Client-chosen text (request ids, policies, file names, modalities) made safe to echo in a
+// status message or to log: printable ASCII is kept, a backslash is doubled and every other byte
+// becomes \xNN, so that a newline or a terminal escape cannot forge a log line or reach an
+// operator's terminal, and the result is ASCII. At most `max_chars` characters; a longer result
+// is cut between escapes and ends with "...".
+std::string ClientText(std::string_view text, size_t max_chars = 64);
+
+struct UploadLimits {
+  int64_t max_upload_bytes = 1LL << 30;  // all files together, as sent (compressed)
+  volume::NiftiLimits nifti;             // per decoded volume: dims per axis, voxels
+};
+
+class Upload {
+ public:
+  // Checks the header: input kind; the policy's length (not its meaning: the job parses it);
+  // for NIfTI one file per modality of `modalities` (no
+  // unknown, missing or repeated modality), for DICOM at least one file and known modalities in
+  // series_modalities; declared sizes within the limit; known outputs.
+  static absl::StatusOr<std::unique_ptr<Upload>> Create(const v1::Header& header,
+                                                        const std::vector<std::string>& modalities,
+                                                        const UploadLimits& limits);
+
+  // Appends one chunk. Files arrive in header order, each file's chunks contiguous by offset,
+  // the file's last chunk flagged; anything else is InvalidArgument naming the file.
+  absl::Status Add(const v1::Chunk& chunk);
+
+  bool complete() const { return current_ == static_cast<int>(files_.size()); }
+  int64_t bytes_received() const { return bytes_received_; }
+  const v1::Header& header() const { return header_; }
+
+  // Decodes the files (NIfTI, gzip or not; or DICOM instances grouped into series and assigned
+  // to modalities) and stacks them in volume::kModalities order; they must share one grid.
+  // Releases the raw bytes. Call once, when complete().
+  absl::StatusOr<volume::MultiModalVolume> Decode();
+
+  // For DICOM input, after Decode: the source series in kModalities order (for references).
+  const std::vector<volume::DicomSeries>& dicom_series() const { return dicom_series_; }
+
+ private:
+  Upload(v1::Header header, const UploadLimits& limits);
+  // NIfTI: one file per modality, none unknown or repeated; fills modality_of_file_.
+  absl::Status MapModalities(const std::vector<std::string>& modalities);
+  absl::StatusOr<volume::MultiModalVolume> DecodeDicom();
+
+  v1::Header header_;
+  UploadLimits limits_;
+  std::vector<std::string> files_;     // bytes, header order
+  std::vector<int> modality_of_file_;  // index into volume::kModalities
+  std::vector<volume::DicomSeries> dicom_series_;
+  int current_ = 0;  // file receiving chunks
+  int64_t bytes_received_ = 0;
+};
+
+}  // namespace danet::service
+
+#endif  // DANET_SERVER_CORE_UPLOAD_H_

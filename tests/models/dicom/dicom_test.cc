@@ -1,0 +1,239 @@
+// DICOM series decoding: what we write reads back to the same voxels and geometry (any file
+// order, rescale applied), modalities are assigned by rule or explicitly, and every kind of bad
+// instance is an error naming the instance.
+#include "models/dicom/dicom.h"
+#include "models/dicom/dicom_seg.h"
+
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <random>
+
+#include "models/volume/nifti.h"
+
+namespace danet::volume {
+namespace {
+
+using ::testing::HasSubstr;
+
+class DicomTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("danet_dicom_test_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    // An oblique-free but flipped grid (negative x step) with anisotropic spacing.
+    Matrix4 m{};
+    m[0] = {-0.9, 0, 0, 40};
+    m[1] = {0, 1.1, 0, -30};
+    m[2] = {0, 0, 2.5, -10};
+    m[3] = {0, 0, 0, 1};
+    image_.geometry = GeometryFromAffine({32, 24, 6}, m);
+    std::mt19937 rng(5);
+    std::uniform_int_distribution<int> value(-300, 3000);
+    image_.voxels.resize(32 * 24 * 6);
+    for (float& v : image_.voxels) v = static_cast<float>(value(rng) * 2 - 100);  // slope 2
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Writes the test image as series `name` and returns its files' bytes in slice order.
+  std::vector<std::string> Write(const std::string& name, DicomWriteOptions options = {}) {
+    options.series_description = name;
+    options.rescale_slope = 2;
+    options.rescale_intercept = -100;
+    if (options.study_uid.empty()) options.study_uid = study_;
+    if (options.frame_of_reference_uid.empty()) options.frame_of_reference_uid = frame_;
+    EXPECT_TRUE(WriteDicomSeries(image_, options, dir_ / name, "IM").ok());
+    std::vector<std::string> bytes;
+    for (int k = 1; k <= 6; ++k) {
+      char file[32];
+      std::snprintf(file, sizeof(file), "IM%04d.dcm", k);
+      bytes.push_back(*ReadFileBytes(dir_ / name / file));
+    }
+    return bytes;
+  }
+
+  // Every voxel of `v` equals the voxel of the test image at the same world position (the
+  // decoded grid may run k the other way: k follows the slice normal, row x column).
+  void ExpectSameWorldImage(const Volume& v) {
+    ASSERT_EQ(v.geometry.dims, image_.geometry.dims);
+    const Matrix4 a = v.geometry.VoxelToWorld(), b = image_.geometry.VoxelToWorld();
+    for (int64_t k = 0; k < 6; ++k) {
+      for (int64_t j = 0; j < 24; ++j) {
+        for (int64_t i = 0; i < 32; ++i) {
+          double w[3];
+          for (int r = 0; r < 3; ++r) w[r] = a[r][0] * i + a[r][1] * j + a[r][2] * k + a[r][3];
+          // b is diagonal in this test.
+          const int64_t bi = std::lround((w[0] - b[0][3]) / b[0][0]);
+          const int64_t bj = std::lround((w[1] - b[1][3]) / b[1][1]);
+          const int64_t bk = std::lround((w[2] - b[2][3]) / b[2][2]);
+          ASSERT_TRUE(bi >= 0 && bi < 32 && bj >= 0 && bj < 24 && bk >= 0 && bk < 6);
+          ASSERT_EQ(v.voxels[(k * 24 + j) * 32 + i], image_.voxels[(bk * 24 + bj) * 32 + bi])
+              << i << "," << j << "," << k;
+        }
+      }
+    }
+  }
+
+  static std::vector<DicomFile> Files(const std::vector<std::string>& bytes,
+                                      const std::string& prefix = "f") {
+    std::vector<DicomFile> files;
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      files.push_back({prefix + std::to_string(i) + ".dcm", bytes[i]});
+    }
+    return files;
+  }
+
+  // Rewrites one tag of an instance.
+  static std::string Edit(const std::string& bytes,
+                          const std::function<void(DcmDataset*)>& edit) {
+    const std::filesystem::path tmp = std::filesystem::temp_directory_path() / "danet_edit.dcm";
+    WriteFileBytes(tmp, bytes).IgnoreError();
+    DcmFileFormat f;
+    f.loadFile(tmp.c_str());
+    edit(f.getDataset());
+    f.saveFile(tmp.c_str(), EXS_LittleEndianExplicit);
+    return *ReadFileBytes(tmp);
+  }
+
+  std::filesystem::path dir_;
+  Volume image_;
+  std::string study_ = NewDicomUid(), frame_ = NewDicomUid();
+};
+
+TEST_F(DicomTest, ReadsBackVoxelsAndGeometryInAnyFileOrder) {
+  std::vector<std::string> bytes = Write("AX FLAIR");
+  std::reverse(bytes.begin(), bytes.end());
+  std::swap(bytes[1], bytes[4]);
+  absl::StatusOr<std::vector<DicomSeries>> series = DecodeDicomSeries(Files(bytes));
+  ASSERT_TRUE(series.ok()) << series.status();
+  ASSERT_EQ(series->size(), 1u);
+  const Volume& v = (*series)[0].volume;
+  ExpectSameWorldImage(v);
+  EXPECT_EQ((*series)[0].description, "AX FLAIR");
+  EXPECT_EQ((*series)[0].instance_uids.size(), 6u);
+  // Here row x column points down (x runs right-to-left): the highest slice comes first, and it
+  // is in file 0 after the shuffle above.
+  EXPECT_NEAR(v.geometry.VoxelToWorld()[2][2], -2.5, 1e-6);
+  EXPECT_EQ((*series)[0].file_index.front(), 0);
+}
+
+TEST_F(DicomTest, InstanceNumbersDoNotDecideTheOrder) {
+  std::vector<std::string> bytes = Write("AX T2");
+  for (size_t k = 0; k < bytes.size(); ++k) {
+    bytes[k] = Edit(bytes[k], [&](DcmDataset* ds) {
+      ds->putAndInsertString(DCM_InstanceNumber, std::to_string(100 - k).c_str());
+    });
+  }
+  absl::StatusOr<std::vector<DicomSeries>> series = DecodeDicomSeries(Files(bytes));
+  ASSERT_TRUE(series.ok()) << series.status();
+  ExpectSameWorldImage((*series)[0].volume);
+}
+
+TEST_F(DicomTest, AssignsModalitiesByDescriptionOrExplicitly) {
+  std::vector<std::string> all;
+  for (const char* d : {"AX T2", "AX T1 POST GD", "AX FLAIR", "AX T1"}) {
+    for (std::string& b : Write(d)) all.push_back(std::move(b));
+  }
+  std::vector<DicomSeries> series = *DecodeDicomSeries(Files(all));
+  ASSERT_EQ(series.size(), 4u);
+  const std::array<int, 4> assigned = *AssignModalities(series, {});
+  EXPECT_EQ(assigned, (std::array<int, 4>{2, 1, 3, 0}));
+  EXPECT_TRUE(StackDicomSeries(series, assigned).ok());
+  // Explicit: swap flair and t2.
+  std::map<std::string, std::string> map = {{series[0].series_uid, "flair"},
+                                            {series[1].series_uid, "t1ce"},
+                                            {series[2].series_uid, "t2"},
+                                            {series[3].series_uid, "t1"}};
+  EXPECT_EQ(*AssignModalities(series, map), (std::array<int, 4>{0, 1, 3, 2}));
+  // Ambiguous: two T2 series by description.
+  series[2].description = "T2 again";
+  absl::Status ambiguous = AssignModalities(series, {}).status();
+  EXPECT_THAT(ambiguous.message(), HasSubstr("no series for modality 'flair'"));
+  EXPECT_THAT(ambiguous.message(), HasSubstr("'T2 again' (6 slices)"));
+  EXPECT_EQ(ModalityFromDescription("Sag T1 MPRAGE"), "t1");
+  EXPECT_EQ(ModalityFromDescription("t1c+"), "t1ce");
+  EXPECT_EQ(ModalityFromDescription("DWI"), "");
+}
+
+TEST_F(DicomTest, OtherFrameOfReferenceIsAnError) {
+  std::vector<std::string> all;
+  for (const char* d : {"AX T2", "AX T1 POST GD", "AX FLAIR"}) {
+    for (std::string& b : Write(d)) all.push_back(std::move(b));
+  }
+  DicomWriteOptions other;
+  other.frame_of_reference_uid = NewDicomUid();
+  for (std::string& b : Write("AX T1", other)) all.push_back(std::move(b));
+  std::vector<DicomSeries> series = *DecodeDicomSeries(Files(all));
+  EXPECT_THAT(StackDicomSeries(series, *AssignModalities(series, {})).status().message(),
+              HasSubstr("another frame of reference"));
+}
+
+TEST_F(DicomTest, BadInstancesAreNamedErrors) {
+  const std::vector<std::string> good = Write("AX FLAIR");
+  struct Case {
+    std::string name;
+    std::vector<std::string> bytes;
+    std::string message;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"not dicom", {std::string(300, 'x')}, "f0.dcm': not a DICOM file"});
+  cases.push_back({"truncated", {good[0].substr(0, good[0].size() / 2)}, "f0.dcm'"});
+  cases.push_back({"ct", {Edit(good[0], [](DcmDataset* ds) {
+                     ds->putAndInsertString(DCM_Modality, "CT");
+                   })}, "Modality 'CT' is not MR"});
+  cases.push_back({"no pixels", {Edit(good[0], [](DcmDataset* ds) {
+                     delete ds->remove(DCM_PixelData);
+                   })}, "no pixel data"});
+  cases.push_back({"multi-frame", {Edit(good[0], [](DcmDataset* ds) {
+                     ds->putAndInsertString(DCM_NumberOfFrames, "3");
+                   })}, "multi-frame"});
+  std::vector<std::string> gap = good;
+  gap.erase(gap.begin() + 3);
+  cases.push_back({"gap", gap, "gap in slice positions before instance 'f"});
+  std::vector<std::string> twisted = good;
+  twisted[2] = Edit(good[2], [](DcmDataset* ds) {
+    ds->putAndInsertString(DCM_ImageOrientationPatient, "0\\1\\0\\1\\0\\0");
+  });
+  cases.push_back({"orientation", twisted, "f2.dcm': its orientation differs"});
+  std::vector<std::string> two_studies = good;
+  two_studies[4] = Edit(good[4], [](DcmDataset* ds) {
+    ds->putAndInsertString(DCM_StudyInstanceUID, "1.2.3.4");
+  });
+  cases.push_back({"two studies", two_studies, "'f4.dcm' belongs to another study"});
+  std::vector<std::string> duplicate = good;
+  duplicate.push_back(Edit(good[1], [](DcmDataset* ds) {
+    ds->putAndInsertString(DCM_SOPInstanceUID, "1.2.3.5");
+  }));
+  cases.push_back({"same position", duplicate, "lie at the same slice position"});
+  for (const Case& c : cases) {
+    absl::Status status = DecodeDicomSeries(Files(c.bytes)).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.name;
+    EXPECT_THAT(status.message(), HasSubstr(c.message)) << c.name;
+  }
+  NiftiLimits small;
+  small.max_dim = 16;
+  EXPECT_THAT(DecodeDicomSeries(Files(good), small).status().message(), HasSubstr("limit"));
+}
+
+TEST_F(DicomTest, SegNeedsATumourAndTheSourceGrid) {
+  std::vector<DicomSeries> series = *DecodeDicomSeries(Files(Write("AX FLAIR")));
+  LabelVolume labels{series[0].volume.geometry,
+                     std::vector<uint8_t>(series[0].volume.voxels.size(), 0)};
+  EXPECT_EQ(EncodeDicomSeg(labels, series, {}).status().code(), absl::StatusCode::kNotFound);
+  labels.labels[100] = 2;
+  absl::StatusOr<std::string> seg = EncodeDicomSeg(labels, series, {});
+  ASSERT_TRUE(seg.ok()) << seg.status();
+  EXPECT_EQ(seg->substr(128, 4), "DICM");
+  LabelVolume other = labels;
+  other.geometry.dims[2] = 5;
+  EXPECT_EQ(EncodeDicomSeg(other, series, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace danet::volume

@@ -1,0 +1,221 @@
+// The engine's reordered routing (decision network batched over the volume, slices grouped by
+// route) gives exactly what plain slice-by-slice routing gives.
+#include "models/engine/segmenter.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <random>
+#include <set>
+
+#include "models/bundle/bundle_config.h"
+
+namespace danet::engine {
+namespace {
+
+class SegmenterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    torch::set_num_threads(2);
+    models::BankOptions options;
+    options.load_weights = false;
+    options.seed = 21;
+    v1::BundleConfig config = *models::PresetConfig("tiny");
+    config.mutable_preprocessing()->set_slice_height(48);
+    config.mutable_preprocessing()->set_slice_width(64);
+    bank_ = *models::Bank::Create(config, ".", options);
+    // Spread the decision network's choices over every route: scale its classifier so small
+    // differences between slices change the argmax.
+    for (auto& [name, tensor] : bank_->decision().NamedState()) {
+      if (name == "classifier.weight") {
+        torch::NoGradGuard no_grad;
+        tensor.mul_(200.0);
+      }
+    }
+    // A 64 x 48 x 24 volume whose slices differ a lot: two empty, then each slice lights one
+    // channel with its own sign, strength and texture.
+    volume_.geometry = volume::MakeGeometry({64, 48, 24}, {1, 1, 1}, {0, 0, 0});
+    std::mt19937 rng(3);
+    std::normal_distribution<float> noise(0, 1);
+    for (auto& channel : volume_.channels) channel.assign(64 * 48 * 24, 0.0f);
+    for (int64_t z = 2; z < 24; ++z) {
+      const float sign = (z % 2) ? 1.0f : -1.0f, strength = 1.0f + (z % 3) * 2.0f;
+      for (int64_t v = 0; v < 64 * 48; ++v) {
+        volume_.channels[z % 4][z * 64 * 48 + v] =
+            sign * strength * ((v % 64) / 32.0f - 1.0f) + noise(rng) * (z % 5) * 0.5f;
+      }
+    }
+  }
+
+  // Route and mask of each slice, computed one slice at a time.
+  std::vector<uint8_t> SliceBySlice(std::vector<int>* routes) {
+    torch::NoGradGuard no_grad;
+    std::vector<uint8_t> labels(volume_.channels[0].size());
+    for (int64_t z = 0; z < 24; ++z) {
+      std::vector<torch::Tensor> channels;
+      for (auto& channel : volume_.channels) {
+        channels.push_back(torch::from_blob(channel.data() + z * 64 * 48, {48, 64}).clone());
+      }
+      const torch::Tensor x = torch::stack(channels).unsqueeze(0);
+      const int route = static_cast<int>(bank_->decision().Forward(x).argmax(1).item<int64_t>());
+      routes->push_back(route);
+      if (route == 0) continue;
+      const torch::Tensor classes =
+          bank_->model(route - 1).Forward(x).argmax(1)[0].to(torch::kUInt8);
+      for (int64_t v = 0; v < 64 * 48; ++v) {
+        labels[z * 64 * 48 + v] = volume::ClassToLabel(classes.data_ptr<uint8_t>()[v]);
+      }
+    }
+    return labels;
+  }
+
+  std::unique_ptr<models::Bank> bank_;
+  volume::MultiModalVolume volume_;
+};
+
+TEST_F(SegmenterTest, GroupedRoutingEqualsSliceBySliceRouting) {
+  std::vector<int> expected_routes;
+  const std::vector<uint8_t> expected = SliceBySlice(&expected_routes);
+  ASSERT_GE(std::set<int>(expected_routes.begin(), expected_routes.end()).size(), 3u)
+      << "the test volume should exercise several routes: "
+      << ::testing::PrintToString(expected_routes);
+  for (int decision_batch : {1, 7, 16}) {
+    SegmentOptions options;
+    options.decision_batch = decision_batch;
+    absl::StatusOr<VolumeResult> result = SegmentVolume(*bank_, volume_, Policy{}, options);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->labels, expected) << "decision batch " << decision_batch;
+    for (int z = 0; z < 24; ++z) EXPECT_EQ(result->slices[z].route, expected_routes[z]) << z;
+  }
+}
+
+TEST_F(SegmenterTest, StaticPolicySendsEverySliceToItsModelAndCountsCost) {
+  const Policy policy = *ParsePolicy("static:M2", *bank_);
+  absl::StatusOr<VolumeResult> result = SegmentVolume(*bank_, volume_, policy);
+  ASSERT_TRUE(result.ok());
+  for (const SliceResult& s : result->slices) {
+    EXPECT_EQ(s.route, 2);
+    EXPECT_TRUE(s.probabilities.empty());
+  }
+  EXPECT_NEAR(result->gmacs, 24 * bank_->model_config(1).gmacs_per_slice(), 1e-9);
+}
+
+TEST_F(SegmenterTest, EverySliceIsReportedOnceWithItsFinalMask) {
+  std::vector<int> seen(24, 0);
+  std::vector<uint8_t> streamed(64 * 48 * 24, 255);
+  SegmentOptions options;
+  options.on_slice = [&](const SliceResult& s, const uint8_t* labels) {
+    ++seen[s.index];
+    std::copy(labels, labels + 64 * 48, streamed.begin() + s.index * 64 * 48);
+  };
+  absl::StatusOr<VolumeResult> result = SegmentVolume(*bank_, volume_, Policy{}, options);
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(seen, std::vector<int>(24, 1));
+  EXPECT_EQ(streamed, result->labels);
+}
+
+TEST_F(SegmenterTest, CostBiasMovesRoutesTowardCheaperOrStrongerModels) {
+  const VolumeResult plain = *SegmentVolume(*bank_, volume_, *ParsePolicy("dynamic@0", *bank_));
+  Policy cheap = *ParsePolicy("dynamic@1000", *bank_);
+  Policy strong = *ParsePolicy("dynamic@-1000", *bank_);
+  EXPECT_EQ(strong.Name(*bank_), "dynamic@-1000");
+  const VolumeResult cheapest = *SegmentVolume(*bank_, volume_, cheap);
+  const VolumeResult strongest = *SegmentVolume(*bank_, volume_, strong);
+  EXPECT_LT(cheapest.gmacs, plain.gmacs);
+  EXPECT_GT(strongest.gmacs, plain.gmacs);
+  int largest = 0;  // the most expensive model (in the tiny preset that is not always M4)
+  for (int i = 1; i < bank_->size(); ++i) {
+    if (bank_->model_config(i).gmacs_per_slice() > bank_->model_config(largest).gmacs_per_slice()) {
+      largest = i;
+    }
+  }
+  for (int z = 0; z < 24; ++z) {
+    EXPECT_EQ(cheapest.slices[z].route, 0) << z;  // skip costs nothing
+    EXPECT_EQ(strongest.slices[z].route, largest + 1) << z;
+  }
+  // A small bias only changes slices whose top routes were close.
+  const std::vector<double> costs = {0, 1, 2, 4, 8};
+  const float p[] = {0.30f, 0.29f, 0.2f, 0.11f, 0.1f};
+  EXPECT_EQ(BiasedRoute(p, costs, 0.0), 0);
+  EXPECT_EQ(BiasedRoute(p, costs, -0.5), 1);
+  EXPECT_EQ(ParsePolicy("dynamic@x", *bank_).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SegmenterTest, SkipMarginRoutesTheSkippedNeighboursOfRoutedSlices) {
+  // Routes skip skip skip M2 skip skip skip skip M1 skip: margin 1 routes slices 2, 4, 7, 9;
+  // margin 2 also 1, 5, 6 (two-sided, from the original routes only).
+  const std::vector<int> routes = {0, 0, 0, 2, 0, 0, 0, 0, 1, 0};
+  std::vector<SliceResult> p(routes.size());
+  for (SliceResult& s : p) s.probabilities = {0.6f, 0.1f, 0.2f, 0.05f, 0.05f};
+  p[7].probabilities = {0.5f, 0.05f, 0.05f, 0.1f, 0.3f};  // its best non-skip route is M4
+  const std::vector<double> costs = {0, 1, 2, 4, 8};
+  EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 0), routes);
+  EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 1),
+            (std::vector<int>{0, 0, 2, 2, 2, 0, 0, 4, 1, 2}));
+  EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 2),
+            (std::vector<int>{0, 2, 2, 2, 2, 2, 2, 4, 1, 2}));
+  // The cost bias applies to the non-skip choice too: a large bias picks the cheapest model.
+  EXPECT_EQ(WidenRoutes(routes, p, costs, 1000, 1),
+            (std::vector<int>{0, 0, 1, 2, 1, 0, 0, 1, 1, 1}));
+  std::vector<SliceResult> all_skip(5);
+  for (SliceResult& s : all_skip) s.probabilities = {0.9f, 0.1f, 0, 0, 0};
+  EXPECT_EQ(WidenRoutes(std::vector<int>(5, 0), all_skip, costs, 0, 3), std::vector<int>(5, 0));
+}
+
+TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
+  const VolumeResult plain = *SegmentVolume(*bank_, volume_, Policy{});
+  const Policy policy = *ParsePolicy("dynamic+m1", *bank_);
+  EXPECT_EQ(policy.skip_margin, 1);
+  EXPECT_EQ(policy.Name(*bank_), "dynamic+m1");
+  const VolumeResult widened = *SegmentVolume(*bank_, volume_, policy);
+  int changed = 0;
+  for (int z = 0; z < 24; ++z) {
+    const bool near_routed = (z > 0 && plain.slices[z - 1].route != 0) ||
+                             plain.slices[z].route != 0 ||
+                             (z < 23 && plain.slices[z + 1].route != 0);
+    EXPECT_EQ(widened.slices[z].route != 0, near_routed) << z;
+    if (plain.slices[z].route != 0) {
+      EXPECT_EQ(widened.slices[z].route, plain.slices[z].route) << z;
+    }
+    changed += widened.slices[z].route != plain.slices[z].route;
+  }
+  EXPECT_GT(changed, 0) << "the test volume should have skipped slices next to routed ones";
+  EXPECT_GT(widened.gmacs, plain.gmacs);
+  const Policy both = *ParsePolicy("dynamic@0.5+m3", *bank_);
+  EXPECT_EQ(both.cost_bias, 0.5);
+  EXPECT_EQ(both.skip_margin, 3);
+  EXPECT_EQ(both.Name(*bank_), "dynamic@0.5+m3");
+  for (const char* bad : {"dynamic+m", "dynamic+m-1", "dynamic+m33", "dynamic+mx", "dynamic+2",
+                          "dynamicx", "dynamic@+m1"}) {
+    EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+TEST_F(SegmenterTest, CancellationStopsBetweenSlices) {
+  int reported = 0;
+  SegmentOptions options;
+  options.on_slice = [&](const SliceResult&, const uint8_t*) { ++reported; };
+  options.cancelled = [&] { return reported >= 5; };
+  absl::StatusOr<VolumeResult> result = SegmentVolume(*bank_, volume_, Policy{}, options);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(reported, 24);
+}
+
+TEST_F(SegmenterTest, UnknownPoliciesNameWhatExists) {
+  EXPECT_THAT(ParsePolicy("static:M9", *bank_).status().message(),
+              ::testing::HasSubstr("no bank model 'M9' (the bank has M1, M2, M3, M4)"));
+  EXPECT_EQ(ParsePolicy("fastest", *bank_).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SegmenterTest, UnsupportedSliceSizeIsAnErrorNotACrash) {
+  volume::MultiModalVolume odd;
+  odd.geometry = volume::MakeGeometry({30, 30, 2}, {1, 1, 1}, {0, 0, 0});
+  for (auto& channel : odd.channels) channel.assign(30 * 30 * 2, 1.0f);
+  const Policy policy = *ParsePolicy("static:M1", *bank_);
+  EXPECT_EQ(SegmentVolume(*bank_, odd, policy).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace danet::engine

@@ -1,0 +1,82 @@
+# tests/models: one suite per models/ component, then the tools as a user meets them.
+set(_models ${CMAKE_CURRENT_SOURCE_DIR}/models)
+
+danet_gtest(volume_test
+  SOURCES ${_models}/volume/nifti_test.cc ${_models}/volume/brats_test.cc
+          ${_models}/volume/normalize_test.cc
+  LIBS danet_volume)
+
+if(NOT DANET_ENGINE_ONLY)
+  danet_gtest(dicom_test
+    SOURCES ${_models}/dicom/dicom_test.cc
+    LIBS danet_dicom danet_volume DCMTK::dcmdata)
+endif()
+
+danet_gtest(models_test
+  TORCH
+  SOURCES ${_models}/nn/networks_test.cc ${_models}/cost/cost_test.cc
+          ${_models}/bundle/bundle_test.cc
+  LIBS danet_nn danet_cost danet_bundle danet_bank)
+
+# A tiny TorchScript network scripted by Debian's python3-torch (same 1.13 as LibTorch) at
+# test time, then loaded into a bank by the C++ test.
+set(DANET_TS_DIR ${CMAKE_CURRENT_BINARY_DIR}/torchscript)
+add_test(NAME make_torchscript_model
+  COMMAND ${DANET_PYTHON} ${_models}/bank/make_torchscript_model.py ${DANET_TS_DIR})
+set_tests_properties(make_torchscript_model PROPERTIES FIXTURES_SETUP torchscript_model)
+danet_gtest(torchscript_test
+  TORCH
+  SOURCES ${_models}/bank/torchscript_test.cc
+  LIBS danet_bank danet_bundle
+  PROPERTIES FIXTURES_REQUIRED torchscript_model
+             ENVIRONMENT DANET_TEST_TORCHSCRIPT_DIR=${DANET_TS_DIR})
+
+danet_gtest(engine_test
+  TORCH
+  SOURCES ${_models}/engine/preprocess_test.cc ${_models}/engine/router_test.cc
+          ${_models}/engine/segmenter_test.cc ${_models}/engine/summary_test.cc
+  LIBS danet_engine danet_bank danet_bundle danet_volume)
+
+danet_gtest(data_test
+  SOURCES ${_models}/data/phantom_test.cc ${_models}/data/shift_phantom_test.cc
+  LIBS danet_data danet_volume)
+
+danet_gtest(metrics_test
+  SOURCES ${_models}/eval/metrics_test.cc
+  LIBS danet_eval)
+
+danet_gtest(train_test
+  TORCH
+  SOURCES ${_models}/train/objectives_test.cc ${_models}/train/augment_test.cc
+  LIBS danet_train)
+
+# Our NIfTI code against nibabel, a second independent reader and writer.
+add_test(NAME nifti_second_reader
+  COMMAND ${DANET_PYTHON} -m unittest -v test_nifti_second_reader
+  WORKING_DIRECTORY ${_models}/volume)
+set_tests_properties(nifti_second_reader PROPERTIES ENVIRONMENT
+  "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_VOLUME=$<TARGET_FILE:danet-volume>;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/nifti")
+
+# A tiny end-to-end training run (both stages, kill and resume, evaluation).
+add_test(NAME training_e2e
+  COMMAND ${DANET_PYTHON} -m unittest -v test_training_e2e
+  WORKING_DIRECTORY ${_models}/train)
+set_tests_properties(training_e2e PROPERTIES
+  TIMEOUT 900
+  RUN_SERIAL TRUE
+  ENVIRONMENT "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_TRAIN=$<TARGET_FILE:danet-train>;DANET_EVAL=$<TARGET_FILE:danet-eval>;DANET_BANK=$<TARGET_FILE:danet-bank>;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/training_e2e")
+
+# The command-line tools as a user meets them: danet-bank, and the engine alone (danet-segment)
+# with the shipped default bundle.
+add_test(NAME danet_bank_cli
+  COMMAND ${DANET_PYTHON} -m unittest -v test_danet_bank_cli
+  WORKING_DIRECTORY ${_models}/tools)
+set_tests_properties(danet_bank_cli PROPERTIES
+  ENVIRONMENT "DANET_BANK=$<TARGET_FILE:danet-bank>;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/cli")
+
+add_test(NAME danet_segment_cli
+  COMMAND ${DANET_PYTHON} -m unittest -v test_danet_segment
+  WORKING_DIRECTORY ${_models}/tools)
+set_tests_properties(danet_segment_cli PROPERTIES
+  TIMEOUT 900
+  ENVIRONMENT "DANET_SEGMENT=$<TARGET_FILE:danet-segment>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/segment_cli")

@@ -1,0 +1,364 @@
+"""DICOM input end to end: a phantom study written as DICOM (danet-phantom --dicom), checked
+against independent readers (dcm2niix, dciodvfy, pydicom) and then segmented by danet-server
+through the danet CLI: the same labels as the NIfTI case, the same labels after lossless
+recompression (RLE, JPEG-LS, JPEG lossless), explicit --series mappings, and bad studies answered
+INVALID_ARGUMENT with a message that names the problem.
+
+Run by ctest (tests.cmake) with DANET_SERVER_BIN, DANET_CLI, DANET_PHANTOM, DANET_BUNDLE and
+DANET_TMP set; by hand the defaults point into the source tree's build/ folder:
+
+  cd tests/server/grpc && DANET_TMP=/tmp/dicom_e2e python3 -m unittest -v test_dicom_e2e
+
+Needs dcm2niix, dciodvfy (dicom3tools), dcmtk (dcmcrle, dcmcjpls, dcmcjpeg, dcmodify, dcmdump),
+nibabel and pydicom. The server listens on 127.0.0.1 only, without a metrics listener; it is
+stopped by its own pid, and every wait is bounded.
+"""
+import glob
+import json
+import os
+import shutil
+import tempfile
+import unittest
+
+import nibabel as nib
+import numpy as np
+import pydicom
+
+# The paths (same environment variables and defaults) and the process helpers of the service
+# end-to-end test next to this file, and its Server; no TestCase (it would run twice).
+from test_service_e2e import CLI, MODALITIES, PHANTOM, Server, run, tail
+
+TMP = os.environ.get("DANET_TMP", os.path.join(tempfile.gettempdir(), "danet_dicom_e2e"))
+SEED = 5
+DIMS = "96,96,32"
+SLICES = 32
+DESCRIPTIONS = {"flair": "AX FLAIR", "t1ce": "AX T1 POST GD", "t1": "AX T1", "t2": "AX T2"}
+
+# Transfer syntaxes.
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+CODECS = {  # name: (command, transfer syntax it must produce)
+    "rle": (["dcmcrle"], "1.2.840.10008.1.2.5"),
+    "jpegls": (["dcmcjpls"], "1.2.840.10008.1.2.4.80"),  # JPEG-LS lossless (its default)
+    "jpeg_sv1": (["dcmcjpeg", "+e1"], "1.2.840.10008.1.2.4.70"),  # JPEG lossless, SV1
+}
+
+
+def tool(name):
+    return shutil.which(name) or os.path.join("/usr/bin", name)
+
+
+def canonical(path):
+    """(voxels, affine) of a NIfTI file in the closest canonical (RAS+) orientation."""
+    img = nib.as_closest_canonical(nib.load(path))
+    return np.asarray(img.dataobj), img.affine
+
+
+# ---------------------------------------------------------------------------------------------
+# One phantom case, as NIfTI and as a DICOM study, for the whole module.
+
+CASE = None    # the BraTS-style case folder (NIfTI)
+STUDY = None   # its dicom/ folder: flair/, t1ce/, t1/, t2/
+
+
+def setUpModule():
+    global CASE, STUDY
+    shutil.rmtree(TMP, ignore_errors=True)
+    os.makedirs(TMP)
+    root = os.path.join(TMP, "cases")
+    # The classic generator: one appearance and a tumour of BraTS size, so the labels are
+    # never empty (the randomised one also makes lesions under 1 mL).
+    run([PHANTOM, "--out", root, "--cases", "1", "--seed", str(SEED), "--dims", DIMS, "--dicom",
+         "--style", "classic"],
+        timeout=120, check=True)
+    CASE = os.path.join(root, "phantom_s%d_000" % SEED)
+    STUDY = os.path.join(CASE, "dicom")
+    for m in MODALITIES:
+        assert os.path.exists(nifti(m)), nifti(m)
+        assert len(instances(STUDY, m)) == SLICES, (m, instances(STUDY, m))
+
+
+def nifti(modality):
+    return os.path.join(CASE, "%s_%s.nii.gz" % (os.path.basename(CASE), modality))
+
+
+def instances(study, modality):
+    return sorted(glob.glob(os.path.join(study, modality, "*.dcm")))
+
+
+def copy_study(name):
+    """A fresh copy of the DICOM study under TMP/name."""
+    dst = os.path.join(TMP, name)
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(STUDY, dst)
+    return dst
+
+
+def header(path):
+    return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+class DicomFiles(unittest.TestCase):
+    """The phantom's DICOM against independent readers; no server."""
+
+    def test_dcm2niix_round_trip_matches_the_nifti(self):
+        for m in MODALITIES:
+            with self.subTest(modality=m):
+                out = os.path.join(TMP, "dcm2niix", m)
+                os.makedirs(out, exist_ok=True)
+                r = run([tool("dcm2niix"), "-z", "y", "-f", "%d", "-o", out,
+                         os.path.join(STUDY, m)], timeout=60)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                converted = glob.glob(os.path.join(out, "*.nii.gz"))
+                self.assertEqual(len(converted), 1, r.stdout + r.stderr)
+                # -f %d: named by SeriesDescription.
+                self.assertEqual(os.path.basename(converted[0]),
+                                 DESCRIPTIONS[m].replace(" ", "_") + ".nii.gz")
+                got, got_affine = canonical(converted[0])
+                want, want_affine = canonical(nifti(m))
+                self.assertEqual(got.shape, want.shape)
+                np.testing.assert_array_equal(got, want)
+                np.testing.assert_allclose(got_affine, want_affine, atol=1e-3)
+
+    def test_dciodvfy_reports_no_errors(self):
+        for m in MODALITIES:
+            with self.subTest(modality=m):
+                path = instances(STUDY, m)[SLICES // 2]
+                r = run([tool("dciodvfy"), path], timeout=60)
+                errors = [line for line in (r.stdout + r.stderr).splitlines()
+                          if line.startswith("Error")]
+                self.assertEqual(errors, [], r.stdout + r.stderr)
+
+    def test_one_study_shared_frame_of_reference(self):
+        studies, frames, series = set(), set(), {}
+        for m in MODALITIES:
+            ds = header(instances(STUDY, m)[0])
+            self.assertEqual(ds.Modality, "MR")
+            self.assertEqual(ds.SeriesDescription, DESCRIPTIONS[m])
+            self.assertEqual(ds.file_meta.TransferSyntaxUID, EXPLICIT_LE)
+            studies.add(ds.StudyInstanceUID)
+            frames.add(ds.FrameOfReferenceUID)
+            series[m] = ds.SeriesInstanceUID
+        self.assertEqual(len(studies), 1)
+        self.assertEqual(len(frames), 1)
+        self.assertEqual(len(set(series.values())), 4, series)
+
+
+# ---------------------------------------------------------------------------------------------
+
+class DicomServer(unittest.TestCase):
+    """One danet-server; the DICOM study through the danet CLI."""
+
+    server = None
+    _reference = None  # (labels, affine, report) of the uncompressed DICOM study
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = os.path.join(TMP, "server")
+        cls.server = Server(cls.dir, with_metrics=False)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.server is not None:
+            cls.server.stop()
+
+    def setUp(self):
+        self.assertIsNone(self.server.proc.poll(), "danet-server died:\n"
+                          + tail(self.server.log_path))
+
+    def segment(self, path, name, *args):
+        """Runs `danet segment`; returns (CompletedProcess, out dir)."""
+        out = os.path.join(self.dir, "out_" + name)
+        shutil.rmtree(out, ignore_errors=True)
+        r = run([CLI, "segment", path, "--server", self.server.address, "--out", out,
+                 "--progress=false", *args], timeout=120)
+        return r, out
+
+    def assert_segments(self, path, name, *args):
+        """Segments; returns (canonical labels, canonical affine, report)."""
+        r, out = self.segment(path, name, *args)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        labels, affine = canonical(os.path.join(out, "labels.nii.gz"))
+        with open(os.path.join(out, "report.json")) as f:
+            report = json.load(f)
+        return labels, affine, report
+
+    def assert_invalid(self, path, name, *args):
+        """Segments and expects exit 1 with INVALID_ARGUMENT; returns the message."""
+        r, _ = self.segment(path, name, *args)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("danet: INVALID_ARGUMENT: ", r.stderr)
+        return r.stderr
+
+    def reference(self):
+        if DicomServer._reference is None:
+            DicomServer._reference = self.assert_segments(STUDY, "dicom")
+        return DicomServer._reference
+
+    def assert_same_labels(self, result):
+        labels, affine, report = result
+        ref_labels, ref_affine, ref_report = self.reference()
+        self.assertEqual(labels.shape, ref_labels.shape)
+        np.testing.assert_array_equal(labels, ref_labels)
+        np.testing.assert_allclose(affine, ref_affine, atol=1e-4)
+        self.assertEqual(report["routes"], ref_report["routes"])
+
+    def series_uids(self, study=None):
+        return {m: header(instances(study or STUDY, m)[0]).SeriesInstanceUID for m in MODALITIES}
+
+    # -- DICOM and NIfTI ----------------------------------------------------------------------
+
+    def test_dicom_and_nifti_give_the_same_labels(self):
+        labels, affine, report = self.reference()
+        nii_labels, nii_affine, nii_report = self.assert_segments(CASE, "nifti")
+        want_shape = nib.load(nifti("flair")).shape
+        self.assertEqual(labels.shape, want_shape)
+        self.assertEqual(nii_labels.shape, want_shape)
+        np.testing.assert_array_equal(labels, nii_labels)
+        np.testing.assert_allclose(affine, nii_affine, atol=1e-4)
+        self.assertEqual(report["routes"], nii_report["routes"])
+        self.assertEqual(sum(report["routes"].values()), SLICES)
+        self.assertTrue(set(np.unique(labels).tolist()) <= {0, 1, 2, 4})
+        self.assertTrue((labels > 0).any(), "the phantom's tumour is not segmented at all")
+
+    # -- DICOM SEG output: dciodvfy and pydicom, a second reader --------------------------------
+
+    def test_dicom_seg_is_valid_and_decodes_to_our_labels(self):
+        self.reference()
+        out = os.path.join(self.dir, "out_dicom")
+        seg_path = os.path.join(out, "seg.dcm")
+        self.assertTrue(os.path.exists(seg_path), os.listdir(out))
+        v = run([tool("dciodvfy"), seg_path], timeout=60)
+        errors = [l for l in (v.stdout + v.stderr).splitlines() if l.startswith("Error")]
+        self.assertEqual(errors, [], v.stdout + v.stderr)
+
+        seg = pydicom.dcmread(seg_path)
+        source = [header(p) for p in instances(STUDY, "flair")]
+        self.assertEqual(seg.SOPClassUID, "1.2.840.10008.5.1.4.1.1.66.4")
+        self.assertEqual(seg.StudyInstanceUID, source[0].StudyInstanceUID)
+        self.assertEqual(seg.PatientID, source[0].PatientID)
+        self.assertEqual(seg.FrameOfReferenceUID, source[0].FrameOfReferenceUID)
+        self.assertNotIn(seg.SeriesInstanceUID, set(self.series_uids().values()))
+        referenced = {s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence}
+        self.assertEqual(referenced, set(self.series_uids().values()))
+
+        ours = np.asarray(nib.load(os.path.join(out, "labels.nii.gz")).dataobj)  # [i, j, k]
+        by_label = {"Necrotic core": 1, "Edema": 2, "Enhancing tumour": 4}
+        segments = {s.SegmentNumber: by_label[s.SegmentLabel] for s in seg.SegmentSequence}
+        self.assertEqual(sorted(segments.values()), sorted(set(np.unique(ours)) - {0}))
+        for s in seg.SegmentSequence:
+            self.assertEqual(s.SegmentAlgorithmType, "AUTOMATIC")
+            self.assertEqual(s.SegmentAlgorithmName, "Med-DANet")
+
+        # Slice k of our label map is the source slice at position k along the normal.
+        normal = np.cross(np.array(source[0].ImageOrientationPatient[:3], float),
+                          np.array(source[0].ImageOrientationPatient[3:], float))
+        by_position = sorted(source, key=lambda d: float(np.dot(d.ImagePositionPatient, normal)))
+        k_of_uid = {d.SOPInstanceUID: k for k, d in enumerate(by_position)}
+        positions = [np.array(d.ImagePositionPatient, float) for d in by_position]
+        decoded = np.zeros_like(ours)
+        frames = seg.pixel_array.reshape((-1, seg.Rows, seg.Columns))
+        for f, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+            number = item.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+            ipp = np.array(item.PlanePositionSequence[0].ImagePositionPatient, float)
+            k = int(np.argmin([np.linalg.norm(ipp - p) for p in positions]))
+            self.assertLess(np.linalg.norm(ipp - positions[k]), 1e-3)
+            refs = {r.ReferencedSOPInstanceUID
+                    for d in item.DerivationImageSequence for r in d.SourceImageSequence}
+            self.assertIn(by_position[k].SOPInstanceUID, refs)
+            self.assertTrue(frames[f].any(), "empty frames are not written")
+            decoded[:, :, k][frames[f].T > 0] = segments[number]
+        np.testing.assert_array_equal(decoded, ours)
+        self.assertEqual(len(k_of_uid), SLICES)
+
+    # -- Compressed transfer syntaxes ---------------------------------------------------------
+
+    def test_compressed_transfer_syntaxes(self):
+        for codec, (command, syntax) in CODECS.items():
+            with self.subTest(codec=codec):
+                study = copy_study("codec_" + codec)
+                for path in instances(study, "flair"):
+                    tmp = path + ".tmp"
+                    r = run([tool(command[0]), *command[1:], path, tmp], timeout=60)
+                    self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                    os.replace(tmp, path)
+                for m in MODALITIES:
+                    want = syntax if m == "flair" else EXPLICIT_LE
+                    for path in instances(study, m):
+                        self.assertEqual(header(path).file_meta.TransferSyntaxUID, want,
+                                         (codec, path))
+                r = run([tool("dcmdump"), "-M", instances(study, "flair")[0]], timeout=30)
+                self.assertIn("(0002,0010) UI =%s" % {
+                    "rle": "RLELossless", "jpegls": "JPEGLSLossless",
+                    "jpeg_sv1": "JPEGLossless:Non-hierarchical-1stOrderPrediction"}[codec],
+                    r.stdout)
+                self.assert_same_labels(self.assert_segments(study, "codec_" + codec))
+
+    # -- Explicit --series --------------------------------------------------------------------
+
+    def test_series_mapping(self):
+        uids = self.series_uids()
+        mapping = ",".join("%s=%s" % (uids[m], m) for m in MODALITIES)
+        self.assert_same_labels(self.assert_segments(STUDY, "series_ok", "--series", mapping))
+
+        # The flair series mapped to t2 as well: two t2, no flair.
+        wrong = {**{m: m for m in MODALITIES}, "flair": "t2"}
+        message = self.assert_invalid(
+            STUDY, "series_two_t2", "--series",
+            ",".join("%s=%s" % (uids[m], wrong[m]) for m in MODALITIES))
+        self.assertRegex(message, r"no series for modality 'flair'|several series for modality "
+                                  r"'t2'")
+        # The series found are listed (status messages are capped at 200 characters, so the
+        # list may be cut after the first few).
+        self.assertIn("series found: ", message)
+        self.assertTrue(any(uids[m] in message for m in MODALITIES), message)
+
+        # The t1ce series mapped to flair: two flair, no t1ce.
+        wrong = {**{m: m for m in MODALITIES}, "t1ce": "flair"}
+        message = self.assert_invalid(
+            STUDY, "series_two_flair", "--series",
+            ",".join("%s=%s" % (uids[m], wrong[m]) for m in MODALITIES))
+        self.assertRegex(message, r"several series for modality 'flair'|no series for modality "
+                                  r"'t1ce'")
+        self.assertIn("series found: ", message)
+        self.assertTrue(any(uids[m] in message for m in MODALITIES), message)
+
+    # -- Bad studies --------------------------------------------------------------------------
+
+    def test_bad_studies_are_invalid_argument_and_the_server_keeps_serving(self):
+        # (a) A middle slice of t1 missing.
+        study = copy_study("bad_gap")
+        os.remove(os.path.join(study, "t1", "IM0016.dcm"))
+        message = self.assert_invalid(study, "bad_gap")
+        self.assertIn("gap in slice positions", message)
+        self.assertRegex(message, r"IM001[57]\.dcm")
+
+        # (b) flair described as a second T2: two series look like T2, none like flair.
+        study = copy_study("bad_description")
+        r = run([tool("dcmodify"), "-nb", "-m", "(0008,103e)=AX T2 second",
+                 *instances(study, "flair")], timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(header(instances(study, "flair")[0]).SeriesDescription, "AX T2 second")
+        self.assertEqual(glob.glob(os.path.join(study, "*", "*.bak")), [])
+        message = self.assert_invalid(study, "bad_description")
+        self.assertIn("no series for modality 'flair'", message)
+        self.assertIn("'AX T2 second'", message)
+
+        # (c) One t1ce instance that says CT.
+        study = copy_study("bad_modality")
+        path = os.path.join(study, "t1ce", "IM0010.dcm")
+        r = run([tool("dcmodify"), "-nb", "-m", "(0008,0060)=CT", path], timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(header(path).Modality, "CT")
+        message = self.assert_invalid(study, "bad_modality")
+        self.assertIn("is not MR", message)
+        self.assertIn("IM0010.dcm", message)
+
+        # The server still serves a good request, with the same result.
+        self.assertIsNone(self.server.proc.poll(), tail(self.server.log_path))
+        self.assert_same_labels(self.assert_segments(STUDY, "after_bad"))
+
+
+if __name__ == "__main__":
+    unittest.main()
