@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "models/dicom/element_scan.h"
 
 namespace danet::volume {
 namespace {
@@ -110,6 +111,10 @@ absl::Status ReadPixels(DcmDataset* ds, Slice* s) {
 absl::StatusOr<Slice> DecodeInstance(const DicomFile& file, int index, const NiftiLimits& limits) {
   if (file.bytes.size() < 132 || file.bytes.substr(128, 4) != "DICM") {
     return absl::InvalidArgumentError("not a DICOM file (no DICM preamble)");
+  }
+  // Before DCMTK: it would allocate a value's declared length before finding the file short.
+  if (absl::Status lengths = CheckDeclaredLengths(file.bytes); !lengths.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("unreadable (", lengths.message(), ")"));
   }
   DcmInputBufferStream in;
   in.setBuffer(file.bytes.data(), static_cast<offile_off_t>(file.bytes.size()));

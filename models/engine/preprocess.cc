@@ -47,13 +47,4 @@ absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(const v1::Preprocessin
   return input;
 }
 
-absl::Status CheckSliceSize(const volume::Geometry& geometry) {
-  if (geometry.dims[0] % 16 != 0 || geometry.dims[1] % 16 != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("volume ", geometry.Describe(),
-                     ": the in-plane size must be a multiple of 16 for this bank"));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace danet::engine

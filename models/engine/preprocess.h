@@ -9,6 +9,7 @@
 #define DANET_MODELS_ENGINE_PREPROCESS_H_
 
 #include <array>
+#include <cstdint>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -29,13 +30,16 @@ absl::StatusOr<std::array<int, volume::kNumModalities>> ChannelOrder(
 // normalised as preprocessing.normalization says ("zscore_brain", also when empty:
 // volume::NormalizeZScoreBrain). Takes `decoded` by value: pass it with std::move when the raw
 // intensities are no longer needed. InvalidArgument for a block that names an unknown modality
-// or normalisation. Does not check the slice size (CheckSliceSize).
+// or normalisation. Any in-plane size: SegmentVolume pads slices to what the networks take.
 absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(const v1::Preprocessing& preprocessing,
                                                           volume::MultiModalVolume decoded);
 
-// The slice size the bank's networks accept: both in-plane dims multiples of 16 (the UNets
-// halve the slice four times). InvalidArgument naming the volume's geometry otherwise.
-absl::Status CheckSliceSize(const volume::Geometry& geometry);
+// The networks' in-plane size multiple (the UNets halve a slice four times), and the padded
+// size of an in-plane extent n: the next multiple of it.
+inline constexpr int64_t kSliceMultiple = 16;
+inline int64_t PaddedSliceExtent(int64_t n) {
+  return (n + kSliceMultiple - 1) / kSliceMultiple * kSliceMultiple;
+}
 
 }  // namespace danet::engine
 

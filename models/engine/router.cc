@@ -14,7 +14,10 @@ namespace danet::engine {
 std::string Policy::Name(const models::Bank& bank) const {
   if (kind == Kind::kDynamic) {
     return absl::StrCat("dynamic", cost_bias == 0 ? "" : absl::StrCat("@", cost_bias),
-                        skip_margin == 0 ? "" : absl::StrCat("+m", skip_margin));
+                        skip_margin == 0 ? "" : absl::StrCat("+m", skip_margin),
+                        skip_margin == 0 || margin_min_run <= 1
+                            ? ""
+                            : absl::StrCat("r", margin_min_run));
   }
   return absl::StrCat("static:", bank.model_config(static_model).id());
 }
@@ -35,8 +38,18 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     Policy policy;
     std::string rest = text.substr(7);
     if (const size_t plus = rest.find("+m"); plus != std::string::npos) {
-      if (!absl::SimpleAtoi(rest.substr(plus + 2), &policy.skip_margin) ||
-          policy.skip_margin < 0 || policy.skip_margin > kMaxSkipMargin) {
+      std::string margin = rest.substr(plus + 2);
+      if (const size_t r = margin.find('r'); r != std::string::npos) {
+        if (!absl::SimpleAtoi(margin.substr(r + 1), &policy.margin_min_run) ||
+            policy.margin_min_run < 1 || policy.margin_min_run > kMaxSkipMargin) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "policy '", text, "': the run length after 'r' is not a whole number in 1..",
+              kMaxSkipMargin));
+        }
+        margin.resize(r);
+      }
+      if (!absl::SimpleAtoi(margin, &policy.skip_margin) || policy.skip_margin < 0 ||
+          policy.skip_margin > kMaxSkipMargin) {
         return absl::InvalidArgumentError(absl::StrCat(
             "policy '", text, "': the skip margin after '+m' is not a whole number in 0..",
             kMaxSkipMargin));
@@ -106,16 +119,24 @@ int BiasedRoute(const float* probabilities, const std::vector<double>& route_gma
 std::vector<int> WidenRoutes(const std::vector<int>& routes,
                              const std::vector<SliceResult>& slices,
                              const std::vector<double>& route_gmacs, double cost_bias,
-                             int margin) {
+                             int margin, int min_run) {
   std::vector<int> widened = routes;
   const int64_t depth = static_cast<int64_t>(routes.size());
   const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());
+  // run[z]: the length of the run of consecutive routed slices that holds z (0 when skipped).
+  std::vector<int64_t> run(depth, 0);
+  for (int64_t begin = 0; begin < depth;) {
+    int64_t end = begin;
+    while (end < depth && routes[end] != 0) ++end;
+    std::fill(run.begin() + begin, run.begin() + end, end - begin);
+    begin = std::max(end, begin + 1);
+  }
   for (int64_t z = 0; z < depth; ++z) {
     if (routes[z] != 0) continue;
     bool near_routed = false;
     for (int64_t n = std::max<int64_t>(0, z - margin);
          n <= std::min<int64_t>(depth - 1, z + margin) && !near_routed; ++n) {
-      near_routed = routes[n] != 0;
+      near_routed = run[n] >= std::max(min_run, 1);
     }
     if (near_routed) {
       widened[z] = 1 + BiasedRoute(slices[z].probabilities.data() + 1, model_gmacs, cost_bias);

@@ -33,13 +33,17 @@ struct Policy {
   // are contiguous in z and the skip decision's misses are mostly their thin first and last
   // slices, so a margin buys tumour-slice recall for a few cheap slices (docs/routing.md).
   int skip_margin = 0;
-  // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "static:<id>"
+  // kDynamic with a skip margin: the margin grows only from runs of at least this many
+  // consecutive routed slices. A lone routed slice is the decision network's typical false
+  // positive on unfamiliar images; a tumour spans several slices (docs/routing.md).
+  int margin_min_run = 1;
+  // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "dynamic+m2r2", "static:<id>"
   std::string Name(const models::Bank& bank) const;
 };
 
 inline constexpr int kMaxSkipMargin = 32;
 
-// Parses "dynamic[@<cost bias>][+m<skip margin>]" or "static:<model id>"; InvalidArgument
+// Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]]" or "static:<model id>"; InvalidArgument
 // names an unknown model and lists the known ones. An empty text is the bundle's
 // default_policy ("dynamic" when it has none).
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
@@ -55,13 +59,14 @@ int BiasedRoute(const float* probabilities, const std::vector<double>& route_gma
                 double cost_bias);
 
 // Applies Policy::skip_margin to the decision network's routes (slices[z].probabilities holds
-// slice z's): every skipped slice within `margin` slices of a routed one gets its best
-// non-skip route under the cost bias. Decided from the original routes, so margins do not
-// grow from slices that the margin itself routed.
+// slice z's): every skipped slice within `margin` slices of a routed one, in a run of at least
+// `min_run` consecutive routed slices, gets its best non-skip route under the cost bias.
+// Decided from the original routes, so margins do not grow from slices that the margin itself
+// routed.
 std::vector<int> WidenRoutes(const std::vector<int>& routes,
                              const std::vector<SliceResult>& slices,
                              const std::vector<double>& route_gmacs, double cost_bias,
-                             int margin);
+                             int margin, int min_run = 1);
 
 }  // namespace danet::engine
 

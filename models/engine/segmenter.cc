@@ -26,7 +26,9 @@ at::Tensor SliceStack(const volume::MultiModalVolume& v) {
     channels.push_back(
         torch::from_blob(const_cast<float*>(channel.data()), {d[2], d[1], d[0]}, torch::kFloat32));
   }
-  return torch::stack(channels, 1).contiguous();
+  return torch::constant_pad_nd(torch::stack(channels, 1),
+                                {0, PaddedSliceExtent(d[0]) - d[0], 0, PaddedSliceExtent(d[1]) - d[1]})
+      .contiguous();
 }
 
 absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
@@ -34,8 +36,6 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
                                            const Policy& policy, const SegmentOptions& options) {
   const auto& dims = normalized.geometry.dims;
   const int64_t depth = dims[2], slice_voxels = dims[0] * dims[1];
-  // The UNets halve the slice four times; anything else is the caller's input, not a fault.
-  if (absl::Status s = CheckSliceSize(normalized.geometry); !s.ok()) return s;
   VolumeResult result;
   result.labels.assign(normalized.channels[0].size(), 0);
   result.slices.resize(depth);
@@ -71,7 +71,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
       }
       if (policy.skip_margin > 0) {
         routes = WidenRoutes(routes, result.slices, route_gmacs, policy.cost_bias,
-                             policy.skip_margin);
+                             policy.skip_margin, policy.margin_min_run);
       }
     }
     result.decide_seconds = Since(decide_start);
@@ -101,7 +101,10 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         const auto start = Clock::now();
         const torch::Tensor classes = model.Forward(slices.index_select(0, index).to(bank.device()))
                                           .argmax(1)
-                                          .to(torch::kCPU, torch::kUInt8);
+                                          .slice(1, 0, dims[1])  // the padding off
+                                          .slice(2, 0, dims[0])
+                                          .to(torch::kCPU, torch::kUInt8)
+                                          .contiguous();
         const double seconds = Since(start) / static_cast<double>(end - begin);
         for (size_t m = begin; m < end; ++m) {
           const int64_t z = members[m];

@@ -36,12 +36,14 @@ struct SegmentOptions {
   std::function<bool()> cancelled;
 };
 
-// The volume's axial slices as one Z x 4 x Y x X float tensor (a copy), the networks' input.
+// The volume's axial slices as one Z x 4 x Y' x X' float tensor (a copy), the networks' input:
+// Y' and X' are Y and X zero-padded to PaddedSliceExtent.
 at::Tensor SliceStack(const volume::MultiModalVolume& volume);
 
-// Segments a bank input (PrepareBankInput, preprocess.h). The slice size must suit the bank
-// (CheckSliceSize; InvalidArgument otherwise). Errors from LibTorch come back as mapped by
-// models::TorchErrorStatus.
+// Segments a bank input (PrepareBankInput, preprocess.h) of any in-plane size: slices are
+// zero-padded (the normalised background) at their high-x and high-y edges to multiples of
+// kSliceMultiple for the networks, and the labels cropped back. Errors from LibTorch come back
+// as mapped by models::TorchErrorStatus.
 absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
                                            const volume::MultiModalVolume& normalized,
                                            const Policy& policy,

@@ -44,7 +44,12 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     c.slices = engine::SliceStack(c.image);
     std::vector<uint8_t> classes(c.labels.size());
     for (size_t v = 0; v < classes.size(); ++v) classes[v] = volume::LabelToClass(c.labels[v]);
-    c.classes = torch::from_blob(classes.data(), {d[2], d[1], d[0]}, torch::kUInt8).clone();
+    // Padded like the slices (SliceStack), with background, so crops index both alike.
+    c.classes = torch::constant_pad_nd(
+                    torch::from_blob(classes.data(), {d[2], d[1], d[0]}, torch::kUInt8),
+                    {0, engine::PaddedSliceExtent(d[0]) - d[0], 0,
+                     engine::PaddedSliceExtent(d[1]) - d[1]})
+                    .clone();
     c.foreground.resize(d[2]);
     for (int64_t z = 0; z < d[2]; ++z) {
       const auto begin = c.labels.begin() + z * d[0] * d[1];

@@ -23,8 +23,8 @@ struct TrainCase {
   std::string id;
   volume::MultiModalVolume image;   // bank input; kept for whole-volume evaluation
   std::vector<uint8_t> labels;      // BraTS labels, volume order
-  at::Tensor slices;                // Z x 4 x H x W float32 (a copy of `image`, slice-major)
-  at::Tensor classes;               // Z x H x W uint8, classes 0..3
+  at::Tensor slices;                // Z x 4 x H' x W' float32 (SliceStack: padded, slice-major)
+  at::Tensor classes;               // Z x H' x W' uint8, classes 0..3 (padded with 0)
   std::vector<uint8_t> foreground;  // per slice: any tumour voxel
 };
 

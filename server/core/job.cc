@@ -106,7 +106,6 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   auto start = Clock::now();
   absl::StatusOr<volume::MultiModalVolume> image = upload->Decode();
   if (!image.ok()) return image.status();
-  if (absl::Status s = engine::CheckSliceSize(image->geometry); !s.ok()) return s;
   timing.set_decode(Since(start));
   if (context.cancelled && context.cancelled()) return absl::CancelledError("request cancelled");
 

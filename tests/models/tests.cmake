@@ -43,7 +43,7 @@ danet_gtest(data_test
 
 danet_gtest(metrics_test
   SOURCES ${_models}/eval/metrics_test.cc
-  LIBS danet_eval)
+  LIBS danet_eval_metrics)
 
 danet_gtest(train_test
   TORCH

@@ -89,15 +89,20 @@ class DicomTest : public ::testing::Test {
   }
 
   // Rewrites one tag of an instance.
-  static std::string Edit(const std::string& bytes,
-                          const std::function<void(DcmDataset*)>& edit) {
+  static std::string Edit(const std::string& bytes, const std::function<void(DcmDataset*)>& edit,
+                          E_TransferSyntax xfer = EXS_LittleEndianExplicit) {
     const std::filesystem::path tmp = std::filesystem::temp_directory_path() / "danet_edit.dcm";
     WriteFileBytes(tmp, bytes).IgnoreError();
     DcmFileFormat f;
     f.loadFile(tmp.c_str());
     edit(f.getDataset());
-    f.saveFile(tmp.c_str(), EXS_LittleEndianExplicit);
+    f.saveFile(tmp.c_str(), xfer);
     return *ReadFileBytes(tmp);
+  }
+
+  // Writes an instance again in another transfer syntax.
+  static std::string Save(const std::string& bytes, E_TransferSyntax xfer) {
+    return Edit(bytes, [](DcmDataset*) {}, xfer);
   }
 
   std::filesystem::path dir_;
@@ -218,6 +223,52 @@ TEST_F(DicomTest, BadInstancesAreNamedErrors) {
   NiftiLimits small;
   small.max_dim = 16;
   EXPECT_THAT(DecodeDicomSeries(Files(good), small).status().message(), HasSubstr("limit"));
+}
+
+// A value length past the end of the file is refused before DCMTK allocates it (the dicom_fuzz
+// finding: a 1 kB file declaring 2 GB), also inside a sequence item; files in the other
+// transfer syntaxes, with sequences, still read back.
+TEST_F(DicomTest, ValueLengthsPastTheEndAreRefusedBeforeAllocating) {
+  const std::vector<std::string> good = Write("AX FLAIR");
+  const auto patch32 = [](std::string bytes, size_t at, uint32_t v) {
+    for (int b = 0; b < 4; ++b) bytes[at + b] = static_cast<char>(v >> (8 * b));
+    return bytes;
+  };
+  // Pixel data, explicit VR little endian: tag, "OW", 2 reserved bytes, 32-bit length.
+  const size_t pixels = good[1].rfind(std::string("\xE0\x7F\x10\x00OW", 6));
+  ASSERT_NE(pixels, std::string::npos);
+  std::vector<std::string> huge = good;
+  huge[1] = patch32(good[1], pixels + 8, 0x7FFFFFF0u);
+  absl::Status status = DecodeDicomSeries(Files(huge)).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("f1.dcm': unreadable (element (7FE0,0010)"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("declares 2147483632 bytes"));
+
+  // The same inside a sequence item: a UI value whose 16-bit length runs past the end.
+  const std::string nested = Edit(good[0], [](DcmDataset* ds) {
+    DcmItem* item = nullptr;
+    ds->findOrCreateSequenceItem(DCM_ReferencedImageSequence, item, -2);
+    item->putAndInsertString(DCM_ReferencedSOPInstanceUID, "1.2.3.77");
+  });
+  std::vector<std::string> sequence = good;
+  sequence[0] = nested;
+  ASSERT_TRUE(DecodeDicomSeries(Files(sequence)).ok());  // the sequence itself is fine
+  const size_t uid = nested.find("1.2.3.77");
+  ASSERT_NE(uid, std::string::npos);
+  sequence[0][uid - 2] = sequence[0][uid - 1] = '\xFF';
+  status = DecodeDicomSeries(Files(sequence)).status();
+  EXPECT_THAT(std::string(status.message()), HasSubstr("element (0008,1155)"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("declares 65535 bytes"));
+
+  // Implicit VR and big endian files walk as well.
+  for (const E_TransferSyntax xfer : {EXS_LittleEndianImplicit, EXS_BigEndianExplicit}) {
+    std::vector<std::string> other;
+    for (const std::string& b : good) other.push_back(Save(b, xfer));
+    other[0] = Save(nested, xfer);
+    absl::StatusOr<std::vector<DicomSeries>> series = DecodeDicomSeries(Files(other));
+    ASSERT_TRUE(series.ok()) << series.status();
+    ExpectSameWorldImage(series->front().volume);
+  }
 }
 
 TEST_F(DicomTest, SegNeedsATumourAndTheSourceGrid) {

@@ -82,12 +82,12 @@ TEST(PrepareBankInputTest, UnknownNormalizationIsRefused) {
               HasSubstr("preprocessing.normalization: 'minmax' is not one of: zscore_brain"));
 }
 
-TEST(CheckSliceSizeTest, InPlaneMultiplesOf16) {
-  EXPECT_TRUE(CheckSliceSize(volume::MakeGeometry({240, 240, 155}, {1, 1, 1}, {0, 0, 0})).ok());
-  EXPECT_TRUE(CheckSliceSize(volume::MakeGeometry({64, 48, 3}, {1, 1, 1}, {0, 0, 0})).ok());
-  const absl::Status odd = CheckSliceSize(volume::MakeGeometry({40, 48, 3}, {1, 1, 1}, {0, 0, 0}));
-  EXPECT_EQ(odd.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(odd.message(), HasSubstr("the in-plane size must be a multiple of 16"));
+TEST(PaddedSliceExtentTest, NextMultipleOf16) {
+  EXPECT_EQ(PaddedSliceExtent(240), 240);
+  EXPECT_EQ(PaddedSliceExtent(233), 240);
+  EXPECT_EQ(PaddedSliceExtent(229), 240);
+  EXPECT_EQ(PaddedSliceExtent(1), 16);
+  EXPECT_EQ(PaddedSliceExtent(512), 512);
 }
 
 }  // namespace

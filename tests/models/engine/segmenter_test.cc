@@ -10,6 +10,7 @@
 #include <set>
 
 #include "models/bundle/bundle_config.h"
+#include "models/engine/preprocess.h"
 
 namespace danet::engine {
 namespace {
@@ -158,6 +159,13 @@ TEST_F(SegmenterTest, SkipMarginRoutesTheSkippedNeighboursOfRoutedSlices) {
   // The cost bias applies to the non-skip choice too: a large bias picks the cheapest model.
   EXPECT_EQ(WidenRoutes(routes, p, costs, 1000, 1),
             (std::vector<int>{0, 0, 1, 2, 1, 0, 0, 1, 1, 1}));
+  // With a minimum run of 2 the lone routed slices 3 and 8 widen nothing; the run 4..5 below
+  // does (margin 1: slices 3 and 6).
+  EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 2, 2), routes);
+  const std::vector<int> with_run = {0, 0, 0, 0, 2, 2, 0, 0, 1, 0};
+  EXPECT_EQ(WidenRoutes(with_run, p, costs, 0, 1, 2),
+            (std::vector<int>{0, 0, 0, 2, 2, 2, 2, 0, 1, 0}));
+  EXPECT_EQ(WidenRoutes(with_run, p, costs, 0, 1, 3), with_run);
   std::vector<SliceResult> all_skip(5);
   for (SliceResult& s : all_skip) s.probabilities = {0.9f, 0.1f, 0, 0, 0};
   EXPECT_EQ(WidenRoutes(std::vector<int>(5, 0), all_skip, costs, 0, 3), std::vector<int>(5, 0));
@@ -186,8 +194,14 @@ TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
   EXPECT_EQ(both.cost_bias, 0.5);
   EXPECT_EQ(both.skip_margin, 3);
   EXPECT_EQ(both.Name(*bank_), "dynamic@0.5+m3");
+  const Policy runs = *ParsePolicy("dynamic+m2r2", *bank_);
+  EXPECT_EQ(runs.skip_margin, 2);
+  EXPECT_EQ(runs.margin_min_run, 2);
+  EXPECT_EQ(runs.Name(*bank_), "dynamic+m2r2");
+  EXPECT_EQ(ParsePolicy("dynamic+m2r1", *bank_)->Name(*bank_), "dynamic+m2");
   for (const char* bad : {"dynamic+m", "dynamic+m-1", "dynamic+m33", "dynamic+mx", "dynamic+2",
-                          "dynamicx", "dynamic@+m1"}) {
+                          "dynamicx", "dynamic@+m1", "dynamic+m2r0", "dynamic+m2r", "dynamic+mr2",
+                          "dynamic+m2r33"}) {
     EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument)
         << bad;
   }
@@ -209,12 +223,44 @@ TEST_F(SegmenterTest, UnknownPoliciesNameWhatExists) {
   EXPECT_EQ(ParsePolicy("fastest", *bank_).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(SegmenterTest, UnsupportedSliceSizeIsAnErrorNotACrash) {
-  volume::MultiModalVolume odd;
-  odd.geometry = volume::MakeGeometry({30, 30, 2}, {1, 1, 1}, {0, 0, 0});
-  for (auto& channel : odd.channels) channel.assign(30 * 30 * 2, 1.0f);
-  const Policy policy = *ParsePolicy("static:M1", *bank_);
-  EXPECT_EQ(SegmentVolume(*bank_, odd, policy).status().code(), absl::StatusCode::kInvalidArgument);
+// Any in-plane size: a 57 x 41 crop of the test volume segments exactly as the same crop padded
+// with zeros (the normalised background) to 64 x 48, the labels cropped back.
+TEST_F(SegmenterTest, AnyInPlaneSizeIsPaddedAndCroppedBack) {
+  constexpr int64_t kX = 57, kY = 41, kZ = 24;
+  volume::MultiModalVolume crop, padded;
+  crop.geometry = volume::MakeGeometry({kX, kY, kZ}, {1, 1, 1}, {0, 0, 0});
+  padded.geometry = volume_.geometry;
+  for (int c = 0; c < volume::kNumModalities; ++c) {
+    crop.channels[c].assign(kX * kY * kZ, 0.0f);
+    padded.channels[c].assign(64 * 48 * kZ, 0.0f);
+    for (int64_t z = 0; z < kZ; ++z) {
+      for (int64_t y = 0; y < kY; ++y) {
+        for (int64_t x = 0; x < kX; ++x) {
+          const float v = volume_.channels[c][(z * 48 + y) * 64 + x];
+          crop.channels[c][(z * kY + y) * kX + x] = v;
+          padded.channels[c][(z * 48 + y) * 64 + x] = v;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(PaddedSliceExtent(kX), 64);
+  EXPECT_EQ(PaddedSliceExtent(48), 48);
+  for (const char* name : {"dynamic", "static:M3"}) {
+    const Policy policy = *ParsePolicy(name, *bank_);
+    const VolumeResult small = *SegmentVolume(*bank_, crop, policy);
+    const VolumeResult big = *SegmentVolume(*bank_, padded, policy);
+    ASSERT_EQ(small.labels.size(), static_cast<size_t>(kX * kY * kZ)) << name;
+    int differ = 0;
+    for (int64_t z = 0; z < kZ; ++z) {
+      EXPECT_EQ(small.slices[z].route, big.slices[z].route) << name << " " << z;
+      for (int64_t y = 0; y < kY; ++y) {
+        for (int64_t x = 0; x < kX; ++x) {
+          differ += small.labels[(z * kY + y) * kX + x] != big.labels[(z * 48 + y) * 64 + x];
+        }
+      }
+    }
+    EXPECT_EQ(differ, 0) << name;
+  }
 }
 
 }  // namespace

@@ -1,0 +1,153 @@
+#include "models/dicom/element_scan.h"
+
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/str_format.h"
+
+namespace danet::volume {
+namespace {
+
+constexpr uint32_t kUndefinedLength = 0xFFFFFFFF;
+constexpr uint16_t kItemGroup = 0xFFFE;
+constexpr uint16_t kItem = 0xE000;
+constexpr uint16_t kSequenceDelimiter = 0xE0DD;
+
+enum class Encoding { kExplicitLittle, kImplicitLittle, kExplicitBig };
+
+// Value representations whose explicit-VR header has two reserved bytes and a 32-bit length.
+bool HasLongLength(std::string_view vr) {
+  for (const char* long_vr : {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
+                              "UT", "UV"}) {
+    if (vr == long_vr) return true;
+  }
+  return false;
+}
+
+class Walker {
+ public:
+  Walker(std::string_view bytes, size_t pos) : bytes_(bytes), pos_(pos) {}
+
+  // Walks elements from the current position to the end of the file, or (meta_only) to the
+  // end of group 0002. Returns the transfer syntax UID when it passes (0002,0010).
+  absl::Status Walk(Encoding encoding, bool meta_only, std::string* transfer_syntax) {
+    bool in_fragments = false;  // inside encapsulated pixel data: items hold bytes, not elements
+    while (pos_ < bytes_.size()) {
+      if (bytes_.size() - pos_ < 8) return Short("an element header", pos_);
+      const size_t start = pos_;
+      const uint16_t group = U16(pos_, encoding);
+      const uint16_t element = U16(pos_ + 2, encoding);
+      if (meta_only && group != 0x0002) return absl::OkStatus();
+      if (group == kItemGroup) {  // item, item delimiter or sequence delimiter: no VR
+        const uint32_t length = U32(pos_ + 4, encoding);
+        pos_ += 8;
+        if (element == kSequenceDelimiter) in_fragments = false;
+        if (element == kItem && length != kUndefinedLength && in_fragments) {
+          if (absl::Status s = Skip(group, element, length, start); !s.ok()) return s;
+        }
+        continue;  // a data set item is stepped into: its elements follow
+      }
+      std::string_view vr;
+      uint32_t length = 0;
+      if (encoding == Encoding::kImplicitLittle) {
+        length = U32(pos_ + 4, encoding);
+        pos_ += 8;
+      } else {
+        vr = bytes_.substr(pos_ + 4, 2);
+        if (HasLongLength(vr)) {
+          if (bytes_.size() - pos_ < 12) return Short("an element header", start);
+          length = U32(pos_ + 8, encoding);
+          pos_ += 12;
+        } else {
+          length = U16(pos_ + 6, encoding);
+          pos_ += 8;
+        }
+      }
+      if (length == kUndefinedLength) {  // a sequence, or encapsulated pixel data: step in
+        in_fragments = group == 0x7FE0 && element == 0x0010;
+        continue;
+      }
+      if (vr == "SQ" || LooksLikeItem(length, encoding)) continue;  // step into its items
+      if (transfer_syntax != nullptr && group == 0x0002 && element == 0x0010 &&
+          length <= bytes_.size() - pos_) {
+        *transfer_syntax = std::string(bytes_.substr(pos_, length));
+        while (!transfer_syntax->empty() &&
+               (transfer_syntax->back() == '\0' || transfer_syntax->back() == ' ')) {
+          transfer_syntax->pop_back();
+        }
+      }
+      if (absl::Status s = Skip(group, element, length, start); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  size_t pos() const { return pos_; }
+
+ private:
+  uint16_t U16(size_t at, Encoding e) const {
+    const auto b = [&](size_t i) { return static_cast<uint16_t>(static_cast<uint8_t>(bytes_[i])); };
+    return e == Encoding::kExplicitBig ? static_cast<uint16_t>(b(at) << 8 | b(at + 1))
+                                       : static_cast<uint16_t>(b(at) | b(at + 1) << 8);
+  }
+  uint32_t U32(size_t at, Encoding e) const {
+    return e == Encoding::kExplicitBig ? (uint32_t{U16(at, e)} << 16) | U16(at + 2, e)
+                                       : U16(at, e) | (uint32_t{U16(at + 2, e)} << 16);
+  }
+
+  // A defined-length value that starts with an item tag holds a sequence (an implicit-VR SQ,
+  // or UN): its elements are walked like any other.
+  bool LooksLikeItem(uint32_t length, Encoding e) const {
+    return length >= 8 && bytes_.size() - pos_ >= 8 && U16(pos_, e) == kItemGroup &&
+           U16(pos_ + 2, e) == kItem;
+  }
+
+  absl::Status Skip(uint16_t group, uint16_t element, uint32_t length, size_t start) {
+    if (length > bytes_.size() - pos_) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "element (%04X,%04X) at byte %d declares %u bytes, but only %d follow", group, element,
+          start, length, bytes_.size() - pos_));
+    }
+    pos_ += length;
+    return absl::OkStatus();
+  }
+
+  absl::Status Short(const char* what, size_t at) const {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("truncated: %s at byte %d runs past the end of the file", what, at));
+  }
+
+  std::string_view bytes_;
+  size_t pos_;
+};
+
+}  // namespace
+
+absl::Status CheckDeclaredLengths(std::string_view bytes) {
+  constexpr size_t kMetaStart = 132;  // 128-byte preamble, then "DICM"
+  if (bytes.size() < kMetaStart) return absl::InvalidArgumentError("not a DICOM file");
+  Walker walker(bytes, kMetaStart);
+  std::string transfer_syntax;
+  if (absl::Status s = walker.Walk(Encoding::kExplicitLittle, /*meta_only=*/true,
+                                   &transfer_syntax);
+      !s.ok()) {
+    return s;
+  }
+  Encoding encoding = Encoding::kExplicitLittle;
+  if (transfer_syntax == "1.2.840.10008.1.2") {
+    encoding = Encoding::kImplicitLittle;
+  } else if (transfer_syntax == "1.2.840.10008.1.2.2") {
+    encoding = Encoding::kExplicitBig;
+  } else if (transfer_syntax == "1.2.840.10008.1.2.1.99") {
+    return absl::OkStatus();  // deflated: the data set is not readable without inflating it
+  } else if (transfer_syntax.empty() && bytes.size() - walker.pos() >= 6) {
+    // No transfer syntax in the meta header: implicit VR unless a VR follows the first tag,
+    // as DCMTK guesses.
+    const auto upper = [](char c) { return c >= 'A' && c <= 'Z'; };
+    const size_t p = walker.pos();
+    if (!upper(bytes[p + 4]) || !upper(bytes[p + 5])) encoding = Encoding::kImplicitLittle;
+  }
+  Walker data(bytes, walker.pos());
+  return data.Walk(encoding, /*meta_only=*/false, nullptr);
+}
+
+}  // namespace danet::volume

@@ -1,0 +1,25 @@
+// A walk over the element headers of one DICOM Part 10 file, before DCMTK reads it.
+//
+// DCMTK allocates an element's value from its declared length before it finds the stream short:
+// a 1 kB file that declares a 2 GB value makes it request 2 GB (found by tests/fuzz/dicom_fuzz).
+// CheckDeclaredLengths refuses such a file first: every value length must fit in the bytes
+// that follow its header. Sequences and items are stepped into, so nested values are checked
+// too; encapsulated pixel data fragments are checked and skipped. The walk does not validate
+// anything else (DCMTK does); a deflated data set (transfer syntax 1.2.840.10008.1.2.1.99) is
+// checked up to its meta header only.
+#ifndef DANET_MODELS_DICOM_ELEMENT_SCAN_H_
+#define DANET_MODELS_DICOM_ELEMENT_SCAN_H_
+
+#include <string_view>
+
+#include "absl/status/status.h"
+
+namespace danet::volume {
+
+// `bytes`: the whole file, 128-byte preamble and "DICM" included. InvalidArgument names the
+// offending tag and its declared length when a value runs past the end of the file.
+absl::Status CheckDeclaredLengths(std::string_view bytes);
+
+}  // namespace danet::volume
+
+#endif  // DANET_MODELS_DICOM_ELEMENT_SCAN_H_
