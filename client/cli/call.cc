@@ -218,4 +218,16 @@ absl::StatusOr<CaseResult> SegmentFiles(v1::Segmentation::Stub* stub,
   return result;
 }
 
+absl::StatusOr<v1::DescribeBankResponse> DescribeBank(v1::Segmentation::Stub* stub,
+                                                      double deadline_seconds) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(static_cast<int64_t>(deadline_seconds * 1000)));
+  v1::DescribeBankResponse bank;
+  if (grpc::Status status = stub->DescribeBank(&context, {}, &bank); !status.ok()) {
+    return FromGrpc(status);
+  }
+  return bank;
+}
+
 }  // namespace danet::client

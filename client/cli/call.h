@@ -70,6 +70,10 @@ absl::StatusOr<CaseResult> SegmentFiles(v1::Segmentation::Stub* stub,
                                         const std::vector<InputFile>& files,
                                         const CallOptions& options);
 
+// The server's bank (DescribeBank) within `deadline_seconds`; errors as for SegmentFiles.
+absl::StatusOr<v1::DescribeBankResponse> DescribeBank(v1::Segmentation::Stub* stub,
+                                                      double deadline_seconds = 10);
+
 }  // namespace danet::client
 
 #endif  // DANET_CLIENT_CLI_CALL_H_

@@ -216,14 +216,10 @@ int Models() {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Connect();
   if (!channel.ok()) return 2;
   auto stub = danet::v1::Segmentation::NewStub(*channel);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  danet::v1::DescribeBankResponse bank;
-  grpc::Status status = stub->DescribeBank(&context, {}, &bank);
-  if (!status.ok()) {
-    return Fail(absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                             status.error_message()));
-  }
+  absl::StatusOr<danet::v1::DescribeBankResponse> described =
+      danet::client::DescribeBank(stub.get());
+  if (!described.ok()) return Fail(described.status());
+  const danet::v1::DescribeBankResponse& bank = *described;
   if (absl::GetFlag(FLAGS_json)) {
     nlohmann::json models = nlohmann::json::array();
     for (const auto& m : bank.models()) {

@@ -2,9 +2,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -39,11 +41,49 @@ std::string Escape(std::string text) {
   return text;
 }
 
+// A spooled instance is named <series key>_<name>.dcm (OnInstance): the study's series keys.
+std::set<std::string> SeriesKeys(const fs::path& dir) {
+  std::set<std::string> keys;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension() == ".dcm" && name != "seg.dcm" && name.find('_') == 16) {
+      keys.insert(name.substr(0, 16));
+    }
+  }
+  return keys;
+}
+
+// done/<key>/sources.txt: "bundle NAME", then one series key per line.
+constexpr char kSources[] = "sources.txt";
+
+struct Sources {
+  std::string bundle;
+  std::set<std::string> series;
+};
+
+Sources ReadSources(const fs::path& file) {
+  Sources sources;
+  std::ifstream in(file);
+  std::string line;
+  if (std::getline(in, line) && absl::StartsWith(line, "bundle ")) sources.bundle = line.substr(7);
+  while (std::getline(in, line)) {
+    if (!line.empty()) sources.series.insert(line);
+  }
+  return sources;
+}
+
+absl::Status WriteSources(const fs::path& file, const Sources& sources) {
+  std::string text = absl::StrCat("bundle ", sources.bundle, "\n");
+  for (const std::string& s : sources.series) absl::StrAppend(&text, s, "\n");
+  return volume::WriteFileBytes(file, text);
+}
+
 }  // namespace
 
-std::string StudyKey(const std::string& study_uid) {
+std::string StudyKey(const std::string& uid) {
   uint64_t h = 14695981039346656037ULL;  // FNV-1a 64 offset basis
-  for (unsigned char c : study_uid) h = (h ^ c) * 1099511628211ULL;
+  for (unsigned char c : uid) h = (h ^ c) * 1099511628211ULL;
   return absl::StrFormat("%016x", h);
 }
 
@@ -57,7 +97,8 @@ Bridge::Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> chan
                      .Register(r->families())),
       outcomes_(prometheus::BuildCounter()
                     .Name("danet_bridge_studies_total")
-                    .Help("Studies finished, by outcome (stored, no_tumour, failed).")
+                    .Help("Studies finished, by outcome (stored, no_tumour, "
+                          "already_segmented, failed).")
                     .Register(r->families())),
       retries_(prometheus::BuildCounter()
                    .Name("danet_bridge_retries_total")
@@ -70,12 +111,13 @@ Bridge::Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> chan
                    .Add({})),
       study_seconds_(prometheus::BuildHistogram()
                          .Name("danet_bridge_study_duration_seconds")
-                         .Help("Segmentation and SEG store time per study attempt.")
+                         .Help("Time per finished study, from its first attempt to its SEG "
+                               "stored or its final failure (retries included).")
                          .Register(r->families())
                          .Add({}, metrics::ExponentialBuckets(0.5, 2, 12))) {
   // Zero-valued series from the start, so that rates and alerts see them before traffic.
   for (const char* outcome : {"spooled", "ignored"}) instances_.Add({{"outcome", outcome}});
-  for (const char* outcome : {"stored", "no_tumour", "failed"}) {
+  for (const char* outcome : {"stored", "no_tumour", "already_segmented", "failed"}) {
     outcomes_.Add({{"outcome", outcome}});
   }
   for (const char* cause : {"server", "pacs"}) retries_.Add({{"cause", cause}});
@@ -98,19 +140,21 @@ absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Create(const BridgeOptions& opti
   return std::unique_ptr<Bridge>(new Bridge(options, *std::move(channel), registry));
 }
 
-void Bridge::OnInstance(const std::string& file, const std::string& study_uid,
-                        const std::string& modality) {
+void Bridge::OnInstance(const ReceivedInstance& instance) {
   std::error_code error;
-  if (modality != "MR" || study_uid.empty()) {
+  if (instance.modality != "MR" || instance.study_uid.empty()) {
     // Our own SEGs coming back, or anything we cannot segment: not spooled.
-    fs::remove(file, error);
+    fs::remove(instance.file, error);
     instances_.Add({{"outcome", "ignored"}}).Increment();
     return;
   }
-  const std::string key = StudyKey(study_uid);
+  const std::string key = StudyKey(instance.study_uid);
   const fs::path dir = fs::path(options_.work_dir) / "incoming" / key;
   fs::create_directories(dir, error);
-  fs::rename(file, dir / fs::path(file).filename(), error);
+  fs::rename(instance.file,
+             dir / absl::StrCat(StudyKey(instance.series_uid), "_",
+                                fs::path(instance.file).filename().string()),
+             error);
   instances_.Add({{"outcome", "spooled"}}).Increment();
   std::lock_guard<std::mutex> lock(mutex_);
   Study& study = studies_[key];
@@ -139,9 +183,7 @@ absl::Status Bridge::Run() {
   std::thread scp([&] {
     scp_status = RunStoreScp(
         options_.ae_title, options_.port, (fs::path(options_.work_dir) / "spool").string(),
-        [this](const std::string& f, const std::string& s, const std::string& m) {
-          OnInstance(f, s, m);
-        },
+        [this](const ReceivedInstance& instance) { OnInstance(instance); },
         stop_, &open_associations_);
     if (!scp_status.ok()) stop_ = true;
   });
@@ -176,8 +218,21 @@ void Bridge::ProcessDue() {
   }
 }
 
-absl::Status Bridge::SegmentAndStore(const std::string& key, std::string* note) {
+absl::Status Bridge::SegmentAndStore(const std::string& key, Done* done, std::string* note) {
   const fs::path dir = fs::path(options_.work_dir) / "incoming" / key;
+  // Segmented before with the bundle the server has now? (A re-sent study, or our SEG having
+  // made the PACS call the study stable again.)
+  absl::StatusOr<v1::DescribeBankResponse> bank = client::DescribeBank(stub_.get());
+  if (!bank.ok()) return bank.status();
+  const std::set<std::string> series = SeriesKeys(dir);
+  Sources sources = ReadSources(fs::path(options_.work_dir) / "done" / key / kSources);
+  if (sources.bundle != bank->bundle_name()) sources = {bank->bundle_name(), {}};
+  if (!series.empty() && std::includes(sources.series.begin(), sources.series.end(),
+                                       series.begin(), series.end())) {
+    *done = Done::kAlreadySegmented;
+    *note = "already segmented with this bundle";
+    return absl::OkStatus();
+  }
   std::vector<client::InputFile> files;
   for (const auto& entry : fs::directory_iterator(dir)) {
     if (entry.path().extension() == ".dcm" && entry.path().filename() != "seg.dcm") {
@@ -195,7 +250,10 @@ absl::Status Bridge::SegmentAndStore(const std::string& key, std::string* note) 
   call.deadline_seconds = options_.deadline_seconds;
   absl::StatusOr<client::CaseResult> result = client::SegmentFiles(stub_.get(), files, call);
   if (!result.ok()) return result.status();
+  sources.series.insert(series.begin(), series.end());
+  if (absl::Status s = WriteSources(dir / kSources, sources); !s.ok()) return s;
   if (result->dicom_seg.empty()) {
+    *done = Done::kNoTumour;
     *note = result->summary.notes_size() > 0 ? result->summary.notes(0) : "no SEG returned";
     return absl::OkStatus();
   }
@@ -203,6 +261,7 @@ absl::Status Bridge::SegmentAndStore(const std::string& key, std::string* note) 
   if (absl::Status s = volume::WriteFileBytes(seg, result->dicom_seg); !s.ok()) return s;
   absl::Status stored = StoreToPeer(seg.string(), options_.ae_title, options_.peer);
   if (!stored.ok()) return absl::Status(stored.code(), absl::StrCat("pacs: ", stored.message()));
+  *done = Done::kStored;
   return absl::OkStatus();
 }
 
@@ -210,13 +269,14 @@ void Bridge::Process(const std::string& key) {
   int attempt = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    attempt = ++studies_[key].attempts;
+    Study& study = studies_[key];
+    attempt = ++study.attempts;
+    if (attempt == 1) study.first_attempt = Clock::now();
   }
   Log("study_processing", absl::StrFormat(R"("study":"%s","attempt":%d)", key, attempt));
-  const auto start = Clock::now();
+  Done done = Done::kStored;
   std::string note;
-  const absl::Status status = SegmentAndStore(key, &note);
-  study_seconds_.Observe(std::chrono::duration<double>(Clock::now() - start).count());
+  const absl::Status status = SegmentAndStore(key, &done, &note);
   if (!status.ok() && Retryable(status) && attempt < options_.max_attempts) {
     const double delay = std::min(options_.max_backoff_seconds,
                                   options_.backoff_seconds * std::pow(2.0, attempt - 1));
@@ -230,30 +290,43 @@ void Bridge::Process(const std::string& key) {
         Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(delay * 1000));
     return;
   }
-  Finish(key, status, note);
+  Finish(key, status, done, note);
 }
 
-void Bridge::Finish(const std::string& key, const absl::Status& status, const std::string& note) {
+void Bridge::Finish(const std::string& key, const absl::Status& status, Done done,
+                    const std::string& note) {
   const fs::path incoming = fs::path(options_.work_dir) / "incoming" / key;
-  const std::string outcome = !status.ok() ? "failed" : note.empty() ? "stored" : "no_tumour";
+  const std::string outcome = !status.ok()                        ? "failed"
+                              : done == Done::kStored             ? "stored"
+                              : done == Done::kNoTumour           ? "no_tumour"
+                                                                  : "already_segmented";
   const fs::path target = fs::path(options_.work_dir) / (status.ok() ? "done" : "failed") / key;
   std::error_code error;
-  fs::remove_all(target, error);
-  fs::create_directories(target.parent_path(), error);
+  Clock::time_point first_attempt;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    fs::rename(incoming, target, error);
+    first_attempt = studies_[key].first_attempt;
+    if (status.ok() && done == Done::kAlreadySegmented) {
+      fs::remove_all(incoming, error);  // done/<key> keeps the SEG and sources of the first run
+    } else {
+      fs::remove_all(target, error);
+      fs::create_directories(target.parent_path(), error);
+      fs::rename(incoming, target, error);
+    }
     studies_.erase(key);
     pending_.Set(static_cast<double>(studies_.size()));
   }
-  if (status.ok()) {
-    // Keep the SEG and a result line; the instances stay in the PACS.
+  study_seconds_.Observe(std::chrono::duration<double>(Clock::now() - first_attempt).count());
+  if (status.ok() && done != Done::kAlreadySegmented) {
+    // Keep the SEG, the sources and a result line; the instances stay in the PACS.
     for (const auto& entry : fs::directory_iterator(target, error)) {
-      if (entry.path().filename() != "seg.dcm") fs::remove(entry.path(), error);
+      const fs::path name = entry.path().filename();
+      if (name != "seg.dcm" && name != kSources) fs::remove(entry.path(), error);
     }
+    std::ofstream(target / "result.txt") << (note.empty() ? "SEG stored" : note) << "\n";
+  } else if (!status.ok()) {
+    std::ofstream(target / "reason.txt") << status.ToString() << "\n";
   }
-  std::ofstream(target / (status.ok() ? "result.txt" : "reason.txt"))
-      << (status.ok() ? (note.empty() ? "SEG stored" : note) : status.ToString()) << "\n";
   outcomes_.Add({{"outcome", outcome}}).Increment();
   Log("study_" + outcome,
       absl::StrFormat(R"("study":"%s","code":"%s")", key,

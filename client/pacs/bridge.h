@@ -7,6 +7,11 @@
 // unavailable or busy, deadline, PACS unreachable) are retried with exponential backoff;
 // studies left in incoming/ are picked up again at start.
 //
+// Idempotent: a PACS that auto-routes on "stable study" sends a study again once our SEG has
+// made it change. Only MR instances are spooled (our SEG coming back is ignored), and a study
+// whose MR series were all segmented before with the server's current bundle is not segmented
+// again: done/<key>/sources.txt records the bundle and the series (as keys) of each SEG stored.
+//
 // The server is reached through client/cli/channel.h: plaintext, TLS or mutual TLS, and a
 // bearer token on every call. A missing or wrong token (UNAUTHENTICATED) is not retried: the
 // study goes to failed/ with that reason.
@@ -63,19 +68,23 @@ class Bridge {
   struct Study {
     Clock::time_point last_instance;
     Clock::time_point next_attempt;
+    Clock::time_point first_attempt;  // the study's duration runs from here to Finish
     int attempts = 0;
     int instances = 0;
   };
+  // How an attempt ended when it did not fail: a SEG stored, no tumour found (no SEG), or
+  // nothing to do (segmented before).
+  enum class Done { kStored, kNoTumour, kAlreadySegmented };
 
   Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> channel,
          metrics::Registry* registry);
-  void OnInstance(const std::string& file, const std::string& study_uid,
-                  const std::string& modality);
+  void OnInstance(const ReceivedInstance& instance);
   void Recover();         // studies left in incoming/ from an earlier run
   void ProcessDue();      // one pass over the stable studies
   void Process(const std::string& key);
-  absl::Status SegmentAndStore(const std::string& key, std::string* note);
-  void Finish(const std::string& key, const absl::Status& status, const std::string& note);
+  absl::Status SegmentAndStore(const std::string& key, Done* done, std::string* note);
+  void Finish(const std::string& key, const absl::Status& status, Done done,
+              const std::string& note);
 
   const BridgeOptions options_;
   std::atomic<bool> stop_{false};
@@ -91,8 +100,9 @@ class Bridge {
   prometheus::Histogram& study_seconds_;
 };
 
-// Stable short key of a StudyInstanceUID (16 hex digits of its FNV-1a hash).
-std::string StudyKey(const std::string& study_uid);
+// Stable short key of a UID (16 hex digits of its FNV-1a hash): studies' directory names and
+// series keys in file names and sources.txt, so that no UID needs to be written out.
+std::string StudyKey(const std::string& uid);
 
 }  // namespace danet::pacs
 

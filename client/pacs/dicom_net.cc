@@ -14,20 +14,20 @@ namespace {
 // Stores to the spool and hands each file over; stops when asked between associations.
 class StoreScp : public DcmStorageSCP {
  public:
-  StoreScp(const std::function<void(const std::string&, const std::string&,
-                                    const std::string&)>& on_instance,
+  StoreScp(const std::function<void(const ReceivedInstance&)>& on_instance,
            const std::atomic<bool>& stop, std::atomic<int>* open_associations)
       : on_instance_(on_instance), stop_(stop), open_associations_(open_associations) {}
 
  protected:
   void notifyInstanceStored(const OFString& filename, const OFString&, const OFString&,
                             DcmDataset* dataset) const override {
-    OFString study, modality;
+    OFString study, series, modality;
     if (dataset != nullptr) {
       dataset->findAndGetOFString(DCM_StudyInstanceUID, study);
+      dataset->findAndGetOFString(DCM_SeriesInstanceUID, series);
       dataset->findAndGetOFString(DCM_Modality, modality);
     }
-    on_instance_(filename.c_str(), study.c_str(), modality.c_str());
+    on_instance_({filename.c_str(), study.c_str(), series.c_str(), modality.c_str()});
   }
   void notifyAssociationAcknowledge() override { ++*open_associations_; }
   void notifyAssociationTermination() override {
@@ -37,7 +37,7 @@ class StoreScp : public DcmStorageSCP {
   OFBool stopAfterCurrentAssociation() override { return stop_.load(); }
 
  private:
-  std::function<void(const std::string&, const std::string&, const std::string&)> on_instance_;
+  std::function<void(const ReceivedInstance&)> on_instance_;
   const std::atomic<bool>& stop_;
   std::atomic<int>* open_associations_;
 };
@@ -56,8 +56,7 @@ class StoreScu : public DcmStorageSCU {
 }  // namespace
 
 absl::Status RunStoreScp(const std::string& ae_title, int port, const std::string& spool_dir,
-                         const std::function<void(const std::string&, const std::string&,
-                                                  const std::string&)>& on_instance,
+                         const std::function<void(const ReceivedInstance&)>& on_instance,
                          const std::atomic<bool>& stop, std::atomic<int>* open_associations) {
   StoreScp scp(on_instance, stop, open_associations);
   scp.setAETitle(ae_title.c_str());

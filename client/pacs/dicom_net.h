@@ -21,14 +21,20 @@ struct Peer {
   std::string ae_title = "ORTHANC";
 };
 
+// One instance as stored by the listener (attributes empty when the instance lacks them).
+struct ReceivedInstance {
+  std::string file;  // under the spool directory; the callback owns it from then on
+  std::string study_uid;
+  std::string series_uid;
+  std::string modality;
+};
+
 // Receives instances on `port` as `ae_title` until `stop` becomes true (checked about once a
-// second). Each stored instance is reported as (file path, StudyInstanceUID, Modality); the
-// callback owns the file from then on. Instances are written under `spool_dir`.
+// second), each reported to `on_instance`. Instances are written under `spool_dir`.
 // `open_associations` counts associations in progress (a PACS may pause mid-study; a study is
 // not complete while its sender is still connected).
 absl::Status RunStoreScp(const std::string& ae_title, int port, const std::string& spool_dir,
-                         const std::function<void(const std::string&, const std::string&,
-                                                  const std::string&)>& on_instance,
+                         const std::function<void(const ReceivedInstance&)>& on_instance,
                          const std::atomic<bool>& stop, std::atomic<int>* open_associations);
 
 // Sends one DICOM file to `peer` with C-STORE (proposing its SOP class and transfer syntax),

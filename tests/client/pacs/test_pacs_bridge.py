@@ -3,7 +3,10 @@ phantom MR study to the bridge over DICOM, the bridge segments it on danet-serve
 DICOM SEG back to Orthanc. Covered: the happy path (SEG checked with dciodvfy and pydicom, the
 work_dir and the metrics), the server down at first (retried with backoff, then delivered), a
 permanent failure (a slice gap: kept under failed/ with its reason, no SEG), SIGTERM with a
-study pending (exit 0, the study stays under incoming/) and the study key (FNV-1a-64).
+study pending (exit 0, the study stays under incoming/), the study key (FNV-1a-64), and a second
+Orthanc that auto-routes with a Lua OnStableStudy rule (the common set-up): our stored SEG makes
+the study stable again and Orthanc re-sends it, and the bridge does not segment it again
+(exactly one SEG).
 
 Run by ctest (tests.cmake) with DANET_SERVER_BIN, DANET_PACS_BRIDGE, DANET_PHANTOM,
 DANET_BUNDLE and DANET_TMP set; by hand the defaults point into the source tree's build/ folder:
@@ -118,7 +121,8 @@ def log_events(path):
 class Orthanc:
     """Orthanc in the foreground on free loopback ports, storage in `workdir`."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, lua=None, stable_age=None):
+        """`lua`: the text of a Lua script Orthanc runs (auto-routing rules)."""
         os.makedirs(workdir, exist_ok=True)
         self.http_port, self.dicom_port = free_port(), free_port()
         self.url = "http://127.0.0.1:%d" % self.http_port
@@ -135,6 +139,13 @@ class Orthanc:
             "Plugins": [],
             "SaveJobs": False,
         }
+        if lua is not None:
+            lua_path = os.path.join(workdir, "route.lua")
+            with open(lua_path, "w") as f:
+                f.write(lua)
+            config["LuaScripts"] = [lua_path]
+        if stable_age is not None:
+            config["StableAge"] = stable_age
         config_path = os.path.join(workdir, "orthanc.json")
         with open(config_path, "w") as f:
             json.dump(config, f)
@@ -378,6 +389,8 @@ class PacsBridge(unittest.TestCase):
                            "a study_retry", log=bridge.log_path)
         self.assertEqual(retry["study"], key)
         self.assertEqual(retry["code"], "UNAVAILABLE")
+        self.assertIn("danet_bridge_study_duration_seconds_count 0", bridge.metrics(),
+                      "an attempt that will be retried is not a finished study")
         self.assertGreaterEqual(labelled(bridge.metrics(), "danet_bridge_retries_total", "cause",
                                          "server"), 1)
         self.assertEqual(len(instances(bridge.dir("incoming", key), ".")), 128)
@@ -394,6 +407,8 @@ class PacsBridge(unittest.TestCase):
         self.assertTrue(all(e["code"] == "UNAVAILABLE" for e in retries), retries)
         self.assertTrue(all(e["in_seconds"] <= 2.0 for e in retries), retries)
         self.assertEqual([e["in_seconds"] for e in retries[:2]], [1.0, 2.0][:len(retries)])
+        # One study, however many attempts (the histogram counted attempts before).
+        self.assertIn("danet_bridge_study_duration_seconds_count 1", bridge.metrics())
 
     # -- 2: the happy path --------------------------------------------------------------------
 
@@ -510,6 +525,52 @@ class PacsBridge(unittest.TestCase):
         key = bridge.received_key()
         self.assertEqual(os.listdir(bridge.dir("incoming")), [key])
         self.assertEqual(key, study_key(uid), "StudyInstanceUID %s" % uid)
+
+
+    # -- 6: Orthanc auto-routing with OnStableStudy: no loop ------------------------------------
+
+    def test_6_auto_routed_study_gets_exactly_one_seg(self):
+        # Orthanc sends every stable study to the bridge. Our SEG arriving makes the study
+        # change, so after StableAge it is stable again and Orthanc re-sends it (the MR and the
+        # SEG). The bridge ignores the SEG, sees that every MR series was segmented with this
+        # bundle, and stores nothing new: one SEG, and the loop ends.
+        srv = server()
+        lua = ("function OnStableStudy(studyId, tags, metadata)\n"
+               "  RestApiPost('/modalities/danet/store', studyId)\n"
+               "end\n")
+        orthanc = Orthanc(os.path.join(TMP, "orthanc-lua"), lua=lua, stable_age=2)
+        self.addCleanup(orthanc.stop)
+        bridge = Bridge(os.path.join(TMP, "autoroute"), srv.address, orthanc.dicom_port)
+        self.addCleanup(bridge.stop)
+        orthanc.point_danet_at(bridge.port)
+        study_id = orthanc.upload(CASES[CASE_HAPPY])  # no push: the Lua rule sends it
+
+        def seg():
+            bridge.alive()
+            return orthanc.seg_series(study_id)
+        wait_until(seg, SEG_WAIT + 30, "a SEG series in Orthanc", log=bridge.log_path)
+        again = wait_until(lambda: bridge.alive() and bridge.event("study_already_segmented"),
+                           SEG_WAIT, "the re-sent study recognised", log=bridge.log_path)
+        key = bridge.event("study_stored")["study"]
+        self.assertEqual(again["study"], key)
+        # Long enough for another round (StableAge 2 s + the bridge's stable_seconds 2 s).
+        time.sleep(10)
+        bridge.alive()
+        self.assertEqual(len(orthanc.seg_series(study_id)), 1, tail(bridge.log_path))
+        self.assertEqual(len(bridge.events("study_stored")), 1)
+        metrics = bridge.metrics()
+        self.assertEqual(labelled(metrics, "danet_bridge_studies_total", "outcome", "stored"), 1)
+        self.assertGreaterEqual(
+            labelled(metrics, "danet_bridge_studies_total", "outcome", "already_segmented"), 1)
+        self.assertGreaterEqual(
+            labelled(metrics, "danet_bridge_instances_total", "outcome", "ignored"), 1,
+            "the SEG came back with the re-sent study and was ignored")
+        with open(bridge.dir("done", key, "sources.txt")) as f:
+            sources = f.read().split("\n")
+        self.assertEqual(sources[0], "bundle phantom-compact")
+        self.assertEqual(len([s for s in sources[1:] if s]), 4, sources)
+        self.assertTrue(os.path.isfile(bridge.dir("done", key, "seg.dcm")))
+        self.assertEqual(os.listdir(bridge.dir("incoming")), [])
 
 
 if __name__ == "__main__":
