@@ -104,6 +104,11 @@ Bridge::Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> chan
                    .Name("danet_bridge_retries_total")
                    .Help("Study attempts that failed retryably, by cause.")
                    .Register(r->families())),
+      refused_(prometheus::BuildCounter()
+                   .Name("danet_bridge_associations_refused_total")
+                   .Help("DICOM associations rejected by the allow-lists, by reason "
+                         "(calling_ae, host).")
+                   .Register(r->families())),
       pending_(prometheus::BuildGauge()
                    .Name("danet_bridge_pending_studies")
                    .Help("Studies on disk waiting to be stable, processed or retried.")
@@ -121,6 +126,7 @@ Bridge::Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> chan
     outcomes_.Add({{"outcome", outcome}});
   }
   for (const char* cause : {"server", "pacs"}) retries_.Add({{"cause", cause}});
+  for (const char* reason : {"calling_ae", "host"}) refused_.Add({{"reason", reason}});
 }
 
 absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Create(const BridgeOptions& options,
@@ -180,16 +186,26 @@ void Bridge::Recover() {
 absl::Status Bridge::Run() {
   Recover();
   absl::Status scp_status;
+  AccessRules rules{options_.allowed_calling_aes, options_.allowed_hosts,
+                    [this](const std::string& reason, const std::string& value) {
+                      refused_.Add({{"reason", reason}}).Increment();
+                      Log("association_refused",
+                          absl::StrFormat(R"("reason":"%s","value":"%s")", reason,
+                                          Escape(value.substr(0, 64))));
+                    }};
   std::thread scp([&] {
     scp_status = RunStoreScp(
-        options_.ae_title, options_.port, (fs::path(options_.work_dir) / "spool").string(),
+        options_.ae_title, options_.port, (fs::path(options_.work_dir) / "spool").string(), rules,
         [this](const ReceivedInstance& instance) { OnInstance(instance); },
         stop_, &open_associations_);
     if (!scp_status.ok()) stop_ = true;
   });
   Log("listening",
-      absl::StrFormat(R"("port":%d,"ae_title":"%s","server":"%s","tls":%s,"token":%s)",
-                      options_.port, Escape(options_.ae_title), Escape(options_.server),
+      absl::StrFormat(R"("port":%d,"ae_title":"%s","allowed_calling_aes":%d,)"
+                      R"("allowed_hosts":%d,"server":"%s","tls":%s,"token":%s)",
+                      options_.port, Escape(options_.ae_title),
+                      static_cast<int>(options_.allowed_calling_aes.size()),
+                      static_cast<int>(options_.allowed_hosts.size()), Escape(options_.server),
                       options_.security.tls() ? "true" : "false",
                       options_.security.token_file.empty() ? "false" : "true"));
   while (!stop_) {

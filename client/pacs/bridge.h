@@ -27,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -40,6 +41,8 @@ namespace danet::pacs {
 struct BridgeOptions {
   std::string ae_title = "DANET";
   int port = 11112;  // DICOM listen port
+  std::vector<std::string> allowed_calling_aes;  // empty: any
+  std::vector<std::string> allowed_hosts;        // peer IP addresses; empty: any
   Peer peer;         // where SEGs go
   std::string server = "127.0.0.1:50051";
   client::ChannelSecurity security;  // TLS and the token file for `server`
@@ -96,6 +99,7 @@ class Bridge {
   prometheus::Family<prometheus::Counter>& instances_;
   prometheus::Family<prometheus::Counter>& outcomes_;
   prometheus::Family<prometheus::Counter>& retries_;
+  prometheus::Family<prometheus::Counter>& refused_;
   prometheus::Gauge& pending_;
   prometheus::Histogram& study_seconds_;
 };

@@ -5,6 +5,8 @@
 #include <dcmtk/dcmnet/dstorscp.h>
 #include <dcmtk/dcmnet/dstorscu.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -14,11 +16,22 @@ namespace {
 // Stores to the spool and hands each file over; stops when asked between associations.
 class StoreScp : public DcmStorageSCP {
  public:
-  StoreScp(const std::function<void(const ReceivedInstance&)>& on_instance,
+  StoreScp(const AccessRules& rules,
+           const std::function<void(const ReceivedInstance&)>& on_instance,
            const std::atomic<bool>& stop, std::atomic<int>* open_associations)
-      : on_instance_(on_instance), stop_(stop), open_associations_(open_associations) {}
+      : rules_(rules),
+        on_instance_(on_instance),
+        stop_(stop),
+        open_associations_(open_associations) {}
 
  protected:
+  OFBool checkCallingAETitleAccepted(const OFString& calling) override {
+    return Allowed(rules_.calling_aes, calling.c_str(), "calling_ae");
+  }
+  // DCMTK passes the host name here, empty with host lookup off: the peer's IP instead.
+  OFBool checkCallingHostAccepted(const OFString&) override {
+    return Allowed(rules_.hosts, getPeerIP().c_str(), "host");
+  }
   void notifyInstanceStored(const OFString& filename, const OFString&, const OFString&,
                             DcmDataset* dataset) const override {
     OFString study, series, modality;
@@ -37,6 +50,16 @@ class StoreScp : public DcmStorageSCP {
   OFBool stopAfterCurrentAssociation() override { return stop_.load(); }
 
  private:
+  bool Allowed(const std::vector<std::string>& allowed, const std::string& value,
+               const char* reason) const {
+    if (allowed.empty() || std::find(allowed.begin(), allowed.end(), value) != allowed.end()) {
+      return true;
+    }
+    if (rules_.on_refused) rules_.on_refused(reason, value);
+    return false;
+  }
+
+  const AccessRules& rules_;
   std::function<void(const ReceivedInstance&)> on_instance_;
   const std::atomic<bool>& stop_;
   std::atomic<int>* open_associations_;
@@ -56,9 +79,10 @@ class StoreScu : public DcmStorageSCU {
 }  // namespace
 
 absl::Status RunStoreScp(const std::string& ae_title, int port, const std::string& spool_dir,
+                         const AccessRules& rules,
                          const std::function<void(const ReceivedInstance&)>& on_instance,
                          const std::atomic<bool>& stop, std::atomic<int>* open_associations) {
-  StoreScp scp(on_instance, stop, open_associations);
+  StoreScp scp(rules, on_instance, stop, open_associations);
   scp.setAETitle(ae_title.c_str());
   scp.setPort(static_cast<Uint16>(port));
   scp.setConnectionBlockingMode(DUL_NOBLOCK);

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -29,11 +30,23 @@ struct ReceivedInstance {
   std::string modality;
 };
 
+// Who may send: calling AE titles and peer IP addresses (empty: anyone). An association from
+// elsewhere is rejected before any data is exchanged (A-ASSOCIATE-RJ, "calling AE title not
+// recognized" or "no reason given" for a host), and reported to `on_refused` with the reason
+// ("calling_ae" or "host") and the offending value.
+struct AccessRules {
+  std::vector<std::string> calling_aes;
+  std::vector<std::string> hosts;
+  std::function<void(const std::string& reason, const std::string& value)> on_refused;
+};
+
 // Receives instances on `port` as `ae_title` until `stop` becomes true (checked about once a
 // second), each reported to `on_instance`. Instances are written under `spool_dir`.
 // `open_associations` counts associations in progress (a PACS may pause mid-study; a study is
-// not complete while its sender is still connected).
+// not complete while its sender is still connected). DCMTK 3.6.7's listener binds every
+// interface: restrict the port with `rules.hosts` and the network (docs/dicom.md).
 absl::Status RunStoreScp(const std::string& ae_title, int port, const std::string& spool_dir,
+                         const AccessRules& rules,
                          const std::function<void(const ReceivedInstance&)>& on_instance,
                          const std::atomic<bool>& stop, std::atomic<int>* open_associations);
 

@@ -4,6 +4,7 @@
 //       --peer_ae ORTHANC --server 127.0.0.1:50051 --work_dir /var/lib/danet-bridge
 //       [--stable_seconds 5] [--max_attempts 8] [--backoff_seconds 2] [--max_backoff_seconds 300]
 //       [--metrics_address 127.0.0.1:9465] [--policy P]
+//       [--allowed_calling_aes ORTHANC,...] [--allowed_hosts 10.0.0.5,...]
 //       [--tls_ca_file F] [--tls_cert_file F --tls_key_file F] [--token_file F]
 //
 // The TLS and token flags are the danet client's (client/cli/channel.h, docs/security.md).
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <thread>
+#include <vector>
 
 #include <dcmtk/oflog/oflog.h>
 
@@ -26,7 +28,13 @@
 #include "server/metrics/http_exporter.h"
 
 ABSL_FLAG(std::string, ae_title, "DANET", "Our AE title.");
-ABSL_FLAG(int, port, 11112, "DICOM listen port.");
+ABSL_FLAG(int, port, 11112,
+          "DICOM listen port (every interface: DCMTK's listener cannot bind one address; "
+          "restrict senders with --allowed_hosts and the network policy).");
+ABSL_FLAG(std::vector<std::string>, allowed_calling_aes, {},
+          "Comma-separated calling AE titles allowed to send (the PACS'); empty: any.");
+ABSL_FLAG(std::vector<std::string>, allowed_hosts, {},
+          "Comma-separated peer IP addresses allowed to connect; empty: any.");
 ABSL_FLAG(std::string, peer_host, "127.0.0.1", "PACS host the SEGs are stored to.");
 ABSL_FLAG(int, peer_port, 4242, "PACS DICOM port.");
 ABSL_FLAG(std::string, peer_ae, "ORTHANC", "PACS AE title.");
@@ -56,6 +64,8 @@ int main(int argc, char** argv) {
   danet::pacs::BridgeOptions options;
   options.ae_title = absl::GetFlag(FLAGS_ae_title);
   options.port = absl::GetFlag(FLAGS_port);
+  options.allowed_calling_aes = absl::GetFlag(FLAGS_allowed_calling_aes);
+  options.allowed_hosts = absl::GetFlag(FLAGS_allowed_hosts);
   options.peer = {absl::GetFlag(FLAGS_peer_host), absl::GetFlag(FLAGS_peer_port),
                   absl::GetFlag(FLAGS_peer_ae)};
   options.server = absl::GetFlag(FLAGS_server);

@@ -6,7 +6,8 @@ permanent failure (a slice gap: kept under failed/ with its reason, no SEG), SIG
 study pending (exit 0, the study stays under incoming/), the study key (FNV-1a-64), and a second
 Orthanc that auto-routes with a Lua OnStableStudy rule (the common set-up): our stored SEG makes
 the study stable again and Orthanc re-sends it, and the bridge does not segment it again
-(exactly one SEG).
+(exactly one SEG), and the calling-AE and host allow-lists (DCMTK storescu refused, then
+let in).
 
 Run by ctest (tests.cmake) with DANET_SERVER_BIN, DANET_PACS_BRIDGE, DANET_PHANTOM,
 DANET_BUNDLE and DANET_TMP set; by hand the defaults point into the source tree's build/ folder:
@@ -50,6 +51,7 @@ BUNDLE = os.environ.get("DANET_BUNDLE",
 TMP = os.environ.get("DANET_TMP", os.path.join(tempfile.gettempdir(), "danet_pacs_bridge"))
 ORTHANC_BIN = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 DCIODVFY = shutil.which("dciodvfy") or "/usr/bin/dciodvfy"
+STORESCU = shutil.which("storescu") or "/usr/bin/storescu"
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 SEG_LABELS = {"Necrotic core", "Edema", "Enhancing tumour"}
@@ -571,6 +573,44 @@ class PacsBridge(unittest.TestCase):
         self.assertEqual(len([s for s in sources[1:] if s]), 4, sources)
         self.assertTrue(os.path.isfile(bridge.dir("done", key, "seg.dcm")))
         self.assertEqual(os.listdir(bridge.dir("incoming")), [])
+
+
+    # -- 7: who may send -----------------------------------------------------------------------
+
+    def test_7_allow_lists_refuse_other_senders(self):
+        bridge = self.start_bridge("allow", "127.0.0.1:%d" % SERVER_PORT, "--stable_seconds",
+                                   "60", "--allowed_calling_aes", "ORTHANC,PACS2",
+                                   "--allowed_hosts", "127.0.0.1")
+        one = instances(CASES[CASE_HAPPY], "flair")[0]
+
+        def store(calling_ae):
+            return run([STORESCU, "-aet", calling_ae, "-aec", "DANET", "127.0.0.1",
+                        str(bridge.port), one], timeout=60)
+        refused = store("INTRUDER")
+        self.assertNotEqual(refused.returncode, 0, refused.stdout + refused.stderr)
+        self.assertIn("Association Rejected", refused.stdout + refused.stderr)
+        event = wait_until(lambda: bridge.event("association_refused"), 10,
+                           "association_refused", log=bridge.log_path)
+        self.assertEqual((event["reason"], event["value"]), ("calling_ae", "INTRUDER"))
+        self.assertEqual(labelled(bridge.metrics(), "danet_bridge_associations_refused_total",
+                                  "reason", "calling_ae"), 1)
+        self.assertIsNone(bridge.event("study_receiving"), "nothing was spooled")
+
+        allowed = store("PACS2")
+        self.assertEqual(allowed.returncode, 0, allowed.stdout + allowed.stderr)
+        bridge.received_key()
+        self.assertEqual(labelled(bridge.metrics(), "danet_bridge_instances_total", "outcome",
+                                  "spooled"), 1)
+
+        # A host allow-list without loopback refuses loopback senders, whatever their AE.
+        hosts = self.start_bridge("allow-hosts", "127.0.0.1:%d" % SERVER_PORT,
+                                  "--allowed_hosts", "192.0.2.1")
+        r = run([STORESCU, "-aet", "ORTHANC", "-aec", "DANET", "127.0.0.1", str(hosts.port),
+                 one], timeout=60)
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        event = wait_until(lambda: hosts.event("association_refused"), 10,
+                           "association_refused", log=hosts.log_path)
+        self.assertEqual((event["reason"], event["value"]), ("host", "127.0.0.1"))
 
 
 if __name__ == "__main__":
