@@ -58,21 +58,23 @@ absl::StatusOr<nlohmann::json> RunPolicy(v1::Segmentation::Stub* stub, const Ben
     gmacs += r.summary.gmacs();
     const v1::Timing& t = r.summary.seconds();
     overhead += (r.wall_seconds - t.decide() - t.segment() - t.queued()) / r.wall_seconds;
-    for (auto [k, v] : {std::pair{"receive", t.receive()}, {"decode", t.decode()},
-                        {"preprocess", t.preprocess()}, {"decide", t.decide()},
-                        {"segment", t.segment()}, {"encode", t.encode()},
-                        {"queued", t.queued()}, {"total", t.total()},
+    for (auto [k, v] : {std::pair{"receive", t.receive()},
+                        {"decode", t.decode()},
+                        {"preprocess", t.preprocess()},
+                        {"decide", t.decide()},
+                        {"segment", t.segment()},
+                        {"encode", t.encode()},
+                        {"queued", t.queued()},
+                        {"total", t.total()},
                         {"client_wall", r.wall_seconds}}) {
       seconds[k] = seconds.value(k, 0.0) + v / o.count;
     }
   }
   std::sort(latency.begin(), latency.end());
-  return nlohmann::json{{"p50_s", Percentile(latency, 50)},
-                        {"p95_s", Percentile(latency, 95)},
-                        {"cases_per_min", 60.0 * o.count / wall},
-                        {"gmacs_mean", gmacs / o.count},
-                        {"overhead_fraction", overhead / o.count},
-                        {"seconds_mean", seconds}};
+  return nlohmann::json{
+      {"p50_s", Percentile(latency, 50)},        {"p95_s", Percentile(latency, 95)},
+      {"cases_per_min", 60.0 * o.count / wall},  {"gmacs_mean", gmacs / o.count},
+      {"overhead_fraction", overhead / o.count}, {"seconds_mean", seconds}};
 }
 
 }  // namespace

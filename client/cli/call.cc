@@ -104,9 +104,8 @@ absl::StatusOr<std::vector<InputFile>> ResolveInputs(const std::vector<std::stri
           path.string(), ": cannot tell the modality (name files *_flair, *_t1ce, *_t1, *_t2)"));
     }
     if (by_modality.count(m)) {
-      return absl::InvalidArgumentError(absl::StrCat(path.string(), ": a second '", m,
-                                                     "' file (the first is ",
-                                                     by_modality[m].string(), ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          path.string(), ": a second '", m, "' file (the first is ", by_modality[m].string(), ")"));
     }
     by_modality[m] = path;
   }
@@ -190,8 +189,8 @@ absl::StatusOr<CaseResult> SegmentFiles(v1::Segmentation::Stub* stub,
       const v1::SliceResult& s = response.slice();
       if (s.index() < 0 || s.index() >= static_cast<int>(result.slices.size())) {
         context.TryCancel();
-        return absl::DataLossError(absl::StrCat("the server sent slice ", s.index(), " of ",
-                                                result.slices.size()));
+        return absl::DataLossError(
+            absl::StrCat("the server sent slice ", s.index(), " of ", result.slices.size()));
       }
       const int64_t slice_voxels = int64_t(result.accepted.dims(0)) * result.accepted.dims(1);
       if (!s.mask().empty()) {

@@ -57,10 +57,10 @@ struct CaseResult {
   std::vector<v1::SliceResult> slices;  // by slice index
   std::vector<uint8_t> labels;          // BraTS labels assembled from the slice masks
   v1::Summary summary;
-  std::string labelmap;                 // the NIfTI output when requested
-  std::string dicom_seg;                // the DICOM SEG output (DICOM input) when requested
+  std::string labelmap;   // the NIfTI output when requested
+  std::string dicom_seg;  // the DICOM SEG output (DICOM input) when requested
   int64_t bytes_sent = 0;
-  double wall_seconds = 0;              // client-side, first byte sent to status
+  double wall_seconds = 0;  // client-side, first byte sent to status
   double upload_seconds = 0;
 };
 

@@ -53,7 +53,8 @@ ABSL_FLAG(std::string, preview, "", "segment: write a PNG montage (mask and rout
 ABSL_FLAG(double, deadline, 0, "Seconds before the call is abandoned (0: none).");
 ABSL_FLAG(int, cases, 4, "bench: cases per policy.");
 ABSL_FLAG(int, concurrency, 1, "bench: calls at once.");
-ABSL_FLAG(std::string, policies, "dynamic,static:M1,static:M4", "bench: policies, comma-separated.");
+ABSL_FLAG(std::string, policies, "dynamic,static:M1,static:M4",
+          "bench: policies, comma-separated.");
 ABSL_FLAG(bool, progress, true, "Show progress on stderr.");
 
 namespace {
@@ -196,9 +197,9 @@ int Segment(const std::vector<std::string>& args) {
   }
   if (const std::string png = absl::GetFlag(FLAGS_preview); !png.empty()) {
     const auto& s = result->summary;
-    const std::string title = absl::StrFormat(
-        "%s  %.0f GMACs (%.1f%% of all-%s)", result->accepted.policy(), s.gmacs(),
-        100 * s.gmacs() / std::max(1e-9, s.gmacs_all_largest()), s.largest_model());
+    const std::string title =
+        absl::StrFormat("%s  %.0f GMACs (%.1f%% of all-%s)", result->accepted.policy(), s.gmacs(),
+                        100 * s.gmacs() / std::max(1e-9, s.gmacs_all_largest()), s.largest_model());
     if (absl::Status p = danet::client::WritePreview(*result, *files, options, title, png);
         !p.ok()) {
       return Fail(p);
@@ -223,11 +224,14 @@ int Models() {
   if (absl::GetFlag(FLAGS_json)) {
     nlohmann::json models = nlohmann::json::array();
     for (const auto& m : bank.models()) {
-      models.push_back({{"id", m.id()}, {"architecture", m.architecture()},
-                        {"gmacs_per_slice", m.gmacs_per_slice()}, {"parameters", m.parameters()},
+      models.push_back({{"id", m.id()},
+                        {"architecture", m.architecture()},
+                        {"gmacs_per_slice", m.gmacs_per_slice()},
+                        {"parameters", m.parameters()},
                         {"dice_mean", m.validation().dice_mean()}});
     }
-    std::cout << nlohmann::json{{"bundle", bank.bundle_name()}, {"device", bank.device()},
+    std::cout << nlohmann::json{{"bundle", bank.bundle_name()},
+                                {"device", bank.device()},
                                 {"version", bank.version()},
                                 {"decision_gmacs_per_slice", bank.decision_gmacs_per_slice()},
                                 {"default_policy", bank.default_policy()},
@@ -260,11 +264,10 @@ int Health() {
   grpc::health::v1::HealthCheckResponse response;
   grpc::Status status = stub->Check(&context, request, &response);
   if (!status.ok()) {
-    return Fail(absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                             status.error_message()));
+    return Fail(
+        absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message()));
   }
-  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
-            << "\n";
+  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()) << "\n";
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 3;
 }
 

@@ -23,8 +23,8 @@ nlohmann::json ReportJson(const CaseResult& r) {
                         {"gmacs", slice.gmacs()},
                         {"ms", slice.seconds() * 1000.0}};
     if (slice.probabilities_size() > 0) {
-      j["probabilities"] = std::vector<float>(slice.probabilities().begin(),
-                                              slice.probabilities().end());
+      j["probabilities"] =
+          std::vector<float>(slice.probabilities().begin(), slice.probabilities().end());
     }
     slices.push_back(j);
   }
@@ -48,8 +48,8 @@ nlohmann::json ReportJson(const CaseResult& r) {
         {"queued", t.queued()},
         {"total", t.total()},
         {"client_wall", r.wall_seconds}}},
-      {"volumes_ml", {{"wt", s.volumes_ml().wt()}, {"tc", s.volumes_ml().tc()},
-                      {"et", s.volumes_ml().et()}}},
+      {"volumes_ml",
+       {{"wt", s.volumes_ml().wt()}, {"tc", s.volumes_ml().tc()}, {"et", s.volumes_ml().et()}}},
       {"slices", slices},
       {"notes", std::vector<std::string>(s.notes().begin(), s.notes().end())},
   };

@@ -167,8 +167,8 @@ void Bridge::OnInstance(const ReceivedInstance& instance) {
   if (study.instances == 0) Log("study_receiving", absl::StrFormat(R"("study":"%s")", key));
   ++study.instances;
   study.last_instance = Clock::now();
-  study.next_attempt = study.last_instance + std::chrono::milliseconds(
-                                                 int64_t(options_.stable_seconds * 1000));
+  study.next_attempt =
+      study.last_instance + std::chrono::milliseconds(int64_t(options_.stable_seconds * 1000));
   pending_.Set(static_cast<double>(studies_.size()));
 }
 
@@ -186,18 +186,18 @@ void Bridge::Recover() {
 absl::Status Bridge::Run() {
   Recover();
   absl::Status scp_status;
-  AccessRules rules{options_.allowed_calling_aes, options_.allowed_hosts,
-                    [this](const std::string& reason, const std::string& value) {
-                      refused_.Add({{"reason", reason}}).Increment();
-                      Log("association_refused",
-                          absl::StrFormat(R"("reason":"%s","value":"%s")", reason,
-                                          Escape(value.substr(0, 64))));
-                    }};
+  AccessRules rules{
+      options_.allowed_calling_aes, options_.allowed_hosts,
+      [this](const std::string& reason, const std::string& value) {
+        refused_.Add({{"reason", reason}}).Increment();
+        Log("association_refused",
+            absl::StrFormat(R"("reason":"%s","value":"%s")", reason, Escape(value.substr(0, 64))));
+      }};
   std::thread scp([&] {
     scp_status = RunStoreScp(
         options_.ae_title, options_.port, (fs::path(options_.work_dir) / "spool").string(), rules,
-        [this](const ReceivedInstance& instance) { OnInstance(instance); },
-        stop_, &open_associations_);
+        [this](const ReceivedInstance& instance) { OnInstance(instance); }, stop_,
+        &open_associations_);
     if (!scp_status.ok()) stop_ = true;
   });
   Log("listening",
@@ -243,8 +243,8 @@ absl::Status Bridge::SegmentAndStore(const std::string& key, Done* done, std::st
   const std::set<std::string> series = SeriesKeys(dir);
   Sources sources = ReadSources(fs::path(options_.work_dir) / "done" / key / kSources);
   if (sources.bundle != bank->bundle_name()) sources = {bank->bundle_name(), {}};
-  if (!series.empty() && std::includes(sources.series.begin(), sources.series.end(),
-                                       series.begin(), series.end())) {
+  if (!series.empty() &&
+      std::includes(sources.series.begin(), sources.series.end(), series.begin(), series.end())) {
     *done = Done::kAlreadySegmented;
     *note = "already segmented with this bundle";
     return absl::OkStatus();
@@ -299,8 +299,8 @@ void Bridge::Process(const std::string& key) {
     const bool pacs = absl::StartsWith(status.message(), "pacs: ");
     retries_.Add({{"cause", pacs ? "pacs" : "server"}}).Increment();
     Log("study_retry",
-        absl::StrFormat(R"("study":"%s","attempt":%d,"code":"%s","in_seconds":%.1f)", key,
-                        attempt, absl::StatusCodeToString(status.code()), delay));
+        absl::StrFormat(R"("study":"%s","attempt":%d,"code":"%s","in_seconds":%.1f)", key, attempt,
+                        absl::StatusCodeToString(status.code()), delay));
     std::lock_guard<std::mutex> lock(mutex_);
     studies_[key].next_attempt =
         Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(delay * 1000));
@@ -312,10 +312,10 @@ void Bridge::Process(const std::string& key) {
 void Bridge::Finish(const std::string& key, const absl::Status& status, Done done,
                     const std::string& note) {
   const fs::path incoming = fs::path(options_.work_dir) / "incoming" / key;
-  const std::string outcome = !status.ok()                        ? "failed"
-                              : done == Done::kStored             ? "stored"
-                              : done == Done::kNoTumour           ? "no_tumour"
-                                                                  : "already_segmented";
+  const std::string outcome = !status.ok()              ? "failed"
+                              : done == Done::kStored   ? "stored"
+                              : done == Done::kNoTumour ? "no_tumour"
+                                                        : "already_segmented";
   const fs::path target = fs::path(options_.work_dir) / (status.ok() ? "done" : "failed") / key;
   std::error_code error;
   Clock::time_point first_attempt;
@@ -345,8 +345,7 @@ void Bridge::Finish(const std::string& key, const absl::Status& status, Done don
   }
   outcomes_.Add({{"outcome", outcome}}).Increment();
   Log("study_" + outcome,
-      absl::StrFormat(R"("study":"%s","code":"%s")", key,
-                      absl::StatusCodeToString(status.code())));
+      absl::StrFormat(R"("study":"%s","code":"%s")", key, absl::StatusCodeToString(status.code())));
 }
 
 }  // namespace danet::pacs

@@ -40,19 +40,19 @@ namespace danet::pacs {
 
 struct BridgeOptions {
   std::string ae_title = "DANET";
-  int port = 11112;  // DICOM listen port
+  int port = 11112;                              // DICOM listen port
   std::vector<std::string> allowed_calling_aes;  // empty: any
   std::vector<std::string> allowed_hosts;        // peer IP addresses; empty: any
-  Peer peer;         // where SEGs go
+  Peer peer;                                     // where SEGs go
   std::string server = "127.0.0.1:50051";
   client::ChannelSecurity security;  // TLS and the token file for `server`
   std::string work_dir = "danet-bridge";
   std::string policy;  // empty: the server's default (the bundle's)
   double stable_seconds = 5;
   int max_attempts = 8;
-  double backoff_seconds = 2;      // first retry delay; doubles each time
+  double backoff_seconds = 2;  // first retry delay; doubles each time
   double max_backoff_seconds = 300;
-  double deadline_seconds = 600;   // per segmentation call
+  double deadline_seconds = 600;  // per segmentation call
 };
 
 class Bridge {
@@ -82,8 +82,8 @@ class Bridge {
   Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> channel,
          metrics::Registry* registry);
   void OnInstance(const ReceivedInstance& instance);
-  void Recover();         // studies left in incoming/ from an earlier run
-  void ProcessDue();      // one pass over the stable studies
+  void Recover();     // studies left in incoming/ from an earlier run
+  void ProcessDue();  // one pass over the stable studies
   void Process(const std::string& key);
   absl::Status SegmentAndStore(const std::string& key, Done* done, std::string* note);
   void Finish(const std::string& key, const absl::Status& status, Done done,

@@ -93,9 +93,8 @@ absl::Status RunStoreScp(const std::string& ae_title, int port, const std::strin
   scp.setFilenameExtension(".dcm");
   OFList<OFString> syntaxes;
   for (const char* x : {UID_LittleEndianExplicitTransferSyntax,
-                        UID_LittleEndianImplicitTransferSyntax,
-                        UID_JPEGProcess14SV1TransferSyntax, UID_JPEGLSLosslessTransferSyntax,
-                        UID_RLELosslessTransferSyntax}) {
+                        UID_LittleEndianImplicitTransferSyntax, UID_JPEGProcess14SV1TransferSyntax,
+                        UID_JPEGLSLosslessTransferSyntax, UID_RLELosslessTransferSyntax}) {
     syntaxes.push_back(x);
   }
   for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; ++i) {

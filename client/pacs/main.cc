@@ -11,14 +11,13 @@
 // SIGTERM/SIGINT stop it between studies; studies not finished stay in work_dir/incoming/ and
 // are picked up at the next start. Exit codes: 0 stopped, 1 cannot listen, bad work_dir, or
 // unusable TLS or token flags (the message names the flag and file).
+#include <dcmtk/oflog/oflog.h>
 #include <signal.h>
 
 #include <cstdlib>
 #include <iostream>
 #include <thread>
 #include <vector>
-
-#include <dcmtk/oflog/oflog.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"

@@ -31,8 +31,9 @@ absl::Status TorchErrorStatus(const c10::Error& error, const std::string& contex
   const std::string what = error.what_without_backtrace();
   const bool out_of_memory = what.find("out of memory") != std::string::npos ||
                              what.find("DefaultCPUAllocator: can't allocate") != std::string::npos;
-  return out_of_memory ? absl::ResourceExhaustedError(absl::StrCat(context, ": out of memory: ", what))
-                       : absl::InternalError(absl::StrCat(context, ": ", what));
+  return out_of_memory
+             ? absl::ResourceExhaustedError(absl::StrCat(context, ": out of memory: ", what))
+             : absl::InternalError(absl::StrCat(context, ": ", what));
 }
 
 void SetThreads(int threads) {

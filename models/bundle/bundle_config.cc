@@ -163,9 +163,8 @@ absl::Status CheckPreprocessing(const v1::Preprocessing& pre) {
     std::set<std::string> given(pre.modalities().begin(), pre.modalities().end());
     if (pre.modalities_size() != 4 || given != wanted) {
       return Invalid("preprocessing.modalities",
-                     absl::StrCat("[", absl::StrJoin(pre.modalities(), ", "),
-                                  "] must be ", absl::StrJoin(volume::kModalities, ", "),
-                                  " in some order"));
+                     absl::StrCat("[", absl::StrJoin(pre.modalities(), ", "), "] must be ",
+                                  absl::StrJoin(volume::kModalities, ", "), " in some order"));
     }
   }
   if (!pre.normalization().empty() && pre.normalization() != "zscore_brain") {

@@ -120,8 +120,7 @@ inline float SampleTrilinear(const std::vector<float>& voxels, const std::array<
   const int64_t x0 = static_cast<int64_t>(std::floor(q[0])),
                 y0 = static_cast<int64_t>(std::floor(q[1])),
                 z0 = static_cast<int64_t>(std::floor(q[2]));
-  if (x0 < 0 || y0 < 0 || z0 < 0 || x0 + 1 >= dims[0] || y0 + 1 >= dims[1] ||
-      z0 + 1 >= dims[2]) {
+  if (x0 < 0 || y0 < 0 || z0 < 0 || x0 + 1 >= dims[0] || y0 + 1 >= dims[1] || z0 + 1 >= dims[2]) {
     return 0.0f;
   }
   const double fx = q[0] - x0, fy = q[1] - y0, fz = q[2] - z0;

@@ -53,14 +53,15 @@ struct SineField {
   }
 };
 
-SineField RandomSineField(int terms, double min_wavelength, double max_wavelength,
-                          double amplitude, std::mt19937_64& rng) {
+SineField RandomSineField(int terms, double min_wavelength, double max_wavelength, double amplitude,
+                          std::mt19937_64& rng) {
   std::uniform_real_distribution<double> unit(0, 1);
   std::normal_distribution<double> gauss(0, 1);
   SineField f;
   for (int m = 0; m < terms; ++m) {
     Vec3 dir = {gauss(rng), gauss(rng), gauss(rng)};
-    const double norm = std::max(1e-9, std::sqrt(dir[0] * dir[0] + dir[1] * dir[1] + dir[2] * dir[2]));
+    const double norm =
+        std::max(1e-9, std::sqrt(dir[0] * dir[0] + dir[1] * dir[1] + dir[2] * dir[2]));
     const double wavelength = min_wavelength + (max_wavelength - min_wavelength) * unit(rng);
     const double k = 2 * M_PI / wavelength;
     f.k.push_back({k * dir[0] / norm, k * dir[1] / norm, k * dir[2] / norm});
@@ -276,9 +277,8 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
         if (t1[v] < 0.5 * (centroids_[0] + centroids_[1])) break;  // CSF
       } else if (site == Site::kCortex) {
         const double reach = std::max(3.0, 0.7 * t.r_edema);
-        if (t1[v] > centroids_[0] &&
-            (!inside(x + reach, y, z) || !inside(x - reach, y, z) || !inside(x, y + reach, z) ||
-             !inside(x, y - reach, z))) {
+        if (t1[v] > centroids_[0] && (!inside(x + reach, y, z) || !inside(x - reach, y, z) ||
+                                      !inside(x, y + reach, z) || !inside(x, y - reach, z))) {
           break;
         }
       } else if (t1[v] > centroids_[1]) {
@@ -299,7 +299,8 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
     int64_t lo[3], hi[3];
     for (int a = 0; a < 3; ++a) {
       lo[a] = std::max<int64_t>(0, static_cast<int64_t>(std::floor(t.centre[a] - reach)));
-      hi[a] = std::min<int64_t>(out_dims[a] - 1, static_cast<int64_t>(std::ceil(t.centre[a] + reach)));
+      hi[a] =
+          std::min<int64_t>(out_dims[a] - 1, static_cast<int64_t>(std::ceil(t.centre[a] + reach)));
     }
     for (int64_t k = lo[2]; k <= hi[2]; ++k) {
       for (int64_t j = lo[1]; j <= hi[1]; ++j) {
@@ -316,9 +317,15 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
           uint8_t label = 0;
           if (r < core) {
             switch (t.kind) {
-              case CoreKind::kNonEnhancing: label = 1; break;
-              case CoreKind::kSolidEnhancing: label = 4; break;
-              case CoreKind::kRimAndNecrosis: label = r < core - t.rim ? 1 : 4; break;
+              case CoreKind::kNonEnhancing:
+                label = 1;
+                break;
+              case CoreKind::kSolidEnhancing:
+                label = 4;
+                break;
+              case CoreKind::kRimAndNecrosis:
+                label = r < core - t.rim ? 1 : 4;
+                break;
             }
           } else if (r < std::max(edema, core + 1.5)) {
             label = 2;
@@ -361,7 +368,8 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
           } else {
             value = phantom_internal::TissueValue(t1[v], centroids_, a.tissue[m]);
             if (a.look == TissueLook::kTextured) {
-              const Vec3 p = {static_cast<double>(i), static_cast<double>(j), static_cast<double>(k)};
+              const Vec3 p = {static_cast<double>(i), static_cast<double>(j),
+                              static_cast<double>(k)};
               const int c = t1[v] < centroids_[0] ? 0 : (t1[v] < centroids_[1] ? 1 : 2);
               value *= 1 + a.texture_amp * a.texture[c](p);
             }
@@ -382,8 +390,8 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
       FilterAxis(channel, out_dims, 1, GaussianWeights(a.blur_sigma));
     }
     for (int64_t v = 0; v < n; ++v) {
-      channel[v] = brain[v] ? static_cast<float>(std::max(1.0, channel[v] + noise * gauss(rng)))
-                            : 0.0f;
+      channel[v] =
+          brain[v] ? static_cast<float>(std::max(1.0, channel[v] + noise * gauss(rng))) : 0.0f;
     }
   }
   for (int64_t k = 0; k < nz; ++k) {

@@ -148,17 +148,16 @@ absl::StatusOr<Slice> DecodeInstance(const DicomFile& file, int index, const Nif
   ds->findAndGetUint16(DCM_Rows, rows);
   ds->findAndGetUint16(DCM_Columns, columns);
   if (rows == 0 || columns == 0 || rows > limits.max_dim || columns > limits.max_dim) {
-    return absl::InvalidArgumentError(absl::StrCat("Rows x Columns ", rows, "x", columns,
-                                                   " is empty or over the limit"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Rows x Columns ", rows, "x", columns, " is empty or over the limit"));
   }
   s.rows = rows;
   s.columns = columns;
   double iop[6], spacing[2];
-  for (absl::Status st : {GetDoubles(ds, DCM_ImagePositionPatient, 3, "ImagePositionPatient",
-                                     s.position.data()),
-                          GetDoubles(ds, DCM_ImageOrientationPatient, 6,
-                                     "ImageOrientationPatient", iop),
-                          GetDoubles(ds, DCM_PixelSpacing, 2, "PixelSpacing", spacing)}) {
+  for (absl::Status st :
+       {GetDoubles(ds, DCM_ImagePositionPatient, 3, "ImagePositionPatient", s.position.data()),
+        GetDoubles(ds, DCM_ImageOrientationPatient, 6, "ImageOrientationPatient", iop),
+        GetDoubles(ds, DCM_PixelSpacing, 2, "PixelSpacing", spacing)}) {
     if (!st.ok()) return st;
   }
   s.row_dir = {iop[0], iop[1], iop[2]};
@@ -210,10 +209,9 @@ absl::StatusOr<DicomSeries> BuildSeries(std::vector<Slice> slices,
     return Dot(a.position, normal) < Dot(b.position, normal);
   });
   const int64_t depth = static_cast<int64_t>(slices.size());
-  if (depth > limits.max_dim ||
-      depth * first.rows * first.columns > limits.max_voxels) {
-    return absl::InvalidArgumentError(absl::StrCat("series of ", depth,
-                                                   " slices is over the volume limit"));
+  if (depth > limits.max_dim || depth * first.rows * first.columns > limits.max_voxels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("series of ", depth, " slices is over the volume limit"));
   }
   double step = 1.0;  // a single slice: its thickness is unknown, 1 mm
   if (depth > 1) step = Dot(slices[1].position, normal) - Dot(slices[0].position, normal);
@@ -255,8 +253,7 @@ absl::StatusOr<DicomSeries> BuildSeries(std::vector<Slice> slices,
     m[a][3] = sign[a] * slices[0].position[a];
   }
   m[3] = {0, 0, 0, 1};
-  series.volume.geometry =
-      GeometryFromAffine({first.columns, first.rows, depth}, m);
+  series.volume.geometry = GeometryFromAffine({first.columns, first.rows, depth}, m);
   const int64_t plane = int64_t(first.rows) * first.columns;
   series.volume.voxels.resize(plane * depth);
   for (int64_t k = 0; k < depth; ++k) {
@@ -317,8 +314,8 @@ absl::StatusOr<std::array<int, kNumModalities>> AssignModalities(
   std::array<std::vector<int>, kNumModalities> found;
   for (const auto& [uid, modality] : explicit_map) {
     if (ModalityIndex(modality) < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("header.series_modalities: '", modality,
-                                                     "' is not flair, t1ce, t1 or t2"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.series_modalities: '", modality, "' is not flair, t1ce, t1 or t2"));
     }
   }
   for (size_t i = 0; i < series.size(); ++i) {
@@ -359,9 +356,10 @@ absl::StatusOr<MultiModalVolume> StackDicomSeries(const std::vector<DicomSeries>
     const DicomSeries& s = series[assigned[m]];
     names[m] = absl::StrCat("series ", s.series_uid, " (", kModalities[m], ")");
     if (s.frame_of_reference_uid != frame) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          names[m], ": another frame of reference than the flair series; registration and "
-                    "resampling are out of scope"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(names[m],
+                       ": another frame of reference than the flair series; registration and "
+                       "resampling are out of scope"));
     }
     volumes[m] = s.volume;
   }

@@ -40,9 +40,9 @@ struct DicomSeries {
   std::string series_uid;
   std::string study_uid;
   std::string frame_of_reference_uid;
-  std::string description;              // SeriesDescription (may be empty)
+  std::string description;  // SeriesDescription (may be empty)
   std::string sop_class_uid;
-  Volume volume;                        // rescaled intensities, RAS geometry
+  Volume volume;                           // rescaled intensities, RAS geometry
   std::vector<std::string> instance_uids;  // SOPInstanceUID of slice k
   std::vector<int> file_index;             // index into the input files of slice k
   std::string first_instance;  // bytes of slice 0's file: patient/study for derived objects

@@ -61,9 +61,8 @@ absl::Status LoadInstance(const std::string& bytes, DcmFileFormat* format) {
 // The file bytes of `dataset` (Explicit VR Little Endian with a meta header).
 absl::StatusOr<std::string> Serialize(DcmDataset& dataset) {
   static std::atomic<int> counter{0};
-  const std::filesystem::path path =
-      std::filesystem::temp_directory_path() /
-      absl::StrCat("danet-seg-", getpid(), "-", counter++, ".dcm");
+  const std::filesystem::path path = std::filesystem::temp_directory_path() /
+                                     absl::StrCat("danet-seg-", getpid(), "-", counter++, ".dcm");
   DcmFileFormat format(&dataset);  // a copy
   const OFCondition c = format.saveFile(path.c_str(), EXS_LittleEndianExplicit);
   absl::StatusOr<std::string> bytes =
@@ -96,8 +95,7 @@ absl::StatusOr<std::string> EncodeDicomSeg(const LabelVolume& labels,
 
   const std::string version =
       options.algorithm_version.empty() ? "unknown" : options.algorithm_version;
-  IODGeneralEquipmentModule::EquipmentInfo equipment("danet", "none", "Med-DANet",
-                                                     version.c_str());
+  IODGeneralEquipmentModule::EquipmentInfo equipment("danet", "none", "Med-DANet", version.c_str());
   ContentIdentificationMacro content("1", "TUMOUR", "Brain tumour regions (BraTS labels)",
                                      "danet^service");
   DcmSegmentation* raw = nullptr;
@@ -161,10 +159,10 @@ absl::StatusOr<std::string> EncodeDicomSeg(const LabelVolume& labels,
   for (const Region* region : present) {
     DcmSegment* segment = nullptr;
     const CodeSequenceMacro type(region->type_code, region->type_scheme, region->type_meaning);
-    if (absl::Status s = Check(DcmSegment::create(segment, region->name, category, type,
-                                                  DcmSegTypes::SAT_AUTOMATIC,
-                                                  options.algorithm_name.c_str()),
-                               "segment");
+    if (absl::Status s =
+            Check(DcmSegment::create(segment, region->name, category, type,
+                                     DcmSegTypes::SAT_AUTOMATIC, options.algorithm_name.c_str()),
+                  "segment");
         !s.ok()) {
       return s;
     }

@@ -20,9 +20,7 @@ std::string Triple(const std::array<double, 3>& v) {
 }
 
 // Column `c` of the voxel-to-RAS matrix in LPS.
-std::array<double, 3> LpsColumn(const Matrix4& m, int c) {
-  return {-m[0][c], -m[1][c], m[2][c]};
-}
+std::array<double, 3> LpsColumn(const Matrix4& m, int c) { return {-m[0][c], -m[1][c], m[2][c]}; }
 
 double Norm(const std::array<double, 3>& v) {
   return std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
@@ -106,10 +104,13 @@ absl::StatusOr<std::vector<std::string>> WriteDicomSeries(const Volume& image,
     for (const auto& [tag, value] : strings) {
       if (c.good()) c = ds->putAndInsertString(tag, value.c_str());
     }
-    const std::pair<DcmTagKey, Uint16> shorts[] = {
-        {DCM_SamplesPerPixel, 1}, {DCM_Rows, static_cast<Uint16>(g.dims[1])},
-        {DCM_Columns, static_cast<Uint16>(g.dims[0])}, {DCM_BitsAllocated, 16},
-        {DCM_BitsStored, 16}, {DCM_HighBit, 15}, {DCM_PixelRepresentation, 1}};
+    const std::pair<DcmTagKey, Uint16> shorts[] = {{DCM_SamplesPerPixel, 1},
+                                                   {DCM_Rows, static_cast<Uint16>(g.dims[1])},
+                                                   {DCM_Columns, static_cast<Uint16>(g.dims[0])},
+                                                   {DCM_BitsAllocated, 16},
+                                                   {DCM_BitsStored, 16},
+                                                   {DCM_HighBit, 15},
+                                                   {DCM_PixelRepresentation, 1}};
     for (const auto& [tag, value] : shorts) {
       if (c.good()) c = ds->putAndInsertUint16(tag, value);
     }
@@ -117,8 +118,7 @@ absl::StatusOr<std::vector<std::string>> WriteDicomSeries(const Volume& image,
     for (int64_t v = 0; v < plane; ++v) {
       const double stored =
           std::round((image.voxels[k * plane + v] - o.rescale_intercept) / o.rescale_slope);
-      pixels[v] = static_cast<Uint16>(
-          static_cast<int16_t>(std::clamp(stored, -32768.0, 32767.0)));
+      pixels[v] = static_cast<Uint16>(static_cast<int16_t>(std::clamp(stored, -32768.0, 32767.0)));
     }
     if (c.good()) c = ds->putAndInsertUint16Array(DCM_PixelData, pixels.data(), plane);
     const std::filesystem::path path = dir / absl::StrFormat("%s%04d.dcm", prefix, k + 1);

@@ -17,8 +17,8 @@ enum class Encoding { kExplicitLittle, kImplicitLittle, kExplicitBig };
 
 // Value representations whose explicit-VR header has two reserved bytes and a 32-bit length.
 bool HasLongLength(std::string_view vr) {
-  for (const char* long_vr : {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
-                              "UT", "UV"}) {
+  for (const char* long_vr :
+       {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}) {
     if (vr == long_vr) return true;
   }
   return false;
@@ -103,9 +103,9 @@ class Walker {
 
   absl::Status Skip(uint16_t group, uint16_t element, uint32_t length, size_t start) {
     if (length > bytes_.size() - pos_) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "element (%04X,%04X) at byte %d declares %u bytes, but only %d follow", group, element,
-          start, length, bytes_.size() - pos_));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("element (%04X,%04X) at byte %d declares %u bytes, but only %d follow",
+                          group, element, start, length, bytes_.size() - pos_));
     }
     pos_ += length;
     return absl::OkStatus();
@@ -127,8 +127,7 @@ absl::Status CheckDeclaredLengths(std::string_view bytes) {
   if (bytes.size() < kMetaStart) return absl::InvalidArgumentError("not a DICOM file");
   Walker walker(bytes, kMetaStart);
   std::string transfer_syntax;
-  if (absl::Status s = walker.Walk(Encoding::kExplicitLittle, /*meta_only=*/true,
-                                   &transfer_syntax);
+  if (absl::Status s = walker.Walk(Encoding::kExplicitLittle, /*meta_only=*/true, &transfer_syntax);
       !s.ok()) {
     return s;
   }

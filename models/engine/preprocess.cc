@@ -35,8 +35,8 @@ absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(const v1::Preprocessin
   if (!order.ok()) return order.status();
   const std::string& normalization = preprocessing.normalization();
   if (!normalization.empty() && normalization != "zscore_brain") {
-    return absl::InvalidArgumentError(absl::StrCat("preprocessing.normalization: '",
-                                                   normalization, "' is not one of: zscore_brain"));
+    return absl::InvalidArgumentError(absl::StrCat("preprocessing.normalization: '", normalization,
+                                                   "' is not one of: zscore_brain"));
   }
   volume::MultiModalVolume input;
   input.geometry = decoded.geometry;

@@ -13,11 +13,10 @@ namespace danet::engine {
 
 std::string Policy::Name(const models::Bank& bank) const {
   if (kind == Kind::kDynamic) {
-    return absl::StrCat("dynamic", cost_bias == 0 ? "" : absl::StrCat("@", cost_bias),
-                        skip_margin == 0 ? "" : absl::StrCat("+m", skip_margin),
-                        skip_margin == 0 || margin_min_run <= 1
-                            ? ""
-                            : absl::StrCat("r", margin_min_run));
+    return absl::StrCat(
+        "dynamic", cost_bias == 0 ? "" : absl::StrCat("@", cost_bias),
+        skip_margin == 0 ? "" : absl::StrCat("+m", skip_margin),
+        skip_margin == 0 || margin_min_run <= 1 ? "" : absl::StrCat("r", margin_min_run));
   }
   return absl::StrCat("static:", bank.model_config(static_model).id());
 }
@@ -74,8 +73,8 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
                                                    "' (the bank has ", absl::StrJoin(ids, ", "),
                                                    ")"));
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("policy '", text, "' is not 'dynamic', 'dynamic@<bias>' or 'static:<model id>'"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "policy '", text, "' is not 'dynamic', 'dynamic@<bias>' or 'static:<model id>'"));
 }
 
 absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy* policy) {
@@ -87,11 +86,10 @@ absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy*
     policy->cost_bias = cost_bias;
   }
   if (skip_margin != 0) {
-    if (policy->kind != Policy::Kind::kDynamic || skip_margin < 0 ||
-        skip_margin > kMaxSkipMargin) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "skip_margin: must be at most ", kMaxSkipMargin,
-          ", and only applies to the dynamic policy"));
+    if (policy->kind != Policy::Kind::kDynamic || skip_margin < 0 || skip_margin > kMaxSkipMargin) {
+      return absl::InvalidArgumentError(absl::StrCat("skip_margin: must be at most ",
+                                                     kMaxSkipMargin,
+                                                     ", and only applies to the dynamic policy"));
     }
     policy->skip_margin = static_cast<int>(skip_margin);
   }
@@ -116,10 +114,9 @@ int BiasedRoute(const float* probabilities, const std::vector<double>& route_gma
   return best;
 }
 
-std::vector<int> WidenRoutes(const std::vector<int>& routes,
-                             const std::vector<SliceResult>& slices,
-                             const std::vector<double>& route_gmacs, double cost_bias,
-                             int margin, int min_run) {
+std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<SliceResult>& slices,
+                             const std::vector<double>& route_gmacs, double cost_bias, int margin,
+                             int min_run) {
   std::vector<int> widened = routes;
   const int64_t depth = static_cast<int64_t>(routes.size());
   const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());

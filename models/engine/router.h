@@ -43,8 +43,8 @@ struct Policy {
 
 inline constexpr int kMaxSkipMargin = 32;
 
-// Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]]" or "static:<model id>"; InvalidArgument
-// names an unknown model and lists the known ones. An empty text is the bundle's
+// Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]]" or "static:<model id>";
+// InvalidArgument names an unknown model and lists the known ones. An empty text is the bundle's
 // default_policy ("dynamic" when it has none).
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
 
@@ -63,10 +63,9 @@ int BiasedRoute(const float* probabilities, const std::vector<double>& route_gma
 // `min_run` consecutive routed slices, gets its best non-skip route under the cost bias.
 // Decided from the original routes, so margins do not grow from slices that the margin itself
 // routed.
-std::vector<int> WidenRoutes(const std::vector<int>& routes,
-                             const std::vector<SliceResult>& slices,
-                             const std::vector<double>& route_gmacs, double cost_bias,
-                             int margin, int min_run = 1);
+std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<SliceResult>& slices,
+                             const std::vector<double>& route_gmacs, double cost_bias, int margin,
+                             int min_run = 1);
 
 }  // namespace danet::engine
 

@@ -26,8 +26,8 @@ at::Tensor SliceStack(const volume::MultiModalVolume& v) {
     channels.push_back(
         torch::from_blob(const_cast<float*>(channel.data()), {d[2], d[1], d[0]}, torch::kFloat32));
   }
-  return torch::constant_pad_nd(torch::stack(channels, 1),
-                                {0, PaddedSliceExtent(d[0]) - d[0], 0, PaddedSliceExtent(d[1]) - d[1]})
+  return torch::constant_pad_nd(torch::stack(channels, 1), {0, PaddedSliceExtent(d[0]) - d[0], 0,
+                                                            PaddedSliceExtent(d[1]) - d[1]})
       .contiguous();
 }
 

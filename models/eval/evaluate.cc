@@ -239,13 +239,12 @@ void AppendEvaluationCsvRows(const nlohmann::json& e, const std::string& set, st
         return c.contains("hd95") ? absl::StrFormat("%.3f", c["hd95"][r].get<double>())
                                   : std::string();
       };
-      absl::StrAppendFormat(&out, "%s,%s,%s,%.3f,%.3f,%.3f,%s,%s,%s,%.3f,%.3f,%d,%d,%d,%d\n",
-                            set, name, c["case"].get<std::string>(), c["dice"]["et"].get<double>(),
+      absl::StrAppendFormat(&out, "%s,%s,%s,%.3f,%.3f,%.3f,%s,%s,%s,%.3f,%.3f,%d,%d,%d,%d\n", set,
+                            name, c["case"].get<std::string>(), c["dice"]["et"].get<double>(),
                             c["dice"]["tc"].get<double>(), c["dice"]["wt"].get<double>(), hd("et"),
                             hd("tc"), hd("wt"), c["gmacs"].get<double>(),
                             c["seconds"].get<double>(), c["tumour_slices"].get<int>(),
-                            c["tumour_slices_kept"].get<int>(),
-                            c["tumour_free_slices"].get<int>(),
+                            c["tumour_slices_kept"].get<int>(), c["tumour_free_slices"].get<int>(),
                             c["tumour_free_skipped"].get<int>());
     }
   }

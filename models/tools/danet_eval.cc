@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
       std::cerr << "danet-eval: " << shift.status().message() << "\n";
       return 1;
     }
-    std::cout << "\nshift set:\n" << danet::eval::FormatEvaluation(*shift) << "\n"
+    std::cout << "\nshift set:\n"
+              << danet::eval::FormatEvaluation(*shift) << "\n"
               << danet::eval::FormatSideBySide(*result, *shift);
     danet::eval::AppendEvaluationCsvRows(*shift, "shift", &csv);
     (*result)["shift"] = *std::move(shift);

@@ -57,8 +57,8 @@ absl::Status WriteDicomStudy(const danet::data::PhantomCase& phantom, const std:
     options.series_uid = "";
     options.series_description = descriptions[m];
     options.series_number = m + 1;
-    const std::filesystem::path dir = std::filesystem::path(out) / phantom.case_id / "dicom" /
-                                      danet::volume::kModalities[m];
+    const std::filesystem::path dir =
+        std::filesystem::path(out) / phantom.case_id / "dicom" / danet::volume::kModalities[m];
     absl::StatusOr<std::vector<std::string>> written = danet::volume::WriteDicomSeries(
         {phantom.image.geometry, phantom.image.channels[m]}, options, dir, "IM");
     if (!written.ok()) return written.status();

@@ -131,8 +131,8 @@ int Main(const std::string& command_line) {
   if (!augment.ok()) return Fail(augment.status());
   const std::string loss = absl::GetFlag(FLAGS_loss);
   if (loss != "dice_ce" && loss != "dice") {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--loss: '", loss, "': choose dice_ce or dice")));
+    return Fail(
+        absl::InvalidArgumentError(absl::StrCat("--loss: '", loss, "': choose dice_ce or dice")));
   }
 
   models::BankOptions bank_options;
@@ -158,9 +158,8 @@ int Main(const std::string& command_line) {
   if (!train.ok()) return Fail(train.status());
   std::vector<TrainCase> validation;
   if (const std::string val = absl::GetFlag(FLAGS_val_data); !val.empty()) {
-    absl::StatusOr<std::vector<TrainCase>> loaded =
-        Load(val, absl::GetFlag(FLAGS_max_val_cases), (*bank)->config().preprocessing(),
-             "validation");
+    absl::StatusOr<std::vector<TrainCase>> loaded = Load(
+        val, absl::GetFlag(FLAGS_max_val_cases), (*bank)->config().preprocessing(), "validation");
     if (!loaded.ok()) return Fail(loaded.status());
     validation = *std::move(loaded);
   }
@@ -194,8 +193,8 @@ int Main(const std::string& command_line) {
   Trainer trainer(*std::move(bank), *std::move(train), std::move(validation), options);
   if (absl::Status s = trainer.Run(); !s.ok()) return Fail(s);
   if (trainer.paused()) {
-    std::cout << "paused after stage-1 step " << options.pause_after_bank_step
-              << " (checkpoint in " << options.work_dir << "); re-run to continue\n";
+    std::cout << "paused after stage-1 step " << options.pause_after_bank_step << " (checkpoint in "
+              << options.work_dir << "); re-run to continue\n";
     return 0;
   }
   const std::string dtype = absl::GetFlag(FLAGS_dtype);

@@ -1,8 +1,7 @@
 #include "models/train/augment.h"
 
-#include <torch/torch.h>
-
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
 
 #include <cmath>
 
@@ -32,14 +31,12 @@ torch::Tensor SmoothField(int64_t channels, int64_t height, int64_t width, int k
   for (float& v : coarse) v = static_cast<float>(Uniform(rng, -1, 1));
   torch::Tensor field =
       torch::from_blob(coarse.data(), {1, channels, knots, knots}, torch::kFloat32).clone();
-  field = torch::nn::functional::interpolate(
-              field, torch::nn::functional::InterpolateFuncOptions()
-                         .size(std::vector<int64_t>{height, width})
-                         .mode(torch::kBicubic)
-                         .align_corners(true))
+  field = torch::nn::functional::interpolate(field, torch::nn::functional::InterpolateFuncOptions()
+                                                        .size(std::vector<int64_t>{height, width})
+                                                        .mode(torch::kBicubic)
+                                                        .align_corners(true))
               .squeeze(0);
-  const torch::Tensor peak =
-      field.abs().flatten(1).amax(1).clamp_min(1e-6).view({channels, 1, 1});
+  const torch::Tensor peak = field.abs().flatten(1).amax(1).clamp_min(1e-6).view({channels, 1, 1});
   return field / peak;
 }
 
@@ -56,18 +53,17 @@ std::pair<torch::Tensor, torch::Tensor> DisplacementAt(const torch::Tensor& disp
                                                        const torch::Tensor& x,
                                                        const torch::Tensor& y) {
   const int64_t height = displacement.size(1), width = displacement.size(2);
-  const torch::Tensor grid =
-      torch::stack({x / (0.5 * std::max<int64_t>(width - 1, 1)),
-                    y / (0.5 * std::max<int64_t>(height - 1, 1))},
-                   -1)
-          .unsqueeze(0);
-  const torch::Tensor d = torch::nn::functional::grid_sample(
-                              displacement.unsqueeze(0), grid,
-                              torch::nn::functional::GridSampleFuncOptions()
-                                  .mode(torch::kBilinear)
-                                  .padding_mode(torch::kBorder)
-                                  .align_corners(true))
-                              .squeeze(0);
+  const torch::Tensor grid = torch::stack({x / (0.5 * std::max<int64_t>(width - 1, 1)),
+                                           y / (0.5 * std::max<int64_t>(height - 1, 1))},
+                                          -1)
+                                 .unsqueeze(0);
+  const torch::Tensor d =
+      torch::nn::functional::grid_sample(displacement.unsqueeze(0), grid,
+                                         torch::nn::functional::GridSampleFuncOptions()
+                                             .mode(torch::kBilinear)
+                                             .padding_mode(torch::kBorder)
+                                             .align_corners(true))
+          .squeeze(0);
   return {d[0], d[1]};
 }
 
@@ -109,9 +105,8 @@ torch::Tensor LowResolution(const torch::Tensor& channel, double factor) {
   const int64_t h = std::max<int64_t>(1, std::lround(height * factor));
   const int64_t w = std::max<int64_t>(1, std::lround(width * factor));
   torch::Tensor x = channel.unsqueeze(0).unsqueeze(0);
-  x = F::interpolate(x, F::InterpolateFuncOptions()
-                            .size(std::vector<int64_t>{h, w})
-                            .mode(torch::kNearest));
+  x = F::interpolate(
+      x, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kNearest));
   x = F::interpolate(x, F::InterpolateFuncOptions()
                             .size(std::vector<int64_t>{height, width})
                             .mode(torch::kBicubic)
@@ -246,7 +241,8 @@ torch::Tensor AugmentIntensity(const torch::Tensor& input, const AugmentOptions&
       const double peak = Draw(options.bias, rng);
       const auto before = Stats(x, mask);
       const double lo = x.masked_select(mask).min().item<double>() - 1;
-      const torch::Tensor field = torch::exp(SmoothField(1, x.size(0), x.size(1), 4, rng)[0] * peak);
+      const torch::Tensor field =
+          torch::exp(SmoothField(1, x.size(0), x.size(1), 4, rng)[0] * peak);
       x = RestoreStats((x - lo) * field + lo, mask, before);
     }
     if (Fires(options.blur_sigma, rng)) x = GaussianBlur(x, Draw(options.blur_sigma, rng));

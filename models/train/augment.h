@@ -58,8 +58,8 @@ absl::StatusOr<AugmentOptions> AugmentPreset(const std::string& name);
 struct SpatialTransform {
   double angle_rad = 0;
   double scale = 1;
-  bool mirror_x = false;  // width axis
-  bool mirror_y = false;  // height axis
+  bool mirror_x = false;    // width axis
+  bool mirror_y = false;    // height axis
   at::Tensor displacement;  // 2 x H x W (dx, dy) in pixels, or undefined for none
 };
 

@@ -45,11 +45,11 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     std::vector<uint8_t> classes(c.labels.size());
     for (size_t v = 0; v < classes.size(); ++v) classes[v] = volume::LabelToClass(c.labels[v]);
     // Padded like the slices (SliceStack), with background, so crops index both alike.
-    c.classes = torch::constant_pad_nd(
-                    torch::from_blob(classes.data(), {d[2], d[1], d[0]}, torch::kUInt8),
-                    {0, engine::PaddedSliceExtent(d[0]) - d[0], 0,
-                     engine::PaddedSliceExtent(d[1]) - d[1]})
-                    .clone();
+    c.classes =
+        torch::constant_pad_nd(
+            torch::from_blob(classes.data(), {d[2], d[1], d[0]}, torch::kUInt8),
+            {0, engine::PaddedSliceExtent(d[0]) - d[0], 0, engine::PaddedSliceExtent(d[1]) - d[1]})
+            .clone();
     c.foreground.resize(d[2]);
     for (int64_t z = 0; z < d[2]; ++z) {
       const auto begin = c.labels.begin() + z * d[0] * d[1];
@@ -116,7 +116,8 @@ Batch SampleDecisionBatch(const std::vector<TrainCase>& cases,
   for (int i = 0; i < batch; ++i) {
     const auto& pool = (i % 2 == 0 && !tumour.empty()) || other.empty() ? tumour : other;
     const LabelledSlice& s = pool[std::uniform_int_distribution<size_t>(0, pool.size() - 1)(rng)];
-    images.push_back(Augment(cases[s.case_index].slices[s.slice], torch::Tensor(), augment, rng).first);
+    images.push_back(
+        Augment(cases[s.case_index].slices[s.slice], torch::Tensor(), augment, rng).first);
     routes.push_back(s.route);
   }
   return {torch::stack(images), torch::tensor(routes, torch::kLong)};

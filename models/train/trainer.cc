@@ -206,8 +206,7 @@ absl::Status Trainer::Run() {
 }
 
 bool Trainer::paused() const {
-  return options_.pause_after_bank_step > 0 &&
-         state_["bank_step"].get<int>() < options_.bank_steps;
+  return options_.pause_after_bank_step > 0 && state_["bank_step"].get<int>() < options_.bank_steps;
 }
 
 absl::Status Trainer::RunBankStage() {
@@ -232,9 +231,8 @@ absl::Status Trainer::RunBankStage() {
   Progress progress("stage 1: bank", total, first, options_.log_every);
   const c10::Device device = bank_->device();
   for (int step = first; step < end; ++step) {
-    const Batch batch =
-        SampleCropBatch(train_, options_.batch, options_.crop, options_.foreground_fraction,
-                        options_.augment, rng);
+    const Batch batch = SampleCropBatch(train_, options_.batch, options_.crop,
+                                        options_.foreground_fraction, options_.augment, rng);
     const torch::Tensor images = batch.images.to(device), targets = batch.targets.to(device);
     const double lr = PolyLearningRate(options_.bank_lr, step, total, options_.warmup);
     std::vector<torch::Tensor> losses;
@@ -251,9 +249,8 @@ absl::Status Trainer::RunBankStage() {
       per_model[id] = losses.back().item<double>();
       optimizers[i].zero_grad();
       const auto own = options_.model_lr.find(id);
-      SetLearningRate(optimizers[i], own == options_.model_lr.end()
-                                         ? lr
-                                         : lr * own->second / options_.bank_lr);
+      SetLearningRate(optimizers[i],
+                      own == options_.model_lr.end() ? lr : lr * own->second / options_.bank_lr);
     }
     if (losses.empty()) break;
     const torch::Tensor loss = torch::stack(losses).mean();
@@ -413,9 +410,8 @@ absl::Status Trainer::RunDecisionStage() {
   Progress progress("stage 2: decision", total, first, options_.log_every);
   decision.SetTraining(true);
   for (int step = first; step < total; ++step) {
-    const Batch batch =
-        SampleDecisionBatch(train_, tumour_slices_, other_slices_, options_.decision_batch,
-                            options_.augment, rng);
+    const Batch batch = SampleDecisionBatch(train_, tumour_slices_, other_slices_,
+                                            options_.decision_batch, options_.augment, rng);
     const double lr = PolyLearningRate(options_.decision_lr, step, total, options_.warmup);
     SetLearningRate(optimizer, lr);
     optimizer.zero_grad();

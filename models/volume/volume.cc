@@ -72,8 +72,8 @@ Geometry GeometryFromAffine(std::array<int64_t, 3> dims, const Matrix4& m) {
     for (int j = 0; j < 4; ++j) r.m[i][j] = m[i][j];
   }
   nifti_dmat44_to_quatern(r, &g.quatern[0], &g.quatern[1], &g.quatern[2], &g.qoffset[0],
-                          &g.qoffset[1], &g.qoffset[2], &g.spacing[0], &g.spacing[1],
-                          &g.spacing[2], &g.qfac);
+                          &g.qoffset[1], &g.qoffset[2], &g.spacing[0], &g.spacing[1], &g.spacing[2],
+                          &g.qfac);
   for (int i = 0; i < 3; ++i) g.srow[i] = m[i];
   return g;
 }

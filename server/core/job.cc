@@ -94,8 +94,8 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   if (!policy.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("header.policy: ", policy.status().message()));
   }
-  if (absl::Status s = engine::ApplyPolicyOverrides(header.cost_bias(), header.skip_margin(),
-                                                     &*policy);
+  if (absl::Status s =
+          engine::ApplyPolicyOverrides(header.cost_bias(), header.skip_margin(), &*policy);
       !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("header.", s.message()));
   }
@@ -165,8 +165,8 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   std::vector<v1::SegmentResponse> outputs;
   JobContext collect = context;
   collect.emit = [&](v1::SegmentResponse r) { outputs.push_back(std::move(r)); };
-  if (absl::Status s = EmitOutputs(bank, *upload, {g, std::move(result->labels)}, collect,
-                                   options, sum);
+  if (absl::Status s =
+          EmitOutputs(bank, *upload, {g, std::move(result->labels)}, collect, options, sum);
       !s.ok()) {
     return s;
   }

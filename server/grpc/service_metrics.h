@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "server/metrics/metrics.h"
 #include "server/grpc/tokens.h"
+#include "server/metrics/metrics.h"
 
 namespace danet::service {
 

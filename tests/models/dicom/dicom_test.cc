@@ -2,7 +2,6 @@
 // order, rescale applied), modalities are assigned by rule or explicitly, and every kind of bad
 // instance is an error naming the instance.
 #include "models/dicom/dicom.h"
-#include "models/dicom/dicom_seg.h"
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
@@ -13,6 +12,7 @@
 #include <filesystem>
 #include <random>
 
+#include "models/dicom/dicom_seg.h"
 #include "models/volume/nifti.h"
 
 namespace danet::volume {
@@ -23,8 +23,8 @@ using ::testing::HasSubstr;
 class DicomTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("danet_dicom_test_" + std::to_string(::getpid()));
+    dir_ =
+        std::filesystem::temp_directory_path() / ("danet_dicom_test_" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir_);
     // An oblique-free but flipped grid (negative x step) with anisotropic spacing.
     Matrix4 m{};
@@ -102,7 +102,8 @@ class DicomTest : public ::testing::Test {
 
   // Writes an instance again in another transfer syntax.
   static std::string Save(const std::string& bytes, E_TransferSyntax xfer) {
-    return Edit(bytes, [](DcmDataset*) {}, xfer);
+    return Edit(
+        bytes, [](DcmDataset*) {}, xfer);
   }
 
   std::filesystem::path dir_;
@@ -188,15 +189,17 @@ TEST_F(DicomTest, BadInstancesAreNamedErrors) {
   std::vector<Case> cases;
   cases.push_back({"not dicom", {std::string(300, 'x')}, "f0.dcm': not a DICOM file"});
   cases.push_back({"truncated", {good[0].substr(0, good[0].size() / 2)}, "f0.dcm'"});
-  cases.push_back({"ct", {Edit(good[0], [](DcmDataset* ds) {
-                     ds->putAndInsertString(DCM_Modality, "CT");
-                   })}, "Modality 'CT' is not MR"});
-  cases.push_back({"no pixels", {Edit(good[0], [](DcmDataset* ds) {
-                     delete ds->remove(DCM_PixelData);
-                   })}, "no pixel data"});
-  cases.push_back({"multi-frame", {Edit(good[0], [](DcmDataset* ds) {
-                     ds->putAndInsertString(DCM_NumberOfFrames, "3");
-                   })}, "multi-frame"});
+  cases.push_back(
+      {"ct",
+       {Edit(good[0], [](DcmDataset* ds) { ds->putAndInsertString(DCM_Modality, "CT"); })},
+       "Modality 'CT' is not MR"});
+  cases.push_back({"no pixels",
+                   {Edit(good[0], [](DcmDataset* ds) { delete ds->remove(DCM_PixelData); })},
+                   "no pixel data"});
+  cases.push_back(
+      {"multi-frame",
+       {Edit(good[0], [](DcmDataset* ds) { ds->putAndInsertString(DCM_NumberOfFrames, "3"); })},
+       "multi-frame"});
   std::vector<std::string> gap = good;
   gap.erase(gap.begin() + 3);
   cases.push_back({"gap", gap, "gap in slice positions before instance 'f"});
@@ -206,14 +209,12 @@ TEST_F(DicomTest, BadInstancesAreNamedErrors) {
   });
   cases.push_back({"orientation", twisted, "f2.dcm': its orientation differs"});
   std::vector<std::string> two_studies = good;
-  two_studies[4] = Edit(good[4], [](DcmDataset* ds) {
-    ds->putAndInsertString(DCM_StudyInstanceUID, "1.2.3.4");
-  });
+  two_studies[4] = Edit(
+      good[4], [](DcmDataset* ds) { ds->putAndInsertString(DCM_StudyInstanceUID, "1.2.3.4"); });
   cases.push_back({"two studies", two_studies, "'f4.dcm' belongs to another study"});
   std::vector<std::string> duplicate = good;
-  duplicate.push_back(Edit(good[1], [](DcmDataset* ds) {
-    ds->putAndInsertString(DCM_SOPInstanceUID, "1.2.3.5");
-  }));
+  duplicate.push_back(
+      Edit(good[1], [](DcmDataset* ds) { ds->putAndInsertString(DCM_SOPInstanceUID, "1.2.3.5"); }));
   cases.push_back({"same position", duplicate, "lie at the same slice position"});
   for (const Case& c : cases) {
     absl::Status status = DecodeDicomSeries(Files(c.bytes)).status();
@@ -282,8 +283,7 @@ TEST_F(DicomTest, SegNeedsATumourAndTheSourceGrid) {
   EXPECT_EQ(seg->substr(128, 4), "DICM");
   LabelVolume other = labels;
   other.geometry.dims[2] = 5;
-  EXPECT_EQ(EncodeDicomSeg(other, series, {}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(EncodeDicomSeg(other, series, {}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -39,9 +39,11 @@ TEST(ChannelOrderTest, EmptyMeansTheBratsOrder) {
 }
 
 TEST(ChannelOrderTest, AnythingButAPermutationIsRefused) {
-  for (const auto& names : std::vector<std::vector<std::string>>{
-           {"flair", "t1ce", "t1"}, {"flair", "t1ce", "t1", "t1"}, {"flair", "t1ce", "t1", "pd"},
-           {"flair", "t1ce", "t1", "t2", "t2"}}) {
+  for (const auto& names :
+       std::vector<std::vector<std::string>>{{"flair", "t1ce", "t1"},
+                                             {"flair", "t1ce", "t1", "t1"},
+                                             {"flair", "t1ce", "t1", "pd"},
+                                             {"flair", "t1ce", "t1", "t2", "t2"}}) {
     absl::StatusOr<std::array<int, 4>> order = ChannelOrder(WithModalities(names));
     EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(order.status().message(), HasSubstr("preprocessing.modalities"));
@@ -51,8 +53,7 @@ TEST(ChannelOrderTest, AnythingButAPermutationIsRefused) {
 TEST(PrepareBankInputTest, DefaultIsTheBratsOrderZScored) {
   volume::MultiModalVolume expected = Decoded();
   volume::NormalizeZScoreBrain(&expected);
-  absl::StatusOr<volume::MultiModalVolume> input =
-      PrepareBankInput(v1::Preprocessing(), Decoded());
+  absl::StatusOr<volume::MultiModalVolume> input = PrepareBankInput(v1::Preprocessing(), Decoded());
   ASSERT_TRUE(input.ok()) << input.status();
   EXPECT_EQ(input->geometry.dims, expected.geometry.dims);
   EXPECT_EQ(input->channels, expected.channels);

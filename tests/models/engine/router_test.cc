@@ -37,8 +37,8 @@ TEST(ApplyPolicyOverridesTest, ErrorsNameTheField) {
   EXPECT_THAT(ApplyPolicyOverrides(0, 1, &fixed).message(),
               HasSubstr("skip_margin: must be at most 32, and only applies to the dynamic"));
   Policy dynamic;
-  for (double bad : {std::numeric_limits<double>::infinity(),
-                     std::numeric_limits<double>::quiet_NaN()}) {
+  for (double bad :
+       {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()}) {
     const absl::Status s = ApplyPolicyOverrides(bad, 0, &dynamic);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(s.message(), HasSubstr("cost_bias"));

@@ -152,10 +152,8 @@ TEST_F(SegmenterTest, SkipMarginRoutesTheSkippedNeighboursOfRoutedSlices) {
   p[7].probabilities = {0.5f, 0.05f, 0.05f, 0.1f, 0.3f};  // its best non-skip route is M4
   const std::vector<double> costs = {0, 1, 2, 4, 8};
   EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 0), routes);
-  EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 1),
-            (std::vector<int>{0, 0, 2, 2, 2, 0, 0, 4, 1, 2}));
-  EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 2),
-            (std::vector<int>{0, 2, 2, 2, 2, 2, 2, 4, 1, 2}));
+  EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 1), (std::vector<int>{0, 0, 2, 2, 2, 0, 0, 4, 1, 2}));
+  EXPECT_EQ(WidenRoutes(routes, p, costs, 0, 2), (std::vector<int>{0, 2, 2, 2, 2, 2, 2, 4, 1, 2}));
   // The cost bias applies to the non-skip choice too: a large bias picks the cheapest model.
   EXPECT_EQ(WidenRoutes(routes, p, costs, 1000, 1),
             (std::vector<int>{0, 0, 1, 2, 1, 0, 0, 1, 1, 1}));
@@ -199,11 +197,10 @@ TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
   EXPECT_EQ(runs.margin_min_run, 2);
   EXPECT_EQ(runs.Name(*bank_), "dynamic+m2r2");
   EXPECT_EQ(ParsePolicy("dynamic+m2r1", *bank_)->Name(*bank_), "dynamic+m2");
-  for (const char* bad : {"dynamic+m", "dynamic+m-1", "dynamic+m33", "dynamic+mx", "dynamic+2",
-                          "dynamicx", "dynamic@+m1", "dynamic+m2r0", "dynamic+m2r", "dynamic+mr2",
-                          "dynamic+m2r33"}) {
-    EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument)
-        << bad;
+  for (const char* bad :
+       {"dynamic+m", "dynamic+m-1", "dynamic+m33", "dynamic+mx", "dynamic+2", "dynamicx",
+        "dynamic@+m1", "dynamic+m2r0", "dynamic+m2r", "dynamic+mr2", "dynamic+m2r33"}) {
+    EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
 

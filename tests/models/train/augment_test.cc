@@ -44,8 +44,8 @@ AugmentOptions IntensityOnly() {
   AugmentOptions o = *AugmentPreset("nnunet");
   o.rotation_deg.p = o.scale.p = o.elastic_px.p = 0;
   o.mirror_p = 0;
-  for (TransformRange* r : {&o.brightness, &o.contrast, &o.gamma, &o.noise_sd, &o.blur_sigma,
-                            &o.low_res, &o.bias}) {
+  for (TransformRange* r :
+       {&o.brightness, &o.contrast, &o.gamma, &o.noise_sd, &o.blur_sigma, &o.low_res, &o.bias}) {
     r->p = 1;
   }
   return o;
@@ -132,18 +132,21 @@ TEST(AugmentTest, EachIntensityTransformChangesTheImageAlone) {
   AugmentOptions none = *AugmentPreset("none");
   const AugmentOptions all = IntensityOnly();
   const std::vector<std::pair<const char*, TransformRange AugmentOptions::*>> transforms = {
-      {"brightness", &AugmentOptions::brightness}, {"contrast", &AugmentOptions::contrast},
-      {"gamma", &AugmentOptions::gamma},           {"noise", &AugmentOptions::noise_sd},
-      {"blur", &AugmentOptions::blur_sigma},       {"low_res", &AugmentOptions::low_res},
+      {"brightness", &AugmentOptions::brightness},
+      {"contrast", &AugmentOptions::contrast},
+      {"gamma", &AugmentOptions::gamma},
+      {"noise", &AugmentOptions::noise_sd},
+      {"blur", &AugmentOptions::blur_sigma},
+      {"low_res", &AugmentOptions::low_res},
       {"bias", &AugmentOptions::bias}};
   for (const auto& [name, member] : transforms) {
     AugmentOptions one = none;
     one.*member = all.*member;
     (one.*member).lo = (one.*member).hi = name == std::string("low_res") ? 0.5
-                                          : name == std::string("noise")  ? 0.2
-                                          : name == std::string("blur")   ? 1.0
-                                          : name == std::string("bias")   ? 0.4
-                                                                          : 1.3;
+                                          : name == std::string("noise") ? 0.2
+                                          : name == std::string("blur")  ? 1.0
+                                          : name == std::string("bias")  ? 0.4
+                                                                         : 1.3;
     std::mt19937_64 rng(3);
     const torch::Tensor out = AugmentIntensity(image, one, rng);
     EXPECT_FALSE(torch::allclose(out, image)) << name;

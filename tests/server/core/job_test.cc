@@ -92,8 +92,7 @@ class JobTest : public ::testing::Test {
   }
 
   absl::Status Run(Upload* upload, std::vector<v1::SegmentResponse>* out,
-                   const JobOptions& options = {},
-                   std::function<bool()> cancelled = nullptr) {
+                   const JobOptions& options = {}, std::function<bool()> cancelled = nullptr) {
     JobContext context;
     context.received = std::chrono::steady_clock::now();
     context.emit = [out](v1::SegmentResponse r) { out->push_back(std::move(r)); };
@@ -167,8 +166,8 @@ TEST_F(JobTest, SummaryComparesWithTheCostliestModelNotTheLast) {
   std::unique_ptr<Upload> upload = Uploaded(files);
   std::vector<v1::SegmentResponse> messages;
   ASSERT_TRUE(Run(upload.get(), &messages).ok());
-  auto summary = std::find_if(messages.begin(), messages.end(),
-                              [](const auto& m) { return m.has_summary(); });
+  auto summary =
+      std::find_if(messages.begin(), messages.end(), [](const auto& m) { return m.has_summary(); });
   ASSERT_NE(summary, messages.end());
   const v1::Summary& s = summary->summary();
   EXPECT_EQ(s.request_id(), "job-1");

@@ -55,9 +55,9 @@ v1::Chunk MakeChunk(uint32_t file, uint64_t offset, std::string data, bool last)
 absl::Status SendAll(Upload* upload, const std::vector<std::string>& files, size_t step = 100) {
   for (size_t i = 0; i < files.size(); ++i) {
     for (size_t off = 0; off < files[i].size(); off += step) {
-      absl::Status s = upload->Add(MakeChunk(static_cast<uint32_t>(i), off,
-                                             files[i].substr(off, step),
-                                             off + step >= files[i].size()));
+      absl::Status s =
+          upload->Add(MakeChunk(static_cast<uint32_t>(i), off, files[i].substr(off, step),
+                                off + step >= files[i].size()));
       if (!s.ok()) return s;
     }
   }
