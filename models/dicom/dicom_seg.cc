@@ -3,7 +3,9 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmdata/dcwcache.h>
 #include <dcmtk/dcmfg/fgderimg.h>
 #include <dcmtk/dcmfg/fgfracon.h>
 #include <dcmtk/dcmfg/fgpixmsr.h>
@@ -11,12 +13,10 @@
 #include <dcmtk/dcmfg/fgplanpo.h>
 #include <dcmtk/dcmseg/segdoc.h>
 #include <dcmtk/dcmseg/segment.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <cmath>
-#include <filesystem>
 #include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -58,16 +58,26 @@ absl::Status LoadInstance(const std::string& bytes, DcmFileFormat* format) {
   return Check(c, "reading the source instance");
 }
 
-// The file bytes of `dataset` (Explicit VR Little Endian with a meta header).
+// The file bytes of `dataset` (Explicit VR Little Endian with a meta header), encoded in
+// memory: DCMTK writes into a buffer stream and says when the buffer is full
+// (EC_StreamNotifyClient); each full buffer is appended and the write resumes.
 absl::StatusOr<std::string> Serialize(DcmDataset& dataset) {
-  static std::atomic<int> counter{0};
-  const std::filesystem::path path = std::filesystem::temp_directory_path() /
-                                     absl::StrCat("danet-seg-", getpid(), "-", counter++, ".dcm");
   DcmFileFormat format(&dataset);  // a copy
-  const OFCondition c = format.saveFile(path.c_str(), EXS_LittleEndianExplicit);
-  absl::StatusOr<std::string> bytes =
-      c.good() ? ReadFileBytes(path) : absl::StatusOr<std::string>(Check(c, "writing"));
-  std::filesystem::remove(path);
+  std::vector<char> buffer(1 << 20);
+  DcmOutputBufferStream stream(buffer.data(), buffer.size());
+  DcmWriteCache cache;
+  std::string bytes;
+  OFCondition c;
+  format.transferInit();
+  do {
+    c = format.write(stream, EXS_LittleEndianExplicit, EET_ExplicitLength, &cache);
+    void* data = nullptr;
+    offile_off_t length = 0;
+    stream.flushBuffer(data, length);
+    bytes.append(static_cast<const char*>(data), static_cast<size_t>(length));
+  } while (c == EC_StreamNotifyClient);
+  format.transferEnd();
+  if (absl::Status s = Check(c, "writing"); !s.ok()) return s;
   return bytes;
 }
 

@@ -22,10 +22,14 @@ double Since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-std::string Deflate(const uint8_t* data, size_t size) {
+// A slice mask, zlib-compressed. With compressBound's room compress2 fails only when zlib
+// cannot allocate its state: RESOURCE_EXHAUSTED, like any other out-of-memory on a request.
+absl::StatusOr<std::string> Deflate(const uint8_t* data, size_t size) {
   uLongf length = compressBound(size);
   std::string out(length, '\0');
-  compress2(reinterpret_cast<Bytef*>(out.data()), &length, data, size, Z_BEST_SPEED);
+  const int z = compress2(reinterpret_cast<Bytef*>(out.data()), &length, data, size, Z_BEST_SPEED);
+  if (z == Z_MEM_ERROR) return absl::ResourceExhaustedError("out of memory compressing a mask");
+  if (z != Z_OK) return absl::InternalError(absl::StrCat("zlib compress2 failed (", z, ")"));
   out.resize(length);
   return out;
 }
@@ -127,10 +131,13 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   context.emit(std::move(accepted));
 
   double encode_seconds = 0;
+  absl::Status encode_status;  // the first mask that could not be encoded stops the job
   engine::SegmentOptions engine_options;
   engine_options.decision_batch = options.decision_batch;
   engine_options.model_batch = options.model_batch;
-  engine_options.cancelled = context.cancelled;
+  engine_options.cancelled = [&] {
+    return !encode_status.ok() || (context.cancelled && context.cancelled());
+  };
   engine_options.on_slice = [&](const engine::SliceResult& s, const uint8_t* labels) {
     const auto encode_start = Clock::now();
     v1::SegmentResponse response;
@@ -140,8 +147,13 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
     out->set_route_name(routes[s.route]);
     for (float p : s.probabilities) out->add_probabilities(p);
     if (s.route != 0 && !header.omit_masks()) {
+      absl::StatusOr<std::string> mask = Deflate(labels, g.SliceVoxels());
+      if (!mask.ok()) {
+        if (encode_status.ok()) encode_status = mask.status();
+        return;
+      }
       out->set_mask_encoding(v1::MASK_ENCODING_ZLIB_U8);
-      out->set_mask(Deflate(labels, g.SliceVoxels()));
+      out->set_mask(*std::move(mask));
     }
     out->set_gmacs(s.gmacs);
     out->set_seconds(s.seconds);
@@ -150,6 +162,7 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   };
   absl::StatusOr<engine::VolumeResult> result =
       engine::SegmentVolume(bank, *input, *policy, engine_options);
+  if (!encode_status.ok()) return encode_status;
   if (!result.ok()) return result.status();
   timing.set_decide(result->decide_seconds);
   timing.set_segment(std::max(0.0, result->segment_seconds - encode_seconds));
