@@ -1,5 +1,6 @@
 """Process helpers shared by the out-of-process tests: run a command, stop a process this test
-started (by its pid, SIGTERM then SIGKILL), time a SIGTERM, read the end of a log, pick a free loopback port.
+started (by its pid, SIGTERM then SIGKILL), time a SIGTERM, read the end of a log, pick a free
+loopback port, poll for a condition with a deadline.
 Imported with the tests/ folder on sys.path."""
 import os
 import signal
@@ -50,3 +51,17 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, what, interval=0.2, log=None):
+    """Polls `predicate` until it returns something true and returns that value; after
+    `timeout` seconds fails naming `what`, with the end of `log` when given."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out after %.0f s waiting for %s%s"
+                         % (timeout, what, ("\n" + tail(log)) if log else ""))
+

@@ -39,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 BUILD = os.path.join(ROOT, "build")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from procs import free_port, run, stop, tail, terminate  # noqa: E402
+from procs import free_port, run, stop, tail, terminate, wait_until  # noqa: E402
 SERVER_BIN = os.environ.get("DANET_SERVER_BIN",
                             os.path.join(BUILD, "bin", "danet-server"))
 BRIDGE_BIN = os.environ.get("DANET_PACS_BRIDGE",
@@ -64,18 +64,6 @@ SERVE_WAIT = 180   # seconds for danet-server to load the bundle on a busy machi
 
 # ---------------------------------------------------------------------------------------------
 # Helpers.
-
-def wait_until(predicate, timeout, what, interval=0.2, log=None):
-    """Polls `predicate` until it returns something true; returns that value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out after %.0f s waiting for %s%s"
-                         % (timeout, what, ("\n" + tail(log)) if log else ""))
-
 
 def http(method, url, body=None, timeout=30):
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()

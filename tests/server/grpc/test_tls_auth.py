@@ -33,7 +33,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import test_service_e2e as e2e  # noqa: E402  (the Server, phantom and stub helpers)
-from procs import free_port, run, stop, tail  # noqa: E402  (tests/ is on sys.path now)
+from procs import free_port, run, stop, tail, wait_until  # noqa: E402  (tests/ is on sys.path now)
 
 BRIDGE_BIN = os.environ.get("DANET_PACS_BRIDGE",
                             os.path.join(e2e.BUILD, "client", "danet-pacs-bridge"))
@@ -95,17 +95,6 @@ def log_events(path):
         if line.startswith("{"):
             events.append(json.loads(line))
     return events
-
-
-def wait_until(predicate, timeout, what, log=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("no %s after %d s%s" % (what, timeout,
-                                                 ":\n" + tail(log) if log else ""))
 
 
 def counter(text, name, **labels):
@@ -219,7 +208,7 @@ class TlsAndTokens(unittest.TestCase):
         def found():
             return [e for e in self.server.requests()
                     if all(e.get(k) == v for k, v in fields.items())]
-        return wait_until(found, 15, "request line %s" % fields, self.server.log_path)[-1]
+        return wait_until(found, 15, "request line %s" % fields, log=self.server.log_path)[-1]
 
     # -- the CLI ------------------------------------------------------------------------------
 
@@ -375,7 +364,7 @@ class TlsAndTokens(unittest.TestCase):
         self.addCleanup(stop, bridge)
         wait_until(lambda: bridge.poll() is None and any(
             e.get("event") == "listening" for e in log_events(log_path)), 30,
-            "bridge listening", log_path)
+            "bridge listening", log=log_path)
         r = run([STORESCU, "-aet", "MODALITY", "-aec", "DANET", "+sd", "+r", "127.0.0.1",
                  str(port), STUDY], timeout=120, env=env)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -390,7 +379,7 @@ class TlsAndTokens(unittest.TestCase):
         self.assertIs(events[0]["token"], True, events[0])
         done = wait_until(lambda: [e for e in log_events(log_path)
                                    if e["event"] in ("study_stored", "study_failed")],
-                          120, "a finished study", log_path)
+                          120, "a finished study", log=log_path)
         self.assertEqual(done[0]["event"], "study_stored", tail(log_path))
         line = self.wait_for_request(client="pacs-bridge")
         self.assertEqual(line["code"], "OK")
@@ -402,7 +391,7 @@ class TlsAndTokens(unittest.TestCase):
                                                  PKI["ca.crt"])
         done = wait_until(lambda: [e for e in log_events(log_path)
                                    if e["event"] in ("study_stored", "study_failed")],
-                          120, "a finished study", log_path)
+                          120, "a finished study", log=log_path)
         self.assertEqual((done[0]["event"], done[0]["code"]), ("study_failed", "UNAUTHENTICATED"))
         with open(os.path.join(work, "failed", done[0]["study"], "reason.txt")) as f:
             self.assertIn("UNAUTHENTICATED", f.read())

@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 BUILD = os.path.join(ROOT, "build")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from procs import free_port, stop, tail, terminate  # noqa: E402
+from procs import free_port, stop, tail, terminate, wait_until  # noqa: E402
 
 SERVER_BIN = os.environ.get("DANET_SERVER_BIN",
                             os.path.join(BUILD, "server", "service", "danet-server"))
@@ -107,17 +107,6 @@ def scrape(port, timeout):
     return time.monotonic() - start, head.split(b"\r\n", 1)[0].decode(), body.decode()
 
 
-def wait_for(predicate, timeout, what, log_path, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out after %.0f s waiting for %s:\n%s"
-                         % (timeout, what, tail(log_path)))
-
-
 class Process:
     """A program of ours started by this test, stderr and stdout to a log file."""
 
@@ -155,8 +144,8 @@ def start_server(workdir):
                                "127.0.0.1:0", "--bundle", BUNDLE, "--threads", "1",
                                "--drain_seconds", str(DRAIN_SECONDS)])
     try:
-        wait_for(lambda: server.running() and "; SERVING" in server.log_text(), START_WAIT,
-                 "danet-server SERVING", server.log_path)
+        wait_until(lambda: server.running() and "; SERVING" in server.log_text(), START_WAIT,
+                   "danet-server SERVING", interval=0.1, log=server.log_path)
         port = int(re.search(r"metrics on port (\d+)", server.log_text()).group(1))
     except BaseException:
         server.stop()
@@ -184,7 +173,8 @@ def start_bridge(workdir):
         return False
 
     try:
-        wait_for(listening, 30, "the bridge's listening event", bridge.log_path)
+        wait_until(listening, 30, "the bridge's listening event", interval=0.1,
+                   log=bridge.log_path)
     except BaseException:
         bridge.stop()
         raise
