@@ -1,7 +1,7 @@
-// PNG encoding: signature, IHDR, one IDAT (zlib stream of filter-0 scanlines), IEND.
+// PNG encoding with libpng's simplified write API (png_image_write_to_memory).
 #include "client/preview/png.h"
 
-#include <zlib.h>
+#include <png.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -12,23 +12,6 @@
 
 namespace danet::preview {
 namespace {
-
-void AppendBigEndian32(uint32_t value, std::string* out) {
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    out->push_back(static_cast<char>((value >> shift) & 0xFF));
-  }
-}
-
-// Appends length, type, data and the CRC-32 of type + data.
-void AppendChunk(const char type[4], const std::string& data, std::string* out) {
-  AppendBigEndian32(static_cast<uint32_t>(data.size()), out);
-  const size_t type_at = out->size();
-  out->append(type, 4);
-  out->append(data);
-  uLong crc = crc32(0L, Z_NULL, 0);
-  crc = crc32(crc, reinterpret_cast<const Bytef*>(out->data() + type_at), 4 + data.size());
-  AppendBigEndian32(static_cast<uint32_t>(crc), out);
-}
 
 absl::Status ErrnoStatus(int error, const std::string& what) {
   const std::string message = absl::StrCat(what, ": ", std::strerror(error));
@@ -95,33 +78,28 @@ void Image::FillRect(int x, int y, int w, int h, Rgb colour) {
 
 std::string EncodePng(const Image& image) {
   if (!image.Valid()) return {};
-  const size_t row_bytes = 3 * static_cast<size_t>(image.width);
-  // Scanlines, each prefixed by its filter type (0: none).
-  std::string raw;
-  raw.reserve((row_bytes + 1) * image.height);
-  for (int y = 0; y < image.height; ++y) {
-    raw.push_back('\0');
-    raw.append(reinterpret_cast<const char*>(image.rgb.data() + y * row_bytes), row_bytes);
-  }
-  uLongf deflated_size = compressBound(raw.size());
-  std::string deflated(deflated_size, '\0');
-  if (compress2(reinterpret_cast<Bytef*>(deflated.data()), &deflated_size,
-                reinterpret_cast<const Bytef*>(raw.data()), raw.size(),
-                Z_DEFAULT_COMPRESSION) != Z_OK) {
+  png_image png;
+  std::memset(&png, 0, sizeof(png));
+  png.version = PNG_IMAGE_VERSION;
+  png.width = static_cast<png_uint_32>(image.width);
+  png.height = static_cast<png_uint_32>(image.height);
+  png.format = PNG_FORMAT_RGB;
+  // First call: the size; second: the bytes. libpng frees its own state on failure and after a
+  // completed write (png_image_free is then a no-op).
+  png_alloc_size_t size = 0;
+  if (png_image_write_to_memory(&png, nullptr, &size, /*convert_to_8_bit=*/0, image.rgb.data(),
+                                /*row_stride=*/0, /*colormap=*/nullptr) == 0 ||
+      size == 0) {
+    png_image_free(&png);
     return {};
   }
-  deflated.resize(deflated_size);
-
-  std::string header;
-  AppendBigEndian32(static_cast<uint32_t>(image.width), &header);
-  AppendBigEndian32(static_cast<uint32_t>(image.height), &header);
-  header += std::string("\x08\x02\x00\x00\x00", 5);  // depth 8, RGB, deflate, filter 0, no lace
-
-  std::string png("\x89PNG\r\n\x1a\n", 8);
-  AppendChunk("IHDR", header, &png);
-  AppendChunk("IDAT", deflated, &png);
-  AppendChunk("IEND", "", &png);
-  return png;
+  std::string bytes(size, '\0');
+  if (png_image_write_to_memory(&png, bytes.data(), &size, 0, image.rgb.data(), 0, nullptr) == 0) {
+    png_image_free(&png);
+    return {};
+  }
+  bytes.resize(size);
+  return bytes;
 }
 
 absl::Status WritePng(const Image& image, const std::string& path) {

@@ -1,6 +1,5 @@
-// An RGB8 raster and a minimal PNG encoder for it, so that the `danet` client can write preview
-// images without an image library: 8-bit truecolour, no interlace, one IDAT chunk deflated by
-// zlib. Decoders (browsers, PIL, viewers) read these files; nothing here decodes PNG.
+// An RGB8 raster and its PNG encoding (libpng's simplified write API: 8-bit truecolour, no
+// interlace), so that the `danet` client can write preview images. Nothing here decodes PNG.
 //
 // Image is a plain value type; it is not synchronised, so share it across threads read-only.
 #ifndef DANET_CLIENT_PREVIEW_PNG_H_
@@ -48,9 +47,9 @@ struct Image {
   void FillRect(int x, int y, int w, int h, Rgb colour);
 };
 
-// Encodes `image` as a PNG file's bytes (colour type 2, bit depth 8, filter 0 on every row,
-// CRC-32 and deflate from zlib). Returns an empty string when !image.Valid() or zlib fails
-// (out of memory); WritePng reports those as errors.
+// Encodes `image` as a PNG file's bytes (colour type 2, bit depth 8, by libpng). Returns an
+// empty string when !image.Valid() or libpng fails (out of memory); WritePng reports those as
+// errors.
 std::string EncodePng(const Image& image);
 
 // Encodes `image` and writes it to `path`, replacing the file. InvalidArgument for an invalid

@@ -145,11 +145,12 @@ absl::StatusOr<std::unique_ptr<Network>> BuildDecisionNetwork(const v1::Decision
   options.stage_repeats({arch.stage_repeats().begin(), arch.stage_repeats().end()})
       .stage_widths({arch.stage_widths().begin(), arch.stage_widths().end()})
       .head_width(arch.head_width())
-      .in_channels(arch.in_channels());
-  std::string description =
-      absl::StrCat("shufflenetv2_m(repeats=[", absl::StrJoin(options.stage_repeats(), ","),
-                   "], widths=[", absl::StrJoin(options.stage_widths(), ","),
-                   "], head=", options.head_width(), ", routes=", num_routes, ")");
+      .in_channels(arch.in_channels())
+      .global_max_pool(arch.global_max_pool());
+  std::string description = absl::StrCat(
+      "shufflenetv2_m(repeats=[", absl::StrJoin(options.stage_repeats(), ","), "], widths=[",
+      absl::StrJoin(options.stage_widths(), ","), "], head=", options.head_width(),
+      options.global_max_pool() ? ", avg+max pool" : "", ", routes=", num_routes, ")");
   try {
     return std::make_unique<ModuleNetwork<DecisionNet>>(DecisionNet(options),
                                                         std::move(description));

@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace danet::engine {
 
@@ -16,7 +17,8 @@ std::string Policy::Name(const models::Bank& bank) const {
     return absl::StrCat(
         "dynamic", cost_bias == 0 ? "" : absl::StrCat("@", cost_bias),
         skip_margin == 0 ? "" : absl::StrCat("+m", skip_margin),
-        skip_margin == 0 || margin_min_run <= 1 ? "" : absl::StrCat("r", margin_min_run));
+        skip_margin == 0 || margin_min_run <= 1 ? "" : absl::StrCat("r", margin_min_run),
+        skip_threshold == 0 ? "" : absl::StrCat("+s", skip_threshold));
   }
   return absl::StrCat("static:", bank.model_config(static_model).id());
 }
@@ -32,33 +34,49 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     }
     return policy;
   }
-  if (text.rfind("dynamic", 0) == 0 &&
-      (text.size() == 7 || text[7] == '@' || text.compare(7, 2, "+m") == 0)) {
+  if (text.rfind("dynamic", 0) == 0 && (text.size() == 7 || text[7] == '@' || text[7] == '+')) {
     Policy policy;
-    std::string rest = text.substr(7);
-    if (const size_t plus = rest.find("+m"); plus != std::string::npos) {
-      std::string margin = rest.substr(plus + 2);
-      if (const size_t r = margin.find('r'); r != std::string::npos) {
-        if (!absl::SimpleAtoi(margin.substr(r + 1), &policy.margin_min_run) ||
-            policy.margin_min_run < 1 || policy.margin_min_run > kMaxSkipMargin) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "policy '", text, "': the run length after 'r' is not a whole number in 1..",
-              kMaxSkipMargin));
-        }
-        margin.resize(r);
-      }
-      if (!absl::SimpleAtoi(margin, &policy.skip_margin) || policy.skip_margin < 0 ||
-          policy.skip_margin > kMaxSkipMargin) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "policy '", text, "': the skip margin after '+m' is not a whole number in 0..",
-            kMaxSkipMargin));
-      }
-      rest.resize(plus);
-    }
-    if (!rest.empty() && (!absl::SimpleAtod(rest.substr(1), &policy.cost_bias) ||
-                          !std::isfinite(policy.cost_bias))) {
+    const std::vector<std::string> parts = absl::StrSplit(text.substr(7), '+');
+    if (!parts[0].empty() && (!absl::SimpleAtod(parts[0].substr(1), &policy.cost_bias) ||
+                              !std::isfinite(policy.cost_bias))) {
       return absl::InvalidArgumentError(
           absl::StrCat("policy '", text, "': the cost bias after '@' is not a number"));
+    }
+    bool margin_seen = false;
+    bool threshold_seen = false;
+    for (size_t i = 1; i < parts.size(); ++i) {
+      const std::string& part = parts[i];
+      if (!part.empty() && part[0] == 'm' && !margin_seen) {
+        margin_seen = true;
+        std::string margin = part.substr(1);
+        if (const size_t r = margin.find('r'); r != std::string::npos) {
+          if (!absl::SimpleAtoi(margin.substr(r + 1), &policy.margin_min_run) ||
+              policy.margin_min_run < 1 || policy.margin_min_run > kMaxSkipMargin) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "policy '", text, "': the run length after 'r' is not a whole number in 1..",
+                kMaxSkipMargin));
+          }
+          margin.resize(r);
+        }
+        if (!absl::SimpleAtoi(margin, &policy.skip_margin) || policy.skip_margin < 0 ||
+            policy.skip_margin > kMaxSkipMargin) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "policy '", text, "': the skip margin after '+m' is not a whole number in 0..",
+              kMaxSkipMargin));
+        }
+      } else if (!part.empty() && part[0] == 's' && !threshold_seen) {
+        threshold_seen = true;
+        if (!absl::SimpleAtod(part.substr(1), &policy.skip_threshold) ||
+            !(policy.skip_threshold >= 0 && policy.skip_threshold <= 1)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "policy '", text, "': the skip threshold after '+s' is not a number in 0..1"));
+        }
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("policy '", text, "': '+", part,
+                         "' is not a skip margin '+m<K>[r<N>]' or a skip threshold '+s<T>' (each "
+                         "at most once)"));
+      }
     }
     return policy;
   }
@@ -74,7 +92,8 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
                                                    ")"));
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "policy '", text, "' is not 'dynamic', 'dynamic@<bias>' or 'static:<model id>'"));
+      "policy '", text,
+      "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>]' or 'static:<model id>'"));
 }
 
 absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy* policy) {
@@ -112,6 +131,14 @@ int BiasedRoute(const float* probabilities, const std::vector<double>& route_gma
     }
   }
   return best;
+}
+
+int DecideRoute(const float* probabilities, const std::vector<double>& route_gmacs,
+                const Policy& policy) {
+  if (policy.skip_threshold <= 0) return BiasedRoute(probabilities, route_gmacs, policy.cost_bias);
+  if (probabilities[0] >= policy.skip_threshold) return 0;
+  const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());
+  return 1 + BiasedRoute(probabilities + 1, model_gmacs, policy.cost_bias);
 }
 
 std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<SliceResult>& slices,

@@ -37,13 +37,21 @@ struct Policy {
   // consecutive routed slices. A lone routed slice is the decision network's typical false
   // positive on unfamiliar images; a tumour spans several slices (docs/routing.md).
   int margin_min_run = 1;
-  // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "dynamic+m2r2", "static:<id>"
+  // kDynamic only: a slice is skipped only when the decision network's skip probability is at
+  // least this; otherwise it takes its best non-skip route (same cost bias). 0 keeps the argmax.
+  // Under an appearance shift the skip probability of a small lesion's slices falls, but often
+  // not below the other routes'; a threshold above 0.5 trades a few tumour-free slices for
+  // tumour-slice recall (docs/routing.md).
+  double skip_threshold = 0;
+  // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "dynamic+m2r2", "dynamic+m2+s0.9",
+  // "static:<id>"
   std::string Name(const models::Bank& bank) const;
 };
 
 inline constexpr int kMaxSkipMargin = 32;
 
-// Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]]" or "static:<model id>";
+// Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]][+s<skip threshold>]" or
+// "static:<model id>";
 // InvalidArgument names an unknown model and lists the known ones. An empty text is the bundle's
 // default_policy ("dynamic" when it has none).
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
@@ -57,6 +65,12 @@ absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy*
 // (Policy::cost_bias); route_gmacs[i] is route i's model cost (route 0, skip, costs 0).
 int BiasedRoute(const float* probabilities, const std::vector<double>& route_gmacs,
                 double cost_bias);
+
+// The route of one slice under a dynamic policy's cost bias and skip threshold (before the skip
+// margin): BiasedRoute, except that with a skip threshold the slice is skipped only when its
+// skip probability reaches it, and otherwise takes its best non-skip route.
+int DecideRoute(const float* probabilities, const std::vector<double>& route_gmacs,
+                const Policy& policy);
 
 // Applies Policy::skip_margin to the decision network's routes (slices[z].probabilities holds
 // slice z's): every skipped slice within `margin` slices of a routed one, in a run of at least

@@ -66,7 +66,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
           const torch::Tensor p = probs[z - begin];
           result.slices[z].probabilities.assign(p.data_ptr<float>(),
                                                 p.data_ptr<float>() + p.numel());
-          routes[z] = BiasedRoute(p.data_ptr<float>(), route_gmacs, policy.cost_bias);
+          routes[z] = DecideRoute(p.data_ptr<float>(), route_gmacs, policy);
         }
       }
       if (policy.skip_margin > 0) {

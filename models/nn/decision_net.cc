@@ -76,7 +76,9 @@ DecisionNetImpl::DecisionNetImpl(const DecisionNetOptions& options) : options(op
   classifier_ = register_module(
       "classifier",
       torch::nn::Linear(
-          torch::nn::LinearOptions(options.head_width(), options.num_routes()).bias(false)));
+          torch::nn::LinearOptions(options.head_width() * (options.global_max_pool() ? 2 : 1),
+                                   options.num_routes())
+              .bias(false)));
 }
 
 torch::Tensor DecisionNetImpl::forward(const torch::Tensor& x) {
@@ -84,7 +86,8 @@ torch::Tensor DecisionNetImpl::forward(const torch::Tensor& x) {
   y = ops::MaxPool(y, 3, 2, 1);
   for (const auto& unit : *units_) y = unit->as<ShuffleUnitImpl>()->forward(y);
   y = ops::Relu(ops::BatchNorm(head_bn_, ops::Conv(head_, y)));
-  return ops::Linear(classifier_, ops::GlobalAvgPool(y));
+  if (!options.global_max_pool()) return ops::Linear(classifier_, ops::GlobalAvgPool(y));
+  return ops::Linear(classifier_, torch::cat({ops::GlobalAvgPool(y), ops::GlobalMaxPool(y)}, 1));
 }
 
 }  // namespace danet::models

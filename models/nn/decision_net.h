@@ -23,6 +23,8 @@ struct DecisionNetOptions {
   TORCH_ARG(std::vector<int64_t>, stage_widths) = std::vector<int64_t>{12, 24, 48, 96};
   TORCH_ARG(int64_t, head_width) = 256;
   TORCH_ARG(int64_t, in_channels) = 4;
+  // Concatenate the head's global maximum to its global average before the classifier.
+  TORCH_ARG(bool, global_max_pool) = false;
 };
 
 // ShuffleNetV2 unit. Stride 1: the input's channels are shuffled into two halves, one passes
@@ -46,6 +48,8 @@ class ShuffleUnitImpl : public torch::nn::Module {
 TORCH_MODULE(ShuffleUnit);
 
 // Input N x in x H x W (any size; 240 x 240 is the BraTS slice); output N x num_routes logits.
+// Stem, max pool, ShuffleNetV2 stages, 1x1 head, global pooling (average, or average and
+// maximum), linear classifier.
 class DecisionNetImpl : public torch::nn::Module {
  public:
   explicit DecisionNetImpl(const DecisionNetOptions& options);

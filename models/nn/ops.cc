@@ -88,6 +88,11 @@ torch::Tensor GlobalAvgPool(const torch::Tensor& x) {
   return x.mean({2, 3});
 }
 
+torch::Tensor GlobalMaxPool(const torch::Tensor& x) {
+  RecordCost(OpKind::kPool, Numel(x));
+  return x.amax({2, 3});
+}
+
 torch::Tensor AttentionMatmul(const torch::Tensor& a, const torch::Tensor& b) {
   torch::Tensor y = torch::matmul(a, b);
   RecordCost(OpKind::kAttention, Numel(y) * static_cast<double>(a.size(-1)));

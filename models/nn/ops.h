@@ -24,6 +24,8 @@ torch::Tensor Add(const torch::Tensor& a, const torch::Tensor& b);
 torch::Tensor MaxPool(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
 // N x C x H x W -> N x C.
 torch::Tensor GlobalAvgPool(const torch::Tensor& x);
+// N x C x H x W -> N x C: the maximum over each channel.
+torch::Tensor GlobalMaxPool(const torch::Tensor& x);
 // Batched matmul a @ b counted as attention (Q.K^T, A.V).
 torch::Tensor AttentionMatmul(const torch::Tensor& a, const torch::Tensor& b);
 

@@ -113,8 +113,11 @@ int Run() {
           {"segment", result->segment_seconds}}},
         {"volumes_ml", {{"wt", volumes.wt}, {"tc", volumes.tc}, {"et", volumes.et}}}};
     for (const auto& s : result->slices) {
-      report["slices"].push_back(
-          {{"index", s.index}, {"route", s.route}, {"gmacs", s.gmacs}, {"ms", 1e3 * s.seconds}});
+      nlohmann::json slice = {
+          {"index", s.index}, {"route", s.route}, {"gmacs", s.gmacs}, {"ms", 1e3 * s.seconds}};
+      // The decision network's softmax (route 0 is skip): the input to the policy knobs.
+      if (!s.probabilities.empty()) slice["probabilities"] = s.probabilities;
+      report["slices"].push_back(slice);
     }
     std::ofstream(path) << report.dump(2) << "\n";
   }

@@ -195,6 +195,16 @@ absl::Status Trainer::Run() {
       return absl::InvalidArgumentError(absl::StrCat("--default_policy: ", p.status().message()));
     }
   }
+  if (options_.decision_max_pool.has_value() &&
+      *options_.decision_max_pool != bank_->config().decision().arch().global_max_pool()) {
+    if (state_["decision_step"].get<int>() > 0) {
+      return absl::FailedPreconditionError(
+          "--decision_max_pool changes the decision network of a run whose stage 2 has begun; "
+          "add --redo_decision to train it again");
+    }
+    bank_->mutable_config()->mutable_decision()->mutable_arch()->set_global_max_pool(
+        *options_.decision_max_pool);
+  }
   torch::manual_seed(options_.seed + state_["bank_step"].get<int>());
   if (absl::Status s = Guarded("stage 1", [&] { return RunBankStage(); }); !s.ok()) return s;
   if (paused()) return absl::OkStatus();

@@ -66,6 +66,10 @@ struct TrainOptions {
   // because a skipped tumour slice is a miss no model can repair, while a tumour-free slice
   // sent to a model costs only compute (the paper lowers the skip weight for the same reason).
   double skip_weight = 0.3;
+  // Sets DecisionArch.global_max_pool of the decision network that stage 2 trains (unset keeps
+  // the bank's). It changes the network's shape, so it applies only when stage 2 starts from a
+  // fresh network (a new run, or --redo_decision).
+  std::optional<bool> decision_max_pool;
   // Bookkeeping.
   uint64_t seed = 1;
   int log_every = 10;

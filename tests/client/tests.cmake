@@ -1,11 +1,11 @@
 # tests/client: the preview images in-process, the PACS bridge out-of-process.
 set(_client ${CMAKE_CURRENT_SOURCE_DIR}/client)
 
-# client/preview: the PNG encoder (checked against PIL, a second, independent decoder), the
-# embedded font and the montage. The PIL check skips cleanly where python3-pil is missing.
+# client/preview: PNG encoding with libpng (read back by libpng's reader and by PIL, a second,
+# independent decoder), the embedded font and the montage. The PIL check skips cleanly where python3-pil is missing.
 danet_gtest(preview_test
   SOURCES ${_client}/preview/preview_test.cc
-  LIBS danet_preview ZLIB::ZLIB absl::status absl::statusor absl::strings)
+  LIBS danet_preview PNG::PNG absl::status absl::statusor absl::strings)
 target_compile_definitions(preview_test PRIVATE
   DANET_PYTHON="${DANET_PYTHON}"
   DANET_PNG_READER="${_client}/preview/test_preview_png.py")

@@ -199,8 +199,53 @@ TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
   EXPECT_EQ(ParsePolicy("dynamic+m2r1", *bank_)->Name(*bank_), "dynamic+m2");
   for (const char* bad :
        {"dynamic+m", "dynamic+m-1", "dynamic+m33", "dynamic+mx", "dynamic+2", "dynamicx",
-        "dynamic@+m1", "dynamic+m2r0", "dynamic+m2r", "dynamic+mr2", "dynamic+m2r33"}) {
+        "dynamic@+m1", "dynamic+m2r0", "dynamic+m2r", "dynamic+mr2", "dynamic+m2r33", "dynamic+s",
+        "dynamic+s1.5", "dynamic+s-0.1", "dynamic+sx", "dynamic+m1+m2", "dynamic+s0.5+s0.6",
+        "dynamic+m2+", "dynamic++m2"}) {
     EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST_F(SegmenterTest, SkipThresholdSkipsOnlyConfidentSlices) {
+  const Policy threshold = *ParsePolicy("dynamic@0.5+m2r2+s0.9", *bank_);
+  EXPECT_EQ(threshold.cost_bias, 0.5);
+  EXPECT_EQ(threshold.skip_margin, 2);
+  EXPECT_EQ(threshold.margin_min_run, 2);
+  EXPECT_EQ(threshold.skip_threshold, 0.9);
+  EXPECT_EQ(threshold.Name(*bank_), "dynamic@0.5+m2r2+s0.9");
+  EXPECT_EQ(ParsePolicy("dynamic+s0.8+m1", *bank_)->Name(*bank_), "dynamic+m1+s0.8");
+  EXPECT_EQ(ParsePolicy("dynamic+s0", *bank_)->Name(*bank_), "dynamic");
+
+  const std::vector<double> costs = {0, 1, 2, 4, 8};
+  const float unsure[] = {0.5f, 0.1f, 0.3f, 0.05f, 0.05f};
+  Policy policy;
+  EXPECT_EQ(DecideRoute(unsure, costs, policy), 0) << "no threshold: the argmax";
+  policy.skip_threshold = 0.5;
+  EXPECT_EQ(DecideRoute(unsure, costs, policy), 0) << "at the threshold: skipped";
+  policy.skip_threshold = 0.6;
+  EXPECT_EQ(DecideRoute(unsure, costs, policy), 2) << "below it: the best model, M2";
+  policy.cost_bias = 1000;
+  EXPECT_EQ(DecideRoute(unsure, costs, policy), 1) << "the cost bias still picks the model";
+  const float model_first[] = {0.1f, 0.1f, 0.6f, 0.1f, 0.1f};
+  policy = Policy{};
+  policy.skip_threshold = 0.05;
+  EXPECT_EQ(DecideRoute(model_first, costs, policy), 0)
+      << "a threshold below the argmax skips more: the threshold alone decides skip";
+
+  // In the engine, a threshold of 1 routes every slice whose skip probability is below 1, and
+  // a higher threshold never skips more slices than a lower one.
+  int previous_skipped = 1 << 30;
+  for (double t : {0.5, 0.9, 0.999, 1.0}) {
+    Policy p;
+    p.skip_threshold = t;
+    const VolumeResult r = *SegmentVolume(*bank_, volume_, p);
+    int skipped = 0;
+    for (const SliceResult& s : r.slices) {
+      skipped += s.route == 0;
+      EXPECT_EQ(s.route == 0, s.probabilities[0] >= t) << t;
+    }
+    EXPECT_LE(skipped, previous_skipped) << t;
+    previous_skipped = skipped;
   }
 }
 

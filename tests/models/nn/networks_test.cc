@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "models/nn/decision_net.h"
+#include "models/nn/ops.h"
 #include "models/nn/transbts.h"
 #include "models/nn/unet.h"
 
@@ -44,6 +45,22 @@ TEST_F(NetworksTest, DecisionNetworkGivesOneLogitPerRoute) {
   net->eval();
   EXPECT_EQ(net->forward(torch::randn({3, 4, 240, 240})).sizes(), (std::vector<int64_t>{3, 5}));
   EXPECT_EQ(net->forward(torch::randn({1, 4, 128, 128})).sizes(), (std::vector<int64_t>{1, 5}));
+}
+
+TEST_F(NetworksTest, DecisionNetworkWithMaxPoolSeesTheMaximum) {
+  DecisionNet net(DecisionNetOptions(5).global_max_pool(true));
+  net->eval();
+  const torch::Tensor x = torch::randn({2, 4, 240, 240});
+  EXPECT_EQ(net->forward(x).sizes(), (std::vector<int64_t>{2, 5}));
+  EXPECT_EQ(net->named_parameters()["classifier.weight"].size(1), 2 * 256);
+  // One feature map with a single spike: its average is unchanged up to 1/57600, its maximum
+  // is the spike.
+  torch::Tensor features = torch::zeros({1, 3, 240, 240});
+  features[0][1][17][200] = 9.0;
+  const torch::Tensor pooled = ops::GlobalMaxPool(features);
+  EXPECT_EQ(pooled.sizes(), (std::vector<int64_t>{1, 3}));
+  EXPECT_FLOAT_EQ(pooled[0][1].item<float>(), 9.0f);
+  EXPECT_FLOAT_EQ(pooled[0][0].item<float>(), 0.0f);
 }
 
 TEST_F(NetworksTest, EvalModeIsDeterministicAndTrainingModeUsesDropout) {
