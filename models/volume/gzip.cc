@@ -2,6 +2,8 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace danet::volume {
@@ -16,7 +18,11 @@ bool IsGzip(std::string_view bytes) {
          static_cast<unsigned char>(bytes[1]) == 0x8b;
 }
 
-absl::StatusOr<std::string> Gunzip(std::string_view bytes, int64_t max_bytes) {
+namespace {
+
+// Inflates up to `max_bytes`. Whole: more is an error, and so is a stream that ends early.
+// Prefix: stops at `max_bytes` (the result cut there) or where the data ends.
+absl::StatusOr<std::string> Inflate(std::string_view bytes, int64_t max_bytes, bool prefix) {
   z_stream stream{};
   if (inflateInit2(&stream, kGzipWindow) != Z_OK) return absl::InternalError("zlib init failed");
   stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
@@ -26,8 +32,14 @@ absl::StatusOr<std::string> Gunzip(std::string_view bytes, int64_t max_bytes) {
   int rc = Z_OK;
   while (rc != Z_STREAM_END) {
     stream.next_out = reinterpret_cast<Bytef*>(buffer);
-    stream.avail_out = sizeof(buffer);
+    stream.avail_out = prefix ? static_cast<uInt>(std::min<int64_t>(
+                                    sizeof(buffer), max_bytes - static_cast<int64_t>(out.size())))
+                              : sizeof(buffer);
+    const uInt offered = stream.avail_out;
     rc = inflate(&stream, Z_NO_FLUSH);
+    const bool truncated =
+        rc == Z_BUF_ERROR || (rc == Z_OK && stream.avail_in == 0 && stream.avail_out != 0);
+    if (prefix && truncated) rc = Z_STREAM_END;  // a prefix ends where the data ends
     if (rc != Z_OK && rc != Z_STREAM_END) {
       const std::string reason =
           (rc == Z_BUF_ERROR)
@@ -37,19 +49,30 @@ absl::StatusOr<std::string> Gunzip(std::string_view bytes, int64_t max_bytes) {
       inflateEnd(&stream);
       return absl::InvalidArgumentError(reason);
     }
-    out.append(buffer, sizeof(buffer) - stream.avail_out);
+    out.append(buffer, offered - stream.avail_out);
+    if (prefix && static_cast<int64_t>(out.size()) >= max_bytes) break;
     if (static_cast<int64_t>(out.size()) > max_bytes) {
       inflateEnd(&stream);
       return absl::InvalidArgumentError(
           absl::StrCat("gzip data inflates to more than ", max_bytes, " bytes"));
     }
-    if (rc == Z_OK && stream.avail_in == 0 && stream.avail_out != 0) {
+    if (!prefix && truncated) {
       inflateEnd(&stream);
       return absl::InvalidArgumentError("truncated gzip stream (it ends before its end marker)");
     }
   }
   inflateEnd(&stream);
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> Gunzip(std::string_view bytes, int64_t max_bytes) {
+  return Inflate(bytes, max_bytes, /*prefix=*/false);
+}
+
+absl::StatusOr<std::string> GunzipPrefix(std::string_view bytes, int64_t max_bytes) {
+  return Inflate(bytes, max_bytes, /*prefix=*/true);
 }
 
 absl::StatusOr<std::string> Gzip(std::string_view bytes) {

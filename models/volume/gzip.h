@@ -18,6 +18,10 @@ bool IsGzip(std::string_view bytes);
 // would exceed `max_bytes`.
 absl::StatusOr<std::string> Gunzip(std::string_view bytes, int64_t max_bytes);
 
+// The first `max_bytes` bytes a gzip stream inflates to (fewer when it is shorter), inflating
+// no more than that. InvalidArgument for corrupt data before that point.
+absl::StatusOr<std::string> GunzipPrefix(std::string_view bytes, int64_t max_bytes);
+
 // Deflates into a gzip stream (level 6, what gzip(1) uses by default).
 absl::StatusOr<std::string> Gzip(std::string_view bytes);
 

@@ -281,6 +281,21 @@ absl::StatusOr<std::string> MaybeGzip(std::string raw, bool gzip) {
 
 }  // namespace
 
+absl::StatusOr<Geometry> PeekNiftiGeometry(std::string_view bytes, const std::string& name,
+                                           const NiftiLimits& limits) {
+  std::string inflated;
+  if (IsGzip(bytes)) {
+    absl::StatusOr<std::string> head = GunzipPrefix(bytes, kNifti2HeaderSize);
+    if (!head.ok()) return Bad(name, std::string(head.status().message()));
+    inflated = *std::move(head);
+    bytes = inflated;
+  }
+  absl::StatusOr<Header> header = ParseHeader(bytes, name);
+  if (!header.ok()) return header.status();
+  if (absl::Status s = CheckDims(*header, name, limits); !s.ok()) return s;
+  return ToGeometry(*header);
+}
+
 absl::StatusOr<Volume> DecodeNifti(std::string_view bytes, const std::string& name,
                                    const NiftiLimits& limits) {
   std::string inflated;

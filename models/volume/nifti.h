@@ -23,6 +23,11 @@ struct NiftiLimits {
   int64_t max_voxels = 512LL * 512 * 512;  // per volume
 };
 
+// The grid of a .nii or .nii.gz image from its header alone (only the header is inflated),
+// checked against `limits`; errors as DecodeNifti's. For budgeting memory before decoding.
+absl::StatusOr<Geometry> PeekNiftiGeometry(std::string_view bytes, const std::string& name,
+                                           const NiftiLimits& limits = {});
+
 // Decodes a .nii or .nii.gz image held in `bytes` (gzip detected by its magic). `name` is used
 // in error messages only.
 absl::StatusOr<Volume> DecodeNifti(std::string_view bytes, const std::string& name,

@@ -202,7 +202,8 @@ void DescribeBank(const models::Bank& bank, const std::string& bundle_path,
   }
   response->add_policies("dynamic");
   response->add_policies("dynamic@<cost bias>");
-  response->add_policies("dynamic+m<skip margin>");
+  response->add_policies("dynamic+m<skip margin>[r<min run>]");
+  response->add_policies("dynamic+s<skip threshold>");
   for (int i = 0; i < bank.size(); ++i) {
     const v1::BankModel& m = bank.model_config(i);
     v1::BankModelInfo* info = response->add_models();

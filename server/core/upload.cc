@@ -1,9 +1,11 @@
 #include "server/core/upload.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "models/engine/preprocess.h"
 
 namespace danet::service {
 namespace {
@@ -69,7 +71,7 @@ std::string ClientText(std::string_view text, size_t max_chars) {
 }
 
 Upload::Upload(v1::Header header, const UploadLimits& limits)
-    : header_(std::move(header)), limits_(limits) {}
+    : header_(std::move(header)), limits_(limits), lease_(limits.memory) {}
 
 absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
                                                        const std::vector<std::string>& modalities,
@@ -170,6 +172,9 @@ absl::Status Upload::Add(const v1::Chunk& chunk) {
     return absl::InvalidArgumentError(absl::StrCat(FileLabel(header_, index), ": more than the ",
                                                    declared, " bytes declared in the header"));
   }
+  if (absl::Status s = lease_.Resize(bytes_received_, "buffering this upload"); !s.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat(FileLabel(header_, index), ": ", s.message()));
+  }
   bytes.append(chunk.data());
   if (chunk.last()) {
     if (declared > 0 && bytes.size() != declared) {
@@ -182,8 +187,44 @@ absl::Status Upload::Add(const v1::Chunk& chunk) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<int64_t> Upload::EstimateJobBytes() const {
+  int64_t voxels = 0;
+  int64_t slice_pixels = 0;
+  if (header_.input_kind() == v1::INPUT_KIND_DICOM) {
+    // Single-frame instances of 16-bit pixels: a file's size bounds its slice's pixels, and
+    // the upload holds four series of the grid (extra series only make this larger).
+    voxels = bytes_received_ / (2 * volume::kNumModalities);
+    for (const std::string& file : files_) {
+      slice_pixels = std::max<int64_t>(slice_pixels, static_cast<int64_t>(file.size()) / 2);
+    }
+  } else {
+    for (size_t i = 0; i < files_.size(); ++i) {
+      absl::StatusOr<volume::Geometry> g = volume::PeekNiftiGeometry(
+          files_[i], FileLabel(header_, static_cast<int>(i)), limits_.nifti);
+      if (!g.ok()) return g.status();
+      voxels = std::max(voxels, g->NumVoxels());
+      slice_pixels = std::max(slice_pixels, engine::PaddedSliceExtent(g->dims[0]) *
+                                                engine::PaddedSliceExtent(g->dims[1]));
+    }
+  }
+  return JobBytes(voxels, slice_pixels);
+}
+
 absl::StatusOr<volume::MultiModalVolume> Upload::Decode() {
-  if (header_.input_kind() == v1::INPUT_KIND_DICOM) return DecodeDicom();
+  absl::StatusOr<int64_t> need = EstimateJobBytes();
+  if (!need.ok()) return need.status();
+  if (absl::Status s =
+          lease_.Resize(bytes_received_ + *need, "decoding and segmenting this volume");
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<volume::MultiModalVolume> decoded =
+      header_.input_kind() == v1::INPUT_KIND_DICOM ? DecodeDicom() : DecodeNiftiFiles();
+  (void)lease_.Resize(*need, "");  // the raw bytes are gone; shrinking always succeeds
+  return decoded;
+}
+
+absl::StatusOr<volume::MultiModalVolume> Upload::DecodeNiftiFiles() {
   std::array<volume::Volume, volume::kNumModalities> volumes;
   std::array<std::string, volume::kNumModalities> names;
   for (size_t i = 0; i < files_.size(); ++i) {

@@ -21,6 +21,7 @@
 #include "models/dicom/dicom.h"
 #include "models/volume/brats.h"
 #include "models/volume/nifti.h"
+#include "server/core/memory_budget.h"
 
 namespace danet::service {
 
@@ -38,6 +39,9 @@ std::string ClientText(std::string_view text, size_t max_chars = 64);
 struct UploadLimits {
   int64_t max_upload_bytes = 1LL << 30;  // all files together, as sent (compressed)
   volume::NiftiLimits nifti;             // per decoded volume: dims per axis, voxels
+  // The server's memory budget (not owned; may be null: no budget). Buffered bytes are
+  // reserved as they arrive, the job's decoded volumes before decoding (EstimateJobBytes).
+  MemoryBudget* memory = nullptr;
 };
 
 class Upload {
@@ -58,9 +62,17 @@ class Upload {
   int64_t bytes_received() const { return bytes_received_; }
   const v1::Header& header() const { return header_; }
 
-  // Decodes the files (NIfTI, gzip or not; or DICOM instances grouped into series and assigned
-  // to modalities) and stacks them in volume::kModalities order; they must share one grid.
-  // Releases the raw bytes. Call once, when complete().
+  // Bytes the job will hold at its peak beyond the buffered files: the grid's voxels times
+  // kJobBytesPerVoxel. NIfTI: the grid from the largest file's header (read before any voxel is
+  // decoded; a bad header is InvalidArgument naming the file). DICOM: estimated from the upload
+  // size as 16-bit pixels of four series (the headers are read only by the decoder).
+  absl::StatusOr<int64_t> EstimateJobBytes() const;
+
+  // Reserves EstimateJobBytes in the memory budget (RESOURCE_EXHAUSTED, naming the need and the
+  // budget, when it does not fit: nothing is decoded), then decodes the files (NIfTI, gzip or
+  // not; or DICOM instances grouped into series and assigned to modalities) and stacks them in
+  // volume::kModalities order; they must share one grid. Releases the raw bytes; the
+  // reservation lasts as long as the Upload. Call once, when complete().
   absl::StatusOr<volume::MultiModalVolume> Decode();
 
   // For DICOM input, after Decode: the source series in kModalities order (for references).
@@ -70,6 +82,7 @@ class Upload {
   Upload(v1::Header header, const UploadLimits& limits);
   // NIfTI: one file per modality, none unknown or repeated; fills modality_of_file_.
   absl::Status MapModalities(const std::vector<std::string>& modalities);
+  absl::StatusOr<volume::MultiModalVolume> DecodeNiftiFiles();
   absl::StatusOr<volume::MultiModalVolume> DecodeDicom();
 
   v1::Header header_;
@@ -79,6 +92,7 @@ class Upload {
   std::vector<volume::DicomSeries> dicom_series_;
   int current_ = 0;  // file receiving chunks
   int64_t bytes_received_ = 0;
+  MemoryLease lease_;  // buffered bytes while uploading, then the job's estimate
 };
 
 }  // namespace danet::service

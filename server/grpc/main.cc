@@ -43,6 +43,7 @@
 #include "models/bank/device.h"
 #include "models/engine/router.h"
 #include "models/engine/summary.h"
+#include "server/core/memory_budget.h"
 #include "server/grpc/runtime.h"
 #include "server/grpc/security.h"
 #include "server/grpc/service.h"
@@ -67,6 +68,10 @@ ABSL_FLAG(double, upload_idle_seconds, 30,
 ABSL_FLAG(double, max_upload_seconds, 300,
           "An upload that takes longer than this in all ends with DEADLINE_EXCEEDED.");
 ABSL_FLAG(int64_t, max_upload_mb, 1024, "Largest upload (all files, as sent), MiB.");
+ABSL_FLAG(int64_t, memory_budget_mb, 1536,
+          "Memory for buffered uploads plus the volumes being decoded and segmented, MiB, all "
+          "requests together (the bank is outside it); a request that would pass it gets "
+          "RESOURCE_EXHAUSTED before it allocates. 0: no budget.");
 ABSL_FLAG(int64_t, max_dim, 1024, "Largest volume size along any axis, voxels.");
 ABSL_FLAG(int64_t, max_voxels, 512LL * 512 * 512, "Largest volume, voxels.");
 ABSL_FLAG(int, model_batch, 1,
@@ -217,7 +222,11 @@ int Run(const sigset_t& signals) {
     metrics_server = *std::move(started);
   }
 
+  // Outlives the service, whose uploads hold leases on it.
+  danet::service::MemoryBudget memory_budget(
+      std::max<int64_t>(0, absl::GetFlag(FLAGS_memory_budget_mb)) << 20);
   danet::service::ServiceOptions options;
+  options.limits.memory = &memory_budget;
   options.bundle_path = absl::GetFlag(FLAGS_bundle);
   options.workers = std::max(1, absl::GetFlag(FLAGS_workers));
   options.queue_size = std::max(0, absl::GetFlag(FLAGS_queue_size));

@@ -23,6 +23,7 @@ set_tests_properties(metrics_slow_clients PROPERTIES
 danet_gtest(server_core_test
   TORCH
   SOURCES ${_server}/core/upload_test.cc ${_server}/core/job_test.cc
+          ${_server}/core/memory_budget_test.cc
           ${_server}/core/work_queue_test.cc
   LIBS danet_server_core danet_engine danet_bank danet_bundle danet_volume ZLIB::ZLIB
   PROPERTIES TIMEOUT 300)

@@ -154,6 +154,15 @@ class Server:
         self.log.close()
 
 
+def vm_hwm_kib(pid):
+    """A process's peak resident set size (VmHWM), KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM for pid %d" % pid)
+
+
 def make_phantom(root, seed, dims):
     os.makedirs(root, exist_ok=True)
     run([PHANTOM, "--out", root, "--cases", "1", "--seed", str(seed), "--dims", dims],
@@ -369,6 +378,40 @@ class ServiceE2E(unittest.TestCase):
 
         self.assertIsNone(self.server.proc.poll(), tail(self.server.log_path))
         report = self.assert_segments(self.case2, os.path.join(base, "after"))
+        self.assertEqual(sum(report["routes"].values()), 32)
+
+    def test_memory_budget_refuses_a_huge_volume_before_decoding(self):
+        # 512 x 512 x 400 int16 per modality: a 3.6 MB upload (mostly zeros) that decodes to
+        # 4 x 400 MiB of float32 and, with the engine's working set, about 6 GiB; the server's
+        # default --memory_budget_mb is 1536. Refused from the header's dims, before
+        # any voxel is decoded: the server's peak RSS barely moves.
+        case = os.path.join(self.dir, "huge", "huge_case")
+        os.makedirs(case, exist_ok=True)
+        header = nib.Nifti1Header()
+        header.set_data_dtype(np.int16)
+        header.set_data_shape((512, 512, 400))
+        header["vox_offset"] = 352
+        header.set_qform(np.diag([0.45, 0.45, 1.0, 1.0]), code=1)
+        first = os.path.join(case, "huge_case_flair.nii.gz")
+        with gzip.open(first, "wb", compresslevel=1) as f:
+            f.write(header.binaryblock + b"\0" * 4)
+            block = np.zeros((512, 512), np.int16)
+            block[200:300, 200:300] = 100
+            for _ in range(400):
+                f.write(block.tobytes())
+        for m in MODALITIES[1:]:
+            shutil.copyfile(first, os.path.join(case, "huge_case_%s.nii.gz" % m))
+        peak_before = vm_hwm_kib(self.server.proc.pid)
+        r = self.segment(case)
+        peak_after = vm_hwm_kib(self.server.proc.pid)
+        self.assertEqual(r.returncode, 3, r.stderr)  # RESOURCE_EXHAUSTED
+        self.assertIn("memory budget of 1536 MiB", r.stderr)
+        self.assertRegex(r.stderr, r"needs 6\d\d\d MiB")
+        print("\n  512x512x400 refused; server peak RSS %.0f MiB before, %.0f MiB after"
+              % (peak_before / 1024, peak_after / 1024))
+        self.assertLess(peak_after - peak_before, 64 * 1024, "refused before decoding")
+        # The server carries on, and a normal case is served inside the budget.
+        report = self.assert_segments(self.case2, os.path.join(self.dir, "huge", "after"))
         self.assertEqual(sum(report["routes"].values()), 32)
 
     def test_cli_unreachable_server_is_exit_3(self):
