@@ -17,6 +17,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_upload_bytes = 1 << 20;
   limits.nifti.max_dim = 256;
   limits.nifti.max_voxels = 1 << 20;
+  // A budget below what the limits allow, so that both of its refusals are reached; every
+  // reservation must be back when the upload is gone.
+  static danet::service::MemoryBudget budget(16 << 20);
+  limits.memory = &budget;
   std::unique_ptr<danet::service::Upload> upload;
   size_t at = 0;
   while (at + 2 <= size) {
@@ -41,5 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     }
   }
+  upload.reset();
+  if (budget.in_use() != 0) __builtin_trap();  // a leaked reservation
   return 0;
 }
