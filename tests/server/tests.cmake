@@ -75,3 +75,13 @@ set_tests_properties(tls_auth_e2e PROPERTIES
   TIMEOUT 600
   RUN_SERIAL TRUE
   ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PACS_BRIDGE=$<TARGET_FILE:danet-pacs-bridge>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto;DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/tls_auth_e2e")
+
+# At least 40 distinct bad inputs (NIfTI, DICOM, protocol) against the real server from a Python
+# client, each with its code and a message fragment, health SERVING after each (issue 12).
+add_test(NAME bad_inputs
+  COMMAND ${DANET_PYTHON} -m unittest -v test_bad_inputs
+  WORKING_DIRECTORY ${_server}/grpc)
+set_tests_properties(bad_inputs PROPERTIES
+  TIMEOUT 600
+  RUN_SERIAL TRUE
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto;DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/bad_inputs")
