@@ -56,6 +56,9 @@ ABSL_FLAG(int, decision_steps, 300, "Stage 2 steps.");
 ABSL_FLAG(int, decision_batch, 16, "Stage 2 batch size (full slices).");
 ABSL_FLAG(double, decision_lr, 1e-3, "Stage 2 Adam learning rate.");
 ABSL_FLAG(double, skip_weight, 0.3, "Stage 2 cross-entropy weight of the skip route.");
+ABSL_FLAG(double, small_lesion_exponent, 0,
+          "Stage 2 draws tumour slices with chance (tumour voxels)^-X: 0 uniform, 0.5 favours "
+          "small lesions.");
 ABSL_FLAG(std::optional<bool>, decision_max_pool, std::nullopt,
           "Decision network pools its head by average and maximum (DecisionArch.global_max_pool; "
           "default: the bank's). Only for a fresh stage 2 (new run or --redo_decision).");
@@ -186,6 +189,7 @@ int Main(const std::string& command_line) {
   options.decision_lr = absl::GetFlag(FLAGS_decision_lr);
   options.skip_weight = absl::GetFlag(FLAGS_skip_weight);
   options.decision_max_pool = absl::GetFlag(FLAGS_decision_max_pool);
+  options.small_lesion_exponent = absl::GetFlag(FLAGS_small_lesion_exponent);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
   options.redo_decision = absl::GetFlag(FLAGS_redo_decision);

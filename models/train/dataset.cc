@@ -113,9 +113,17 @@ Batch SampleDecisionBatch(const std::vector<TrainCase>& cases,
                           const AugmentOptions& augment, std::mt19937_64& rng) {
   std::vector<torch::Tensor> images;
   std::vector<int64_t> routes;
+  auto weights_of = [](const std::vector<LabelledSlice>& pool) {
+    std::vector<double> w;
+    for (const LabelledSlice& s : pool) w.push_back(s.weight);
+    return std::discrete_distribution<size_t>(w.begin(), w.end());
+  };
+  auto draw_tumour = weights_of(tumour);
+  auto draw_other = weights_of(other);
   for (int i = 0; i < batch; ++i) {
-    const auto& pool = (i % 2 == 0 && !tumour.empty()) || other.empty() ? tumour : other;
-    const LabelledSlice& s = pool[std::uniform_int_distribution<size_t>(0, pool.size() - 1)(rng)];
+    const bool from_tumour = (i % 2 == 0 && !tumour.empty()) || other.empty();
+    const auto& pool = from_tumour ? tumour : other;
+    const LabelledSlice& s = pool[from_tumour ? draw_tumour(rng) : draw_other(rng)];
     images.push_back(
         Augment(cases[s.case_index].slices[s.slice], torch::Tensor(), augment, rng).first);
     routes.push_back(s.route);

@@ -56,10 +56,11 @@ struct LabelledSlice {
   int case_index = 0;
   int slice = 0;
   int route = 0;
+  double weight = 1;  // relative chance of being drawn from its pool
 };
 
-// Full slices for the decision network: half from tumour slices, half from the rest,
-// augmented by `augment`; targets are the slices' routes.
+// Full slices for the decision network: half from tumour slices, half from the rest (each
+// pool drawn by the slices' weights), augmented by `augment`; targets are the slices' routes.
 Batch SampleDecisionBatch(const std::vector<TrainCase>& cases,
                           const std::vector<LabelledSlice>& tumour,
                           const std::vector<LabelledSlice>& other, int batch,

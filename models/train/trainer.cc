@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <random>
@@ -317,6 +319,15 @@ absl::Status Trainer::LoadDecisionLabels() {
     for (int i = 0; tumour && i < bank_->size(); ++i) scores.push_back(std::stod(f[4 + i]));
     LabelledSlice s{std::stoi(f[1]), std::stoi(f[2]),
                     DecisionLabel(tumour, scores, gmacs, options_.alpha)};
+    if (tumour && options_.small_lesion_exponent != 0 && s.case_index >= 0 &&
+        s.case_index < static_cast<int>(train_.size())) {
+      const TrainCase& c = train_[s.case_index];
+      const int64_t voxels = c.image.geometry.SliceVoxels();
+      const uint8_t* labels = c.labels.data() + static_cast<int64_t>(s.slice) * voxels;
+      const int64_t area = std::count_if(labels, labels + voxels, [](uint8_t v) { return v > 0; });
+      s.weight = std::pow(static_cast<double>(std::max<int64_t>(area, 1)),
+                          -options_.small_lesion_exponent);
+    }
     ++histogram[s.route];
     (tumour ? tumour_slices_ : other_slices_).push_back(s);
   }

@@ -70,6 +70,10 @@ struct TrainOptions {
   // the bank's). It changes the network's shape, so it applies only when stage 2 starts from a
   // fresh network (a new run, or --redo_decision).
   std::optional<bool> decision_max_pool;
+  // Stage 2 draws a tumour slice with chance proportional to (its tumour voxels)^-exponent:
+  // 0 draws them uniformly; 0.5 draws a 25-voxel slice 10 times as often as a 2500-voxel one,
+  // for a decision network that must not skip small lesions.
+  double small_lesion_exponent = 0;
   // Bookkeeping.
   uint64_t seed = 1;
   int log_every = 10;

@@ -48,6 +48,7 @@ danet_gtest(metrics_test
 danet_gtest(train_test
   TORCH
   SOURCES ${_models}/train/objectives_test.cc ${_models}/train/augment_test.cc
+          ${_models}/train/dataset_test.cc
   LIBS danet_train)
 
 # Our NIfTI code against nibabel, a second independent reader and writer.
