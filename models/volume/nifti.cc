@@ -279,36 +279,41 @@ absl::StatusOr<std::string> MaybeGzip(std::string raw, bool gzip) {
   return Gzip(raw);
 }
 
+// Inflates `bytes` when gzip (all of it, within the limits' bound; or only the header when
+// `header_only`), parses the header and checks its dims. `bytes` is left pointing at the
+// (inflated) data, which `inflated` holds.
+absl::StatusOr<Header> OpenNifti(std::string_view* bytes, const std::string& name,
+                                 const NiftiLimits& limits, bool header_only,
+                                 std::string* inflated) {
+  if (IsGzip(*bytes)) {
+    const int64_t max_bytes = limits.max_voxels * 8 + 64 * 1024 * 1024;  // data + extensions
+    absl::StatusOr<std::string> raw =
+        header_only ? GunzipPrefix(*bytes, kNifti2HeaderSize) : Gunzip(*bytes, max_bytes);
+    if (!raw.ok()) return Bad(name, std::string(raw.status().message()));
+    *inflated = *std::move(raw);
+    *bytes = *inflated;
+  }
+  absl::StatusOr<Header> header = ParseHeader(*bytes, name);
+  if (!header.ok()) return header.status();
+  if (absl::Status s = CheckDims(*header, name, limits); !s.ok()) return s;
+  return header;
+}
+
 }  // namespace
 
 absl::StatusOr<Geometry> PeekNiftiGeometry(std::string_view bytes, const std::string& name,
                                            const NiftiLimits& limits) {
   std::string inflated;
-  if (IsGzip(bytes)) {
-    absl::StatusOr<std::string> head = GunzipPrefix(bytes, kNifti2HeaderSize);
-    if (!head.ok()) return Bad(name, std::string(head.status().message()));
-    inflated = *std::move(head);
-    bytes = inflated;
-  }
-  absl::StatusOr<Header> header = ParseHeader(bytes, name);
+  absl::StatusOr<Header> header = OpenNifti(&bytes, name, limits, /*header_only=*/true, &inflated);
   if (!header.ok()) return header.status();
-  if (absl::Status s = CheckDims(*header, name, limits); !s.ok()) return s;
   return ToGeometry(*header);
 }
 
 absl::StatusOr<Volume> DecodeNifti(std::string_view bytes, const std::string& name,
                                    const NiftiLimits& limits) {
   std::string inflated;
-  if (IsGzip(bytes)) {
-    const int64_t max_bytes = limits.max_voxels * 8 + 64 * 1024 * 1024;  // data + extensions
-    absl::StatusOr<std::string> raw = Gunzip(bytes, max_bytes);
-    if (!raw.ok()) return Bad(name, std::string(raw.status().message()));
-    inflated = *std::move(raw);
-    bytes = inflated;
-  }
-  absl::StatusOr<Header> header = ParseHeader(bytes, name);
+  absl::StatusOr<Header> header = OpenNifti(&bytes, name, limits, /*header_only=*/false, &inflated);
   if (!header.ok()) return header.status();
-  if (absl::Status s = CheckDims(*header, name, limits); !s.ok()) return s;
   const int size = BytesPerVoxel(header->datatype);
   if (size == 0) {
     return Bad(name, absl::StrCat("unsupported datatype ", header->datatype,

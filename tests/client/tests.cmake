@@ -13,12 +13,5 @@ target_compile_definitions(preview_test PRIVATE
 # client/pacs: danet-pacs-bridge out-of-process between a real Orthanc (the PACS, on loopback)
 # and danet-server: a study pushed from Orthanc comes back as a DICOM SEG in the same study
 # (dciodvfy, pydicom), the server down at first (retried, then delivered), a bad study kept under
-# failed/, SIGTERM. Prints a LATENCY line (bridge vs. the danet CLI). RUN_SERIAL like
-# service_e2e: it shares 2 cores badly.
-add_test(NAME pacs_bridge_e2e
-  COMMAND ${DANET_PYTHON} -m unittest -v test_pacs_bridge
-  WORKING_DIRECTORY ${_client}/pacs)
-set_tests_properties(pacs_bridge_e2e PROPERTIES
-  TIMEOUT 600
-  RUN_SERIAL TRUE
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_PACS_BRIDGE=$<TARGET_FILE:danet-pacs-bridge>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/pacs_bridge")
+# failed/, SIGTERM. Prints a LATENCY line (bridge vs. the danet CLI).
+danet_python_e2e(pacs_bridge_e2e test_pacs_bridge ${_client}/pacs 600)

@@ -2,6 +2,17 @@
 # and out-of-process.
 set(_server ${CMAKE_CURRENT_SOURCE_DIR}/server)
 
+# A Python unittest module run out of process against the built programs (paths in the
+# environment, its own DANET_TMP), alone: RUN_SERIAL because it times nothing but shares the
+# 2 cores badly.
+function(danet_python_e2e name module dir timeout)
+  add_test(NAME ${name} COMMAND ${DANET_PYTHON} -m unittest -v ${module} WORKING_DIRECTORY ${dir})
+  set_tests_properties(${name} PROPERTIES
+    TIMEOUT ${timeout}
+    RUN_SERIAL TRUE
+    ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PACS_BRIDGE=$<TARGET_FILE:danet-pacs-bridge>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto;DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/${name}")
+endfunction()
+
 # server/metrics: the registry (prometheus-cpp), its text format (also checked by promtool when
 # installed), the /metrics HTTP endpoint over loopback, and slow or idle HTTP clients.
 danet_gtest(metrics_registry_test
@@ -10,13 +21,7 @@ danet_gtest(metrics_registry_test
 
 # The same slow and idle clients against the real programs: danet-server (LibTorch and OpenBLAS
 # loaded; SIGTERM exits within --drain_seconds + 5 s) and danet-pacs-bridge.
-add_test(NAME metrics_slow_clients
-  COMMAND ${DANET_PYTHON} -m unittest -v test_slow_clients
-  WORKING_DIRECTORY ${_server}/metrics)
-set_tests_properties(metrics_slow_clients PROPERTIES
-  TIMEOUT 300
-  RUN_SERIAL TRUE
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_PACS_BRIDGE=$<TARGET_FILE:danet-pacs-bridge>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/metrics_slow_clients")
+danet_python_e2e(metrics_slow_clients test_slow_clients ${_server}/metrics 300)
 
 # server/core without gRPC: an upload fed chunk by chunk, a job's messages collected from its
 # emit callback, the work queue and the watchdog on their own threads.
@@ -43,45 +48,19 @@ danet_gtest(security_test
 
 # Out-of-process, with the real peers: danet-server on the shipped bundle, the danet CLI, a
 # Python grpcio client (stubs generated at test time), promtool and a Prometheus server,
-# SIGTERM draining. RUN_SERIAL: it times nothing, but shares 2 cores badly.
-add_test(NAME service_e2e
-  COMMAND ${DANET_PYTHON} -m unittest -v test_service_e2e
-  WORKING_DIRECTORY ${_server}/grpc)
-set_tests_properties(service_e2e PROPERTIES
-  TIMEOUT 900
-  RUN_SERIAL TRUE
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto;DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/service_e2e")
+# SIGTERM draining.
+danet_python_e2e(service_e2e test_service_e2e ${_server}/grpc 900)
 
 # DICOM input out-of-process: the phantom's DICOM study against dcm2niix, dciodvfy and pydicom,
 # then through danet-server and the danet CLI (same labels as NIfTI, lossless RLE / JPEG-LS /
-# JPEG recompression, --series mappings, bad studies as INVALID_ARGUMENT). RUN_SERIAL like
-# service_e2e: it shares 2 cores badly.
-add_test(NAME dicom_e2e
-  COMMAND ${DANET_PYTHON} -m unittest -v test_dicom_e2e
-  WORKING_DIRECTORY ${_server}/grpc)
-set_tests_properties(dicom_e2e PROPERTIES
-  TIMEOUT 600
-  RUN_SERIAL TRUE
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/dicom_e2e")
+# JPEG recompression, --series mappings, bad studies as INVALID_ARGUMENT).
+danet_python_e2e(dicom_e2e test_dicom_e2e ${_server}/grpc 600)
 
 # TLS, mutual TLS and bearer tokens out of process: certificates made by openssl at test time,
 # danet-server reached by the danet CLI, a Python grpcio client and danet-pacs-bridge (its SEG
 # stored to DCMTK's storescp), health and reflection without tokens, bad flags refused at start.
-# RUN_SERIAL like service_e2e: it shares 2 cores badly.
-add_test(NAME tls_auth_e2e
-  COMMAND ${DANET_PYTHON} -m unittest -v test_tls_auth
-  WORKING_DIRECTORY ${_server}/grpc)
-set_tests_properties(tls_auth_e2e PROPERTIES
-  TIMEOUT 600
-  RUN_SERIAL TRUE
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PACS_BRIDGE=$<TARGET_FILE:danet-pacs-bridge>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto;DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/tls_auth_e2e")
+danet_python_e2e(tls_auth_e2e test_tls_auth ${_server}/grpc 600)
 
 # At least 40 distinct bad inputs (NIfTI, DICOM, protocol) against the real server from a Python
 # client, each with its code and a message fragment, health SERVING after each (issue 12).
-add_test(NAME bad_inputs
-  COMMAND ${DANET_PYTHON} -m unittest -v test_bad_inputs
-  WORKING_DIRECTORY ${_server}/grpc)
-set_tests_properties(bad_inputs PROPERTIES
-  TIMEOUT 600
-  RUN_SERIAL TRUE
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto;DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/bad_inputs")
+danet_python_e2e(bad_inputs test_bad_inputs ${_server}/grpc 600)
