@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/cli/report.h"
 
 namespace danet::client {
 namespace {
@@ -58,15 +59,7 @@ absl::StatusOr<nlohmann::json> RunPolicy(v1::Segmentation::Stub* stub, const Ben
     gmacs += r.summary.gmacs();
     const v1::Timing& t = r.summary.seconds();
     overhead += (r.wall_seconds - t.decide() - t.segment() - t.queued()) / r.wall_seconds;
-    for (auto [k, v] : {std::pair{"receive", t.receive()},
-                        {"decode", t.decode()},
-                        {"preprocess", t.preprocess()},
-                        {"decide", t.decide()},
-                        {"segment", t.segment()},
-                        {"encode", t.encode()},
-                        {"queued", t.queued()},
-                        {"total", t.total()},
-                        {"client_wall", r.wall_seconds}}) {
+    for (const auto& [k, v] : TimingSeconds(t, r.wall_seconds)) {
       seconds[k] = seconds.value(k, 0.0) + v / o.count;
     }
   }

@@ -28,7 +28,10 @@ nlohmann::json ReportJson(const CaseResult& r) {
     }
     slices.push_back(j);
   }
-  const v1::Timing& t = s.seconds();
+  nlohmann::json seconds = nlohmann::json::object();
+  for (const auto& [stage, value] : TimingSeconds(s.seconds(), r.wall_seconds)) {
+    seconds[stage] = value;
+  }
   return {
       {"request_id", s.request_id()},
       {"policy", r.accepted.policy()},
@@ -38,21 +41,18 @@ nlohmann::json ReportJson(const CaseResult& r) {
       {"gmacs", s.gmacs()},
       {"gmacs_all_m4", s.gmacs_all_largest()},
       {"largest_model", s.largest_model()},
-      {"seconds",
-       {{"receive", t.receive()},
-        {"decode", t.decode()},
-        {"preprocess", t.preprocess()},
-        {"decide", t.decide()},
-        {"segment", t.segment()},
-        {"encode", t.encode()},
-        {"queued", t.queued()},
-        {"total", t.total()},
-        {"client_wall", r.wall_seconds}}},
+      {"seconds", seconds},
       {"volumes_ml",
        {{"wt", s.volumes_ml().wt()}, {"tc", s.volumes_ml().tc()}, {"et", s.volumes_ml().et()}}},
       {"slices", slices},
       {"notes", std::vector<std::string>(s.notes().begin(), s.notes().end())},
   };
+}
+
+std::vector<std::pair<std::string, double>> TimingSeconds(const v1::Timing& t, double client_wall) {
+  return {{"receive", t.receive()}, {"decode", t.decode()},   {"preprocess", t.preprocess()},
+          {"decide", t.decide()},   {"segment", t.segment()}, {"encode", t.encode()},
+          {"queued", t.queued()},   {"total", t.total()},     {"client_wall", client_wall}};
 }
 
 void PrintSummary(const CaseResult& r, std::ostream& out) {

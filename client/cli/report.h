@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "client/cli/call.h"
@@ -13,6 +15,12 @@
 namespace danet::client {
 
 nlohmann::json ReportJson(const CaseResult& result);
+
+// The server's time split by stage (receive, decode, preprocess, decide, segment, encode,
+// queued, total) and the client's wall time ("client_wall"), in that order: the report's
+// "seconds" and the means `danet bench` reports.
+std::vector<std::pair<std::string, double>> TimingSeconds(const v1::Timing& timing,
+                                                          double client_wall);
 
 // Routes with counts and share, GMACs and saving against the largest model, the time split,
 // tumour volumes.
