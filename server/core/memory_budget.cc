@@ -52,11 +52,9 @@ MemoryLease::~MemoryLease() {
 }
 
 absl::Status MemoryLease::Resize(int64_t bytes, std::string_view what) {
-  if (budget_ == nullptr || bytes == held_) {
-    if (budget_ == nullptr) held_ = bytes;
-    return absl::OkStatus();
+  if (budget_ != nullptr && bytes != held_) {
+    if (absl::Status s = budget_->Change(held_, bytes - held_, what); !s.ok()) return s;
   }
-  if (absl::Status s = budget_->Change(held_, bytes - held_, what); !s.ok()) return s;
   held_ = bytes;
   return absl::OkStatus();
 }

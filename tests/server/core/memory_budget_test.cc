@@ -1,6 +1,6 @@
 // The server-wide memory budget: leases grow, shrink and release; refusals say what was needed,
-// the budget, and whether waiting can help; an upload reserves its buffered bytes as they
-// arrive and its decoded volume from the NIfTI header before decoding.
+// the budget, and whether waiting can help; the NIfTI header alone gives the grid. (Uploads
+// holding leases are tested in upload_test.cc.)
 #include "server/core/memory_budget.h"
 
 #include <gmock/gmock.h>
@@ -12,7 +12,6 @@
 
 #include "models/volume/gzip.h"
 #include "models/volume/nifti.h"
-#include "server/core/upload.h"
 
 namespace danet::service {
 namespace {
@@ -69,87 +68,6 @@ TEST(MemoryBudgetTest, NoBudgetCountsButNeverRefuses) {
   MemoryLease detached;
   EXPECT_TRUE(detached.Resize(123, "x").ok());
   EXPECT_EQ(detached.held(), 123);
-}
-
-// A gzip NIfTI case of dims x 16 x 2 per modality, and a header that lists its four files.
-std::vector<std::string> Case(int64_t x) {
-  std::vector<std::string> files;
-  for (int m = 0; m < 4; ++m) {
-    volume::Volume v;
-    v.geometry = volume::MakeGeometry({x, 16, 2}, {1, 1, 1}, {0, 0, 0});
-    v.voxels.assign(v.geometry.NumVoxels(), 1.0f + m);
-    files.push_back(*volume::EncodeNiftiImage(v, volume::ImageStorage::kFloat32, true));
-  }
-  return files;
-}
-
-v1::Header CaseHeader(const std::vector<std::string>& files) {
-  v1::Header h;
-  h.set_input_kind(v1::INPUT_KIND_NIFTI);
-  const char* modalities[] = {"flair", "t1ce", "t1", "t2"};
-  for (size_t i = 0; i < files.size(); ++i) {
-    v1::InputFile* f = h.add_files();
-    f->set_name(std::string("case_") + modalities[i] + ".nii.gz");
-    f->set_modality(modalities[i]);
-    f->set_size(files[i].size());
-  }
-  return h;
-}
-
-absl::Status Send(Upload* upload, const std::vector<std::string>& files) {
-  for (size_t i = 0; i < files.size(); ++i) {
-    v1::Chunk c;
-    c.set_file_index(static_cast<uint32_t>(i));
-    c.set_data(files[i]);
-    c.set_last(true);
-    if (absl::Status s = upload->Add(c); !s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
-const std::vector<std::string> kBrats = {"flair", "t1ce", "t1", "t2"};
-
-TEST(MemoryBudgetTest, UploadsReserveTheirBytesAndTheDecodedVolumeFromTheHeader) {
-  const std::vector<std::string> files = Case(1024);  // 1024 x 16 x 2 = 32768 voxels
-  int64_t sent = 0;
-  for (const std::string& f : files) sent += static_cast<int64_t>(f.size());
-  const int64_t job = JobBytes(32768, 1024 * 16);
-  MemoryBudget budget(sent + job);
-  UploadLimits limits;
-  limits.memory = &budget;
-  {
-    auto upload = *Upload::Create(CaseHeader(files), kBrats, limits);
-    ASSERT_TRUE(Send(upload.get(), files).ok());
-    EXPECT_EQ(budget.in_use(), sent);
-    EXPECT_EQ(*upload->EstimateJobBytes(), job);
-    ASSERT_TRUE(upload->Decode().ok());
-    EXPECT_EQ(budget.in_use(), job) << "the raw bytes are released after decoding";
-  }
-  EXPECT_EQ(budget.in_use(), 0);
-
-  // One byte less: the same case is refused before decoding, and nothing stays reserved.
-  MemoryBudget tight(sent + job - 1);
-  limits.memory = &tight;
-  auto upload = *Upload::Create(CaseHeader(files), kBrats, limits);
-  ASSERT_TRUE(Send(upload.get(), files).ok());
-  const absl::Status s = upload->Decode().status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
-  EXPECT_THAT(s.message(), HasSubstr("decoding and segmenting this volume needs"));
-  EXPECT_EQ(tight.in_use(), sent);
-  upload.reset();
-  EXPECT_EQ(tight.in_use(), 0);
-}
-
-TEST(MemoryBudgetTest, BufferingPastTheBudgetIsRefusedNamingTheFile) {
-  const std::vector<std::string> files = Case(1024);
-  MemoryBudget budget(static_cast<int64_t>(files[0].size() + files[1].size() / 2));
-  UploadLimits limits;
-  limits.memory = &budget;
-  auto upload = *Upload::Create(CaseHeader(files), kBrats, limits);
-  const absl::Status s = Send(upload.get(), files);
-  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
-  EXPECT_THAT(s.message(), HasSubstr("files[1] 'case_t1ce.nii.gz': buffering this upload needs"));
-  EXPECT_EQ(budget.in_use(), static_cast<int64_t>(files[0].size()));
 }
 
 TEST(MemoryBudgetTest, HeaderPeekReadsOnlyTheHeader) {

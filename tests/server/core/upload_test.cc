@@ -232,5 +232,52 @@ TEST(UploadTest, VolumeLimitsApplyWhenDecoding) {
   EXPECT_THAT(s.message(), HasSubstr("case_flair.nii.gz"));
 }
 
+TEST(UploadTest, ReservesItsBytesAndTheDecodedVolumeFromTheHeaderInTheMemoryBudget) {
+  // 1024 x 16 x 2 = 32768 voxels per modality, each file sent as one chunk.
+  const std::vector<std::string> files = {NiftiBytes(1, 1024), NiftiBytes(2, 1024),
+                                          NiftiBytes(3, 1024), NiftiBytes(4, 1024)};
+  const size_t whole = 1 << 20;
+  int64_t sent = 0;
+  for (const std::string& f : files) sent += static_cast<int64_t>(f.size());
+  const int64_t job = JobBytes(32768, 1024 * 16);
+  MemoryBudget budget(sent + job);
+  UploadLimits limits;
+  limits.memory = &budget;
+  {
+    auto upload = *Upload::Create(NiftiHeader(kBrats, files), kBrats, limits);
+    ASSERT_TRUE(SendAll(upload.get(), files, whole).ok());
+    EXPECT_EQ(budget.in_use(), sent);
+    EXPECT_EQ(*upload->EstimateJobBytes(), job);
+    ASSERT_TRUE(upload->Decode().ok());
+    EXPECT_EQ(budget.in_use(), job) << "the raw bytes are released after decoding";
+  }
+  EXPECT_EQ(budget.in_use(), 0);
+
+  // One byte less: the same case is refused before decoding, and nothing stays reserved.
+  MemoryBudget tight(sent + job - 1);
+  limits.memory = &tight;
+  auto upload = *Upload::Create(NiftiHeader(kBrats, files), kBrats, limits);
+  ASSERT_TRUE(SendAll(upload.get(), files, whole).ok());
+  const absl::Status s = upload->Decode().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_THAT(s.message(), HasSubstr("decoding and segmenting this volume needs"));
+  EXPECT_EQ(tight.in_use(), sent);
+  upload.reset();
+  EXPECT_EQ(tight.in_use(), 0);
+}
+
+TEST(UploadTest, BufferingPastTheMemoryBudgetIsRefusedNamingTheFile) {
+  const std::vector<std::string> files = {NiftiBytes(1, 1024), NiftiBytes(2, 1024),
+                                          NiftiBytes(3, 1024), NiftiBytes(4, 1024)};
+  MemoryBudget budget(static_cast<int64_t>(files[0].size() + files[1].size() / 2));
+  UploadLimits limits;
+  limits.memory = &budget;
+  auto upload = *Upload::Create(NiftiHeader(kBrats, files), kBrats, limits);
+  const absl::Status s = SendAll(upload.get(), files, 1 << 20);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_THAT(s.message(), HasSubstr("files[1] 'case_t1ce.nii.gz': buffering this upload needs"));
+  EXPECT_EQ(budget.in_use(), static_cast<int64_t>(files[0].size()));
+}
+
 }  // namespace
 }  // namespace danet::service
