@@ -356,10 +356,10 @@ absl::StatusOr<MultiModalVolume> StackDicomSeries(const std::vector<DicomSeries>
     const DicomSeries& s = series[assigned[m]];
     names[m] = absl::StrCat("series ", s.series_uid, " (", kModalities[m], ")");
     if (s.frame_of_reference_uid != frame) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(names[m],
-                       ": another frame of reference than the flair series; registration and "
-                       "resampling are out of scope"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          names[m],
+          ": another frame of reference than the flair series: its positions cannot be "
+          "related to the flair's (registration is out of scope)"));
     }
     volumes[m] = s.volume;
   }

@@ -64,6 +64,7 @@ int Run() {
   absl::StatusOr<danet::volume::BratsCase> c =
       danet::volume::LoadBratsCase(absl::GetFlag(FLAGS_case_dir));
   if (!c.ok()) return Fail(c.status());
+  for (const std::string& note : c->image.notes) std::cerr << "note: " << note << "\n";
   const double read_seconds = Seconds(read_start);
   const auto pre_start = Clock::now();
   absl::StatusOr<danet::volume::MultiModalVolume> input =

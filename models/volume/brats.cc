@@ -2,6 +2,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "models/volume/resample.h"
 
 namespace danet::volume {
 namespace {
@@ -43,18 +45,27 @@ absl::StatusOr<MultiModalVolume> StackModalities(
   out.geometry = volumes[0].geometry;
   for (int i = 0; i < kNumModalities; ++i) {
     const Geometry& g = volumes[i].geometry;
-    if (g.dims != out.geometry.dims) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          names[i], " (", kModalities[i], ") is ", g.Describe(), " but ", names[0], " is ",
-          out.geometry.Describe(), ": the four modalities must share one grid"));
-    }
-    if (!g.SameGrid(out.geometry)) {
-      return absl::InvalidArgumentError(absl::StrCat(names[i], " (", kModalities[i],
-                                                     ") has a different voxel-to-world "
-                                                     "transform than ",
-                                                     names[0],
-                                                     ": the four modalities must be co-registered "
-                                                     "on one grid (resampling is out of scope)"));
+    if (i > 0 && !g.SameGrid(out.geometry)) {
+      if (!HasWorldTransform(g) || !HasWorldTransform(out.geometry)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            names[i], " (", kModalities[i], ") is ", g.Describe(), " but ", names[0], " is ",
+            out.geometry.Describe(),
+            ", and without a qform or sform in both files the grids cannot be related: the four "
+            "modalities must share one grid or carry their positions"));
+      }
+      double coverage = 0;
+      Volume resampled = ResampleTrilinear(volumes[i], out.geometry, &coverage);
+      if (coverage < kMinResampleCoverage) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s (%s) covers %.0f%% of the %s grid of %s (at least %.0f%% needed): the series "
+            "do not show the same region, or their positions are not in one frame of reference",
+            names[i], kModalities[i], 100 * coverage, kModalities[0], names[0],
+            100 * kMinResampleCoverage));
+      }
+      out.notes.push_back(absl::StrFormat("%s resampled (trilinear) from %s onto the %s grid %s",
+                                          kModalities[i], g.Describe(), kModalities[0],
+                                          out.geometry.Describe()));
+      volumes[i] = std::move(resampled);
     }
     out.channels[i] = std::move(volumes[i].voxels);
   }

@@ -32,6 +32,9 @@ int ModalityIndex(const std::string& name);
 struct MultiModalVolume {
   Geometry geometry;
   std::array<std::vector<float>, kNumModalities> channels;
+  // What was done to bring the channels onto one grid (no patient data), e.g. "t1ce resampled
+  // (trilinear) from ... onto the flair grid ...": returned to the client in the Summary.
+  std::vector<std::string> notes;
 };
 
 // BraTS labels {0, 1, 2, 4} <-> network classes {0, 1, 2, 3}.
@@ -41,9 +44,12 @@ inline uint8_t ClassToLabel(uint8_t cls) { return cls == 3 ? 4 : cls; }
 // InvalidArgument naming `name` and the first label outside {0, 1, 2, 4}.
 absl::Status CheckBratsLabels(const LabelVolume& labels, const std::string& name);
 
-// Stacks four volumes given in kModalities order. They must share one grid (dims and
-// voxel-to-world within 1e-3 mm); otherwise the error names the file that differs from the
-// first one (`names` are the files' display names).
+// Stacks four volumes given in kModalities order on the grid of the first (the flair; see
+// docs/dicom.md for why). A volume on another grid (dims, or voxel-to-world beyond 1e-3 mm) is
+// resampled onto it in world coordinates (trilinear, ResampleTrilinear) and a note says so.
+// InvalidArgument, naming the file (`names` are the files' display names), when a grid cannot
+// be related (no qform or sform) or covers under kMinResampleCoverage of the flair grid.
+inline constexpr double kMinResampleCoverage = 0.5;
 absl::StatusOr<MultiModalVolume> StackModalities(
     std::array<Volume, kNumModalities> volumes,
     const std::array<std::string, kNumModalities>& names);

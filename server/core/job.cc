@@ -111,6 +111,7 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   absl::StatusOr<volume::MultiModalVolume> image = upload->Decode();
   if (!image.ok()) return image.status();
   timing.set_decode(Since(start));
+  const std::vector<std::string> input_notes = image->notes;  // e.g. resampled modalities
   if (context.cancelled && context.cancelled()) return absl::CancelledError("request cancelled");
 
   start = Clock::now();
@@ -171,6 +172,7 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   v1::Summary* sum = summary.mutable_summary();
   sum->set_request_id(header.request_id());
   FillSummary(engine::SummarizeCase(bank, *result, g), sum);
+  for (const std::string& note : input_notes) sum->add_notes(note);
 
   start = Clock::now();
   // Outputs are encoded before the summary is sent so that its timing is complete; they are

@@ -257,6 +257,9 @@ absl::StatusOr<volume::MultiModalVolume> Upload::DecodeDicom() {
   absl::StatusOr<volume::MultiModalVolume> stacked = volume::StackDicomSeries(*series, *assigned);
   if (!stacked.ok()) return stacked.status();
   for (int m : *assigned) {
+    // The SEG lies on the flair's grid and references the series on that grid (resampled
+    // series are not its sources voxel for voxel).
+    if (!(*series)[m].volume.geometry.SameGrid(stacked->geometry)) continue;
     dicom_series_.push_back(std::move((*series)[m]));
     dicom_series_.back().volume.voxels.clear();  // keep references, not pixels
     dicom_series_.back().volume.voxels.shrink_to_fit();

@@ -71,11 +71,13 @@ class Upload {
   // Reserves EstimateJobBytes in the memory budget (RESOURCE_EXHAUSTED, naming the need and the
   // budget, when it does not fit: nothing is decoded), then decodes the files (NIfTI, gzip or
   // not; or DICOM instances grouped into series and assigned to modalities) and stacks them in
-  // volume::kModalities order; they must share one grid. Releases the raw bytes; the
+  // volume::kModalities order on the flair's grid (others resampled onto it, with a note;
+  // DICOM series must share one frame of reference). Releases the raw bytes; the
   // reservation lasts as long as the Upload. Call once, when complete().
   absl::StatusOr<volume::MultiModalVolume> Decode();
 
-  // For DICOM input, after Decode: the source series in kModalities order (for references).
+  // For DICOM input, after Decode: the source series on the flair's grid, in kModalities order
+  // (the SEG's references).
   const std::vector<volume::DicomSeries>& dicom_series() const { return dicom_series_; }
 
  private:

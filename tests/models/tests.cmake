@@ -3,7 +3,7 @@ set(_models ${CMAKE_CURRENT_SOURCE_DIR}/models)
 
 danet_gtest(volume_test
   SOURCES ${_models}/volume/nifti_test.cc ${_models}/volume/brats_test.cc
-          ${_models}/volume/normalize_test.cc
+          ${_models}/volume/normalize_test.cc ${_models}/volume/resample_test.cc
   LIBS danet_volume)
 
 if(NOT DANET_ENGINE_ONLY)

@@ -11,6 +11,7 @@ namespace danet::volume {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class BratsTest : public ::testing::Test {
  protected:
@@ -78,18 +79,44 @@ TEST_F(BratsTest, MissingModalityIsNamed) {
   EXPECT_THAT(c.status().message(), HasSubstr("no *_t1.nii.gz"));
 }
 
-TEST_F(BratsTest, DifferentDimsNameTheFile) {
+TEST_F(BratsTest, AnotherGridIsResampledOntoTheFlairGrid) {
+  // t2 with one more slice at the same spacing and origin: on the flair's voxels it holds the
+  // same values; the note says what happened (no file names: they may carry patient data).
   for (int m : {0, 1, 2}) WriteModality(m, geometry_);
   WriteModality(3, MakeGeometry({8, 6, 5}, {1, 1, 1}, {0, 0, 0}));
   absl::StatusOr<BratsCase> c = LoadBratsCase(dir_);
-  EXPECT_THAT(c.status().message(), HasSubstr("Case_001_t2.nii.gz (t2) is 8x6x5"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->image.geometry.dims, geometry_.dims);
+  ASSERT_EQ(c->image.channels[3].size(), static_cast<size_t>(geometry_.NumVoxels()));
+  for (int64_t idx = 0; idx < geometry_.NumVoxels(); ++idx) {
+    const int64_t i = idx % 8;
+    const float expected = (i >= 2 && i <= 5) ? static_cast<float>(4 * (1 + idx % 3)) : 0.0f;
+    ASSERT_FLOAT_EQ(c->image.channels[3][idx], expected) << idx;
+  }
+  ASSERT_EQ(c->image.notes.size(), 1u);
+  EXPECT_THAT(c->image.notes[0], HasSubstr("t2 resampled (trilinear) from 8x6x5"));
+  EXPECT_THAT(c->image.notes[0], Not(HasSubstr("Case_001")));
 }
 
-TEST_F(BratsTest, DifferentPositionNamesTheFile) {
+TEST_F(BratsTest, AGridCoveringTooLittleNamesTheFile) {
+  // t1ce 3 mm further up: only one of the flair's 4 slices lies inside it.
   for (int m : {0, 2, 3}) WriteModality(m, geometry_);
   WriteModality(1, MakeGeometry({8, 6, 4}, {1, 1, 1}, {0, 0, 3}));
   absl::StatusOr<BratsCase> c = LoadBratsCase(dir_);
-  EXPECT_THAT(c.status().message(), HasSubstr("Case_001_t1ce.nii.gz (t1ce) has a different"));
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("Case_001_t1ce.nii.gz (t1ce) covers 25% of the flair grid"));
+}
+
+TEST_F(BratsTest, GridsWithoutPositionsCannotBeRelated) {
+  Geometry plain = MakeGeometry({8, 6, 5}, {1, 1, 1}, {0, 0, 0});
+  plain.qform_code = plain.sform_code = 0;
+  for (int m : {0, 1, 2}) WriteModality(m, geometry_);
+  WriteModality(3, plain);
+  absl::StatusOr<BratsCase> c = LoadBratsCase(dir_);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("Case_001_t2.nii.gz (t2) is 8x6x5"));
+  EXPECT_THAT(c.status().message(), HasSubstr("without a qform or sform"));
 }
 
 TEST_F(BratsTest, NonBratsLabelIsRefused) {

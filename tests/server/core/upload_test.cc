@@ -212,12 +212,26 @@ TEST(UploadTest, DecodeErrorsNameTheFileTheClientNamed) {
   ASSERT_TRUE(SendAll(upload.get(), files).ok());
   EXPECT_THAT(upload->Decode().status().message(), HasSubstr("files[2] 'case_t1.nii.gz'"));
 
-  std::vector<std::string> odd = {NiftiBytes(1), NiftiBytes(2), NiftiBytes(3), NiftiBytes(4, 32)};
+  // A t2 covering a quarter of the flair's grid (4 of its 16 columns) cannot be resampled.
+  std::vector<std::string> odd = {NiftiBytes(1), NiftiBytes(2), NiftiBytes(3), NiftiBytes(4, 4)};
   auto mismatched = *Upload::Create(NiftiHeader(kBrats, odd), kBrats, {});
   ASSERT_TRUE(SendAll(mismatched.get(), odd).ok());
   const absl::Status s = mismatched->Decode().status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("case_t2.nii.gz"));
+  EXPECT_THAT(s.message(), HasSubstr("files[3] 'case_t2.nii.gz' (t2) covers 25%"));
+}
+
+TEST(UploadTest, AWiderGridIsResampledOntoTheFlairsWithANote) {
+  std::vector<std::string> files = {NiftiBytes(1), NiftiBytes(2), NiftiBytes(3), NiftiBytes(4, 32)};
+  auto upload = *Upload::Create(NiftiHeader(kBrats, files), kBrats, {});
+  ASSERT_TRUE(SendAll(upload.get(), files).ok());
+  absl::StatusOr<volume::MultiModalVolume> image = upload->Decode();
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->geometry.dims, (std::array<int64_t, 3>{16, 16, 2}));
+  ASSERT_EQ(image->notes.size(), 1u);
+  EXPECT_THAT(image->notes[0], HasSubstr("t2 resampled (trilinear) from 32x16x2"));
+  // Column 5 of row 0, slice 0: voxel 5 of the flair grid, voxel 5 of the wider t2.
+  EXPECT_FLOAT_EQ(image->channels[3][5], 4.0f + 5 % 7);
 }
 
 TEST(UploadTest, VolumeLimitsApplyWhenDecoding) {

@@ -13,6 +13,7 @@ Needs dcm2niix, dciodvfy (dicom3tools), dcmtk (dcmcrle, dcmcjpls, dcmcjpeg, dcmo
 nibabel and pydicom. The server listens on 127.0.0.1 only, without a metrics listener; it is
 stopped by its own pid, and every wait is bounded.
 """
+import copy
 import glob
 import json
 import os
@@ -23,6 +24,7 @@ import unittest
 import nibabel as nib
 import numpy as np
 import pydicom
+import pydicom.uid
 
 # The paths (same environment variables and defaults) and the process helpers of the service
 # end-to-end test next to this file, and its Server; no TestCase (it would run twice).
@@ -95,6 +97,43 @@ def copy_study(name):
 
 def header(path):
     return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def write_series(study, modality, volume, template, origin, row_dir, col_dir, slice_step,
+                 spacing):
+    """Replaces study/modality with a new series (new SeriesInstanceUID, same study and frame of
+    reference) holding `volume` (slices, rows, columns of stored values): pixel (r, c) of slice k
+    at origin + k * slice_step + c * spacing[1] * row_dir + r * spacing[0] * col_dir (mm, LPS),
+    the way a scanner would have acquired it on that grid."""
+    folder = os.path.join(study, modality)
+    shutil.rmtree(folder)
+    os.makedirs(folder)
+    series_uid = pydicom.uid.generate_uid()
+    row_dir, col_dir, slice_step = (np.asarray(v, float) for v in (row_dir, col_dir, slice_step))
+    for k in range(volume.shape[0]):
+        ds = copy.deepcopy(template)
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.InstanceNumber = k + 1
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
+        ds.PixelSpacing = [float(spacing[0]), float(spacing[1])]
+        ds.SliceThickness = float(np.linalg.norm(slice_step))
+        ds.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
+        position = np.asarray(origin, float) + k * slice_step
+        ds.ImagePositionPatient = [float(v) for v in position]
+        if "SliceLocation" in ds:
+            del ds.SliceLocation
+        ds.PixelData = np.ascontiguousarray(volume[k]).astype(template.pixel_array.dtype).tobytes()
+        ds.save_as(os.path.join(folder, "IM%04d.dcm" % (k + 1)))
+
+
+def read_series(study, modality):
+    """(stored values as slices x rows x columns in slice-position order, sorted datasets)."""
+    ds = [pydicom.dcmread(p) for p in instances(study, modality)]
+    normal = np.cross(np.array(ds[0].ImageOrientationPatient[:3], float),
+                      np.array(ds[0].ImageOrientationPatient[3:], float))
+    ds.sort(key=lambda d: float(np.dot(d.ImagePositionPatient, normal)))
+    return np.stack([d.pixel_array for d in ds]), ds, normal
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +333,64 @@ class DicomServer(unittest.TestCase):
                     "jpeg_sv1": "JPEGLossless:Non-hierarchical-1stOrderPrediction"}[codec],
                     r.stdout)
                 self.assert_same_labels(self.assert_segments(study, "codec_" + codec))
+
+    # -- Series on different grids (one frame of reference) -------------------------------------
+
+    def test_series_on_other_grids_are_resampled_onto_the_flair_grid(self):
+        # The usual clinical protocol: the flair as it is, t1ce re-sliced as a 3D sagittal
+        # series (the same voxels), t1 as 2 mm axial slices (every other one), t2 at half the
+        # in-plane matrix (every other row and column).
+        study = copy_study("grids")
+        vol, ds, normal = read_series(study, "t1ce")
+        first = np.array(ds[0].ImagePositionPatient, float)
+        x_dir = np.array(ds[0].ImageOrientationPatient[:3], float)
+        y_dir = np.array(ds[0].ImageOrientationPatient[3:], float)
+        dy, dx = (float(v) for v in ds[0].PixelSpacing)
+        dz = float(np.dot(np.array(ds[1].ImagePositionPatient, float) - first, normal))
+        top = first + (len(ds) - 1) * dz * normal
+        # Sagittal slice c: rows run down the slice stack, columns along y.
+        sagittal = vol.transpose(2, 0, 1)[:, ::-1, :]
+        write_series(study, "t1ce", sagittal, ds[0], top, y_dir, -normal, dx * x_dir, (dz, dy))
+        vol, ds, _ = read_series(study, "t1")
+        write_series(study, "t1", vol[::2], ds[0], ds[0].ImagePositionPatient, x_dir, y_dir,
+                     2 * dz * normal, (dy, dx))
+        vol, ds, _ = read_series(study, "t2")
+        write_series(study, "t2", vol[:, ::2, ::2], ds[0], ds[0].ImagePositionPatient, x_dir,
+                     y_dir, dz * normal, (2 * dy, 2 * dx))
+        self.assertEqual(len(instances(study, "t1ce")), vol.shape[2])
+
+        labels, affine, report = self.assert_segments(study, "grids")
+        ref_labels, ref_affine, _ = self.reference()
+        self.assertEqual(labels.shape, ref_labels.shape)  # the flair's grid
+        np.testing.assert_allclose(affine, ref_affine, atol=1e-4)
+        notes = "\n".join(report["notes"])
+        rows, columns = vol.shape[1:]  # as acquired on the flair's grid
+        for m, grid in (("t1ce", "%dx%dx%d" % (rows, SLICES, columns)),
+                        ("t1", "%dx%dx%d @" % (columns, rows, SLICES // 2)),
+                        ("t2", "%dx%dx%d" % (columns // 2, rows // 2, SLICES))):
+            self.assertRegex(notes, "%s resampled \\(trilinear\\) from [^ ]*%s" % (m, grid))
+        # Labels close to those of the study on one grid: the sagittal t1ce holds the same
+        # voxels; t1 and t2 lost half their resolution along one or two axes.
+        tumour, ref_tumour = labels > 0, ref_labels > 0
+        dice = 2 * (tumour & ref_tumour).sum() / (tumour.sum() + ref_tumour.sum())
+        print("resampled study: whole-tumour Dice against one grid %.4f, labels equal in %.4f"
+              % (dice, (labels == ref_labels).mean()))
+        self.assertGreater(dice, 0.9)
+
+        # The SEG lies on the flair's grid and references the series on it, the flair alone.
+        seg = pydicom.dcmread(os.path.join(self.dir, "out_grids", "seg.dcm"))
+        self.assertEqual({s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence},
+                         {header(instances(study, "flair")[0]).SeriesInstanceUID})
+        flair_shape = nib.load(nifti("flair")).shape
+        self.assertEqual((seg.Columns, seg.Rows), flair_shape[:2])
+
+    def test_another_frame_of_reference_is_refused(self):
+        study = copy_study("other_frame")
+        r = run([tool("dcmodify"), "-nb", "-m", "(0020,0052)=1.2.3.4.5",
+                 *instances(study, "t2")], timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        message = self.assert_invalid(study, "other_frame")
+        self.assertIn("(t2): another frame of reference than the flair series", message)
 
     # -- Explicit --series --------------------------------------------------------------------
 
