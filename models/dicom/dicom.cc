@@ -290,9 +290,22 @@ absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<Dic
   if (order.empty()) return absl::InvalidArgumentError("no DICOM instances");
   std::vector<DicomSeries> out;
   for (const std::string& uid : order) {
+    const Slice& first = by_series[uid].front();
+    DicomSeries unusable;
+    unusable.series_uid = uid;
+    unusable.study_uid = first.study_uid;
+    unusable.frame_of_reference_uid = first.frame_uid;
+    unusable.description = first.description;
+    unusable.sop_class_uid = first.sop_class;
     absl::StatusOr<DicomSeries> series = BuildSeries(std::move(by_series[uid]), files, limits);
-    if (!series.ok()) return series.status();
-    out.push_back(*std::move(series));
+    if (series.ok()) {
+      out.push_back(*std::move(series));
+    } else {
+      // Not one even stack (a localizer's three planes, DWI's b-values at one position, a
+      // gap): set aside; an error only if a needed modality has no other series.
+      unusable.unusable = std::string(series.status().message());
+      out.push_back(std::move(unusable));
+    }
   }
   return out;
 }
@@ -311,7 +324,7 @@ std::string ModalityFromDescription(const std::string& description) {
 absl::StatusOr<std::array<int, kNumModalities>> AssignModalities(
     const std::vector<DicomSeries>& series,
     const std::map<std::string, std::string>& explicit_map) {
-  std::array<std::vector<int>, kNumModalities> found;
+  std::array<std::vector<int>, kNumModalities> found, unusable;
   for (const auto& [uid, modality] : explicit_map) {
     if (ModalityIndex(modality) < 0) {
       return absl::InvalidArgumentError(
@@ -326,7 +339,9 @@ absl::StatusOr<std::array<int, kNumModalities>> AssignModalities(
     } else {
       modality = ModalityFromDescription(series[i].description);
     }
-    if (!modality.empty()) found[ModalityIndex(modality)].push_back(static_cast<int>(i));
+    if (modality.empty()) continue;
+    (series[i].unusable.empty() ? found : unusable)[ModalityIndex(modality)].push_back(
+        static_cast<int>(i));
   }
   std::array<int, kNumModalities> assigned{};
   for (int m = 0; m < kNumModalities; ++m) {
@@ -334,10 +349,18 @@ absl::StatusOr<std::array<int, kNumModalities>> AssignModalities(
       assigned[m] = found[m][0];
       continue;
     }
+    if (found[m].empty() && !unusable[m].empty()) {
+      // The reason first: status messages are capped, and it names the instance.
+      const DicomSeries& s = series[unusable[m][0]];
+      return absl::InvalidArgumentError(absl::StrCat(s.unusable, " (series '", s.description,
+                                                     "', the only one for ", kModalities[m],
+                                                     ", cannot be used)"));
+    }
     std::vector<std::string> listed;
     for (const DicomSeries& s : series) {
       listed.push_back(absl::StrCat(s.series_uid, " '", s.description, "' (",
-                                    s.instance_uids.size(), " slices)"));
+                                    s.unusable.empty() ? "" : "unusable, ", s.instance_uids.size(),
+                                    " slices)"));
     }
     return absl::InvalidArgumentError(absl::StrCat(
         found[m].empty() ? "no series for modality '" : "several series for modality '",
@@ -345,6 +368,21 @@ absl::StatusOr<std::array<int, kNumModalities>> AssignModalities(
         "; series found: ", absl::StrJoin(listed, "; ")));
   }
   return assigned;
+}
+
+std::vector<std::string> SetAsideNotes(const std::vector<DicomSeries>& series,
+                                       const std::array<int, kNumModalities>& assigned) {
+  std::vector<std::string> notes;
+  for (size_t i = 0; i < series.size(); ++i) {
+    if (std::find(assigned.begin(), assigned.end(), static_cast<int>(i)) != assigned.end()) {
+      continue;
+    }
+    const DicomSeries& s = series[i];
+    notes.push_back(s.unusable.empty()
+                        ? absl::StrCat("series '", s.description, "' set aside: not needed")
+                        : absl::StrCat("series '", s.description, "' set aside: ", s.unusable));
+  }
+  return notes;
 }
 
 absl::StatusOr<MultiModalVolume> StackDicomSeries(const std::vector<DicomSeries>& series,

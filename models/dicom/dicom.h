@@ -46,10 +46,16 @@ struct DicomSeries {
   std::vector<std::string> instance_uids;  // SOPInstanceUID of slice k
   std::vector<int> file_index;             // index into the input files of slice k
   std::string first_instance;  // bytes of slice 0's file: patient/study for derived objects
+  // Why the series cannot be used (not one even stack of slices: a localizer's several
+  // orientations, DWI's b-values at repeated positions, a gap), or empty. An unusable series
+  // carries its UIDs and description but no volume.
+  std::string unusable;
 };
 
 // Decodes and groups `files` (each one DICOM instance). Series come back in order of their
-// first instance. Every instance must be single-frame MR with pixel data and from one study.
+// first instance. Every instance must be single-frame MR with pixel data and from one study;
+// a series that is not one even stack comes back marked `unusable` (AssignModalities decides
+// whether that matters).
 absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<DicomFile>& files,
                                                            const NiftiLimits& limits = {});
 
@@ -58,11 +64,17 @@ absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<Dic
 // "contrast", "mprage post"; else "t1" -> t1; else "t2" -> t2.
 std::string ModalityFromDescription(const std::string& description);
 
-// For each of kModalities, the index of its series: from `explicit_map` (SeriesInstanceUID ->
-// modality) when it is not empty, else by ModalityFromDescription. A modality with no series
-// or several is InvalidArgument listing the series found (UID and description).
+// For each of kModalities, the index of its usable series: from `explicit_map`
+// (SeriesInstanceUID -> modality) when it is not empty, else by ModalityFromDescription.
+// Unusable series are no candidates. A modality with no series or several is InvalidArgument
+// listing the series found (UID and description); one whose only series is unusable is
+// InvalidArgument giving the reason.
 absl::StatusOr<std::array<int, kNumModalities>> AssignModalities(
     const std::vector<DicomSeries>& series, const std::map<std::string, std::string>& explicit_map);
+
+// One note per series not assigned (for the Summary): "series 'DESC' set aside: REASON".
+std::vector<std::string> SetAsideNotes(const std::vector<DicomSeries>& series,
+                                       const std::array<int, kNumModalities>& assigned);
 
 // The four assigned series as one volume; they must share one frame of reference and one grid.
 absl::StatusOr<MultiModalVolume> StackDicomSeries(const std::vector<DicomSeries>& series,

@@ -256,6 +256,9 @@ absl::StatusOr<volume::MultiModalVolume> Upload::DecodeDicom() {
   if (!assigned.ok()) return assigned.status();
   absl::StatusOr<volume::MultiModalVolume> stacked = volume::StackDicomSeries(*series, *assigned);
   if (!stacked.ok()) return stacked.status();
+  for (std::string& note : volume::SetAsideNotes(*series, *assigned)) {
+    stacked->notes.push_back(std::move(note));
+  }
   for (int m : *assigned) {
     // The SEG lies on the flair's grid and references the series on that grid (resampled
     // series are not its sources voxel for voxel).

@@ -200,22 +200,10 @@ TEST_F(DicomTest, BadInstancesAreNamedErrors) {
       {"multi-frame",
        {Edit(good[0], [](DcmDataset* ds) { ds->putAndInsertString(DCM_NumberOfFrames, "3"); })},
        "multi-frame"});
-  std::vector<std::string> gap = good;
-  gap.erase(gap.begin() + 3);
-  cases.push_back({"gap", gap, "gap in slice positions before instance 'f"});
-  std::vector<std::string> twisted = good;
-  twisted[2] = Edit(good[2], [](DcmDataset* ds) {
-    ds->putAndInsertString(DCM_ImageOrientationPatient, "0\\1\\0\\1\\0\\0");
-  });
-  cases.push_back({"orientation", twisted, "f2.dcm': its orientation differs"});
   std::vector<std::string> two_studies = good;
   two_studies[4] = Edit(
       good[4], [](DcmDataset* ds) { ds->putAndInsertString(DCM_StudyInstanceUID, "1.2.3.4"); });
   cases.push_back({"two studies", two_studies, "'f4.dcm' belongs to another study"});
-  std::vector<std::string> duplicate = good;
-  duplicate.push_back(
-      Edit(good[1], [](DcmDataset* ds) { ds->putAndInsertString(DCM_SOPInstanceUID, "1.2.3.5"); }));
-  cases.push_back({"same position", duplicate, "lie at the same slice position"});
   for (const Case& c : cases) {
     absl::Status status = DecodeDicomSeries(Files(c.bytes)).status();
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.name;
@@ -224,6 +212,75 @@ TEST_F(DicomTest, BadInstancesAreNamedErrors) {
   NiftiLimits small;
   small.max_dim = 16;
   EXPECT_THAT(DecodeDicomSeries(Files(good), small).status().message(), HasSubstr("limit"));
+}
+
+// A series that is not one even stack decodes as `unusable`; when it is the only series of a
+// needed modality, AssignModalities refuses with the reason, which names the instance.
+TEST_F(DicomTest, SeriesThatAreNotOneStackAreUnusable) {
+  const std::vector<std::string> good = Write("AX FLAIR");
+  struct Case {
+    std::string name;
+    std::vector<std::string> bytes;
+    std::string message;
+    NiftiLimits limits;
+  };
+  std::vector<Case> cases;
+  std::vector<std::string> gap = good;
+  gap.erase(gap.begin() + 3);
+  cases.push_back({"gap", gap, "gap in slice positions before instance 'f", {}});
+  std::vector<std::string> twisted = good;
+  twisted[2] = Edit(good[2], [](DcmDataset* ds) {
+    ds->putAndInsertString(DCM_ImageOrientationPatient, "0\\1\\0\\1\\0\\0");
+  });
+  cases.push_back({"orientation", twisted, "f2.dcm': its orientation differs", {}});
+  std::vector<std::string> duplicate = good;
+  duplicate.push_back(
+      Edit(good[1], [](DcmDataset* ds) { ds->putAndInsertString(DCM_SOPInstanceUID, "1.2.3.5"); }));
+  cases.push_back({"same position", duplicate, "lie at the same slice position", {}});
+  for (const Case& c : cases) {
+    absl::StatusOr<std::vector<DicomSeries>> series = DecodeDicomSeries(Files(c.bytes), c.limits);
+    ASSERT_TRUE(series.ok()) << c.name << ": " << series.status();
+    ASSERT_EQ(series->size(), 1u) << c.name;
+    EXPECT_THAT((*series)[0].unusable, HasSubstr(c.message)) << c.name;
+    EXPECT_TRUE((*series)[0].volume.voxels.empty()) << c.name;
+    absl::Status status = AssignModalities(*series, {}).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.name;
+    EXPECT_THAT(status.message(), HasSubstr(c.message)) << c.name;
+    EXPECT_THAT(status.message(), HasSubstr("the only one for flair, cannot be used")) << c.name;
+  }
+}
+
+// Series a study holds besides the four (a 3-plane localizer, DWI with two b-values at the same
+// positions, here described as T2) are set aside with a note instead of failing the study.
+TEST_F(DicomTest, UnusableAndUnneededSeriesAreSetAsideWithNotes) {
+  std::vector<std::string> all;
+  for (const char* d : {"AX T2", "AX T1 POST GD", "AX FLAIR", "AX T1"}) {
+    for (std::string& b : Write(d)) all.push_back(std::move(b));
+  }
+  std::vector<std::string> localizer = Write("3-plane localizer");
+  localizer[1] = Edit(localizer[1], [](DcmDataset* ds) {
+    ds->putAndInsertString(DCM_ImageOrientationPatient, "0\\1\\0\\0\\0\\-1");
+  });
+  for (std::string& b : localizer) all.push_back(std::move(b));
+  std::vector<std::string> dwi = Write("AX T2 DWI b0 b1000");
+  for (int k = 0; k < 6; ++k) {
+    all.push_back(dwi[k]);
+    all.push_back(Edit(dwi[k], [k](DcmDataset* ds) {
+      ds->putAndInsertString(DCM_SOPInstanceUID, ("1.2.3.6." + std::to_string(k)).c_str());
+    }));
+  }
+  std::vector<DicomSeries> series = *DecodeDicomSeries(Files(all));
+  ASSERT_EQ(series.size(), 6u);
+  const absl::StatusOr<std::array<int, 4>> assigned = AssignModalities(series, {});
+  ASSERT_TRUE(assigned.ok()) << assigned.status();
+  EXPECT_EQ(*assigned, (std::array<int, 4>{2, 1, 3, 0}));
+  EXPECT_TRUE(StackDicomSeries(series, *assigned).ok());
+  const std::vector<std::string> notes = SetAsideNotes(series, *assigned);
+  ASSERT_EQ(notes.size(), 2u);
+  EXPECT_THAT(notes[0], HasSubstr("series '3-plane localizer' set aside: instance"));
+  EXPECT_THAT(notes[0], HasSubstr("its orientation differs"));
+  EXPECT_THAT(notes[1], HasSubstr("series 'AX T2 DWI b0 b1000' set aside:"));
+  EXPECT_THAT(notes[1], HasSubstr("lie at the same slice position"));
 }
 
 // A value length past the end of the file is refused before DCMTK allocates it (the dicom_fuzz

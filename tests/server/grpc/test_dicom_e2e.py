@@ -384,6 +384,24 @@ class DicomServer(unittest.TestCase):
         flair_shape = nib.load(nifti("flair")).shape
         self.assertEqual((seg.Columns, seg.Rows), flair_shape[:2])
 
+    def test_extra_series_are_set_aside_with_a_note(self):
+        # DWI: two b-values at every flair position, one series; not one stack, not needed.
+        study = copy_study("extra_series")
+        os.makedirs(os.path.join(study, "dwi"))
+        series_uid = pydicom.uid.generate_uid()
+        for b, path in [(b, p) for b in (0, 1000) for p in instances(study, "flair")]:
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID = series_uid
+            ds.SeriesDescription = "AX DWI b0 b1000"
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = \
+                pydicom.uid.generate_uid()
+            ds.save_as(os.path.join(study, "dwi", "b%d_%s" % (b, os.path.basename(path))))
+        result = self.assert_segments(study, "extra_series")
+        self.assert_same_labels(result)
+        self.assertTrue(any(n.startswith("series 'AX DWI b0 b1000' set aside: ") and
+                            "same slice position" in n for n in result[2]["notes"]),
+                        result[2]["notes"])
+
     def test_another_frame_of_reference_is_refused(self):
         study = copy_study("other_frame")
         r = run([tool("dcmodify"), "-nb", "-m", "(0020,0052)=1.2.3.4.5",
