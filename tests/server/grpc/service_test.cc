@@ -394,7 +394,8 @@ TEST_F(ServiceTest, BadInputGetsTheRightCodeAndNamesTheFileOrField) {
   std::vector<std::string> odd_grid = files;
   {
     volume::Volume v;
-    v.geometry = volume::MakeGeometry({kX, kY, 5}, {1, 1, 2}, {-32, -24, 0});
+    // Another grid is resampled onto the flair's; this one lies a metre away from it.
+    v.geometry = volume::MakeGeometry({kX, kY, 5}, {1, 1, 2}, {1000, 1000, 1000});
     v.voxels.assign(kX * kY * 5, 1.0f);
     odd_grid[3] = *volume::EncodeNiftiImage(v, volume::ImageStorage::kFloat32, true);
   }
@@ -419,7 +420,8 @@ TEST_F(ServiceTest, BadInputGetsTheRightCodeAndNamesTheFileOrField) {
       {"unknown modality", [](v1::Header* h, auto*) { h->mutable_files(2)->set_modality("pd"); },
        grpc::INVALID_ARGUMENT, "modality 'pd' is not one of flair, t1ce, t1, t2"},
       {"corrupt file", with_files(corrupt), grpc::INVALID_ARGUMENT, "case_t1.nii.gz"},
-      {"mismatched grid", with_files(odd_grid), grpc::INVALID_ARGUMENT, "case_t2.nii.gz"},
+      {"grid off the flair's", with_files(odd_grid), grpc::INVALID_ARGUMENT,
+       "case_t2.nii.gz' (t2) covers 0%"},
       {"chunk of a later file first", [](v1::Header*, auto* c) { std::swap((*c)[0], c->back()); },
        grpc::INVALID_ARGUMENT, "chunk out of order"},
       {"offset gap", [](v1::Header*, auto* c) { c->erase(c->begin() + 1); }, grpc::INVALID_ARGUMENT,
