@@ -56,6 +56,9 @@ ABSL_FLAG(int, decision_steps, 300, "Stage 2 steps.");
 ABSL_FLAG(int, decision_batch, 16, "Stage 2 batch size (full slices).");
 ABSL_FLAG(double, decision_lr, 1e-3, "Stage 2 Adam learning rate.");
 ABSL_FLAG(double, skip_weight, 0.3, "Stage 2 cross-entropy weight of the skip route.");
+ABSL_FLAG(double, route_balance, 0,
+          "Stage 2 weighs each bank route by (its count / the mean)^-X in the cross-entropy: "
+          "0 alike, 0.5 keeps rare routes from collapsing onto the most frequent model.");
 ABSL_FLAG(double, small_lesion_exponent, 0,
           "Stage 2 draws tumour slices with chance (tumour voxels)^-X: 0 uniform, 0.5 favours "
           "small lesions.");
@@ -188,6 +191,7 @@ int Main(const std::string& command_line) {
   options.decision_batch = absl::GetFlag(FLAGS_decision_batch);
   options.decision_lr = absl::GetFlag(FLAGS_decision_lr);
   options.skip_weight = absl::GetFlag(FLAGS_skip_weight);
+  options.route_balance = absl::GetFlag(FLAGS_route_balance);
   options.decision_max_pool = absl::GetFlag(FLAGS_decision_max_pool);
   options.small_lesion_exponent = absl::GetFlag(FLAGS_small_lesion_exponent);
   options.seed = absl::GetFlag(FLAGS_seed);

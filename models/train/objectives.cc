@@ -61,6 +61,34 @@ int DecisionLabel(bool has_foreground, const std::vector<double>& scores,
   return best + 1;
 }
 
+std::vector<double> RouteWeights(const std::vector<int>& histogram, double skip_weight,
+                                 double balance) {
+  std::vector<double> weights(histogram.size(), 1.0);
+  if (weights.empty()) return weights;
+  weights[0] = skip_weight;
+  if (balance == 0) return weights;
+  double total = 0;
+  int present = 0;
+  for (size_t i = 1; i < histogram.size(); ++i) {
+    if (histogram[i] > 0) {
+      total += histogram[i];
+      ++present;
+    }
+  }
+  if (present == 0) return weights;
+  const double mean = total / present;
+  double largest = 0;
+  for (size_t i = 1; i < histogram.size(); ++i) {
+    if (histogram[i] == 0) continue;
+    weights[i] = std::pow(histogram[i] / mean, -balance);
+    largest = std::max(largest, weights[i]);
+  }
+  for (size_t i = 1; i < histogram.size(); ++i) {
+    if (histogram[i] == 0) weights[i] = largest;
+  }
+  return weights;
+}
+
 double PolyLearningRate(double base, int step, int total, int warmup) {
   if (warmup > 0 && step < warmup) return base * (step + 1) / warmup;
   const double progress =

@@ -29,6 +29,14 @@ at::Tensor WeightedCrossEntropy(const at::Tensor& logits, const at::Tensor& targ
 int DecisionLabel(bool has_foreground, const std::vector<double>& scores,
                   const std::vector<double>& gmacs, double alpha);
 
+// Cross-entropy weights of the decision routes for stage 2: route 0 (skip) weighs
+// `skip_weight`; bank route i weighs (n_i / mean n)^-balance, with n_i its count in
+// `histogram` (skip first) and the mean over the bank routes that occur. balance 0 gives every
+// bank route 1; balance 0.5 weighs a route a quarter as frequent as the mean twice. A route
+// with no slices gets the largest weight given to any route (it never occurs in a batch).
+std::vector<double> RouteWeights(const std::vector<int>& histogram, double skip_weight,
+                                 double balance);
+
 // softmax(1 / F): the cost term of Eq. 4.
 std::vector<double> InverseCostSoftmax(const std::vector<double>& gmacs);
 

@@ -425,8 +425,11 @@ absl::Status Trainer::RunDecisionStage() {
     const auto path = OptimizerPath(options_.work_dir / kCheckpointDir, "decision");
     if (absl::Status s = LoadOptimizer(optimizer, path); !s.ok()) return s;
   }
-  std::vector<double> weights(bank_->size() + 1, 1.0);
-  weights[0] = options_.skip_weight;
+  std::vector<int> histogram(bank_->size() + 1, 0);
+  for (const LabelledSlice& s : tumour_slices_) ++histogram[s.route];
+  const std::vector<double> weights =
+      RouteWeights(histogram, options_.skip_weight, options_.route_balance);
+  Log({{"stage", 2}, {"route_weights", weights}});
   std::mt19937_64 rng(options_.seed * 104729 + first);
   Progress progress("stage 2: decision", total, first, options_.log_every);
   decision.SetTraining(true);

@@ -66,6 +66,10 @@ struct TrainOptions {
   // because a skipped tumour slice is a miss no model can repair, while a tumour-free slice
   // sent to a model costs only compute (the paper lowers the skip weight for the same reason).
   double skip_weight = 0.3;
+  // Weighs each bank route by (its count / the mean count)^-route_balance in the same
+  // cross-entropy (RouteWeights): 0 weighs them alike; above 0 a rare route (M2 among many M3
+  // labels) keeps a voice, so the network does not collapse onto the most frequent model.
+  double route_balance = 0;
   // Sets DecisionArch.global_max_pool of the decision network that stage 2 trains (unset keeps
   // the bank's). It changes the network's shape, so it applies only when stage 2 starts from a
   // fresh network (a new run, or --redo_decision).

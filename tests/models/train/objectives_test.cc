@@ -1,9 +1,11 @@
 // Eq. 4 decision labels, the soft Dice loss, weighted cross-entropy and the LR schedule.
 #include "models/train/objectives.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <numeric>
 
 namespace danet::train {
@@ -71,6 +73,24 @@ TEST(WeightedCrossEntropyTest, WeightsScaleTheirClass) {
   const torch::Tensor skewed = torch::tensor({{2.0, 0.0, 0.0}, {2.0, 0.0, 0.0}});
   EXPECT_GT(WeightedCrossEntropy(skewed, target, {0.3, 1, 1}).item<double>(),
             WeightedCrossEntropy(skewed, target, {1, 1, 1}).item<double>());
+}
+
+TEST(RouteWeightsTest, ZeroBalanceWeighsEveryBankRouteAlike) {
+  EXPECT_THAT(RouteWeights({500, 10, 20, 300, 5}, 0.3, 0),
+              testing::ElementsAre(0.3, 1.0, 1.0, 1.0, 1.0));
+}
+
+TEST(RouteWeightsTest, BalanceRaisesRareRoutesAndLowersFrequentOnes) {
+  // Bank counts 25, 100, 400 (mean 175) and one empty route; the skip count plays no part.
+  const std::vector<double> w = RouteWeights({9999, 25, 100, 400, 0}, 0.5, 0.5);
+  ASSERT_EQ(w.size(), 5u);
+  EXPECT_DOUBLE_EQ(w[0], 0.5);
+  EXPECT_NEAR(w[1], std::sqrt(175.0 / 25), 1e-12);
+  EXPECT_NEAR(w[3], std::sqrt(175.0 / 400), 1e-12);
+  EXPECT_GT(w[1], w[2]);
+  EXPECT_GT(w[2], w[3]);
+  EXPECT_LT(w[3], 1.0);
+  EXPECT_DOUBLE_EQ(w[4], w[1]);  // an empty route takes the largest weight
 }
 
 TEST(PolyLearningRateTest, WarmsUpThenDecaysToZero) {
