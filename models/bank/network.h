@@ -23,6 +23,12 @@
 
 namespace danet::models {
 
+// Where a network's input lies in a larger slice (SegmentVolume runs the bank models on the
+// brain's bounding box): rows top.. and columns left.. of a full_height x full_width slice.
+struct SliceWindow {
+  int64_t full_height = 0, full_width = 0, top = 0, left = 0;
+};
+
 // Storage precision of weight files.
 enum class WeightDtype { kFloat32, kFloat16 };
 
@@ -33,6 +39,16 @@ class Network {
   // N x C x H x W float -> network output (class scores or route logits). Tensor math only:
   // shape problems surface as c10::Error, which callers at component boundaries catch.
   virtual at::Tensor Forward(const at::Tensor& x) = 0;
+
+  // Whether ForwardWindow computes on a window what Forward computes on the full slice there,
+  // up to effects at the window's edges: true for our convolutional and TransBTS networks
+  // (translation-equivariant, TransBTS with its positional table cut to the window); false for
+  // TorchScript networks, which may assume a fixed input size.
+  virtual bool SupportsWindow() const { return false; }
+  // Forward on a window of a slice; networks without SupportsWindow ignore the window.
+  virtual at::Tensor ForwardWindow(const at::Tensor& x, const SliceWindow& /*window*/) {
+    return Forward(x);
+  }
 
   virtual void SetTraining(bool training) = 0;
   virtual void To(c10::Device device) = 0;

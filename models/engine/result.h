@@ -23,6 +23,10 @@ struct VolumeResult {
   double gmacs = 0;
   double decide_seconds = 0;
   double segment_seconds = 0;
+  // Share of the (padded) slice area the bank models ran on: below 1 when they ran on the
+  // brain's bounding box (SegmentOptions.crop_to_brain). Slice GMACs stay those of the full
+  // slice, the cost the routing is measured in.
+  double window_fraction = 1;
 };
 
 }  // namespace danet::engine

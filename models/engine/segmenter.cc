@@ -31,6 +31,18 @@ at::Tensor SliceStack(const volume::MultiModalVolume& v) {
       .contiguous();
 }
 
+SliceBox BrainBox(const at::Tensor& slices) {
+  const int64_t height = slices.size(2), width = slices.size(3);
+  const torch::Tensor plane = slices.ne(0).any(0).any(0);  // height x width
+  const torch::Tensor rows = torch::nonzero(plane.any(1)), cols = torch::nonzero(plane.any(0));
+  if (rows.numel() == 0) return {0, height, 0, width};
+  auto down = [](int64_t v) { return v / kSliceMultiple * kSliceMultiple; };
+  return {down(rows.min().item<int64_t>()),
+          std::min(height, PaddedSliceExtent(rows.max().item<int64_t>() + 1)),
+          down(cols.min().item<int64_t>()),
+          std::min(width, PaddedSliceExtent(cols.max().item<int64_t>() + 1))};
+}
+
 absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
                                            const volume::MultiModalVolume& normalized,
                                            const Policy& policy, const SegmentOptions& options) {
@@ -76,8 +88,14 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     }
     result.decide_seconds = Since(decide_start);
 
-    // 2. Each route's slices through its model.
+    // 2. Each route's slices through its model, on the brain's box where the model allows.
     const auto segment_start = Clock::now();
+    const int64_t padded_height = slices.size(2), padded_width = slices.size(3);
+    const SliceBox box = options.crop_to_brain ? BrainBox(slices)
+                                               : SliceBox{0, padded_height, 0, padded_width};
+    const torch::Tensor cropped =
+        slices.slice(2, box.top, box.bottom).slice(3, box.left, box.right).contiguous();
+    const models::SliceWindow window{padded_height, padded_width, box.top, box.left};
     for (int64_t z = 0; z < depth; ++z) {
       result.slices[z].index = static_cast<int>(z);
       result.slices[z].route = routes[z];
@@ -93,24 +111,39 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
       }
       models::Network& model = bank.model(route - 1);
       const double model_gmacs = bank.model_config(route - 1).gmacs_per_slice();
+      const bool windowed = model.SupportsWindow();
+      const torch::Tensor& input = windowed ? cropped : slices;
+      // The output's rows and columns that hold the volume's slice, and where they go.
+      const int64_t top = windowed ? box.top : 0, left = windowed ? box.left : 0;
+      const int64_t rows = std::min(dims[1], top + input.size(2)) - top;
+      const int64_t cols = std::min(dims[0], left + input.size(3)) - left;
+      if (!members.empty() && windowed) {
+        result.window_fraction = static_cast<double>(input.size(2) * input.size(3)) /
+                                 static_cast<double>(padded_height * padded_width);
+      }
       for (size_t begin = 0; begin < members.size(); begin += options.model_batch) {
         if (stop()) return absl::CancelledError("segmentation cancelled");
         const size_t end = std::min(members.size(), begin + options.model_batch);
         const torch::Tensor index = torch::tensor(
             std::vector<int64_t>(members.begin() + begin, members.begin() + end), torch::kLong);
         const auto start = Clock::now();
-        const torch::Tensor classes = model.Forward(slices.index_select(0, index).to(bank.device()))
-                                          .argmax(1)
-                                          .slice(1, 0, dims[1])  // the padding off
-                                          .slice(2, 0, dims[0])
-                                          .to(torch::kCPU, torch::kUInt8)
-                                          .contiguous();
+        const torch::Tensor batch = input.index_select(0, index).to(bank.device());
+        const torch::Tensor classes =
+            (windowed ? model.ForwardWindow(batch, window) : model.Forward(batch))
+                .argmax(1)
+                .slice(1, 0, rows)  // the padding off
+                .slice(2, 0, cols)
+                .to(torch::kCPU, torch::kUInt8)
+                .contiguous();
         const double seconds = Since(start) / static_cast<double>(end - begin);
         for (size_t m = begin; m < end; ++m) {
           const int64_t z = members[m];
           const uint8_t* src = classes[m - begin].data_ptr<uint8_t>();
           uint8_t* dst = result.labels.data() + z * slice_voxels;
-          for (int64_t v = 0; v < slice_voxels; ++v) dst[v] = volume::ClassToLabel(src[v]);
+          for (int64_t y = 0; y < rows; ++y) {
+            uint8_t* row = dst + (top + y) * dims[0] + left;
+            for (int64_t x = 0; x < cols; ++x) row[x] = volume::ClassToLabel(src[y * cols + x]);
+          }
           result.slices[z].gmacs += model_gmacs;
           result.slices[z].seconds = seconds;
           if (options.on_slice) options.on_slice(result.slices[z], dst);

@@ -27,6 +27,9 @@ namespace danet::engine {
 struct SegmentOptions {
   int decision_batch = 16;  // slices per decision-network forward pass
   int model_batch = 1;      // slices per bank-model pass (1 was fastest on CPU; see docs)
+  // Run the bank models that support it (Network::SupportsWindow) on BrainBox's box only;
+  // outside it every label is background. docs/benchmarks.md measures time and label changes.
+  bool crop_to_brain = true;
   // Called as each slice's result is complete (routes first known, then masks), in
   // completion order, with that slice's labels (dims[0] x dims[1], x fastest; all zero for
   // skipped slices), valid during the call only; may be empty.
@@ -39,6 +42,15 @@ struct SegmentOptions {
 // The volume's axial slices as one Z x 4 x Y' x X' float tensor (a copy), the networks' input:
 // Y' and X' are Y and X zero-padded to PaddedSliceExtent.
 at::Tensor SliceStack(const volume::MultiModalVolume& volume);
+
+// The bounding box of the non-zero voxels (any channel, any slice) of a SliceStack tensor,
+// widened to multiples of kSliceMultiple from the slice origin, so that the networks' pooling
+// and token grids on the box line up with those on the full slice. A volume with no non-zero
+// voxel gets the full slice.
+struct SliceBox {
+  int64_t top, bottom, left, right;  // rows [top, bottom), columns [left, right)
+};
+SliceBox BrainBox(const at::Tensor& slices);
 
 // Segments a bank input (PrepareBankInput, preprocess.h) of any in-plane size: slices are
 // zero-padded (the normalised background) at their high-x and high-y edges to multiples of

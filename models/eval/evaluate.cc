@@ -34,9 +34,12 @@ std::vector<std::string> DefaultPolicies(const models::Bank& bank) {
 // Scores of one case under one policy.
 nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
                          const volume::MultiModalVolume& normalized, const engine::Policy& policy,
-                         bool hd95) {
+                         const EvalOptions& options) {
   const auto start = Clock::now();
-  absl::StatusOr<engine::VolumeResult> result = engine::SegmentVolume(bank, normalized, policy);
+  engine::SegmentOptions segment_options;
+  segment_options.crop_to_brain = options.crop_to_brain;
+  absl::StatusOr<engine::VolumeResult> result =
+      engine::SegmentVolume(bank, normalized, policy, segment_options);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (!result.ok()) return {{"error", std::string(result.status().message())}};
   const auto& g = c.image.geometry;
@@ -46,7 +49,7 @@ nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
     const std::vector<uint8_t> p = RegionMask(result->labels, region);
     const std::vector<uint8_t> t = RegionMask(c.seg->labels, region);
     out["dice"][kRegionNames[r]] = 100.0 * Dice(p, t);
-    if (hd95) out["hd95"][kRegionNames[r]] = Hd95(p, t, g.dims, g.spacing);
+    if (options.hd95) out["hd95"][kRegionNames[r]] = Hd95(p, t, g.dims, g.spacing);
   }
   const engine::CaseSummary summary = engine::SummarizeCase(bank, *result, g);
   const nlohmann::json routes = summary.RouteCountsByName();
@@ -138,7 +141,7 @@ absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
     if (!input.ok()) return input.status();
     for (size_t p = 0; p < policies.size(); ++p) {
       if (options.on_case) options.on_case(names[p], c->case_id);
-      nlohmann::json scored = ScoreCase(bank, *c, *input, policies[p], options.hd95);
+      nlohmann::json scored = ScoreCase(bank, *c, *input, policies[p], options);
       if (scored.contains("error")) {
         return absl::InternalError(
             absl::StrCat(c->case_id, " (", names[p], "): ", scored["error"].get<std::string>()));

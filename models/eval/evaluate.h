@@ -18,6 +18,7 @@ namespace danet::eval {
 struct EvalOptions {
   std::vector<std::string> policies;  // empty: dynamic and static:<each model>
   bool hd95 = true;                   // HD95 costs ~1 s per region per case
+  bool crop_to_brain = true;          // engine::SegmentOptions.crop_to_brain
   std::function<void(const std::string& policy, const std::string& case_id)> on_case;
 };
 

@@ -88,11 +88,34 @@ torch::Tensor TransBTSImpl::PositionalEmbedding(int64_t grid_h, int64_t grid_w) 
 }
 
 torch::Tensor TransBTSImpl::forward(const torch::Tensor& x) {
+  return Forward(x, [this](int64_t gh, int64_t gw) { return PositionalEmbedding(gh, gw); });
+}
+
+torch::Tensor TransBTSImpl::forward_window(const torch::Tensor& x, int64_t full_height,
+                                           int64_t full_width, int64_t top, int64_t left) {
+  TORCH_CHECK(full_height % 8 == 0 && full_width % 8 == 0 && top % 8 == 0 && left % 8 == 0,
+              "a window's slice size and origin must be multiples of 8");
+  TORCH_CHECK(top + x.size(2) <= full_height && left + x.size(3) <= full_width,
+              "the window ", x.size(2), "x", x.size(3), " at (", top, ", ", left,
+              ") leaves the slice ", full_height, "x", full_width);
+  return Forward(x, [&](int64_t gh, int64_t gw) {
+    const int64_t d = options.embed_dim(), full_gh = full_height / 8, full_gw = full_width / 8;
+    return PositionalEmbedding(full_gh, full_gw)
+        .reshape({1, full_gh, full_gw, d})
+        .slice(1, top / 8, top / 8 + gh)
+        .slice(2, left / 8, left / 8 + gw)
+        .reshape({1, gh * gw, d});
+  });
+}
+
+torch::Tensor TransBTSImpl::Forward(
+    const torch::Tensor& x,
+    const std::function<torch::Tensor(int64_t grid_h, int64_t grid_w)>& position) {
   const EncoderFeatures features = encoder_(x);
   torch::Tensor y = ops::Conv(to_tokens_, ops::Relu(ops::BatchNorm(pre_norm_, features.bottom)));
   const int64_t n = y.size(0), d = y.size(1), gh = y.size(2), gw = y.size(3);
   torch::Tensor tokens = y.flatten(2).transpose(1, 2);  // N x T x D
-  tokens = embed_drop_(ops::Add(tokens, PositionalEmbedding(gh, gw)));
+  tokens = embed_drop_(ops::Add(tokens, position(gh, gw)));
   for (const auto& layer : *layers_) tokens = layer->as<TransformerLayerImpl>()->forward(tokens);
   tokens = ops::LayerNorm(final_norm_, tokens);
   y = tokens.transpose(1, 2).reshape({n, d, gh, gw});

@@ -17,6 +17,8 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include <functional>
+
 #include "models/nn/blocks.h"
 
 namespace danet::models {
@@ -70,10 +72,19 @@ class TransBTSImpl : public torch::nn::Module {
   explicit TransBTSImpl(const TransBTSOptions& options);
   torch::Tensor forward(const torch::Tensor& x);
 
+  // The same network on a window of a larger slice: x holds rows top.. and columns left.. of a
+  // full_height x full_width slice (all multiples of 8). Each token gets the positional
+  // embedding it has in the full slice (the full slice's table, cut to the window), not one
+  // stretched over the window, so a token means the same place in both.
+  torch::Tensor forward_window(const torch::Tensor& x, int64_t full_height, int64_t full_width,
+                               int64_t top, int64_t left);
+
   TransBTSOptions options;
 
  private:
   torch::Tensor PositionalEmbedding(int64_t grid_h, int64_t grid_w) const;
+  torch::Tensor Forward(const torch::Tensor& x, const std::function<torch::Tensor(
+                                                    int64_t grid_h, int64_t grid_w)>& position);
 
   UNetEncoder encoder_{nullptr};
   torch::nn::BatchNorm2d pre_norm_{nullptr};

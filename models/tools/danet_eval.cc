@@ -32,6 +32,8 @@ ABSL_FLAG(std::vector<std::string>, policies, {},
 ABSL_FLAG(bool, hd95, true, "Compute HD95 (about a second per region and case).");
 ABSL_FLAG(std::string, json, "", "Write the full results as JSON here.");
 ABSL_FLAG(std::string, csv, "", "Write one row per policy and case here.");
+ABSL_FLAG(bool, crop_to_brain, true,
+          "Run the bank models on the brain's bounding box (false: the whole slice).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 
@@ -76,6 +78,7 @@ int main(int argc, char** argv) {
   danet::eval::EvalOptions eval_options;
   eval_options.policies = absl::GetFlag(FLAGS_policies);
   eval_options.hd95 = absl::GetFlag(FLAGS_hd95);
+  eval_options.crop_to_brain = absl::GetFlag(FLAGS_crop_to_brain);
   eval_options.on_case = [](const std::string& policy, const std::string& case_id) {
     std::cerr << "\r\033[Kevaluating " << case_id << " with " << policy << std::flush;
   };

@@ -31,6 +31,8 @@ ABSL_FLAG(std::string, policy, "",
           "dynamic[@bias][+m<margin>] or static:<model id>; empty: the bundle's default.");
 ABSL_FLAG(std::string, json, "", "Write a JSON report here.");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
+ABSL_FLAG(bool, crop_to_brain, true,
+          "Run the bank models on the brain's bounding box (false: the whole slice).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
 
 namespace {
@@ -72,8 +74,10 @@ int Run() {
   if (!input.ok()) return Fail(input.status());
   const double preprocess_seconds = Seconds(pre_start);
 
+  danet::engine::SegmentOptions segment_options;
+  segment_options.crop_to_brain = absl::GetFlag(FLAGS_crop_to_brain);
   absl::StatusOr<danet::engine::VolumeResult> result =
-      danet::engine::SegmentVolume(**bank, *input, *policy);
+      danet::engine::SegmentVolume(**bank, *input, *policy, segment_options);
   if (!result.ok()) return Fail(result.status());
 
   const auto& g = c->image.geometry;
@@ -92,9 +96,10 @@ int Run() {
   std::cout << absl::StrFormat("GMACs %.1f vs %.1f all-%s (%.1f%%)\n", result->gmacs, all_largest,
                                summary.largest_model, 100.0 * result->gmacs / all_largest);
   std::cout << absl::StrFormat(
-      "seconds: load bank %.2f, read %.2f, preprocess %.2f, decide %.2f, segment %.2f\n",
+      "seconds: load bank %.2f, read %.2f, preprocess %.2f, decide %.2f, segment %.2f (models on "
+      "%.0f%% of the slice area)\n",
       load_seconds, read_seconds, preprocess_seconds, result->decide_seconds,
-      result->segment_seconds);
+      result->segment_seconds, 100.0 * result->window_fraction);
   std::cout << absl::StrFormat("tumour volume (mL): WT %.2f  TC %.2f  ET %.2f\n", volumes.wt,
                                volumes.tc, volumes.et);
   if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) {
@@ -107,6 +112,7 @@ int Run() {
         {"routes", routes},
         {"gmacs", result->gmacs},
         {"gmacs_all_largest", all_largest},
+        {"window_fraction", result->window_fraction},
         {"seconds",
          {{"read", read_seconds},
           {"preprocess", preprocess_seconds},

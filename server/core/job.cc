@@ -136,6 +136,7 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   engine::SegmentOptions engine_options;
   engine_options.decision_batch = options.decision_batch;
   engine_options.model_batch = options.model_batch;
+  engine_options.crop_to_brain = options.crop_to_brain;
   engine_options.cancelled = [&] {
     return !encode_status.ok() || (context.cancelled && context.cancelled());
   };

@@ -21,6 +21,7 @@ struct JobOptions {
   int64_t output_chunk_bytes = 512 * 1024;  // OutputChunk payload size
   int decision_batch = 16;                  // see engine::SegmentOptions
   int model_batch = 1;
+  bool crop_to_brain = true;
 };
 
 struct JobContext {

@@ -31,6 +31,12 @@ class DanetSegment(unittest.TestCase):
         subprocess.run([PHANTOM, "--out", TMP, "--cases", "1", "--seed", "77", "--dims",
                         "160,160,96"], check=True, capture_output=True, timeout=120)
         cls.case = os.path.join(TMP, "phantom_s77_000")
+        # At BraTS's 240 x 240 the head leaves a margin, as in real scans (at 160 x 160 the
+        # phantom head fills the slice).
+        subprocess.run([PHANTOM, "--out", os.path.join(TMP, "wide"), "--cases", "1", "--seed",
+                        "78", "--dims", "240,240,32"], check=True, capture_output=True,
+                       timeout=120)
+        cls.wide_case = os.path.join(TMP, "wide", "phantom_s78_000")
 
     def test_writes_labels_on_the_input_grid_and_a_report(self):
         out = os.path.join(TMP, "pred.nii.gz")
@@ -59,6 +65,26 @@ class DanetSegment(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         with open(report) as f:
             self.assertEqual(json.load(f)["routes"]["M1"], 96)
+
+    def test_brain_box_changes_at_most_a_thousandth_of_the_labels(self):
+        # Issue 15: every bank model runs on the brain's bounding box by default. Against the
+        # whole slice, labels may differ in at most 0.1% of voxels (edge effects of padding).
+        for model in ("M1", "M2", "M3", "M4"):
+            labels, fractions = {}, {}
+            for crop in ("true", "false"):
+                out = os.path.join(TMP, f"{model}-{crop}.nii.gz")
+                report = os.path.join(TMP, f"{model}-{crop}.json")
+                result = segment("--case_dir", self.wide_case, "--policy", f"static:{model}",
+                                 f"--crop_to_brain={crop}", "--out", out, "--json", report)
+                self.assertEqual(result.returncode, 0, result.stderr)
+                labels[crop] = np.asarray(nib.load(out).dataobj)
+                with open(report) as f:
+                    fractions[crop] = json.load(f)["window_fraction"]
+            self.assertLess(fractions["true"], 0.9, model)  # the box is smaller than the slice
+            self.assertEqual(fractions["false"], 1.0, model)
+            self.assertGreater((labels["false"] > 0).sum(), 0, model)
+            differ = float((labels["true"] != labels["false"]).mean())
+            self.assertLessEqual(differ, 0.001, f"{model}: {differ:.4%} of voxels differ")
 
     def test_bad_input_is_a_clear_error(self):
         result = segment("--case_dir", self.case, "--policy", "static:M7")
