@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <mutex>
 
 #include "absl/strings/ascii.h"
@@ -18,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "models/dicom/element_scan.h"
 
 namespace danet::volume {
@@ -310,14 +312,62 @@ absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<Dic
   return out;
 }
 
+namespace {
+
+// A description's words: lower case, split at spaces and _ - . / ( ) , : (not at + or *, which
+// carry meaning: "SE+C", "T2*").
+std::vector<std::string> DescriptionWords(const std::string& description) {
+  std::vector<std::string> words =
+      absl::StrSplit(absl::AsciiStrToLower(description), absl::ByAnyChar(" _-./(),:"),
+                     absl::SkipEmpty());
+  return words;
+}
+
+bool AnyWord(const std::vector<std::string>& words, std::initializer_list<const char*> keys) {
+  for (const std::string& w : words) {
+    for (const char* key : keys) {
+      if (w == key) return true;
+    }
+  }
+  return false;
+}
+
+bool AnyWordStartsWith(const std::vector<std::string>& words, const char* prefix) {
+  for (const std::string& w : words) {
+    if (absl::StartsWith(w, prefix)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 std::string ModalityFromDescription(const std::string& description) {
   const std::string d = absl::AsciiStrToLower(description);
-  if (absl::StrContains(d, "flair")) return "flair";
-  for (const char* key : {"t1ce", "t1c", "t1+c", "t1 post", "t1_post", "gd", "contrast"}) {
-    if (absl::StrContains(d, key)) return "t1ce";
+  const std::vector<std::string> words = DescriptionWords(description);
+  const bool t1 = AnyWordStartsWith(words, "t1") ||
+                  AnyWord(words, {"mprage", "mpr", "spgr", "fspgr", "bravo", "fl3d", "vibe"});
+  const bool t2 = AnyWordStartsWith(words, "t2");
+  // Not one of the four: T2*-weighted gradient echo and susceptibility, diffusion, perfusion,
+  // localizers. Checked first: "AX T2* GRE" is not a T2.
+  if (absl::StrContains(d, "t2*") || absl::StrContains(d, "t2star") ||
+      AnyWord(words, {"t2s", "swi", "swan", "susc", "dwi", "adc", "trace", "dti", "diffusion",
+                      "perf", "perfusion", "dsc", "pwi", "localizer", "localiser", "scout",
+                      "survey", "3plane", "loc"}) ||
+      (t2 && AnyWord(words, {"gre", "fgre", "ffe", "me2d", "medic", "merge"}))) {
+    return "";
   }
-  if (absl::StrContains(d, "t1")) return "t1";
-  if (absl::StrContains(d, "t2")) return "t2";
+  const bool contrast =
+      AnyWord(words, {"t1ce", "t1c", "t1c+", "gd", "gad", "km", "ce", "post", "contrast",
+                      "postcontrast", "kontrast", "c+", "+c", "mdc"}) ||
+      absl::StrContains(d, "+c") || absl::StrContains(d, "+gd") || absl::StrContains(d, "c+") ||
+      absl::StrContains(d, "post gd") || absl::StrContains(d, "t1_post");
+  // FLAIR: named so, or Siemens's dark-fluid / T2 TIRM. A "T1 FLAIR" (GE) is T1-weighted.
+  const bool flair = absl::StrContains(d, "flair") || absl::StrContains(d, "dark-fluid") ||
+                     absl::StrContains(d, "dark_fluid") || absl::StrContains(d, "darkfluid") ||
+                     (t2 && AnyWord(words, {"tirm"}));
+  if (flair && !t1) return "flair";
+  if (t1) return contrast ? "t1ce" : "t1";
+  if (t2) return "t2";
   return "";
 }
 

@@ -59,9 +59,10 @@ struct DicomSeries {
 absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<DicomFile>& files,
                                                            const NiftiLimits& limits = {});
 
-// The modality a SeriesDescription names, by the rule in docs/dicom.md ("" when none):
-// case-insensitive; "flair" -> flair; else t1ce for "t1ce", "t1c", "t1+c", "t1 post", "gd",
-// "contrast", "mprage post"; else "t1" -> t1; else "t2" -> t2.
+// The modality a SeriesDescription names, by the rule in docs/dicom.md ("" when none), on the
+// description's words, case-insensitively: T2*/SWI/diffusion/perfusion/localizers are none;
+// T1-weighted names (t1*, mprage, spgr, ...) are t1ce with a contrast marker (+c, gd, KM,
+// post, ...) and t1 without; then flair (flair, dark-fluid, T2 tirm); then t2 (t2*).
 std::string ModalityFromDescription(const std::string& description);
 
 // For each of kModalities, the index of its usable series: from `explicit_map`

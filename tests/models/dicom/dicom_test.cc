@@ -166,6 +166,46 @@ TEST_F(DicomTest, AssignsModalitiesByDescriptionOrExplicitly) {
   EXPECT_EQ(ModalityFromDescription("DWI"), "");
 }
 
+TEST(ModalityFromDescriptionTest, VendorNamesAndSeriesThatAreNoneOfTheFour) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      // Siemens
+      {"t2_tirm_tra_dark-fluid", "flair"},
+      {"t1_se_tra_KM", "t1ce"},
+      {"t1_mprage_sag_p2_iso KM", "t1ce"},
+      {"t1_mprage_sag_p2_iso", "t1"},
+      {"t2_tse_tra", "t2"},
+      {"t1_fl3d_tra", "t1"},
+      // Philips
+      {"T2W_FLAIR", "flair"},
+      {"T1W_SE+C", "t1ce"},
+      {"T1W_3D_TFE", "t1"},
+      {"T2W_TSE", "t2"},
+      // GE
+      {"AX T1 FLAIR", "t1"},
+      {"AX T1 FLAIR +C", "t1ce"},
+      {"Ax T2 FRFSE", "t2"},
+      {"AX FLAIR", "flair"},
+      {"Sag 3D FSPGR Gad", "t1ce"},
+      {"AX T1 POST GD", "t1ce"},
+      {"T1 w/ contrast", "t1ce"},
+      // none of the four
+      {"AX T2* GRE", ""},
+      {"T2 FFE", ""},
+      {"t2_swi_tra", ""},
+      {"SWAN", ""},
+      {"AX DWI b0 b1000", ""},
+      {"ep2d_diff_3scan_trace", ""},
+      {"ADC", ""},
+      {"3-plane loc", ""},
+      {"localizer", ""},
+      {"ep2d_perf", ""},
+      {"Survey", ""},
+  };
+  for (const auto& [description, modality] : cases) {
+    EXPECT_EQ(ModalityFromDescription(description), modality) << description;
+  }
+}
+
 TEST_F(DicomTest, OtherFrameOfReferenceIsAnError) {
   std::vector<std::string> all;
   for (const char* d : {"AX T2", "AX T1 POST GD", "AX FLAIR"}) {
