@@ -20,13 +20,15 @@ namespace danet::service {
 // What a job adds to the server's resident memory at its peak, beyond its buffered upload
 // (docs/reliability.md has the measurements behind both terms):
 // - per voxel of the volume's grid: four float32 channels as decoded, the slice stack the
-//   networks read, one inflated file, labels and outputs. Measured 49.5 bytes per voxel through
-//   the server on a 512x512x100 case with static:M1 (VmHWM over the loaded server's);
+//   networks read, four inflated float32 files (the files decode in parallel), labels and
+//   outputs. Measured 49.5 bytes per voxel through the server on a 512x512x100 case with
+//   static:M1 when the files decoded one at a time; parallel decoding holds three more
+//   inflated files (12 bytes per voxel);
 // - per slice, the transformer models' attention maps at batch 1, which grow with the square of
 //   the slice's pixel count (a token per 8x8 patch, 8 heads, float32, scores and softmax):
 //   pixels^2 / 64 bytes, 1 GiB at 512x512 (measured: the default policy on that case peaked
 //   0.95 GiB above static:M1), 50 MiB at 240x240.
-inline constexpr int64_t kJobBytesPerVoxel = 50;
+inline constexpr int64_t kJobBytesPerVoxel = 62;
 inline constexpr int64_t kAttentionPixelsSquaredPerByte = 64;
 
 // The estimate above for a grid of `voxels` whose padded slices have `slice_pixels` pixels.
