@@ -3,6 +3,7 @@
 // practical peak of this machine). Prints a Markdown table; --json writes the numbers.
 //
 //   danet-bench-models --threads 2 [--size 240] [--batches 1,8] [--min_seconds 3] [--json F]
+//                      [--memory_format contiguous|channels_last] [--mkldnn=false]
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -24,6 +25,9 @@ ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "8"}
 ABSL_FLAG(double, min_seconds, 3.0, "Minimum measuring time per network and batch.");
 ABSL_FLAG(int, matmul_n, 2048, "Side of the square fp32 matmul used as the peak.");
 ABSL_FLAG(std::string, json, "", "Also write the results as JSON to this file.");
+ABSL_FLAG(std::string, memory_format, "contiguous",
+          "contiguous (NCHW) or channels_last (NHWC input and convolution weights).");
+ABSL_FLAG(bool, mkldnn, true, "Let LibTorch use oneDNN (mkldnn) for the convolutions.");
 
 namespace danet::models {
 namespace {
@@ -86,12 +90,28 @@ int Run() {
                        (*bank)->model_config(i).gmacs_per_slice()});
   }
 
+  const std::string format = absl::GetFlag(FLAGS_memory_format);
+  if (format != "contiguous" && format != "channels_last") {
+    std::cerr << "danet-bench-models: --memory_format is contiguous or channels_last\n";
+    return 1;
+  }
+  const bool channels_last = format == "channels_last";
+  at::globalContext().setUserEnabledMkldnn(absl::GetFlag(FLAGS_mkldnn));
+  if (channels_last) {
+    for (const Entry& entry : entries) {
+      for (at::Tensor& p : entry.network->Parameters()) {
+        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+      }
+    }
+  }
+
   const double peak_before = MatmulGflops(absl::GetFlag(FLAGS_matmul_n), min_seconds);
   std::vector<Row> rows;
   for (const Entry& entry : entries) {
     for (const std::string& batch_text : absl::GetFlag(FLAGS_batches)) {
       const int batch = std::stoi(batch_text);
-      const torch::Tensor x = torch::randn({batch, 4, size, size});
+      torch::Tensor x = torch::randn({batch, 4, size, size});
+      if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       const double seconds = MedianSeconds([&] { entry.network->Forward(x); }, min_seconds);
       rows.push_back({entry.id, entry.network->Describe(), batch, entry.gmacs,
                       1e3 * seconds / batch, 2.0 * entry.gmacs * batch / seconds});
@@ -103,8 +123,10 @@ int Run() {
       std::max(peak_before, MatmulGflops(absl::GetFlag(FLAGS_matmul_n), min_seconds));
 
   std::cout << absl::StrFormat(
-      "threads=%d, slice %dx%d, fp32, matmul %dx%d peak %.1f GFLOP/s (best of before/after)\n\n",
-      absl::GetFlag(FLAGS_threads), size, size, absl::GetFlag(FLAGS_matmul_n),
+      "threads=%d, slice %dx%d, fp32, %s, mkldnn %s, matmul %dx%d peak %.1f GFLOP/s (best of "
+      "before/after)\n\n",
+      absl::GetFlag(FLAGS_threads), size, size, format,
+      at::globalContext().userEnabledMkldnn() ? "on" : "off", absl::GetFlag(FLAGS_matmul_n),
       absl::GetFlag(FLAGS_matmul_n), peak);
   std::cout << "| net | batch | GMACs/slice | ms/slice | GFLOP/s | % of matmul peak |\n"
                "|---|---:|---:|---:|---:|---:|\n";
