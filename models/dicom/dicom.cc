@@ -317,9 +317,8 @@ namespace {
 // A description's words: lower case, split at spaces and _ - . / ( ) , : (not at + or *, which
 // carry meaning: "SE+C", "T2*").
 std::vector<std::string> DescriptionWords(const std::string& description) {
-  std::vector<std::string> words =
-      absl::StrSplit(absl::AsciiStrToLower(description), absl::ByAnyChar(" _-./(),:"),
-                     absl::SkipEmpty());
+  std::vector<std::string> words = absl::StrSplit(absl::AsciiStrToLower(description),
+                                                  absl::ByAnyChar(" _-./(),:"), absl::SkipEmpty());
   return words;
 }
 

@@ -91,8 +91,8 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     // 2. Each route's slices through its model, on the brain's box where the model allows.
     const auto segment_start = Clock::now();
     const int64_t padded_height = slices.size(2), padded_width = slices.size(3);
-    const SliceBox box = options.crop_to_brain ? BrainBox(slices)
-                                               : SliceBox{0, padded_height, 0, padded_width};
+    const SliceBox box =
+        options.crop_to_brain ? BrainBox(slices) : SliceBox{0, padded_height, 0, padded_width};
     const torch::Tensor cropped =
         slices.slice(2, box.top, box.bottom).slice(3, box.left, box.right).contiguous();
     const models::SliceWindow window{padded_height, padded_width, box.top, box.left};

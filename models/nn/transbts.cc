@@ -95,9 +95,9 @@ torch::Tensor TransBTSImpl::forward_window(const torch::Tensor& x, int64_t full_
                                            int64_t full_width, int64_t top, int64_t left) {
   TORCH_CHECK(full_height % 8 == 0 && full_width % 8 == 0 && top % 8 == 0 && left % 8 == 0,
               "a window's slice size and origin must be multiples of 8");
-  TORCH_CHECK(top + x.size(2) <= full_height && left + x.size(3) <= full_width,
-              "the window ", x.size(2), "x", x.size(3), " at (", top, ", ", left,
-              ") leaves the slice ", full_height, "x", full_width);
+  TORCH_CHECK(top + x.size(2) <= full_height && left + x.size(3) <= full_width, "the window ",
+              x.size(2), "x", x.size(3), " at (", top, ", ", left, ") leaves the slice ",
+              full_height, "x", full_width);
   return Forward(x, [&](int64_t gh, int64_t gw) {
     const int64_t d = options.embed_dim(), full_gh = full_height / 8, full_gw = full_width / 8;
     return PositionalEmbedding(full_gh, full_gw)

@@ -83,8 +83,9 @@ class TransBTSImpl : public torch::nn::Module {
 
  private:
   torch::Tensor PositionalEmbedding(int64_t grid_h, int64_t grid_w) const;
-  torch::Tensor Forward(const torch::Tensor& x, const std::function<torch::Tensor(
-                                                    int64_t grid_h, int64_t grid_w)>& position);
+  torch::Tensor Forward(
+      const torch::Tensor& x,
+      const std::function<torch::Tensor(int64_t grid_h, int64_t grid_w)>& position);
 
   UNetEncoder encoder_{nullptr};
   torch::nn::BatchNorm2d pre_norm_{nullptr};

@@ -95,7 +95,7 @@ TEST(BrainBoxTest, IsTheNonZeroBoxOnTheSixteenVoxelGrid) {
   torch::Tensor slices = torch::zeros({5, 4, 64, 80});
   EXPECT_EQ(BrainBox(slices).bottom, 64);  // nothing non-zero: the whole slice
   EXPECT_EQ(BrainBox(slices).right, 80);
-  slices.index_put_({2, 3, 20, 5}, 1.0f);   // one channel of one slice is enough
+  slices.index_put_({2, 3, 20, 5}, 1.0f);    // one channel of one slice is enough
   slices.index_put_({4, 0, 37, 50}, -2.0f);  // negative values are brain too
   const SliceBox box = BrainBox(slices);
   EXPECT_EQ(box.top, 16);
