@@ -23,13 +23,14 @@ namespace {
 template <typename Holder>
 class ModuleNetwork final : public Network {
  public:
-  ModuleNetwork(Holder module, std::string description, bool supports_window)
-      : module_(std::move(module)),
-        description_(std::move(description)),
-        supports_window_(supports_window) {}
+  ModuleNetwork(Holder module, std::string description)
+      : module_(std::move(module)), description_(std::move(description)) {}
 
   at::Tensor Forward(const at::Tensor& x) override { return module_->forward(x); }
-  bool SupportsWindow() const override { return supports_window_; }
+  // The bank's networks; the decision network is never run on a window.
+  bool SupportsWindow() const override {
+    return std::is_same_v<Holder, UNet> || std::is_same_v<Holder, TransBTS>;
+  }
   at::Tensor ForwardWindow(const at::Tensor& x, const SliceWindow& w) override {
     if constexpr (std::is_same_v<Holder, TransBTS>) {
       return module_->forward_window(x, w.full_height, w.full_width, w.top, w.left);
@@ -52,7 +53,6 @@ class ModuleNetwork final : public Network {
  private:
   Holder module_;
   std::string description_;
-  bool supports_window_;
 };
 
 // A TorchScript module behind the Network interface.
@@ -82,8 +82,7 @@ std::unique_ptr<Network> BuildUNet(const v1::UNetArch& given) {
   UNetOptions options(arch.base_width());
   options.in_channels(arch.in_channels()).num_classes(arch.num_classes());
   return std::make_unique<ModuleNetwork<UNet>>(
-      UNet(options), absl::StrCat("unet(base_width=", arch.base_width(), ")"),
-      /*supports_window=*/true);
+      UNet(options), absl::StrCat("unet(base_width=", arch.base_width(), ")"));
 }
 
 std::unique_ptr<Network> BuildTransBTS(const v1::TransBTSArch& given) {
@@ -100,8 +99,7 @@ std::unique_ptr<Network> BuildTransBTS(const v1::TransBTSArch& given) {
       absl::StrCat("transbts(layers=", options.num_layers(), ", base_width=", options.base_width(),
                    ", embed=", options.embed_dim(), ", heads=", options.num_heads(),
                    ", mlp=", options.mlp_dim(), ")");
-  return std::make_unique<ModuleNetwork<TransBTS>>(TransBTS(options), std::move(description),
-                                                   /*supports_window=*/true);
+  return std::make_unique<ModuleNetwork<TransBTS>>(TransBTS(options), std::move(description));
 }
 
 absl::StatusOr<std::unique_ptr<Network>> LoadScript(const v1::TorchScriptArch& arch,
@@ -167,8 +165,7 @@ absl::StatusOr<std::unique_ptr<Network>> BuildDecisionNetwork(const v1::Decision
       options.global_max_pool() ? ", avg+max pool" : "", ", routes=", num_routes, ")");
   try {
     return std::make_unique<ModuleNetwork<DecisionNet>>(DecisionNet(options),
-                                                        std::move(description),
-                                                        /*supports_window=*/false);
+                                                        std::move(description));
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("decision network: ", e.what_without_backtrace()));

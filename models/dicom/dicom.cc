@@ -355,11 +355,10 @@ std::string ModalityFromDescription(const std::string& description) {
       (t2 && AnyWord(words, {"gre", "fgre", "ffe", "me2d", "medic", "merge"}))) {
     return "";
   }
-  const bool contrast =
-      AnyWord(words, {"t1ce", "t1c", "t1c+", "gd", "gad", "km", "ce", "post", "contrast",
-                      "postcontrast", "kontrast", "c+", "+c", "mdc"}) ||
-      absl::StrContains(d, "+c") || absl::StrContains(d, "+gd") || absl::StrContains(d, "c+") ||
-      absl::StrContains(d, "post gd") || absl::StrContains(d, "t1_post");
+  const bool contrast = AnyWord(words, {"t1ce", "t1c", "gd", "gad", "km", "ce", "post", "contrast",
+                                        "postcontrast", "kontrast", "mdc"}) ||
+                        absl::StrContains(d, "+c") || absl::StrContains(d, "+gd") ||
+                        absl::StrContains(d, "c+");
   // FLAIR: named so, or Siemens's dark-fluid / T2 TIRM. A "T1 FLAIR" (GE) is T1-weighted.
   const bool flair = absl::StrContains(d, "flair") || absl::StrContains(d, "dark-fluid") ||
                      absl::StrContains(d, "dark_fluid") || absl::StrContains(d, "darkfluid") ||

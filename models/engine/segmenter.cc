@@ -93,8 +93,9 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     const int64_t padded_height = slices.size(2), padded_width = slices.size(3);
     const SliceBox box =
         options.crop_to_brain ? BrainBox(slices) : SliceBox{0, padded_height, 0, padded_width};
+    // A view: index_select below copies only each batch's slices.
     const torch::Tensor cropped =
-        slices.slice(2, box.top, box.bottom).slice(3, box.left, box.right).contiguous();
+        slices.slice(2, box.top, box.bottom).slice(3, box.left, box.right);
     const models::SliceWindow window{padded_height, padded_width, box.top, box.left};
     for (int64_t z = 0; z < depth; ++z) {
       result.slices[z].index = static_cast<int>(z);

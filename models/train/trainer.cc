@@ -425,10 +425,10 @@ absl::Status Trainer::RunDecisionStage() {
     const auto path = OptimizerPath(options_.work_dir / kCheckpointDir, "decision");
     if (absl::Status s = LoadOptimizer(optimizer, path); !s.ok()) return s;
   }
-  std::vector<int> histogram(bank_->size() + 1, 0);
-  for (const LabelledSlice& s : tumour_slices_) ++histogram[s.route];
+  // The histogram LoadDecisionLabels counted (it always runs before this stage).
   const std::vector<double> weights =
-      RouteWeights(histogram, options_.skip_weight, options_.route_balance);
+      RouteWeights(report_["decision_label_histogram"].get<std::vector<int>>(),
+                   options_.skip_weight, options_.route_balance);
   Log({{"stage", 2}, {"route_weights", weights}});
   std::mt19937_64 rng(options_.seed * 104729 + first);
   Progress progress("stage 2: decision", total, first, options_.log_every);
