@@ -81,6 +81,17 @@ absl::StatusOr<std::unique_ptr<Bank>> Bank::Create(v1::BundleConfig config,
   cfg.mutable_decision()->set_gmacs_per_slice(*gmacs);
   bank->decision_ = *std::move(decision);
 
+  if (options.int8_linear.value_or(cfg.int8_linear() && options.device.is_cpu())) {
+    if (!options.device.is_cpu()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("int8 Linear layers run on the CPU only, not on ", options.device.str()));
+    }
+    for (int i = 0; i < bank->size(); ++i) {
+      if (absl::Status s = bank->models_[i]->QuantizeLinear(); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("models[", i, "]: ", s.message()));
+      }
+    }
+  }
   try {
     for (auto& model : bank->models_) {
       model->To(options.device);
@@ -88,6 +99,10 @@ absl::StatusOr<std::unique_ptr<Bank>> Bank::Create(v1::BundleConfig config,
     }
     bank->decision_->To(options.device);
     bank->decision_->SetTraining(false);
+    if (options.fold_batch_norm) {
+      for (auto& model : bank->models_) model->FoldBatchNorm();
+      bank->decision_->FoldBatchNorm();
+    }
   } catch (const c10::Error& e) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot move the bank to ", options.device.str(), ": ", e.what_without_backtrace()));

@@ -29,6 +29,14 @@ struct BankOptions {
   // Seeds LibTorch's generator before random initialisation, for reproducible weights.
   std::optional<uint64_t> seed;
   c10::Device device = c10::Device(c10::kCPU);
+  // Inference only: fold the native networks' BatchNorms into their convolutions
+  // (Network::FoldBatchNorm). Such a bank cannot be trained or saved.
+  bool fold_batch_norm = false;
+  // Inference only, CPU only: TransBTS's transformer Linear layers with int8 weights
+  // (Network::QuantizeLinear; docs/benchmarks.md has what it costs in Dice and gains in time).
+  // Unset: the bundle's `int8_linear`, on the CPU only. true on another device is an error.
+  // Training tools set false.
+  std::optional<bool> int8_linear;
 };
 
 class Bank {

@@ -11,8 +11,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "models/bank/device.h"
 #include "models/bundle/bundle_config.h"
 #include "models/nn/decision_net.h"
+#include "models/nn/ops.h"
 #include "models/nn/transbts.h"
 #include "models/nn/unet.h"
 
@@ -38,6 +40,25 @@ class ModuleNetwork final : public Network {
       return module_->forward(x);  // translation-equivariant: the window changes nothing
     }
   }
+  void FoldBatchNorm() override {
+    module_->FoldBatchNorm();
+    folded_ = true;
+  }
+  bool BatchNormFolded() const override { return folded_; }
+  absl::Status QuantizeLinear() override {
+    if constexpr (std::is_same_v<Holder, TransBTS>) {
+      if (!ops::SelectInt8Engine()) {
+        return absl::FailedPreconditionError(
+            "int8 Linear layers need LibTorch's FBGEMM or oneDNN quantized engine");
+      }
+      try {
+        module_->QuantizeLinear();
+      } catch (const c10::Error& e) {
+        return TorchErrorStatus(e, "cannot quantize the Linear layers");
+      }
+    }
+    return absl::OkStatus();
+  }
   void SetTraining(bool training) override { module_->train(training); }
   void To(c10::Device device) override { module_->to(device); }
   std::vector<at::Tensor> Parameters() override { return module_->parameters(); }
@@ -53,6 +74,7 @@ class ModuleNetwork final : public Network {
  private:
   Holder module_;
   std::string description_;
+  bool folded_ = false;
 };
 
 // A TorchScript module behind the Network interface.
@@ -183,6 +205,12 @@ absl::StatusOr<CostReport> CountCost(Network& network, int64_t channels, int64_t
 }
 
 absl::Status SaveWeights(Network& network, const std::filesystem::path& path, WeightDtype dtype) {
+  if (network.BatchNormFolded()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot write weight file ", path.string(),
+        ": the network's BatchNorms were folded for inference, so its weights are not the "
+        "trained ones"));
+  }
   c10::Dict<std::string, at::Tensor> dict;
   for (const auto& [name, tensor] : network.NamedState()) {
     at::Tensor stored = tensor.detach().to(torch::kCPU).contiguous();

@@ -50,6 +50,17 @@ class Network {
     return Forward(x);
   }
 
+  // Inference only: folds each BatchNorm into the convolution before it where that is exact
+  // (native networks; TorchScript networks are left as they are). Call in eval mode after
+  // loading the weights. A folded network computes what it did before, up to rounding, in
+  // fewer passes over memory; it must not be trained again, and SaveWeights refuses it.
+  virtual void FoldBatchNorm() {}
+  virtual bool BatchNormFolded() const { return false; }
+  // Inference only, CPU only: Linear layers with int8 weights and dynamic activation
+  // quantization (TransBTS's transformer layers; other networks are left as they are).
+  // FailedPrecondition when LibTorch has no quantized engine.
+  virtual absl::Status QuantizeLinear() { return absl::OkStatus(); }
+
   virtual void SetTraining(bool training) = 0;
   virtual void To(c10::Device device) = 0;
   virtual std::vector<at::Tensor> Parameters() = 0;

@@ -4,6 +4,7 @@
 //
 //   danet-bench-models --threads 2 [--size 240] [--batches 1,8] [--min_seconds 3] [--json F]
 //                      [--memory_format contiguous|channels_last] [--mkldnn=false]
+//                     [--fold_batch_norm=false] [--int8_linear]
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -27,6 +28,11 @@ ABSL_FLAG(int, matmul_n, 2048, "Side of the square fp32 matmul used as the peak.
 ABSL_FLAG(std::string, json, "", "Also write the results as JSON to this file.");
 ABSL_FLAG(std::string, memory_format, "contiguous",
           "contiguous (NCHW) or channels_last (NHWC input and convolution weights).");
+ABSL_FLAG(bool, int8_linear, false,
+          "CPU only: run TransBTS's transformer Linear layers with int8 weights (dynamic "
+          "quantization; docs/benchmarks.md). false: as the bundle says (int8_linear).");
+ABSL_FLAG(bool, fold_batch_norm, true,
+          "Fold the BatchNorms into the convolutions before them at load (docs/benchmarks.md).");
 ABSL_FLAG(bool, mkldnn, true, "Let LibTorch use oneDNN (mkldnn) for the convolutions.");
 
 namespace danet::models {
@@ -73,6 +79,8 @@ int Run() {
   BankOptions options;
   options.load_weights = false;
   options.seed = 1;
+  options.fold_batch_norm = absl::GetFlag(FLAGS_fold_batch_norm);
+  if (absl::GetFlag(FLAGS_int8_linear)) options.int8_linear = true;  // else the bundle's choice
   absl::StatusOr<std::unique_ptr<Bank>> bank = Bank::Create(config, ".", options);
   if (!bank.ok()) {
     std::cerr << "danet-bench-models: " << bank.status() << "\n";

@@ -61,21 +61,37 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     }
     auto stop = [&] { return options.cancelled && options.cancelled(); };
 
-    // 1. Routes.
+    // 1. Routes. A slice without one non-zero voxel holds no tissue, hence no tumour: it is
+    // skipped without the decision network (skip probability 1) and never widened into.
     const auto decide_start = Clock::now();
     std::vector<int> routes(depth, 0);
     if (policy.kind == Policy::Kind::kStatic) {
       std::fill(routes.begin(), routes.end(), policy.static_model + 1);
     } else {
-      for (int64_t begin = 0; begin < depth; begin += options.decision_batch) {
+      const torch::Tensor occupied = slices.ne(0).flatten(1).any(1);
+      const bool* has_tissue = occupied.data_ptr<bool>();
+      std::vector<int64_t> looked_at;
+      for (int64_t z = 0; z < depth; ++z) {
+        if (has_tissue[z]) {
+          looked_at.push_back(z);
+        } else {
+          result.slices[z].probabilities.assign(route_gmacs.size(), 0.0f);
+          result.slices[z].probabilities[0] = 1.0f;
+        }
+      }
+      const int64_t looked = static_cast<int64_t>(looked_at.size());
+      for (int64_t begin = 0; begin < looked; begin += options.decision_batch) {
         if (stop()) return absl::CancelledError("segmentation cancelled");
-        const int64_t end = std::min<int64_t>(depth, begin + options.decision_batch);
+        const int64_t end = std::min<int64_t>(looked, begin + options.decision_batch);
+        const torch::Tensor index = torch::tensor(
+            std::vector<int64_t>(looked_at.begin() + begin, looked_at.begin() + end), torch::kLong);
         const torch::Tensor probs =
-            torch::softmax(bank.decision().Forward(slices.slice(0, begin, end).to(bank.device())),
+            torch::softmax(bank.decision().Forward(slices.index_select(0, index).to(bank.device())),
                            1)
                 .to(torch::kCPU);
-        for (int64_t z = begin; z < end; ++z) {
-          const torch::Tensor p = probs[z - begin];
+        for (int64_t i = begin; i < end; ++i) {
+          const torch::Tensor p = probs[i - begin];
+          const int64_t z = looked_at[i];
           result.slices[z].probabilities.assign(p.data_ptr<float>(),
                                                 p.data_ptr<float>() + p.numel());
           routes[z] = DecideRoute(p.data_ptr<float>(), route_gmacs, policy);
@@ -84,6 +100,9 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
       if (policy.skip_margin > 0) {
         routes = WidenRoutes(routes, result.slices, route_gmacs, policy.cost_bias,
                              policy.skip_margin, policy.margin_min_run);
+        for (int64_t z = 0; z < depth; ++z) {
+          if (!has_tissue[z]) routes[z] = 0;
+        }
       }
     }
     result.decide_seconds = Since(decide_start);

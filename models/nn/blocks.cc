@@ -18,10 +18,12 @@ ResBlockImpl::ResBlockImpl(int64_t channels)
       conv2_(register_module("conv2", ops::Conv3x3(channels, channels))) {}
 
 torch::Tensor ResBlockImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = ops::Conv(conv1_, ops::Relu(ops::BatchNorm(bn1_, x)));
-  y = ops::Conv(conv2_, ops::Relu(ops::BatchNorm(bn2_, y)));
+  torch::Tensor y = ops::ConvBn(conv1_, bn2_, ops::Relu(ops::BatchNorm(bn1_, x)));
+  y = ops::Conv(conv2_, ops::Relu(y));
   return ops::Add(y, x);
 }
+
+void ResBlockImpl::FoldBatchNorm() { ops::FoldBatchNorm(conv1_, bn2_); }
 
 UpCatImpl::UpCatImpl(int64_t in_channels, int64_t out_channels)
     : reduce_(register_module("reduce", ops::Conv1x1(in_channels, out_channels))),
@@ -67,6 +69,14 @@ EncoderFeatures UNetEncoderImpl::forward(const torch::Tensor& x) {
   return {outputs[0], outputs[1], outputs[2], outputs[3]};
 }
 
+void UNetEncoderImpl::FoldBatchNorm() {
+  for (const auto& level : *levels_) {
+    for (const auto& block : *level->as<torch::nn::ModuleListImpl>()) {
+      block->as<ResBlockImpl>()->FoldBatchNorm();
+    }
+  }
+}
+
 UNetDecoderImpl::UNetDecoderImpl(int64_t base_width, int64_t num_classes)
     : up3_(register_module("up3", UpCat(8 * base_width, 4 * base_width))),
       up2_(register_module("up2", UpCat(4 * base_width, 2 * base_width))),
@@ -81,6 +91,10 @@ torch::Tensor UNetDecoderImpl::forward(const torch::Tensor& bottom, const Encode
   y = block2_(up2_(y, skips.skip2));
   y = block1_(up1_(y, skips.skip1));
   return ops::Conv(head_, y);
+}
+
+void UNetDecoderImpl::FoldBatchNorm() {
+  for (ResBlock* block : {&block3_, &block2_, &block1_}) (*block)->FoldBatchNorm();
 }
 
 }  // namespace danet::models

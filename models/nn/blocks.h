@@ -16,6 +16,9 @@ class ResBlockImpl : public torch::nn::Module {
  public:
   explicit ResBlockImpl(int64_t channels);
   torch::Tensor forward(const torch::Tensor& x);
+  // Inference only (see ops::FoldBatchNorm): bn2 into conv1. bn1 sees the residual sum and
+  // stays.
+  void FoldBatchNorm();
 
  private:
   torch::nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr};
@@ -47,6 +50,7 @@ class UNetEncoderImpl : public torch::nn::Module {
  public:
   UNetEncoderImpl(int64_t in_channels, int64_t base_width);
   EncoderFeatures forward(const torch::Tensor& x);
+  void FoldBatchNorm();  // each residual block's
 
  private:
   torch::nn::Conv2d stem_{nullptr};
@@ -62,6 +66,7 @@ class UNetDecoderImpl : public torch::nn::Module {
   UNetDecoderImpl(int64_t base_width, int64_t num_classes);
   // `bottom` has 8b channels at 1/8 resolution.
   torch::Tensor forward(const torch::Tensor& bottom, const EncoderFeatures& skips);
+  void FoldBatchNorm();  // each residual block's
 
  private:
   UpCat up3_{nullptr}, up2_{nullptr}, up1_{nullptr};

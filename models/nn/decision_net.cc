@@ -40,14 +40,24 @@ ShuffleUnitImpl::ShuffleUnitImpl(int64_t in_channels, int64_t out_channels, int6
 }
 
 torch::Tensor ShuffleUnitImpl::Main(const torch::Tensor& x) {
-  torch::Tensor y = ops::Relu(ops::BatchNorm(main_bn1_, ops::Conv(main_pw1_, x)));
-  y = ops::BatchNorm(main_bn2_, ops::Conv(main_dw_, y));
-  return ops::Relu(ops::BatchNorm(main_bn3_, ops::Conv(main_pw2_, y)));
+  torch::Tensor y = ops::Relu(ops::ConvBn(main_pw1_, main_bn1_, x));
+  y = ops::ConvBn(main_dw_, main_bn2_, y);
+  return ops::Relu(ops::ConvBn(main_pw2_, main_bn3_, y));
 }
 
 torch::Tensor ShuffleUnitImpl::Projection(const torch::Tensor& x) {
-  torch::Tensor y = ops::BatchNorm(proj_bn1_, ops::Conv(proj_dw_, x));
-  return ops::Relu(ops::BatchNorm(proj_bn2_, ops::Conv(proj_pw_, y)));
+  torch::Tensor y = ops::ConvBn(proj_dw_, proj_bn1_, x);
+  return ops::Relu(ops::ConvBn(proj_pw_, proj_bn2_, y));
+}
+
+void ShuffleUnitImpl::FoldBatchNorm() {
+  ops::FoldBatchNorm(main_pw1_, main_bn1_);
+  ops::FoldBatchNorm(main_dw_, main_bn2_);
+  ops::FoldBatchNorm(main_pw2_, main_bn3_);
+  if (stride_ == 2) {
+    ops::FoldBatchNorm(proj_dw_, proj_bn1_);
+    ops::FoldBatchNorm(proj_pw_, proj_bn2_);
+  }
 }
 
 torch::Tensor ShuffleUnitImpl::forward(const torch::Tensor& x) {
@@ -82,12 +92,18 @@ DecisionNetImpl::DecisionNetImpl(const DecisionNetOptions& options) : options(op
 }
 
 torch::Tensor DecisionNetImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = ops::Relu(ops::BatchNorm(stem_bn_, ops::Conv(stem_, x)));
+  torch::Tensor y = ops::Relu(ops::ConvBn(stem_, stem_bn_, x));
   y = ops::MaxPool(y, 3, 2, 1);
   for (const auto& unit : *units_) y = unit->as<ShuffleUnitImpl>()->forward(y);
-  y = ops::Relu(ops::BatchNorm(head_bn_, ops::Conv(head_, y)));
+  y = ops::Relu(ops::ConvBn(head_, head_bn_, y));
   if (!options.global_max_pool()) return ops::Linear(classifier_, ops::GlobalAvgPool(y));
   return ops::Linear(classifier_, torch::cat({ops::GlobalAvgPool(y), ops::GlobalMaxPool(y)}, 1));
+}
+
+void DecisionNetImpl::FoldBatchNorm() {
+  ops::FoldBatchNorm(stem_, stem_bn_);
+  for (const auto& unit : *units_) unit->as<ShuffleUnitImpl>()->FoldBatchNorm();
+  ops::FoldBatchNorm(head_, head_bn_);
 }
 
 }  // namespace danet::models

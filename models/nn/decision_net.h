@@ -34,6 +34,7 @@ class ShuffleUnitImpl : public torch::nn::Module {
  public:
   ShuffleUnitImpl(int64_t in_channels, int64_t out_channels, int64_t stride);
   torch::Tensor forward(const torch::Tensor& x);
+  void FoldBatchNorm();  // every conv's norm (ops::FoldBatchNorm)
 
  private:
   torch::Tensor Main(const torch::Tensor& x);
@@ -54,6 +55,8 @@ class DecisionNetImpl : public torch::nn::Module {
  public:
   explicit DecisionNetImpl(const DecisionNetOptions& options);
   torch::Tensor forward(const torch::Tensor& x);
+  // Inference only: every BatchNorm folded into the convolution before it (ops::FoldBatchNorm).
+  void FoldBatchNorm();
 
   DecisionNetOptions options;
 

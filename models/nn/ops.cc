@@ -1,7 +1,13 @@
 #include "models/nn/ops.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/pooling.h>
+#include <torch/torch.h>
+#include <torch/utils.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "models/cost/cost.h"
 
@@ -37,7 +43,11 @@ torch::Tensor ConvTranspose(torch::nn::ConvTranspose2d& conv, const torch::Tenso
 }
 
 torch::Tensor Linear(torch::nn::Linear& linear, const torch::Tensor& x) {
-  torch::Tensor y = linear->forward(x);
+  return Linear(linear, Int8Weights(), x);
+}
+
+torch::Tensor Linear(torch::nn::Linear& linear, const Int8Weights& int8, const torch::Tensor& x) {
+  torch::Tensor y = int8 ? int8->apply_dynamic(x, /*reduce_range=*/false) : linear->forward(x);
   if (CostRecordingActive()) {
     const auto& o = linear->options;
     RecordCost(OpKind::kLinear, Numel(y) * (o.in_features() + (o.bias() ? 1 : 0)));
@@ -45,10 +55,62 @@ torch::Tensor Linear(torch::nn::Linear& linear, const torch::Tensor& x) {
   return y;
 }
 
+Int8Weights PackInt8(torch::nn::Linear& linear) {
+  TORCH_CHECK(SelectInt8Engine(), "this LibTorch has no quantized engine (FBGEMM or oneDNN)");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor weight = linear->weight.detach().to(torch::kCPU, torch::kFloat32);
+  // Symmetric per output feature: the largest magnitude maps to 127.
+  const torch::Tensor scales = (weight.abs().amax(1) / 127.0).clamp_min(1e-12).to(torch::kDouble);
+  const torch::Tensor quantized = torch::quantize_per_channel(
+      weight, scales, torch::zeros({weight.size(0)}, torch::kLong), 0, torch::kQInt8);
+  c10::optional<torch::Tensor> bias;
+  if (linear->bias.defined()) bias = linear->bias.detach().to(torch::kCPU, torch::kFloat32);
+  static const auto prepack =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("quantized::linear_prepack", "")
+          .typed<Int8Weights(torch::Tensor, c10::optional<torch::Tensor>)>();
+  return prepack.call(quantized, bias);
+}
+
+bool SelectInt8Engine() {
+  auto& context = at::globalContext();
+  const std::vector<at::QEngine>& engines = context.supportedQEngines();
+  for (const at::QEngine engine : {at::QEngine::FBGEMM, at::QEngine::ONEDNN}) {
+    if (std::find(engines.begin(), engines.end(), engine) != engines.end()) {
+      if (context.qEngine() != engine) context.setQEngine(engine);
+      return true;
+    }
+  }
+  return false;
+}
+
 torch::Tensor BatchNorm(torch::nn::BatchNorm2d& norm, const torch::Tensor& x) {
   torch::Tensor y = norm->forward(x);
   RecordCost(OpKind::kNorm, Numel(y) * (norm->options.affine() ? 2 : 1));
   return y;
+}
+
+torch::Tensor ConvBn(torch::nn::Conv2d& conv, torch::nn::BatchNorm2d& norm,
+                     const torch::Tensor& x) {
+  torch::Tensor y = Conv(conv, x);
+  return norm ? BatchNorm(norm, y) : y;
+}
+
+void FoldBatchNorm(torch::nn::Conv2d& conv, torch::nn::BatchNorm2d& norm) {
+  if (!norm) return;
+  TORCH_CHECK(norm->options.affine() && norm->options.track_running_stats(),
+              "FoldBatchNorm needs an affine BatchNorm with running statistics");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor scale = norm->weight / torch::sqrt(norm->running_var + norm->options.eps());
+  const torch::Tensor shift = norm->bias - norm->running_mean * scale;
+  conv->weight.mul_(scale.reshape({-1, 1, 1, 1}));
+  if (conv->bias.defined()) {
+    conv->bias.mul_(scale).add_(shift);
+  } else {
+    // Registered so that moving the module moves it; the member is what forward reads.
+    conv->bias = conv->register_buffer("folded_bias", shift.clone());
+  }
+  norm = nullptr;
 }
 
 torch::Tensor LayerNorm(torch::nn::LayerNorm& norm, const torch::Tensor& x) {

@@ -23,12 +23,17 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t n = x.size(0), t = x.size(1), d = x.size(2), head_dim = d / heads_;
   // N x T x 3D -> 3 x N x heads x T x head_dim
   const torch::Tensor qkv =
-      ops::Linear(qkv_, x).reshape({n, t, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
+      ops::Linear(qkv_, qkv_int8_, x).reshape({n, t, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
   const torch::Tensor q = qkv[0] * (1.0 / std::sqrt(static_cast<double>(head_dim)));
   torch::Tensor attn = ops::Softmax(ops::AttentionMatmul(q, qkv[1].transpose(-2, -1)), -1);
   attn = attn_drop_(attn);
   const torch::Tensor mixed = ops::AttentionMatmul(attn, qkv[2]).transpose(1, 2).reshape({n, t, d});
-  return proj_drop_(ops::Linear(proj_, mixed));
+  return proj_drop_(ops::Linear(proj_, proj_int8_, mixed));
+}
+
+void SelfAttentionImpl::QuantizeLinear() {
+  qkv_int8_ = ops::PackInt8(qkv_);
+  proj_int8_ = ops::PackInt8(proj_);
 }
 
 TransformerLayerImpl::TransformerLayerImpl(int64_t dim, int64_t heads, int64_t mlp_dim,
@@ -42,8 +47,14 @@ TransformerLayerImpl::TransformerLayerImpl(int64_t dim, int64_t heads, int64_t m
 
 torch::Tensor TransformerLayerImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = ops::Add(x, attention_(ops::LayerNorm(norm1_, x)));
-  torch::Tensor hidden = drop_(ops::Gelu(ops::Linear(fc1_, ops::LayerNorm(norm2_, y))));
-  return ops::Add(y, drop_(ops::Linear(fc2_, hidden)));
+  torch::Tensor hidden = drop_(ops::Gelu(ops::Linear(fc1_, fc1_int8_, ops::LayerNorm(norm2_, y))));
+  return ops::Add(y, drop_(ops::Linear(fc2_, fc2_int8_, hidden)));
+}
+
+void TransformerLayerImpl::QuantizeLinear() {
+  attention_->QuantizeLinear();
+  fc1_int8_ = ops::PackInt8(fc1_);
+  fc2_int8_ = ops::PackInt8(fc2_);
 }
 
 TransBTSImpl::TransBTSImpl(const TransBTSOptions& options)
@@ -119,8 +130,19 @@ torch::Tensor TransBTSImpl::Forward(
   for (const auto& layer : *layers_) tokens = layer->as<TransformerLayerImpl>()->forward(tokens);
   tokens = ops::LayerNorm(final_norm_, tokens);
   y = tokens.transpose(1, 2).reshape({n, d, gh, gw});
-  y = ops::Relu(ops::BatchNorm(from_tokens_norm_, ops::Conv(from_tokens_, y)));
+  y = ops::Relu(ops::ConvBn(from_tokens_, from_tokens_norm_, y));
   return decoder_(bottleneck_block_(y), features);
+}
+
+void TransBTSImpl::QuantizeLinear() {
+  for (const auto& layer : *layers_) layer->as<TransformerLayerImpl>()->QuantizeLinear();
+}
+
+void TransBTSImpl::FoldBatchNorm() {
+  encoder_->FoldBatchNorm();
+  ops::FoldBatchNorm(from_tokens_, from_tokens_norm_);
+  bottleneck_block_->FoldBatchNorm();
+  decoder_->FoldBatchNorm();
 }
 
 }  // namespace danet::models

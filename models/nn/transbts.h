@@ -20,6 +20,7 @@
 #include <functional>
 
 #include "models/nn/blocks.h"
+#include "models/nn/ops.h"
 
 namespace danet::models {
 
@@ -44,10 +45,12 @@ class SelfAttentionImpl : public torch::nn::Module {
  public:
   SelfAttentionImpl(int64_t dim, int64_t heads, double dropout);
   torch::Tensor forward(const torch::Tensor& x);
+  void QuantizeLinear();  // see TransBTSImpl::QuantizeLinear
 
  private:
   int64_t heads_;
   torch::nn::Linear qkv_{nullptr}, proj_{nullptr};
+  ops::Int8Weights qkv_int8_, proj_int8_;
   torch::nn::Dropout attn_drop_{nullptr}, proj_drop_{nullptr};
 };
 TORCH_MODULE(SelfAttention);
@@ -57,11 +60,13 @@ class TransformerLayerImpl : public torch::nn::Module {
  public:
   TransformerLayerImpl(int64_t dim, int64_t heads, int64_t mlp_dim, double dropout);
   torch::Tensor forward(const torch::Tensor& x);
+  void QuantizeLinear();  // see TransBTSImpl::QuantizeLinear
 
  private:
   torch::nn::LayerNorm norm1_{nullptr}, norm2_{nullptr};
   SelfAttention attention_{nullptr};
   torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+  ops::Int8Weights fc1_int8_, fc2_int8_;
   torch::nn::Dropout drop_{nullptr};
 };
 TORCH_MODULE(TransformerLayer);
@@ -78,6 +83,13 @@ class TransBTSImpl : public torch::nn::Module {
   // stretched over the window, so a token means the same place in both.
   torch::Tensor forward_window(const torch::Tensor& x, int64_t full_height, int64_t full_width,
                                int64_t top, int64_t left);
+
+  // Inference only: BatchNorms folded into the convolutions before them (ops::FoldBatchNorm);
+  // pre_norm follows the encoder's output through a ReLU and stays.
+  void FoldBatchNorm();
+  // Inference only, CPU only: the transformer layers' Linear layers run with int8 weights
+  // (ops::PackInt8, dynamic quantization). The float weights stay for training and saving.
+  void QuantizeLinear();
 
   TransBTSOptions options;
 

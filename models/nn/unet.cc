@@ -14,4 +14,9 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x) {
   return decoder_(features.bottom, features);
 }
 
+void UNetImpl::FoldBatchNorm() {
+  encoder_->FoldBatchNorm();
+  decoder_->FoldBatchNorm();
+}
+
 }  // namespace danet::models

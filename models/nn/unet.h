@@ -23,6 +23,8 @@ class UNetImpl : public torch::nn::Module {
  public:
   explicit UNetImpl(const UNetOptions& options);
   torch::Tensor forward(const torch::Tensor& x);
+  // Inference only: BatchNorms folded into the convolutions before them (ops::FoldBatchNorm).
+  void FoldBatchNorm();
 
   UNetOptions options;
 

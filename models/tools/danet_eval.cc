@@ -32,6 +32,11 @@ ABSL_FLAG(std::vector<std::string>, policies, {},
 ABSL_FLAG(bool, hd95, true, "Compute HD95 (about a second per region and case).");
 ABSL_FLAG(std::string, json, "", "Write the full results as JSON here.");
 ABSL_FLAG(std::string, csv, "", "Write one row per policy and case here.");
+ABSL_FLAG(bool, int8_linear, false,
+          "CPU only: run TransBTS's transformer Linear layers with int8 weights (dynamic "
+          "quantization; docs/benchmarks.md). false: as the bundle says (int8_linear).");
+ABSL_FLAG(bool, fold_batch_norm, true,
+          "Fold the BatchNorms into the convolutions before them at load (docs/benchmarks.md).");
 ABSL_FLAG(bool, crop_to_brain, true,
           "Run the bank models on the brain's bounding box (false: the whole slice).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
@@ -69,6 +74,8 @@ int main(int argc, char** argv) {
   }
   danet::models::BankOptions options;
   options.device = *device;
+  options.fold_batch_norm = absl::GetFlag(FLAGS_fold_batch_norm);
+  if (absl::GetFlag(FLAGS_int8_linear)) options.int8_linear = true;  // else the bundle's choice
   absl::StatusOr<std::unique_ptr<danet::models::Bank>> bank =
       danet::models::Bank::Load(absl::GetFlag(FLAGS_bundle), options);
   if (!bank.ok()) {

@@ -31,6 +31,11 @@ ABSL_FLAG(std::string, policy, "",
           "dynamic[@bias][+m<margin>] or static:<model id>; empty: the bundle's default.");
 ABSL_FLAG(std::string, json, "", "Write a JSON report here.");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
+ABSL_FLAG(bool, int8_linear, false,
+          "CPU only: run TransBTS's transformer Linear layers with int8 weights (dynamic "
+          "quantization; docs/benchmarks.md). false: as the bundle says (int8_linear).");
+ABSL_FLAG(bool, fold_batch_norm, true,
+          "Fold the BatchNorms into the convolutions before them at load (docs/benchmarks.md).");
 ABSL_FLAG(bool, crop_to_brain, true,
           "Run the bank models on the brain's bounding box (false: the whole slice).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
@@ -53,6 +58,8 @@ int Run() {
   if (!device.ok()) return Fail(device.status());
   danet::models::BankOptions options;
   options.device = *device;
+  options.fold_batch_norm = absl::GetFlag(FLAGS_fold_batch_norm);
+  if (absl::GetFlag(FLAGS_int8_linear)) options.int8_linear = true;  // else the bundle's choice
   const auto load_start = Clock::now();
   absl::StatusOr<std::unique_ptr<danet::models::Bank>> bank =
       danet::models::Bank::Load(absl::GetFlag(FLAGS_bundle), options);

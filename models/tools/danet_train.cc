@@ -147,6 +147,7 @@ int Main(const std::string& command_line) {
   models::BankOptions bank_options;
   bank_options.device = *device;
   bank_options.seed = absl::GetFlag(FLAGS_seed);
+  bank_options.int8_linear = false;  // training needs the float layers
   absl::StatusOr<std::unique_ptr<models::Bank>> bank;
   if (const std::string init = absl::GetFlag(FLAGS_init_bundle); !init.empty()) {
     bank = models::Bank::Load(init, bank_options);

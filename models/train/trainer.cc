@@ -147,6 +147,7 @@ absl::Status Trainer::LoadState() {
   }
   models::BankOptions options;
   options.device = bank_->device();
+  options.int8_linear = false;  // training needs the float layers
   absl::StatusOr<std::unique_ptr<models::Bank>> resumed =
       models::Bank::Load(options_.work_dir / kCheckpointDir, options);
   if (!resumed.ok()) return resumed.status();

@@ -10,6 +10,7 @@
 //                [--upload_idle_seconds 30] [--max_upload_seconds 300] [--max_upload_mb 1024]
 //                [--max_dim 1024] [--max_voxels N] [--drain_seconds 30] [--port_file F]
 //                [--model_batch 1] [--decision_batch 16] [--crop_to_brain=true]
+//                [--fold_batch_norm=true] [--int8_linear]
 //                [--tls_cert_file F --tls_key_file F [--tls_client_ca_file F]]
 //                [--auth_token_file F] [--reflection] [--health_address 0.0.0.0:50052]
 //
@@ -74,6 +75,11 @@ ABSL_FLAG(int64_t, memory_budget_mb, 1536,
           "RESOURCE_EXHAUSTED before it allocates. 0: no budget.");
 ABSL_FLAG(int64_t, max_dim, 1024, "Largest volume size along any axis, voxels.");
 ABSL_FLAG(int64_t, max_voxels, 512LL * 512 * 512, "Largest volume, voxels.");
+ABSL_FLAG(bool, int8_linear, false,
+          "CPU only: run TransBTS's transformer Linear layers with int8 weights (dynamic "
+          "quantization; docs/benchmarks.md). false: as the bundle says (int8_linear).");
+ABSL_FLAG(bool, fold_batch_norm, true,
+          "Fold the BatchNorms into the convolutions before them at load (docs/benchmarks.md).");
 ABSL_FLAG(bool, crop_to_brain, true,
           "Run the bank models on the bounding box of the brain (the non-zero voxels) instead of "
           "the whole slice (docs/benchmarks.md).");
@@ -273,6 +279,9 @@ int Run(const sigset_t& signals) {
   const auto load_start = Clock::now();
   danet::models::BankOptions bank_options;
   bank_options.device = *device;
+  bank_options.fold_batch_norm = absl::GetFlag(FLAGS_fold_batch_norm);
+  if (absl::GetFlag(FLAGS_int8_linear))
+    bank_options.int8_linear = true;  // else the bundle's choice
   auto bank = danet::models::Bank::Load(options.bundle_path, bank_options);
   if (!bank.ok()) {
     Log("error", std::string(bank.status().message()));

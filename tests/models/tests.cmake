@@ -81,3 +81,12 @@ add_test(NAME danet_segment_cli
 set_tests_properties(danet_segment_cli PROPERTIES
   TIMEOUT 900
   ENVIRONMENT "DANET_SEGMENT=$<TARGET_FILE:danet-segment>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/segment_cli")
+
+# The PyTorch eager reference of the model benchmark (scripts/bench-eager) builds the networks
+# the C++ bank builds: shapes, parameter counts, the shipped state dicts, BatchNorm folding.
+add_test(NAME bench_eager_reference
+  COMMAND ${DANET_PYTHON} -m unittest -v test_bench_eager
+  WORKING_DIRECTORY ${_models}/bench)
+set_tests_properties(bench_eager_reference PROPERTIES
+  TIMEOUT 300
+  ENVIRONMENT "DANET_BANK=$<TARGET_FILE:danet-bank>")

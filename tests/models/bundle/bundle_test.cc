@@ -180,6 +180,46 @@ TEST_F(BundleTest, Float32WeightsRoundTripExactly) {
   }
 }
 
+TEST_F(BundleTest, BankFoldedForInferenceRefusesToSave) {
+  BankOptions options;
+  options.load_weights = false;
+  options.seed = 4;
+  options.fold_batch_norm = true;
+  absl::StatusOr<std::unique_ptr<Bank>> bank = Bank::Create(SmallConfig(), ".", options);
+  ASSERT_TRUE(bank.ok()) << bank.status();
+  EXPECT_TRUE((*bank)->decision().BatchNormFolded());
+  const absl::Status saved = (*bank)->Save(TempDir("folded"), WeightDtype::kFloat32);
+  EXPECT_EQ(saved.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(saved.message()), testing::HasSubstr("folded"));
+}
+
+// A bundle's int8_linear quantizes TransBTS's Linear layers on the CPU; BankOptions overrides
+// it (the training tools set false). UNets and the decision network have none to quantize.
+TEST_F(BundleTest, BundleInt8LinearQuantizesTheTransformersUnlessOverridden) {
+  v1::BundleConfig config = SmallConfig();
+  config.set_int8_linear(true);
+  const auto plain = Outputs(*NewBank(SmallConfig(), 8));
+  const auto int8 = Outputs(*NewBank(config, 8));
+  bool some_transformer = false;
+  for (int i = 0; i < config.models_size(); ++i) {
+    const torch::Tensor &a = plain[i + 1], &b = int8[i + 1];
+    if (config.models(i).has_transbts()) {
+      some_transformer = true;
+      EXPECT_FALSE(torch::equal(a, b)) << i;
+      EXPECT_LT(((a - b).norm() / a.norm()).item<double>(), 0.05) << i;
+    } else {
+      EXPECT_TRUE(torch::equal(a, b)) << i;
+    }
+  }
+  ASSERT_TRUE(some_transformer);
+  BankOptions options;
+  options.load_weights = false;
+  options.seed = 8;
+  options.int8_linear = false;
+  const auto overridden = Outputs(**Bank::Create(config, ".", options));
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(torch::equal(plain[i], overridden[i])) << i;
+}
+
 TEST_F(BundleTest, Float16WeightsAreStableAfterTheFirstSave) {
   const std::filesystem::path first = TempDir("f16a"), second = TempDir("f16b"),
                               full = TempDir("f16_vs_f32");

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "models/cost/cost.h"
 #include "models/nn/decision_net.h"
 #include "models/nn/ops.h"
 #include "models/nn/transbts.h"
@@ -99,6 +100,100 @@ TEST_F(NetworksTest, EveryParameterOfEveryNetworkGetsAGradient) {
     }
     EXPECT_GT(total, 0.0) << name;
   }
+}
+
+// Gives every BatchNorm of `module` trained-looking statistics and affine parameters, so that
+// folding has something to fold.
+void RandomiseBatchNorms(torch::nn::Module& module) {
+  for (const auto& child : module.modules()) {
+    auto* norm = child->as<torch::nn::BatchNorm2dImpl>();
+    if (norm == nullptr) continue;
+    const int64_t c = norm->options.num_features();
+    norm->weight.uniform_(0.5, 1.5);
+    norm->bias.normal_(0.0, 0.2);
+    norm->running_mean.normal_(0.0, 0.5);
+    norm->running_var.uniform_(0.5, 2.0);
+    ASSERT_EQ(norm->running_var.numel(), c);
+  }
+}
+
+// The norm cost recorded by one forward pass (each BatchNorm and LayerNorm counts).
+template <typename Forward>
+double NormMacs(Forward forward, const torch::Tensor& x) {
+  CostRecorder recorder;
+  {
+    ScopedCostRecording recording(&recorder);
+    forward(x);
+  }
+  return recorder.Report(1).MacsOf(OpKind::kNorm);
+}
+
+// Folding BatchNorm into the convolution before it changes nothing but rounding, and the
+// folded norms are no longer run: each network is checked against itself before folding.
+TEST_F(NetworksTest, FoldingBatchNormKeepsTheOutputAndDropsTheNorms) {
+  UNet unet(UNetOptions(8));
+  TransBTS transbts(
+      TransBTSOptions(1).embed_dim(64).num_heads(4).mlp_dim(128).image_size(64).base_width(8));
+  DecisionNet decision(DecisionNetOptions(5));
+  const torch::Tensor x = torch::randn({2, 4, 64, 64});
+  // Returns the norm cost after folding as a share of that before.
+  auto fold_and_compare = [&](const std::string& name, torch::nn::Module& module, auto forward,
+                              auto fold) {
+    RandomiseBatchNorms(module);
+    module.eval();
+    const torch::Tensor before = forward(x);
+    const double norms_before = NormMacs(forward, x);
+    fold();
+    fold();  // a second fold is a no-op
+    const torch::Tensor after = forward(x);
+    const double scale = before.abs().max().item<double>();
+    EXPECT_LT((after - before).abs().max().item<double>(), 1e-4 * scale) << name;
+    return NormMacs(forward, x) / norms_before;
+  };
+  // UNet: one of each residual block's two norms folds (the other sees the residual sum).
+  EXPECT_NEAR(fold_and_compare(
+                  "unet", *unet, [&](const torch::Tensor& t) { return unet->forward(t); },
+                  [&] { unet->FoldBatchNorm(); }),
+              0.5, 1e-9);
+  // The decision network: every norm follows a convolution.
+  EXPECT_EQ(fold_and_compare(
+                "decision", *decision, [&](const torch::Tensor& t) { return decision->forward(t); },
+                [&] { decision->FoldBatchNorm(); }),
+            0.0);
+  // TransBTS also keeps pre_norm (after the encoder's residual sum) and its LayerNorms.
+  const double transbts_share = fold_and_compare(
+      "transbts", *transbts, [&](const torch::Tensor& t) { return transbts->forward(t); },
+      [&] { transbts->FoldBatchNorm(); });
+  EXPECT_GT(transbts_share, 0.5);
+  EXPECT_LT(transbts_share, 0.9);
+}
+
+// int8 Linear layers (dynamic quantization) approximate the float transformer: a relative error
+// of a few percent in the logits, and the cost count is unchanged.
+TEST_F(NetworksTest, Int8LinearLayersStayCloseToFloat) {
+  ASSERT_TRUE(ops::SelectInt8Engine()) << "Debian's LibTorch ships oneDNN";
+  TransBTS net(
+      TransBTSOptions(2).embed_dim(64).num_heads(4).mlp_dim(128).image_size(64).base_width(8));
+  net->eval();
+  const torch::Tensor x = torch::randn({2, 4, 64, 64});
+  const torch::Tensor before = net->forward(x);
+  auto forward = [&](const torch::Tensor& t) { return net->forward(t); };
+  CostRecorder float_cost, int8_cost;
+  {
+    ScopedCostRecording recording(&float_cost);
+    forward(x);
+  }
+  net->QuantizeLinear();
+  const torch::Tensor after = net->forward(x);
+  {
+    ScopedCostRecording recording(&int8_cost);
+    forward(x);
+  }
+  EXPECT_FALSE(torch::equal(after, before));  // the int8 path is really taken
+  const double relative = ((after - before).norm() / before.norm()).item<double>();
+  EXPECT_LT(relative, 0.05);
+  EXPECT_GT(after.argmax(1).eq(before.argmax(1)).to(torch::kFloat).mean().item<double>(), 0.95);
+  EXPECT_DOUBLE_EQ(int8_cost.Report(2).TotalMacs(), float_cost.Report(2).TotalMacs());
 }
 
 }  // namespace

@@ -86,6 +86,26 @@ class DanetSegment(unittest.TestCase):
             differ = float((labels["true"] != labels["false"]).mean())
             self.assertLessEqual(differ, 0.001, f"{model}: {differ:.4%} of voxels differ")
 
+    def test_folded_batch_norm_keeps_routes_and_labels(self):
+        # Issue 15: BatchNorms are folded into the convolutions at load. On the shipped weights
+        # the decision network must route every slice as before, and at most 0.01% of the
+        # labels may change (rounding at the argmax between two classes).
+        labels, routes = {}, {}
+        for fold in ("true", "false"):
+            out = os.path.join(TMP, f"fold-{fold}.nii.gz")
+            report = os.path.join(TMP, f"fold-{fold}.json")
+            result = segment("--case_dir", self.case, "--policy", "dynamic",
+                             f"--fold_batch_norm={fold}", "--out", out, "--json", report)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            labels[fold] = np.asarray(nib.load(out).dataobj)
+            with open(report) as f:
+                routes[fold] = [s["route"] for s in json.load(f)["slices"]]
+        self.assertEqual(routes["true"], routes["false"])
+        self.assertGreater(len(set(routes["false"])), 1)  # skips and routed slices both
+        self.assertGreater((labels["false"] > 0).sum(), 0)
+        differ = float((labels["true"] != labels["false"]).mean())
+        self.assertLessEqual(differ, 0.0001, f"{differ:.5%} of voxels differ")
+
     def test_bad_input_is_a_clear_error(self):
         result = segment("--case_dir", self.case, "--policy", "static:M7")
         self.assertEqual(result.returncode, 1)
