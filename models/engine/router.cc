@@ -18,7 +18,11 @@ std::string Policy::Name(const models::Bank& bank) const {
         "dynamic", cost_bias == 0 ? "" : absl::StrCat("@", cost_bias),
         skip_margin == 0 ? "" : absl::StrCat("+m", skip_margin),
         skip_margin == 0 || margin_min_run <= 1 ? "" : absl::StrCat("r", margin_min_run),
-        skip_threshold == 0 ? "" : absl::StrCat("+s", skip_threshold));
+        skip_threshold == 0 ? "" : absl::StrCat("+s", skip_threshold),
+        follow_tumour == 0 ? "" : absl::StrCat("+f", follow_tumour),
+        follow_tumour == 0 || follow_min_voxels == kDefaultFollowMinVoxels
+            ? ""
+            : absl::StrCat("v", follow_min_voxels));
   }
   return absl::StrCat("static:", bank.model_config(static_model).id());
 }
@@ -44,6 +48,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     }
     bool margin_seen = false;
     bool threshold_seen = false;
+    bool follow_seen = false;
     for (size_t i = 1; i < parts.size(); ++i) {
       const std::string& part = parts[i];
       if (!part.empty() && part[0] == 'm' && !margin_seen) {
@@ -71,11 +76,30 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
           return absl::InvalidArgumentError(absl::StrCat(
               "policy '", text, "': the skip threshold after '+s' is not a number in 0..1"));
         }
+      } else if (!part.empty() && part[0] == 'f' && !follow_seen) {
+        follow_seen = true;
+        std::string follow = part.substr(1);
+        if (const size_t v = follow.find('v'); v != std::string::npos) {
+          if (!absl::SimpleAtoi(follow.substr(v + 1), &policy.follow_min_voxels) ||
+              policy.follow_min_voxels < 1) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "policy '", text,
+                "': the tumour voxels after 'v' are not a whole number of at least 1"));
+          }
+          follow.resize(v);
+        }
+        if (!absl::SimpleAtoi(follow, &policy.follow_tumour) || policy.follow_tumour < 0 ||
+            policy.follow_tumour > kMaxSkipMargin) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("policy '", text,
+                           "': the tumour-following depth after '+f' is not a whole number in 0..",
+                           kMaxSkipMargin));
+        }
       } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat("policy '", text, "': '+", part,
-                         "' is not a skip margin '+m<K>[r<N>]' or a skip threshold '+s<T>' (each "
-                         "at most once)"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "policy '", text, "': '+", part,
+            "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>' or a tumour-following "
+            "depth '+f<K>[v<N>]' (each at most once)"));
       }
     }
     return policy;
@@ -93,7 +117,8 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "policy '", text,
-      "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>]' or 'static:<model id>'"));
+      "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>][+f<follow>[v<voxels>]]' or "
+      "'static:<model id>'"));
 }
 
 absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy* policy) {
@@ -167,6 +192,28 @@ std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<S
     }
   }
   return widened;
+}
+
+std::vector<std::pair<int64_t, int>> FollowTumour(const std::vector<int>& routes,
+                                                  const std::vector<bool>& eligible,
+                                                  const std::vector<int64_t>& grown_from,
+                                                  const std::vector<int64_t>& tumour_voxels,
+                                                  const std::vector<double>& route_gmacs,
+                                                  int min_voxels) {
+  const int64_t depth = static_cast<int64_t>(routes.size());
+  std::vector<int> grown(depth, 0);
+  for (const int64_t z : grown_from) {
+    if (tumour_voxels[z] < min_voxels) continue;
+    for (const int64_t n : {z - 1, z + 1}) {
+      if (n < 0 || n >= depth || routes[n] != 0 || !eligible[n]) continue;
+      if (grown[n] == 0 || route_gmacs[routes[z]] > route_gmacs[grown[n]]) grown[n] = routes[z];
+    }
+  }
+  std::vector<std::pair<int64_t, int>> next;
+  for (int64_t z = 0; z < depth; ++z) {
+    if (grown[z] != 0) next.emplace_back(z, grown[z]);
+  }
+  return next;
 }
 
 }  // namespace danet::engine

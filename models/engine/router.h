@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -18,6 +19,9 @@
 #include "models/engine/result.h"
 
 namespace danet::engine {
+
+inline constexpr int kMaxSkipMargin = 32;
+inline constexpr int kDefaultFollowMinVoxels = 5;
 
 // Which slices go where.
 struct Policy {
@@ -43,17 +47,28 @@ struct Policy {
   // not below the other routes'; a threshold above 0.5 trades a few tumour-free slices for
   // tumour-slice recall (docs/routing.md).
   double skip_threshold = 0;
+  // kDynamic only: follow the tumour. Once the routed slices are segmented, a skipped slice
+  // next to (z +/- 1) a segmented slice whose mask holds at least follow_min_voxels tumour
+  // voxels is segmented too, with that slice's model, and so on outward, at most follow_tumour
+  // slices beyond the routes the decision network (and the skip margin) chose. A slice reached
+  // this way counts only its tumour voxels that lie on tumour of the slice it was reached from
+  // (the tumour continues in 3D). Unlike the skip margin it grows only where a model found
+  // tumour: a decision-network false positive on a tumour-free slice gets no neighbours, while
+  // a tumour's thin first and last slices, the skip decision's usual misses, are reached from
+  // the slices beside them (docs/routing.md).
+  int follow_tumour = 0;
+  // kDynamic with follow_tumour: the tumour voxels a slice's mask must hold to be followed, so
+  // that a few stray voxels of a model's noise do not pull in the next slice.
+  int follow_min_voxels = kDefaultFollowMinVoxels;
   // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "dynamic+m2r2", "dynamic+m2+s0.9",
-  // "static:<id>"
+  // "dynamic+f4", "dynamic+f4v20", "static:<id>"
   std::string Name(const models::Bank& bank) const;
 };
 
-inline constexpr int kMaxSkipMargin = 32;
-
-// Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]][+s<skip threshold>]" or
-// "static:<model id>";
-// InvalidArgument names an unknown model and lists the known ones. An empty text is the bundle's
-// default_policy ("dynamic" when it has none).
+// Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]][+s<skip threshold>]
+// [+f<follow tumour>[v<follow min voxels>]]" (the '+' parts in any order, each at most once) or
+// "static:<model id>"; InvalidArgument names an unknown model and lists the known ones. An empty
+// text is the bundle's default_policy ("dynamic" when it has none).
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
 
 // A request's separate cost bias and skip margin over a parsed policy (0 keeps the policy's
@@ -80,6 +95,17 @@ int DecideRoute(const float* probabilities, const std::vector<double>& route_gma
 std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<SliceResult>& slices,
                              const std::vector<double>& route_gmacs, double cost_bias, int margin,
                              int min_run = 1);
+
+// One step of Policy::follow_tumour: the skipped slices (routes[z] == 0, eligible[z]) next to a
+// slice of `grown_from` whose tumour_voxels reach `min_voxels`, each with that slice's route
+// (the costlier one when a slice lies between two); returns them as (slice, route) pairs in z
+// order. The caller segments them and calls again with them as `grown_from`.
+std::vector<std::pair<int64_t, int>> FollowTumour(const std::vector<int>& routes,
+                                                  const std::vector<bool>& eligible,
+                                                  const std::vector<int64_t>& grown_from,
+                                                  const std::vector<int64_t>& tumour_voxels,
+                                                  const std::vector<double>& route_gmacs,
+                                                  int min_voxels);
 
 }  // namespace danet::engine
 

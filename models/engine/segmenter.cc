@@ -17,6 +17,13 @@ double Since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// The voxels that are tumour (non-zero) in both of two slices' labels.
+int64_t SharedTumourVoxels(const uint8_t* a, const uint8_t* b, int64_t voxels) {
+  int64_t shared = 0;
+  for (int64_t v = 0; v < voxels; ++v) shared += a[v] != 0 && b[v] != 0;
+  return shared;
+}
+
 }  // namespace
 
 at::Tensor SliceStack(const volume::MultiModalVolume& v) {
@@ -31,9 +38,10 @@ at::Tensor SliceStack(const volume::MultiModalVolume& v) {
       .contiguous();
 }
 
-SliceBox BrainBox(const at::Tensor& slices) {
-  const int64_t height = slices.size(2), width = slices.size(3);
-  const torch::Tensor plane = slices.ne(0).any(0).any(0);  // height x width
+SliceBox BrainBox(const at::Tensor& slices) { return PlaneBox(slices.ne(0).any(0).any(0)); }
+
+SliceBox PlaneBox(const at::Tensor& plane) {
+  const int64_t height = plane.size(0), width = plane.size(1);
   const torch::Tensor rows = torch::nonzero(plane.any(1)), cols = torch::nonzero(plane.any(0));
   if (rows.numel() == 0) return {0, height, 0, width};
   auto down = [](int64_t v) { return v / kSliceMultiple * kSliceMultiple; };
@@ -65,11 +73,14 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     // skipped without the decision network (skip probability 1) and never widened into.
     const auto decide_start = Clock::now();
     std::vector<int> routes(depth, 0);
+    // One pass over the voxels serves the tissue check here and the brain's box below.
+    const torch::Tensor nonzero = slices.ne(0);
+    const torch::Tensor occupied = nonzero.flatten(1).any(1);
+    const std::vector<bool> has_tissue(occupied.data_ptr<bool>(),
+                                       occupied.data_ptr<bool>() + depth);
     if (policy.kind == Policy::Kind::kStatic) {
       std::fill(routes.begin(), routes.end(), policy.static_model + 1);
     } else {
-      const torch::Tensor occupied = slices.ne(0).flatten(1).any(1);
-      const bool* has_tissue = occupied.data_ptr<bool>();
       std::vector<int64_t> looked_at;
       for (int64_t z = 0; z < depth; ++z) {
         if (has_tissue[z]) {
@@ -110,25 +121,15 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     // 2. Each route's slices through its model, on the brain's box where the model allows.
     const auto segment_start = Clock::now();
     const int64_t padded_height = slices.size(2), padded_width = slices.size(3);
-    const SliceBox box =
-        options.crop_to_brain ? BrainBox(slices) : SliceBox{0, padded_height, 0, padded_width};
+    const SliceBox box = options.crop_to_brain ? PlaneBox(nonzero.any(0).any(0))
+                                               : SliceBox{0, padded_height, 0, padded_width};
     // A view: index_select below copies only each batch's slices.
     const torch::Tensor cropped =
         slices.slice(2, box.top, box.bottom).slice(3, box.left, box.right);
     const models::SliceWindow window{padded_height, padded_width, box.top, box.left};
-    for (int64_t z = 0; z < depth; ++z) {
-      result.slices[z].index = static_cast<int>(z);
-      result.slices[z].route = routes[z];
-      result.slices[z].gmacs = policy.kind == Policy::Kind::kDynamic ? decision_gmacs : 0.0;
-      if (routes[z] == 0 && options.on_slice) {
-        options.on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
-      }
-    }
-    for (int route = 1; route <= bank.size(); ++route) {
-      std::vector<int64_t> members;
-      for (int64_t z = 0; z < depth; ++z) {
-        if (routes[z] == route) members.push_back(z);
-      }
+    std::vector<int64_t> tumour_voxels(depth, 0);
+    // Runs `members` (slice indices, all routed to `route`) through the route's model.
+    auto segment = [&](int route, const std::vector<int64_t>& members) -> absl::Status {
       models::Network& model = bank.model(route - 1);
       const double model_gmacs = bank.model_config(route - 1).gmacs_per_slice();
       const bool windowed = model.SupportsWindow();
@@ -162,11 +163,75 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
           uint8_t* dst = result.labels.data() + z * slice_voxels;
           for (int64_t y = 0; y < rows; ++y) {
             uint8_t* row = dst + (top + y) * dims[0] + left;
-            for (int64_t x = 0; x < cols; ++x) row[x] = volume::ClassToLabel(src[y * cols + x]);
+            for (int64_t x = 0; x < cols; ++x) {
+              row[x] = volume::ClassToLabel(src[y * cols + x]);
+              tumour_voxels[z] += row[x] != 0;
+            }
           }
+          result.slices[z].route = route;
           result.slices[z].gmacs += model_gmacs;
           result.slices[z].seconds = seconds;
           if (options.on_slice) options.on_slice(result.slices[z], dst);
+        }
+      }
+      return absl::OkStatus();
+    };
+    const bool follow = policy.kind == Policy::Kind::kDynamic && policy.follow_tumour > 0;
+    for (int64_t z = 0; z < depth; ++z) {
+      result.slices[z].index = static_cast<int>(z);
+      result.slices[z].gmacs = policy.kind == Policy::Kind::kDynamic ? decision_gmacs : 0.0;
+      // Skipped slices are final now, unless following the tumour may still route them.
+      if (routes[z] == 0 && options.on_slice && !follow) {
+        options.on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
+      }
+    }
+    // Segments (slice, route) pairs route by route; `segmented` gets the slices in that order.
+    std::vector<int64_t> segmented;
+    auto segment_all = [&](const std::vector<std::pair<int64_t, int>>& routed) -> absl::Status {
+      segmented.clear();
+      for (int route = 1; route <= bank.size(); ++route) {
+        std::vector<int64_t> members;
+        for (const auto& [z, r] : routed) {
+          if (r == route) members.push_back(z);
+        }
+        if (absl::Status status = segment(route, members); !status.ok()) return status;
+        segmented.insert(segmented.end(), members.begin(), members.end());
+      }
+      return absl::OkStatus();
+    };
+    std::vector<std::pair<int64_t, int>> routed;
+    for (int64_t z = 0; z < depth; ++z) {
+      if (routes[z] != 0) routed.emplace_back(z, routes[z]);
+    }
+    if (absl::Status status = segment_all(routed); !status.ok()) return status;
+    // 3. Following the tumour outward from the slices where a model found it.
+    for (int step = 0; follow && step < policy.follow_tumour && !segmented.empty(); ++step) {
+      routed = FollowTumour(routes, has_tissue, segmented, tumour_voxels, route_gmacs,
+                            policy.follow_min_voxels);
+      const std::vector<int> before = routes;
+      for (const auto& [z, route] : routed) routes[z] = route;
+      if (absl::Status status = segment_all(routed); !status.ok()) return status;
+      // A followed slice is followed further only as far as its tumour continues the tumour
+      // it was reached from (3D connectivity): a model's false positives elsewhere in the
+      // slice do not pull in the next one.
+      for (const auto& [z, route] : routed) {
+        tumour_voxels[z] = 0;
+        for (const int64_t n : {z - 1, z + 1}) {
+          if (n < 0 || n >= depth || before[n] == 0 ||
+              tumour_voxels[n] < policy.follow_min_voxels) {
+            continue;
+          }
+          tumour_voxels[z] =
+              std::max(tumour_voxels[z],
+                       SharedTumourVoxels(result.labels.data() + z * slice_voxels,
+                                          result.labels.data() + n * slice_voxels, slice_voxels));
+        }
+      }
+    }
+    if (follow && options.on_slice) {
+      for (int64_t z = 0; z < depth; ++z) {
+        if (routes[z] == 0) {
+          options.on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
         }
       }
     }

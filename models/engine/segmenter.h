@@ -51,6 +51,8 @@ struct SliceBox {
   int64_t top, bottom, left, right;  // rows [top, bottom), columns [left, right)
 };
 SliceBox BrainBox(const at::Tensor& slices);
+// The same box from a height x width bool plane (true where any slice and channel is non-zero).
+SliceBox PlaneBox(const at::Tensor& plane);
 
 // Segments a bank input (PrepareBankInput, preprocess.h) of any in-plane size: slices are
 // zero-padded (the normalised background) at their high-x and high-y edges to multiples of

@@ -90,8 +90,8 @@ absl::Status EmitOutputs(const models::Bank& bank, const Upload& upload,
 
 }  // namespace
 
-absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& context,
-                    const JobOptions& options) {
+absl::StatusOr<PreparedJob> PrepareJob(const models::Bank& bank, Upload* upload,
+                                       const JobContext& context) {
   const v1::Header& header = upload->header();
   absl::StatusOr<engine::Policy> policy =
       engine::ParsePolicy(header.policy(), bank);  // empty: the bundle's default
@@ -130,6 +130,18 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   accepted.mutable_accepted()->set_policy(policy->Name(bank));
   for (const std::string& r : routes) accepted.mutable_accepted()->add_routes(r);
   context.emit(std::move(accepted));
+  return PreparedJob{*std::move(policy), *std::move(input), input_notes, timing};
+}
+
+absl::Status ComputeJob(const models::Bank& bank, const Upload& upload, PreparedJob job,
+                        const JobContext& context, const JobOptions& options) {
+  const v1::Header& header = upload.header();
+  const engine::Policy& policy = job.policy;
+  const volume::MultiModalVolume& input = job.input;
+  v1::Timing& timing = job.timing;
+  timing.set_queued(timing.queued() + context.queued_seconds);
+  const volume::Geometry& g = input.geometry;
+  const std::vector<std::string> routes = engine::RouteNames(bank);
 
   double encode_seconds = 0;
   absl::Status encode_status;  // the first mask that could not be encoded stops the job
@@ -163,7 +175,7 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
     encode_seconds += Since(encode_start);
   };
   absl::StatusOr<engine::VolumeResult> result =
-      engine::SegmentVolume(bank, *input, *policy, engine_options);
+      engine::SegmentVolume(bank, input, policy, engine_options);
   if (!encode_status.ok()) return encode_status;
   if (!result.ok()) return result.status();
   timing.set_decide(result->decide_seconds);
@@ -173,16 +185,16 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   v1::Summary* sum = summary.mutable_summary();
   sum->set_request_id(header.request_id());
   FillSummary(engine::SummarizeCase(bank, *result, g), sum);
-  for (const std::string& note : input_notes) sum->add_notes(note);
+  for (const std::string& note : job.input_notes) sum->add_notes(note);
 
-  start = Clock::now();
+  const auto start = Clock::now();
   // Outputs are encoded before the summary is sent so that its timing is complete; they are
   // sent after it.
   std::vector<v1::SegmentResponse> outputs;
   JobContext collect = context;
   collect.emit = [&](v1::SegmentResponse r) { outputs.push_back(std::move(r)); };
   if (absl::Status s =
-          EmitOutputs(bank, *upload, {g, std::move(result->labels)}, collect, options, sum);
+          EmitOutputs(bank, upload, {g, std::move(result->labels)}, collect, options, sum);
       !s.ok()) {
     return s;
   }
@@ -192,6 +204,15 @@ absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& 
   context.emit(std::move(summary));
   for (v1::SegmentResponse& r : outputs) context.emit(std::move(r));
   return absl::OkStatus();
+}
+
+absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& context,
+                    const JobOptions& options) {
+  absl::StatusOr<PreparedJob> job = PrepareJob(bank, upload, context);
+  if (!job.ok()) return job.status();
+  JobContext computing = context;
+  computing.queued_seconds = 0;  // counted once, by PrepareJob
+  return ComputeJob(bank, *upload, *std::move(job), computing, options);
 }
 
 void DescribeBank(const models::Bank& bank, const std::string& bundle_path,
@@ -207,6 +228,7 @@ void DescribeBank(const models::Bank& bank, const std::string& bundle_path,
   response->add_policies("dynamic@<cost bias>");
   response->add_policies("dynamic+m<skip margin>[r<min run>]");
   response->add_policies("dynamic+s<skip threshold>");
+  response->add_policies("dynamic+f<follow tumour>[v<min tumour voxels>]");
   for (int i = 0; i < bank.size(); ++i) {
     const v1::BankModel& m = bank.model_config(i);
     v1::BankModelInfo* info = response->add_models();

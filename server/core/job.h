@@ -9,10 +9,14 @@
 
 #include <chrono>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "danet/v1/segmentation.pb.h"
 #include "models/bank/bank.h"
+#include "models/engine/router.h"
+#include "models/volume/volume.h"
 #include "server/core/upload.h"
 
 namespace danet::service {
@@ -34,8 +38,28 @@ struct JobContext {
   std::function<bool()> cancelled;
 };
 
-// Runs the whole request. On error nothing more is emitted and the status says why
-// (InvalidArgument naming the file for bad input, Cancelled when `cancelled` fired).
+// A request decoded and preprocessed: the first half of RunJob. The service prepares the next
+// queued request while the worker computes the one before it (ServiceOptions.prepare_ahead).
+struct PreparedJob {
+  engine::Policy policy;
+  volume::MultiModalVolume input;        // the bank input (engine::PrepareBankInput)
+  std::vector<std::string> input_notes;  // e.g. resampled modalities, for the summary
+  v1::Timing timing;                     // receive, queued, decode and preprocess so far
+};
+
+// Checks the header's policy, decodes and preprocesses the upload, and emits Accepted. On error
+// nothing is emitted and the status says why (InvalidArgument naming the file or field for bad
+// input, Cancelled when `cancelled` fired).
+absl::StatusOr<PreparedJob> PrepareJob(const models::Bank& bank, Upload* upload,
+                                       const JobContext& context);
+
+// The second half: routes and segments, emitting each slice as it completes, then the summary
+// and the outputs. `context.queued_seconds` is added to the job's queued time (the wait for a
+// worker after preparing). Errors as above.
+absl::Status ComputeJob(const models::Bank& bank, const Upload& upload, PreparedJob job,
+                        const JobContext& context, const JobOptions& options = {});
+
+// Runs the whole request: PrepareJob, then ComputeJob.
 absl::Status RunJob(const models::Bank& bank, Upload* upload, const JobContext& context,
                     const JobOptions& options = {});
 

@@ -68,8 +68,14 @@ class Upload {
   // size as 16-bit pixels of four series (the headers are read only by the decoder).
   absl::StatusOr<int64_t> EstimateJobBytes() const;
 
-  // Reserves EstimateJobBytes in the memory budget (RESOURCE_EXHAUSTED, naming the need and the
-  // budget, when it does not fit: nothing is decoded), then decodes the files (NIfTI, gzip or
+  // Reserves the buffered bytes plus EstimateJobBytes in the memory budget: RESOURCE_EXHAUSTED,
+  // naming the need and the budget, when it does not fit, and then nothing changes (a later
+  // call may succeed). Decode calls it; the service calls it first to decode a request ahead
+  // only when the memory is there now. Call when complete().
+  absl::Status Reserve();
+
+  // Reserve (RESOURCE_EXHAUSTED when it does not fit: nothing is decoded), then decodes the
+  // files (NIfTI, gzip or
   // not; or DICOM instances grouped into series and assigned to modalities) and stacks them in
   // volume::kModalities order on the flair's grid (others resampled onto it, with a note;
   // DICOM series must share one frame of reference). Releases the raw bytes; the

@@ -6,7 +6,7 @@
 //
 //   danet-server [--address 127.0.0.1:50051] [--metrics_address 127.0.0.1:9464]
 //                [--bundle models/bundles/phantom-compact] [--device cpu|cuda|cuda:N]
-//                [--threads N] [--workers 1] [--queue_size 4] [--max_uploads 32]
+//                [--threads N] [--workers 1] [--queue_size 4] [--prepare_ahead] [--max_uploads 32]
 //                [--upload_idle_seconds 30] [--max_upload_seconds 300] [--max_upload_mb 1024]
 //                [--max_dim 1024] [--max_voxels N] [--drain_seconds 30] [--port_file F]
 //                [--model_batch 1] [--decision_batch 16] [--crop_to_brain=true]
@@ -58,6 +58,10 @@ ABSL_FLAG(std::string, bundle, "models/bundles/phantom-compact", "Bundle directo
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads per segmentation (0: all cores).");
 ABSL_FLAG(int, workers, 1, "Segmentations running at once.");
+ABSL_FLAG(bool, prepare_ahead, false,
+          "Decode and preprocess the next request on a thread of its own as soon as its upload "
+          "is complete, so it is ready while a worker computes (one request ahead, when the "
+          "memory budget has room). For machines with cores beyond --threads.");
 ABSL_FLAG(int, queue_size, 4,
           "Uploaded requests waiting for a worker beyond the running ones; more get "
           "RESOURCE_EXHAUSTED.");
@@ -239,6 +243,7 @@ int Run(const sigset_t& signals) {
   options.bundle_path = absl::GetFlag(FLAGS_bundle);
   options.workers = std::max(1, absl::GetFlag(FLAGS_workers));
   options.queue_size = std::max(0, absl::GetFlag(FLAGS_queue_size));
+  options.prepare_ahead = absl::GetFlag(FLAGS_prepare_ahead);
   options.max_uploads = std::max(1, absl::GetFlag(FLAGS_max_uploads));
   options.upload_idle_seconds = std::max(0.001, absl::GetFlag(FLAGS_upload_idle_seconds));
   options.max_upload_seconds = std::max(0.001, absl::GetFlag(FLAGS_max_upload_seconds));

@@ -212,24 +212,67 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
     receive_seconds_ = std::chrono::duration<double>(Clock::now() - received_).count();
     job_running_ = true;
     const auto queued = Clock::now();
-    service_->queue_.Submit([this, queued] { RunJob(queued); });
+    if (service_->options_.prepare_ahead) {
+      service_->prepare_.Submit([this, queued] { PrepareAhead(queued); });
+    } else {
+      service_->queue_.Submit([this, queued] { RunJob(queued); });
+    }
     if (service_->metrics_) service_->metrics_->QueueDepth(service_->queue_.waiting());
   }
 
   bool Stopped() const { return cancelled_ || broken_ || DeadlinePassed(); }
 
-  // On a worker thread. The upload is no longer touched by any callback (no read is pending).
-  void RunJob(Clock::time_point queued) {
-    if (service_->metrics_) service_->metrics_->QueueDepth(service_->queue_.waiting());
+  // What a job needs from the call; queued_seconds counts from `queued`.
+  JobContext Context(Clock::time_point queued) {
     JobContext job;
     job.received = received_;
     job.receive_seconds = receive_seconds_;
     job.queued_seconds = std::chrono::duration<double>(Clock::now() - queued).count();
     job.cancelled = [this] { return Stopped(); };
     job.emit = [this](v1::SegmentResponse response) { Enqueue(std::move(response)); };
-    absl::Status status = Stopped()
-                              ? absl::CancelledError("cancelled while queued")
-                              : service::RunJob(*bank_, upload_.get(), job, service_->options_.job);
+    return job;
+  }
+
+  // On a worker thread. The upload is no longer touched by any callback (no read is pending).
+  void RunJob(Clock::time_point queued) {
+    if (service_->metrics_) service_->metrics_->QueueDepth(service_->queue_.waiting());
+    const JobContext job = Context(queued);
+    JobEnded(Stopped() ? absl::CancelledError("cancelled while queued")
+                       : service::RunJob(*bank_, upload_.get(), job, service_->options_.job));
+  }
+
+  // On the prepare thread (ServiceOptions::prepare_ahead): decodes and preprocesses while the
+  // worker may still compute the request before, then queues the computation.
+  void PrepareAhead(Clock::time_point queued) {
+    if (Stopped()) return JobEnded(absl::CancelledError("cancelled while queued"));
+    // At most one request decoded ahead, and only when the memory budget has room for it now;
+    // otherwise the worker decodes it when its turn comes, as without prepare_ahead.
+    if (service_->prepared_waiting_.load() >= 1 || !upload_->Reserve().ok()) {
+      service_->queue_.Submit([this, queued] { RunJob(queued); });
+      return;
+    }
+    const JobContext job = Context(queued);
+    absl::StatusOr<PreparedJob> prepared = service::PrepareJob(*bank_, upload_.get(), job);
+    if (!prepared.ok()) return JobEnded(prepared.status());
+    prepared_ = std::make_unique<PreparedJob>(*std::move(prepared));
+    ++service_->prepared_waiting_;
+    const auto ready = Clock::now();
+    service_->queue_.Submit([this, ready] { ComputePrepared(ready); });
+  }
+
+  // On a worker thread, after PrepareAhead.
+  void ComputePrepared(Clock::time_point ready) {
+    --service_->prepared_waiting_;
+    if (service_->metrics_) service_->metrics_->QueueDepth(service_->queue_.waiting());
+    const JobContext job = Context(ready);
+    JobEnded(Stopped() ? absl::CancelledError("cancelled while queued")
+                       : service::ComputeJob(*bank_, *upload_, std::move(*prepared_), job,
+                                             service_->options_.job));
+  }
+
+  // The job's last step, on whichever thread ran it.
+  void JobEnded(absl::Status status) {
+    prepared_.reset();
     upload_.reset();
     std::unique_lock<std::mutex> lock(mutex_);
     job_running_ = false;
@@ -302,8 +345,9 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
   std::shared_ptr<const models::Bank> bank_;
   v1::SegmentRequest request_;
   std::unique_ptr<Upload> upload_;
-  std::atomic<Clock::rep> last_read_;  // when the last message arrived (for the watchdog)
-  std::atomic<bool> watched_{true};    // uploading: the watchdog's timers apply
+  std::unique_ptr<PreparedJob> prepared_;  // between PrepareAhead and ComputePrepared
+  std::atomic<Clock::rep> last_read_;      // when the last message arrived (for the watchdog)
+  std::atomic<bool> watched_{true};        // uploading: the watchdog's timers apply
   bool holds_upload_slot_ = false;
   bool admitted_ = false;  // holds a compute slot
   bool counted_ = false;   // RequestStarted was reported
@@ -329,7 +373,10 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
 };
 
 SegmentationService::SegmentationService(const ServiceOptions& options, ServiceMetrics* metrics)
-    : options_(options), metrics_(metrics), queue_(options.workers, options.queue_size) {}
+    : options_(options),
+      metrics_(metrics),
+      queue_(options.workers, options.queue_size),
+      prepare_(options.prepare_ahead ? 1 : 0, 0) {}
 
 SegmentationService::~SegmentationService() = default;
 

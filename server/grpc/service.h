@@ -7,8 +7,9 @@
 // timers on the Watchdog thread).
 //
 // A call holds one of `max_uploads` upload slots from its header to its last chunk, then one of
-// `workers + queue_size` compute slots until it ends. Uploads that stall are ended by the
-// watchdog, so idle streams can neither exhaust the compute slots nor hold memory for long.
+// `workers + queue_size` compute slots until it ends. With prepare_ahead its decoding and
+// preprocessing run on a prepare thread, its computation on a worker. Uploads that stall are ended
+// by the watchdog, so idle streams can neither exhaust the compute slots nor hold memory for long.
 //
 // Every call is counted (danet_requests_total) and logged (one JSON line, see runtime.h) under
 // the code its client saw: CANCELLED when the client cancelled, DEADLINE_EXCEEDED when its
@@ -51,6 +52,13 @@ struct ServiceOptions {
   JobOptions job;
   int workers = 1;     // segmentations running at once
   int queue_size = 4;  // uploaded requests waiting for a worker, beyond those running
+  // Decode and preprocess the next request on a thread of its own as soon as its upload is
+  // complete, so that it is ready while a worker computes: one request at a time ahead, and only
+  // when the memory budget has room for it then (otherwise the worker decodes it in its turn).
+  // false: the worker does both, one request after another. Off by default: on the 2-core
+  // machine, where LibTorch already keeps both cores busy, it gained nothing measurable
+  // (docs/benchmarks.md); it is for machines with cores to spare beyond LibTorch's threads.
+  bool prepare_ahead = false;
   // Calls between their header and their last chunk; more get RESOURCE_EXHAUSTED at the header.
   // Bounded apart from the compute slots because each holds its upload's buffers.
   int max_uploads = 32;
@@ -108,6 +116,10 @@ class SegmentationService final : public v1::Segmentation::CallbackService {
   std::mutex idle_mutex_;
   std::condition_variable idle_;
   WorkQueue queue_;
+  // One thread for ServiceOptions::prepare_ahead (none without it). Declared after queue_: on
+  // destruction it finishes its work, which submits to queue_, before queue_ finishes.
+  WorkQueue prepare_;
+  std::atomic<int> prepared_waiting_{0};  // prepared ahead, not yet computing
   Watchdog watchdog_;
 };
 

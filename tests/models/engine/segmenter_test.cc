@@ -178,17 +178,24 @@ TEST_F(SegmenterTest, StaticPolicySendsEverySliceToItsModelAndCountsCost) {
 }
 
 TEST_F(SegmenterTest, EverySliceIsReportedOnceWithItsFinalMask) {
-  std::vector<int> seen(24, 0);
-  std::vector<uint8_t> streamed(64 * 48 * 24, 255);
-  SegmentOptions options;
-  options.on_slice = [&](const SliceResult& s, const uint8_t* labels) {
-    ++seen[s.index];
-    std::copy(labels, labels + 64 * 48, streamed.begin() + s.index * 64 * 48);
-  };
-  absl::StatusOr<VolumeResult> result = SegmentVolume(*bank_, volume_, Policy{}, options);
-  ASSERT_TRUE(result.ok());
-  EXPECT_EQ(seen, std::vector<int>(24, 1));
-  EXPECT_EQ(streamed, result->labels);
+  // Following the tumour may still route a skipped slice, so its skipped slices come last.
+  for (const char* name : {"dynamic", "dynamic@0.5+f4"}) {
+    std::vector<int> seen(24, 0);
+    std::vector<uint8_t> streamed(64 * 48 * 24, 255);
+    std::vector<int> streamed_routes(24, -1);
+    SegmentOptions options;
+    options.on_slice = [&](const SliceResult& s, const uint8_t* labels) {
+      ++seen[s.index];
+      streamed_routes[s.index] = s.route;
+      std::copy(labels, labels + 64 * 48, streamed.begin() + s.index * 64 * 48);
+    };
+    absl::StatusOr<VolumeResult> result =
+        SegmentVolume(*bank_, volume_, *ParsePolicy(name, *bank_), options);
+    ASSERT_TRUE(result.ok());
+    EXPECT_EQ(seen, std::vector<int>(24, 1)) << name;
+    EXPECT_EQ(streamed, result->labels) << name;
+    for (int z = 0; z < 24; ++z) EXPECT_EQ(streamed_routes[z], result->slices[z].route) << z;
+  }
 }
 
 TEST_F(SegmenterTest, CostBiasMovesRoutesTowardCheaperOrStrongerModels) {
@@ -289,13 +296,124 @@ TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
   EXPECT_EQ(runs.margin_min_run, 2);
   EXPECT_EQ(runs.Name(*bank_), "dynamic+m2r2");
   EXPECT_EQ(ParsePolicy("dynamic+m2r1", *bank_)->Name(*bank_), "dynamic+m2");
+  const Policy follow = *ParsePolicy("dynamic+f4v20+m2", *bank_);
+  EXPECT_EQ(follow.follow_tumour, 4);
+  EXPECT_EQ(follow.follow_min_voxels, 20);
+  EXPECT_EQ(follow.skip_margin, 2);
+  EXPECT_EQ(follow.Name(*bank_), "dynamic+m2+f4v20");
+  EXPECT_EQ(ParsePolicy("dynamic+f4", *bank_)->follow_min_voxels, kDefaultFollowMinVoxels);
+  EXPECT_EQ(ParsePolicy(absl::StrCat("dynamic+f4v", kDefaultFollowMinVoxels), *bank_)->Name(*bank_),
+            "dynamic+f4");
   for (const char* bad :
-       {"dynamic+m", "dynamic+m-1", "dynamic+m33", "dynamic+mx", "dynamic+2", "dynamicx",
-        "dynamic@+m1", "dynamic+m2r0", "dynamic+m2r", "dynamic+mr2", "dynamic+m2r33", "dynamic+s",
-        "dynamic+s1.5", "dynamic+s-0.1", "dynamic+sx", "dynamic+m1+m2", "dynamic+s0.5+s0.6",
-        "dynamic+m2+", "dynamic++m2"}) {
+       {"dynamic+m",     "dynamic+m-1",       "dynamic+m33",  "dynamic+mx",    "dynamic+2",
+        "dynamicx",      "dynamic@+m1",       "dynamic+m2r0", "dynamic+m2r",   "dynamic+mr2",
+        "dynamic+m2r33", "dynamic+s",         "dynamic+s1.5", "dynamic+s-0.1", "dynamic+sx",
+        "dynamic+m1+m2", "dynamic+s0.5+s0.6", "dynamic+m2+",  "dynamic++m2",   "dynamic+f",
+        "dynamic+f-1",   "dynamic+f33",       "dynamic+fx",   "dynamic+f2v",   "dynamic+f2v0",
+        "dynamic+fv5",   "dynamic+f1+f2"}) {
     EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
+}
+
+TEST(FollowTumourTest, StepsToTheSkippedNeighboursOfSlicesWithTumour) {
+  const std::vector<double> costs = {0, 1, 2, 4, 8};
+  // Slice 2 (M2, 10 tumour voxels) and slice 5 (M3, 7) are followed; slice 8 (M1, 3 voxels) is
+  // not, at the default minimum of 5; slice 9 is not eligible (no tissue).
+  const std::vector<int> routes = {0, 0, 2, 0, 0, 3, 0, 0, 1, 0};
+  std::vector<bool> eligible(10, true);
+  eligible[9] = false;
+  const std::vector<int64_t> tumour = {0, 0, 10, 0, 0, 7, 0, 0, 3, 0};
+  using Grown = std::vector<std::pair<int64_t, int>>;
+  EXPECT_EQ(FollowTumour(routes, eligible, {2, 5, 8}, tumour, costs, 5),
+            (Grown{{1, 2}, {3, 2}, {4, 3}, {6, 3}}));
+  EXPECT_EQ(FollowTumour(routes, eligible, {2, 5, 8}, tumour, costs, 1),
+            (Grown{{1, 2}, {3, 2}, {4, 3}, {6, 3}, {7, 1}}));
+  EXPECT_EQ(FollowTumour(routes, eligible, {2, 5, 8}, tumour, costs, 11), Grown{});
+  // Only the slices of `grown_from` are followed, and routed slices are never re-routed.
+  EXPECT_EQ(FollowTumour(routes, eligible, {5}, tumour, costs, 5), (Grown{{4, 3}, {6, 3}}));
+  // A slice between two followed slices takes the costlier route.
+  EXPECT_EQ(
+      FollowTumour({0, 2, 0, 3, 0}, std::vector<bool>(5, true), {1, 3}, {0, 9, 0, 9, 0}, costs, 5),
+      (Grown{{0, 2}, {2, 3}, {4, 3}}));
+}
+
+// Following the tumour grows from the slices whose masks hold enough tumour, with their models,
+// and only from them: the minimum is set between the tumour counts of the routed slices beside
+// skipped ones, so some are followed and some are not.
+TEST_F(SegmenterTest, FollowingTheTumourGrowsOnlyWhereAModelFoundTumour) {
+  auto tumour_voxels = [](const VolumeResult& r, int z) {
+    return static_cast<int>(std::count_if(r.labels.begin() + z * 64 * 48,
+                                          r.labels.begin() + (z + 1) * 64 * 48,
+                                          [](uint8_t l) { return l != 0; }));
+  };
+  bool tested = false;
+  for (const char* bias : {"0.02", "0.05", "0.1", "0.2", "0.5", "1", "2"}) {
+    const std::string plain_name = absl::StrCat("dynamic@", bias);
+    const VolumeResult plain = *SegmentVolume(*bank_, volume_, *ParsePolicy(plain_name, *bank_));
+    // The tumour counts of the routed slices beside a skipped slice with tissue.
+    std::set<int> edge_counts;
+    for (int z = 2; z < 24; ++z) {
+      if (plain.slices[z].route == 0) continue;
+      for (int n : {z - 1, z + 1}) {
+        if (n >= 2 && n < 24 && plain.slices[n].route == 0) {
+          edge_counts.insert(tumour_voxels(plain, z));
+        }
+      }
+    }
+    if (edge_counts.size() < 2 || *edge_counts.rbegin() < 1) continue;
+    const int min_voxels = *edge_counts.rbegin();
+    const std::string follow = absl::StrCat(plain_name, "+f1v", min_voxels);
+    const VolumeResult one = *SegmentVolume(*bank_, volume_, *ParsePolicy(follow, *bank_));
+    int grown = 0, blocked = 0;
+    for (int z = 0; z < 24; ++z) {
+      if (plain.slices[z].route != 0) {
+        EXPECT_EQ(one.slices[z].route, plain.slices[z].route) << z;
+        continue;
+      }
+      // One step: the costlier route among the neighbours whose masks hold enough tumour.
+      int expected = 0;
+      for (int n : {z - 1, z + 1}) {
+        if (z < 2 || n < 0 || n >= 24 || plain.slices[n].route == 0) continue;
+        if (tumour_voxels(plain, n) < min_voxels) {
+          ++blocked;
+        } else if (bank_->model_config(plain.slices[n].route - 1).gmacs_per_slice() >
+                   (expected == 0 ? -1.0 : bank_->model_config(expected - 1).gmacs_per_slice())) {
+          expected = plain.slices[n].route;
+        }
+      }
+      EXPECT_EQ(one.slices[z].route, expected) << follow << ", slice " << z;
+      grown += expected != 0;
+    }
+    EXPECT_GT(grown, 0) << follow;
+    EXPECT_GT(blocked, 0) << follow;
+    EXPECT_GT(one.gmacs, plain.gmacs);
+    // Without a depth limit the routes are closed: no skipped slice with tissue lies beside a
+    // routed slice with enough tumour to follow. For a slice the decision network routed that
+    // is its tumour; for a followed slice, its tumour on the tumour of the slice it was reached
+    // from (the neighbour on its other side).
+    const VolumeResult all = *SegmentVolume(
+        *bank_, volume_, *ParsePolicy(absl::StrCat(plain_name, "+f32v", min_voxels), *bank_));
+    auto label = [&](int z, int v) { return all.labels[z * 64 * 48 + v] != 0; };
+    for (int z = 2; z < 24; ++z) {
+      if (all.slices[z].route != 0) continue;
+      for (int n : {z - 1, z + 1}) {
+        if (n < 0 || n >= 24 || all.slices[n].route == 0) continue;
+        if (plain.slices[n].route != 0) {
+          EXPECT_LT(tumour_voxels(all, n), min_voxels) << z << " beside " << n;
+          continue;
+        }
+        const int from = 2 * n - z;
+        int shared = 0;
+        for (int v = 0; v < 64 * 48; ++v) shared += label(n, v) && label(from, v);
+        EXPECT_LT(shared, min_voxels) << z << " beside " << n << " reached from " << from;
+      }
+    }
+    EXPECT_GE(all.gmacs, one.gmacs);
+    tested = true;
+    break;
+  }
+  EXPECT_TRUE(tested) << "no cost bias left skipped slices beside routed slices of two tumour "
+                         "counts";
 }
 
 TEST_F(SegmenterTest, SkipThresholdSkipsOnlyConfidentSlices) {

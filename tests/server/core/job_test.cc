@@ -161,6 +161,50 @@ TEST_F(JobTest, StreamsAcceptedThenSlicesThenSummaryThenOutputs) {
   for (++i; i < messages.size(); ++i) EXPECT_TRUE(messages[i].has_output());
 }
 
+// The two halves the service runs on two threads (prepare ahead, compute on a worker) give what
+// RunJob gives: Accepted from the first, then the slices, the summary and the outputs; the
+// queued time of both halves adds up in the summary.
+TEST_F(JobTest, PrepareThenComputeIsRunJobInTwoHalves) {
+  const std::vector<std::string> files = MakeFiles();
+  std::vector<v1::SegmentResponse> whole;
+  std::unique_ptr<Upload> first = Uploaded(files);
+  ASSERT_TRUE(Run(first.get(), &whole).ok());
+
+  std::unique_ptr<Upload> upload = Uploaded(files);
+  std::vector<v1::SegmentResponse> halves;
+  JobContext context;
+  context.received = std::chrono::steady_clock::now();
+  context.queued_seconds = 0.25;
+  context.emit = [&](v1::SegmentResponse r) { halves.push_back(std::move(r)); };
+  absl::StatusOr<PreparedJob> prepared = PrepareJob(*bank_, upload.get(), context);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  ASSERT_EQ(halves.size(), 1u);
+  EXPECT_TRUE(halves[0].has_accepted());
+  EXPECT_EQ(prepared->policy.kind, engine::Policy::Kind::kDynamic);
+  EXPECT_GT(prepared->timing.decode(), 0);
+  context.queued_seconds = 0.5;  // the wait for a worker after preparing
+  ASSERT_TRUE(ComputeJob(*bank_, *upload, *std::move(prepared), context).ok());
+
+  ASSERT_EQ(halves.size(), whole.size());
+  for (size_t i = 0; i < whole.size(); ++i) {
+    if (whole[i].has_summary()) {
+      ASSERT_TRUE(halves[i].has_summary());
+      EXPECT_DOUBLE_EQ(halves[i].summary().seconds().queued(), 0.75);
+      const auto& a = halves[i].summary().route_counts();
+      const auto& b = whole[i].summary().route_counts();
+      EXPECT_EQ((std::map<std::string, int64_t>(a.begin(), a.end())),
+                (std::map<std::string, int64_t>(b.begin(), b.end())));
+      EXPECT_EQ(halves[i].summary().gmacs(), whole[i].summary().gmacs());
+      continue;
+    }
+    if (whole[i].has_slice()) {  // slice times differ from run to run
+      whole[i].mutable_slice()->clear_seconds();
+      halves[i].mutable_slice()->clear_seconds();
+    }
+    EXPECT_EQ(halves[i].SerializeAsString(), whole[i].SerializeAsString()) << i;
+  }
+}
+
 TEST_F(JobTest, SummaryComparesWithTheCostliestModelNotTheLast) {
   const std::vector<std::string> files = MakeFiles();
   std::unique_ptr<Upload> upload = Uploaded(files);

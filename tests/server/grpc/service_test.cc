@@ -185,6 +185,17 @@ class ServiceTest : public ::testing::Test {
     return Call(requests);
   }
 
+  // One call per entry of `files`, all at once, each from its own client thread.
+  std::vector<Reply> SegmentAtOnce(const std::vector<std::vector<std::string>>& files) {
+    std::vector<Reply> replies(files.size());
+    std::vector<std::thread> clients;
+    for (size_t i = 0; i < files.size(); ++i) {
+      clients.emplace_back([&, i] { replies[i] = Segment(files[i]); });
+    }
+    for (std::thread& t : clients) t.join();
+    return replies;
+  }
+
   // Waits (bounded) until no call is admitted: the server freed the work of the last one.
   bool Idle() {
     for (int i = 0; i < 200 && service_->inflight() > 0; ++i) {
@@ -240,6 +251,7 @@ class ServiceTest : public ::testing::Test {
   metrics::Registry registry_;
   ServiceMetrics metrics_{&registry_};
   std::shared_ptr<const models::Bank> bank_;
+  std::unique_ptr<MemoryBudget> budget_;  // for tests that set ServiceOptions.limits.memory
   std::unique_ptr<SegmentationService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::Segmentation::Stub> stub_;
@@ -292,6 +304,78 @@ TEST_F(ServiceTest, StreamsTheEnginesResultsSliceBySlice) {
   EXPECT_THAT(
       registry_.Render(),
       HasSubstr("danet_requests_total{client=\"anonymous\",code=\"OK\",policy=\"dynamic\"} 1"));
+}
+
+// Requests that arrive together on one worker: with prepare_ahead the next one is
+// decoded while the worker computes, without it the worker does both. Each request gets what it
+// gets alone, in both modes.
+TEST_F(ServiceTest, QueuedRequestsGetTheirOwnResultsPreparedAheadOrNot) {
+  std::vector<std::vector<std::string>> files;
+  for (int seed : {3, 4, 5}) files.push_back(MakeFiles(6, true, seed));
+  auto slices = [](const Reply& reply) {
+    std::map<int, std::pair<int, std::string>> by_index;
+    for (const auto& m : reply.messages) {
+      if (m.has_slice()) by_index[m.slice().index()] = {m.slice().route(), m.slice().mask()};
+    }
+    return by_index;
+  };
+  std::vector<std::map<int, std::pair<int, std::string>>> alone;
+  for (const auto& f : files) {
+    const Reply reply = Segment(f);
+    ASSERT_TRUE(reply.status.ok()) << reply.status.error_message();
+    alone.push_back(slices(reply));
+    ASSERT_EQ(alone.back().size(), 6u);
+  }
+  double ok = Requests("OK");
+  for (bool ahead : {true, false}) {
+    ServiceOptions options;
+    options.workers = 1;
+    options.prepare_ahead = ahead;
+    Start(options);
+    const std::vector<Reply> replies = SegmentAtOnce(files);
+    for (size_t i = 0; i < files.size(); ++i) {
+      ASSERT_TRUE(replies[i].status.ok()) << ahead << " " << replies[i].status.error_message();
+      EXPECT_EQ(replies[i].messages.front().kind_case(), v1::SegmentResponse::kAccepted);
+      EXPECT_EQ(slices(replies[i]), alone[i]) << "prepare_ahead " << ahead << ", request " << i;
+      for (const auto& m : replies[i].messages) {
+        if (!m.has_summary()) continue;
+        const v1::Timing& t = m.summary().seconds();
+        EXPECT_GT(t.decode(), 0);
+        EXPECT_GE(t.queued(), 0);
+        EXPECT_GE(t.total(), t.decode() + t.preprocess() + t.decide());
+      }
+    }
+    EXPECT_TRUE(Idle());
+    EXPECT_EQ(WaitForRequests(ok + 3, "OK"), ok + 3) << ahead;
+    ok += 3;
+  }
+}
+
+// Preparing ahead never turns a wait into a refusal: with a memory budget that holds one decoded
+// request at a time (and the uploads), the requests behind the one computing are decoded by the
+// worker in their turn instead of failing RESOURCE_EXHAUSTED ahead of time.
+TEST_F(ServiceTest, PreparingAheadWaitsForTheMemoryBudget) {
+  std::vector<std::vector<std::string>> files;
+  int64_t sent = 0;
+  for (int seed : {3, 4, 5}) {
+    files.push_back(MakeFiles(6, true, seed));
+    int64_t bytes = 0;
+    for (const std::string& f : files.back()) bytes += static_cast<int64_t>(f.size());
+    sent = std::max(sent, bytes);
+  }
+  const int64_t job = JobBytes(kX * kY * 6, kX * kY);
+  budget_ = std::make_unique<MemoryBudget>(job + 3 * sent + job / 2);  // not two jobs
+  ServiceOptions options;
+  options.workers = 1;
+  options.prepare_ahead = true;
+  options.limits.memory = budget_.get();
+  Start(options);
+  const std::vector<Reply> replies = SegmentAtOnce(files);
+  for (size_t i = 0; i < files.size(); ++i) {
+    EXPECT_TRUE(replies[i].status.ok()) << i << ": " << replies[i].status.error_message();
+  }
+  EXPECT_TRUE(Idle());
+  EXPECT_EQ(budget_->in_use(), 0);
 }
 
 TEST_F(ServiceTest, PhantomCaseInInt16FilesEndToEnd) {
