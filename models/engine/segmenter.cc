@@ -73,11 +73,16 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     // skipped without the decision network (skip probability 1) and never widened into.
     const auto decide_start = Clock::now();
     std::vector<int> routes(depth, 0);
-    // One pass over the voxels serves the tissue check here and the brain's box below.
-    const torch::Tensor nonzero = slices.ne(0);
-    const torch::Tensor occupied = nonzero.flatten(1).any(1);
-    const std::vector<bool> has_tissue(occupied.data_ptr<bool>(),
-                                       occupied.data_ptr<bool>() + depth);
+    // One pass over the voxels serves the tissue check here and the brain's box below; the
+    // mask itself (a quarter of the slice stack) goes at once.
+    std::vector<bool> has_tissue;
+    torch::Tensor brain_plane;  // height x width: non-zero in any slice and channel
+    {
+      const torch::Tensor nonzero = slices.ne(0);
+      const torch::Tensor occupied = nonzero.flatten(1).any(1);
+      has_tissue.assign(occupied.data_ptr<bool>(), occupied.data_ptr<bool>() + depth);
+      if (options.crop_to_brain) brain_plane = nonzero.any(0).any(0);
+    }
     if (policy.kind == Policy::Kind::kStatic) {
       std::fill(routes.begin(), routes.end(), policy.static_model + 1);
     } else {
@@ -121,8 +126,8 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     // 2. Each route's slices through its model, on the brain's box where the model allows.
     const auto segment_start = Clock::now();
     const int64_t padded_height = slices.size(2), padded_width = slices.size(3);
-    const SliceBox box = options.crop_to_brain ? PlaneBox(nonzero.any(0).any(0))
-                                               : SliceBox{0, padded_height, 0, padded_width};
+    const SliceBox box =
+        options.crop_to_brain ? PlaneBox(brain_plane) : SliceBox{0, padded_height, 0, padded_width};
     // A view: index_select below copies only each batch's slices.
     const torch::Tensor cropped =
         slices.slice(2, box.top, box.bottom).slice(3, box.left, box.right);

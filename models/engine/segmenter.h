@@ -30,7 +30,8 @@ struct SegmentOptions {
   // Run the bank models that support it (Network::SupportsWindow) on BrainBox's box only;
   // outside it every label is background. docs/benchmarks.md measures time and label changes.
   bool crop_to_brain = true;
-  // Called as each slice's result is complete (routes first known, then masks), in
+  // Called as each slice's result is complete (skipped slices first, as their routes are
+  // known, then masks; skipped slices last under Policy::follow_tumour), in
   // completion order, with that slice's labels (dims[0] x dims[1], x fastest; all zero for
   // skipped slices), valid during the call only; may be empty.
   std::function<void(const SliceResult&, const uint8_t* labels)> on_slice;

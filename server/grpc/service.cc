@@ -217,7 +217,7 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
     } else {
       service_->queue_.Submit([this, queued] { RunJob(queued); });
     }
-    if (service_->metrics_) service_->metrics_->QueueDepth(service_->queue_.waiting());
+    service_->ReportQueueDepth();
   }
 
   bool Stopped() const { return cancelled_ || broken_ || DeadlinePassed(); }
@@ -235,7 +235,7 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
 
   // On a worker thread. The upload is no longer touched by any callback (no read is pending).
   void RunJob(Clock::time_point queued) {
-    if (service_->metrics_) service_->metrics_->QueueDepth(service_->queue_.waiting());
+    service_->ReportQueueDepth();
     const JobContext job = Context(queued);
     JobEnded(Stopped() ? absl::CancelledError("cancelled while queued")
                        : service::RunJob(*bank_, upload_.get(), job, service_->options_.job));
@@ -246,9 +246,17 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
   void PrepareAhead(Clock::time_point queued) {
     if (Stopped()) return JobEnded(absl::CancelledError("cancelled while queued"));
     // At most one request decoded ahead, and only when the memory budget has room for it now;
-    // otherwise the worker decodes it when its turn comes, as without prepare_ahead.
-    if (service_->prepared_waiting_.load() >= 1 || !upload_->Reserve().ok()) {
-      service_->queue_.Submit([this, queued] { RunJob(queued); });
+    // otherwise the worker decodes it when its turn comes, as without prepare_ahead. A request
+    // that fell back keeps later ones from being decoded ahead until its own memory is
+    // reserved, so that none of them takes memory it waits for.
+    if (service_->prepared_waiting_.load() >= 1 || service_->unprepared_waiting_.load() > 0 ||
+        !upload_->Reserve().ok()) {
+      ++service_->unprepared_waiting_;
+      service_->queue_.Submit([this, queued] {
+        (void)upload_->Reserve();  // Decode reports it if it still does not fit
+        --service_->unprepared_waiting_;
+        RunJob(queued);
+      });
       return;
     }
     const JobContext job = Context(queued);
@@ -263,7 +271,7 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
   // On a worker thread, after PrepareAhead.
   void ComputePrepared(Clock::time_point ready) {
     --service_->prepared_waiting_;
-    if (service_->metrics_) service_->metrics_->QueueDepth(service_->queue_.waiting());
+    service_->ReportQueueDepth();
     const JobContext job = Context(ready);
     JobEnded(Stopped() ? absl::CancelledError("cancelled while queued")
                        : service::ComputeJob(*bank_, *upload_, std::move(*prepared_), job,
@@ -379,6 +387,10 @@ SegmentationService::SegmentationService(const ServiceOptions& options, ServiceM
       prepare_(options.prepare_ahead ? 1 : 0, 0) {}
 
 SegmentationService::~SegmentationService() = default;
+
+void SegmentationService::ReportQueueDepth() {
+  if (metrics_) metrics_->QueueDepth(queue_.waiting() + prepare_.waiting());
+}
 
 void SegmentationService::SetBank(std::shared_ptr<const models::Bank> bank) {
   std::lock_guard<std::mutex> lock(bank_mutex_);

@@ -106,6 +106,8 @@ class SegmentationService final : public v1::Segmentation::CallbackService {
   void ReleaseUploadSlot();
   // After a call gave its slots back: wakes WaitUntilIdle.
   void CallEnded();
+  // Requests waiting for the prepare thread or a worker, to the queue-depth metric.
+  void ReportQueueDepth();
 
   const ServiceOptions options_;
   ServiceMetrics* const metrics_;
@@ -119,7 +121,8 @@ class SegmentationService final : public v1::Segmentation::CallbackService {
   // One thread for ServiceOptions::prepare_ahead (none without it). Declared after queue_: on
   // destruction it finishes its work, which submits to queue_, before queue_ finishes.
   WorkQueue prepare_;
-  std::atomic<int> prepared_waiting_{0};  // prepared ahead, not yet computing
+  std::atomic<int> prepared_waiting_{0};    // prepared ahead, not yet computing
+  std::atomic<int> unprepared_waiting_{0};  // fell back to the worker, memory not yet reserved
   Watchdog watchdog_;
 };
 

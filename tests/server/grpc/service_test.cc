@@ -621,6 +621,48 @@ class LongCall {
   std::thread thread_;
 };
 
+// A request that waits for memory is not overtaken: while A computes, big B does not fit and
+// falls back to the worker; small C, which would fit beside A, must not be decoded ahead then, or
+// B could not fit beside it when A ends.
+TEST_F(ServiceTest, ARequestWaitingForMemoryIsNotOvertakenByOnesPreparedAhead) {
+  const std::vector<std::string> big = MakeFiles(600, false, 4), small = MakeFiles(60, false, 5);
+  auto bytes = [](const std::vector<std::string>& files) {
+    int64_t n = 0;
+    for (const std::string& f : files) n += static_cast<int64_t>(f.size());
+    return n;
+  };
+  const int64_t first_job = JobBytes(400 * kX * kY, kX * kY);  // LongCall: 400 slices
+  const int64_t big_job = JobBytes(600 * kX * kY, kX * kY);
+  // B fits with C's upload beside it, not with C decoded (C's job is larger than its upload).
+  budget_ = std::make_unique<MemoryBudget>(bytes(big) + big_job + bytes(small) + (1 << 20));
+  ServiceOptions options;
+  options.workers = 1;
+  options.prepare_ahead = true;
+  options.limits.memory = budget_.get();
+  Start(options);
+  auto wait_for_use = [&](int64_t n) {
+    for (int i = 0; i < 400 && budget_->in_use() < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the prepare thread's turn
+    return budget_->in_use() >= n;
+  };
+  LongCall first(stub_.get(), "first");
+  ASSERT_TRUE(first.Computing());
+  Reply big_reply, small_reply;
+  std::thread b([&] { big_reply = Segment(big); });
+  EXPECT_TRUE(wait_for_use(first_job + bytes(big)));
+  std::thread c([&] { small_reply = Segment(small); });
+  EXPECT_TRUE(wait_for_use(first_job + bytes(big) + bytes(small)));
+  EXPECT_EQ(first.Cancel().error_code(), grpc::CANCELLED);
+  b.join();
+  c.join();
+  EXPECT_TRUE(big_reply.status.ok()) << big_reply.status.error_message();
+  EXPECT_TRUE(small_reply.status.ok()) << small_reply.status.error_message();
+  EXPECT_TRUE(Idle());
+  EXPECT_EQ(budget_->in_use(), 0);
+}
+
 TEST_F(ServiceTest, FullQueueIsResourceExhaustedAtOnce) {
   ServiceOptions options;
   options.workers = 1;
