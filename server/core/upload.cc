@@ -211,16 +211,20 @@ absl::StatusOr<int64_t> Upload::EstimateJobBytes() const {
   return JobBytes(voxels, slice_pixels);
 }
 
-absl::Status Upload::Reserve() {
+absl::StatusOr<int64_t> Upload::Reserve() {
   absl::StatusOr<int64_t> need = EstimateJobBytes();
   if (!need.ok()) return need.status();
-  return lease_.Resize(bytes_received_ + *need, "decoding and segmenting this volume");
+  if (absl::Status s =
+          lease_.Resize(bytes_received_ + *need, "decoding and segmenting this volume");
+      !s.ok()) {
+    return s;
+  }
+  return need;
 }
 
 absl::StatusOr<volume::MultiModalVolume> Upload::Decode() {
-  absl::StatusOr<int64_t> need = EstimateJobBytes();
+  absl::StatusOr<int64_t> need = Reserve();
   if (!need.ok()) return need.status();
-  if (absl::Status s = Reserve(); !s.ok()) return s;
   absl::StatusOr<volume::MultiModalVolume> decoded =
       header_.input_kind() == v1::INPUT_KIND_DICOM ? DecodeDicom() : DecodeNiftiFiles();
   (void)lease_.Resize(*need, "");  // the raw bytes are gone; shrinking always succeeds

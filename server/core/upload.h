@@ -68,11 +68,11 @@ class Upload {
   // size as 16-bit pixels of four series (the headers are read only by the decoder).
   absl::StatusOr<int64_t> EstimateJobBytes() const;
 
-  // Reserves the buffered bytes plus EstimateJobBytes in the memory budget: RESOURCE_EXHAUSTED,
-  // naming the need and the budget, when it does not fit, and then nothing changes (a later
-  // call may succeed). Decode calls it; the service calls it first to decode a request ahead
-  // only when the memory is there now. Call when complete().
-  absl::Status Reserve();
+  // Reserves the buffered bytes plus EstimateJobBytes in the memory budget and returns the
+  // latter: RESOURCE_EXHAUSTED, naming the need and the budget, when it does not fit, and then
+  // nothing changes (a later call may succeed). Decode calls it; the service calls it first to
+  // decode a request ahead only when the memory is there now. Call when complete().
+  absl::StatusOr<int64_t> Reserve();
 
   // Reserve (RESOURCE_EXHAUSTED when it does not fit: nothing is decoded), then decodes the
   // files (NIfTI, gzip or
