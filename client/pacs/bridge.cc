@@ -10,9 +10,12 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "client/cli/call.h"
+#include "models/dicom/dicom_report.h"
 #include "models/volume/nifti.h"
 
 namespace danet::pacs {
@@ -41,17 +44,65 @@ std::string Escape(std::string text) {
   return text;
 }
 
-// A spooled instance is named <series key>_<name>.dcm (OnInstance): the study's series keys.
+// A spooled instance is named <series key>_<name>.dcm (OnInstance); our own outputs beside
+// them (seg.dcm, report.dcm) are not.
+bool IsSpooledInstance(const fs::path& path) {
+  return path.extension() == ".dcm" && path.filename().string().find('_') == 16;
+}
+
+// The study's series keys.
 std::set<std::string> SeriesKeys(const fs::path& dir) {
   std::set<std::string> keys;
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(dir, error)) {
-    const std::string name = entry.path().filename().string();
-    if (entry.path().extension() == ".dcm" && name != "seg.dcm" && name.find('_') == 16) {
-      keys.insert(name.substr(0, 16));
-    }
+    if (IsSpooledInstance(entry.path()))
+      keys.insert(entry.path().filename().string().substr(0, 16));
   }
   return keys;
+}
+
+// state.txt beside a failed study's instances ("name value" lines); it moves with the study
+// between failed/ and incoming/ when the study is retried.
+constexpr char kState[] = "state.txt";
+constexpr char kRequeue[] = "requeue";  // failed/<key>/requeue: a person asked for a retry
+
+struct FailureState {
+  int rounds = 0;           // scheduled and start-up retries so far
+  bool retryable = false;   // the last failure's
+  int64_t failed_unix = 0;  // when it last failed
+  bool report_stored = false;
+  std::string bundle;  // the server's bundle then (empty: not reached)
+};
+
+FailureState ReadState(const fs::path& file) {
+  FailureState state;
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    const std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits(' ', 1));
+    int64_t n = 0;
+    if (kv.first == "bundle") state.bundle = kv.second;
+    if (!absl::SimpleAtoi(kv.second, &n)) continue;
+    if (kv.first == "rounds") state.rounds = static_cast<int>(n);
+    if (kv.first == "retryable") state.retryable = n != 0;
+    if (kv.first == "failed_unix") state.failed_unix = n;
+    if (kv.first == "report_stored") state.report_stored = n != 0;
+  }
+  return state;
+}
+
+absl::Status WriteState(const fs::path& file, const FailureState& state) {
+  return volume::WriteFileBytes(
+      file, absl::StrFormat("rounds %d\nretryable %d\nfailed_unix %d\nreport_stored %d\n"
+                            "bundle %s\n",
+                            state.rounds, state.retryable, state.failed_unix, state.report_stored,
+                            state.bundle));
+}
+
+int64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 // done/<key>/sources.txt: "bundle NAME", then one series key per line.
@@ -98,7 +149,7 @@ Bridge::Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> chan
       outcomes_(prometheus::BuildCounter()
                     .Name("danet_bridge_studies_total")
                     .Help("Studies finished, by outcome (stored, no_tumour, "
-                          "already_segmented, failed).")
+                          "already_segmented, already_failed, failed).")
                     .Register(r->families())),
       retries_(prometheus::BuildCounter()
                    .Name("danet_bridge_retries_total")
@@ -108,6 +159,11 @@ Bridge::Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> chan
                    .Name("danet_bridge_associations_refused_total")
                    .Help("DICOM associations rejected by the allow-lists, by reason "
                          "(calling_ae, host).")
+                   .Register(r->families())),
+      reports_(prometheus::BuildCounter()
+                   .Name("danet_bridge_failure_reports_total")
+                   .Help("Basic Text SRs telling the PACS that a study failed, by outcome "
+                         "(stored, not_stored).")
                    .Register(r->families())),
       pending_(prometheus::BuildGauge()
                    .Name("danet_bridge_pending_studies")
@@ -122,11 +178,13 @@ Bridge::Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> chan
                          .Add({}, metrics::ExponentialBuckets(0.5, 2, 12))) {
   // Zero-valued series from the start, so that rates and alerts see them before traffic.
   for (const char* outcome : {"spooled", "ignored"}) instances_.Add({{"outcome", outcome}});
-  for (const char* outcome : {"stored", "no_tumour", "already_segmented", "failed"}) {
+  for (const char* outcome :
+       {"stored", "no_tumour", "already_segmented", "already_failed", "failed"}) {
     outcomes_.Add({{"outcome", outcome}});
   }
   for (const char* cause : {"server", "pacs"}) retries_.Add({{"cause", cause}});
   for (const char* reason : {"calling_ae", "host"}) refused_.Add({{"reason", reason}});
+  for (const char* outcome : {"stored", "not_stored"}) reports_.Add({{"outcome", outcome}});
 }
 
 absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Create(const BridgeOptions& options,
@@ -183,8 +241,50 @@ void Bridge::Recover() {
   pending_.Set(static_cast<double>(studies_.size()));
 }
 
+void Bridge::RetryFailed(bool at_start) {
+  const fs::path failed = fs::path(options_.work_dir) / "failed";
+  const int64_t now = UnixSeconds();
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(failed, error)) {
+    if (!entry.is_directory()) continue;
+    const std::string key = entry.path().filename().string();
+    const bool requested = fs::exists(entry.path() / kRequeue, error);
+    FailureState state = ReadState(entry.path() / kState);
+    const bool rounds_left = state.rounds < options_.failed_retry_rounds;
+    const bool due = state.retryable && now - state.failed_unix >= options_.failed_retry_seconds;
+    const char* why = requested      ? "requested"
+                      : !rounds_left ? nullptr
+                      : at_start     ? "start"
+                      : due          ? "schedule"
+                                     : nullptr;
+    if (why == nullptr) continue;
+    const fs::path incoming = fs::path(options_.work_dir) / "incoming" / key;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      // Sent again meanwhile: that copy is tried first, and its end replaces this one.
+      if (studies_.count(key) > 0 || fs::exists(incoming, error)) continue;
+      state.rounds = requested ? 0 : state.rounds + 1;
+      std::error_code moved;
+      if (absl::Status s = WriteState(entry.path() / kState, state); !s.ok()) continue;
+      fs::remove(entry.path() / kRequeue, error);
+      fs::rename(entry.path(), incoming, moved);
+      if (moved) {
+        Log("study_requeue_failed",
+            absl::StrFormat(R"("study":"%s","error":"%s")", key, Escape(moved.message())));
+        continue;
+      }
+      Study& study = studies_[key];
+      study.last_instance = study.next_attempt = Clock::now();
+      pending_.Set(static_cast<double>(studies_.size()));
+    }
+    Log("study_requeued",
+        absl::StrFormat(R"("study":"%s","why":"%s","round":%d)", key, why, state.rounds));
+  }
+}
+
 absl::Status Bridge::Run() {
   Recover();
+  RetryFailed(/*at_start=*/true);
   absl::Status scp_status;
   AccessRules rules{
       options_.allowed_calling_aes, options_.allowed_hosts,
@@ -208,8 +308,13 @@ absl::Status Bridge::Run() {
                       static_cast<int>(options_.allowed_hosts.size()), Escape(options_.server),
                       options_.security.tls() ? "true" : "false",
                       options_.security.token_file.empty() ? "false" : "true"));
+  Clock::time_point next_failed_scan = Clock::now();
   while (!stop_) {
     ProcessDue();
+    if (Clock::now() >= next_failed_scan) {
+      RetryFailed(/*at_start=*/false);
+      next_failed_scan = Clock::now() + std::chrono::seconds(2);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   scp.join();
@@ -234,26 +339,40 @@ void Bridge::ProcessDue() {
   }
 }
 
-absl::Status Bridge::SegmentAndStore(const std::string& key, Done* done, std::string* note) {
+absl::Status Bridge::SegmentAndStore(const std::string& key, Attempt* attempt) {
   const fs::path dir = fs::path(options_.work_dir) / "incoming" / key;
   // Segmented before with the bundle the server has now? (A re-sent study, or our SEG having
   // made the PACS call the study stable again.)
   absl::StatusOr<v1::DescribeBankResponse> bank = client::DescribeBank(stub_.get());
   if (!bank.ok()) return bank.status();
+  attempt->bundle = bank->bundle_name();
   const std::set<std::string> series = SeriesKeys(dir);
+  auto covers = [&series](const std::set<std::string>& before) {
+    return !series.empty() &&
+           std::includes(before.begin(), before.end(), series.begin(), series.end());
+  };
   Sources sources = ReadSources(fs::path(options_.work_dir) / "done" / key / kSources);
   if (sources.bundle != bank->bundle_name()) sources = {bank->bundle_name(), {}};
-  if (!series.empty() &&
-      std::includes(sources.series.begin(), sources.series.end(), series.begin(), series.end())) {
-    *done = Done::kAlreadySegmented;
-    *note = "already segmented with this bundle";
+  if (covers(sources.series)) {
+    attempt->done = Done::kAlreadySegmented;
+    attempt->note = "already segmented with this bundle";
     return absl::OkStatus();
+  }
+  // Failed before, for a reason a retry does not change, with this bundle and these series
+  // (e.g. the PACS re-sending the study after our failure report): not again until requeued.
+  const fs::path failed = fs::path(options_.work_dir) / "failed" / key;
+  std::error_code error;
+  if (fs::exists(failed / kState, error) && !fs::exists(failed / kRequeue, error)) {
+    const FailureState state = ReadState(failed / kState);
+    if (!state.retryable && state.bundle == bank->bundle_name() && covers(SeriesKeys(failed))) {
+      attempt->done = Done::kAlreadyFailed;
+      attempt->note = "failed before with this bundle; requeue it to try again";
+      return absl::OkStatus();
+    }
   }
   std::vector<client::InputFile> files;
   for (const auto& entry : fs::directory_iterator(dir)) {
-    if (entry.path().extension() == ".dcm" && entry.path().filename() != "seg.dcm") {
-      files.push_back({entry.path(), ""});
-    }
+    if (IsSpooledInstance(entry.path())) files.push_back({entry.path(), ""});
   }
   std::sort(files.begin(), files.end(),
             [](const auto& a, const auto& b) { return a.path < b.path; });
@@ -269,15 +388,15 @@ absl::Status Bridge::SegmentAndStore(const std::string& key, Done* done, std::st
   sources.series.insert(series.begin(), series.end());
   if (absl::Status s = WriteSources(dir / kSources, sources); !s.ok()) return s;
   if (result->dicom_seg.empty()) {
-    *done = Done::kNoTumour;
-    *note = result->summary.notes_size() > 0 ? result->summary.notes(0) : "no SEG returned";
+    attempt->done = Done::kNoTumour;
+    attempt->note = result->summary.notes_size() > 0 ? result->summary.notes(0) : "no SEG returned";
     return absl::OkStatus();
   }
   const fs::path seg = dir / "seg.dcm";
   if (absl::Status s = volume::WriteFileBytes(seg, result->dicom_seg); !s.ok()) return s;
   absl::Status stored = StoreToPeer(seg.string(), options_.ae_title, options_.peer);
   if (!stored.ok()) return absl::Status(stored.code(), absl::StrCat("pacs: ", stored.message()));
-  *done = Done::kStored;
+  attempt->done = Done::kStored;
   return absl::OkStatus();
 }
 
@@ -290,9 +409,8 @@ void Bridge::Process(const std::string& key) {
     if (attempt == 1) study.first_attempt = Clock::now();
   }
   Log("study_processing", absl::StrFormat(R"("study":"%s","attempt":%d)", key, attempt));
-  Done done = Done::kStored;
-  std::string note;
-  const absl::Status status = SegmentAndStore(key, &done, &note);
+  Attempt result;
+  const absl::Status status = SegmentAndStore(key, &result);
   if (!status.ok() && Retryable(status) && attempt < options_.max_attempts) {
     const double delay = std::min(options_.max_backoff_seconds,
                                   options_.backoff_seconds * std::pow(2.0, attempt - 1));
@@ -306,26 +424,34 @@ void Bridge::Process(const std::string& key) {
         Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(delay * 1000));
     return;
   }
-  Finish(key, status, done, note);
+  Finish(key, status, result);
 }
 
-void Bridge::Finish(const std::string& key, const absl::Status& status, Done done,
-                    const std::string& note) {
+void Bridge::Finish(const std::string& key, const absl::Status& status, const Attempt& attempt) {
   const fs::path incoming = fs::path(options_.work_dir) / "incoming" / key;
-  const std::string outcome = !status.ok()              ? "failed"
-                              : done == Done::kStored   ? "stored"
-                              : done == Done::kNoTumour ? "no_tumour"
-                                                        : "already_segmented";
-  const fs::path target = fs::path(options_.work_dir) / (status.ok() ? "done" : "failed") / key;
+  const fs::path failed = fs::path(options_.work_dir) / "failed" / key;
+  const Done done = attempt.done;
+  const bool nothing_done =
+      status.ok() && (done == Done::kAlreadySegmented || done == Done::kAlreadyFailed);
+  const std::string outcome = !status.ok()                      ? "failed"
+                              : done == Done::kStored           ? "stored"
+                              : done == Done::kNoTumour         ? "no_tumour"
+                              : done == Done::kAlreadySegmented ? "already_segmented"
+                                                                : "already_failed";
+  const fs::path target = status.ok() ? fs::path(options_.work_dir) / "done" / key : failed;
   std::error_code error;
   Clock::time_point first_attempt;
+  // A requeued study brings its state along; a study sent again inherits the failed copy's.
+  FailureState state =
+      ReadState(fs::exists(incoming / kState, error) ? incoming / kState : failed / kState);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     first_attempt = studies_[key].first_attempt;
-    if (status.ok() && done == Done::kAlreadySegmented) {
-      fs::remove_all(incoming, error);  // done/<key> keeps the SEG and sources of the first run
+    if (nothing_done) {
+      fs::remove_all(incoming, error);  // done/ or failed/ keeps what the earlier run left
     } else {
       fs::remove_all(target, error);
+      if (status.ok()) fs::remove_all(failed, error);  // an earlier failure is over
       fs::create_directories(target.parent_path(), error);
       fs::rename(incoming, target, error);
     }
@@ -333,19 +459,87 @@ void Bridge::Finish(const std::string& key, const absl::Status& status, Done don
     pending_.Set(static_cast<double>(studies_.size()));
   }
   study_seconds_.Observe(std::chrono::duration<double>(Clock::now() - first_attempt).count());
-  if (status.ok() && done != Done::kAlreadySegmented) {
+  if (status.ok() && !nothing_done) {
     // Keep the SEG, the sources and a result line; the instances stay in the PACS.
     for (const auto& entry : fs::directory_iterator(target, error)) {
       const fs::path name = entry.path().filename();
       if (name != "seg.dcm" && name != kSources) fs::remove(entry.path(), error);
     }
-    std::ofstream(target / "result.txt") << (note.empty() ? "SEG stored" : note) << "\n";
+    std::ofstream(target / "result.txt")
+        << (attempt.note.empty() ? "SEG stored" : attempt.note) << "\n";
   } else if (!status.ok()) {
     std::ofstream(target / "reason.txt") << status.ToString() << "\n";
+    state.retryable = Retryable(status);
+    state.failed_unix = UnixSeconds();
+    if (!attempt.bundle.empty()) state.bundle = attempt.bundle;
+    if (options_.failure_reports && !state.report_stored) {
+      state.report_stored = StoreFailureReport(key, target.string(), status, state.bundle);
+    }
+    if (absl::Status s = WriteState(target / kState, state); !s.ok()) {
+      Log("state_not_written", absl::StrFormat(R"("study":"%s")", key));
+    }
   }
   outcomes_.Add({{"outcome", outcome}}).Increment();
   Log("study_" + outcome,
       absl::StrFormat(R"("study":"%s","code":"%s")", key, absl::StatusCodeToString(status.code())));
+}
+
+bool Bridge::StoreFailureReport(const std::string& key, const std::string& dir,
+                                const absl::Status& status, const std::string& bundle) {
+  std::vector<fs::path> sources;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    if (IsSpooledInstance(entry.path())) sources.push_back(entry.path());
+  }
+  absl::Status stored = absl::NotFoundError("no instance of the study to take its attributes");
+  if (!sources.empty()) {
+    const fs::path source = *std::min_element(sources.begin(), sources.end());
+    const fs::path report = fs::path(dir) / "report.dcm";
+    volume::FailureReportOptions options;
+    options.reason = status.ToString().substr(0, 2000);
+    options.algorithm_version =
+        absl::StrCat("danet-pacs-bridge, bundle ", bundle.empty() ? "unknown" : bundle);
+    absl::StatusOr<std::string> bytes = volume::ReadFileBytes(source);
+    if (bytes.ok()) bytes = volume::EncodeFailureReport(*bytes, options);
+    stored = bytes.status();
+    if (stored.ok()) stored = volume::WriteFileBytes(report, *bytes);
+    if (stored.ok()) stored = StoreToPeer(report.string(), options_.ae_title, options_.peer);
+  }
+  reports_.Add({{"outcome", stored.ok() ? "stored" : "not_stored"}}).Increment();
+  Log(stored.ok() ? "failure_report_stored" : "failure_report_not_stored",
+      absl::StrFormat(R"("study":"%s","code":"%s")", key, absl::StatusCodeToString(stored.code())));
+  return stored.ok();
+}
+
+absl::Status RequestRequeue(const std::string& work_dir, const std::string& key) {
+  const fs::path dir = fs::path(work_dir) / "failed" / key;
+  std::error_code error;
+  if (key.empty() || key.find('/') != std::string::npos || !fs::is_directory(dir, error)) {
+    return absl::NotFoundError(absl::StrCat("no failed study ", key, " under ", work_dir,
+                                            "/failed (danet-pacs-bridge list shows them)"));
+  }
+  return volume::WriteFileBytes(dir / kRequeue, "");
+}
+
+absl::StatusOr<std::vector<std::string>> ListFailed(const std::string& work_dir) {
+  const fs::path failed = fs::path(work_dir) / "failed";
+  std::error_code error;
+  fs::directory_iterator studies(failed, error);
+  if (error) return absl::NotFoundError(absl::StrCat(failed.string(), ": ", error.message()));
+  std::vector<std::string> lines;
+  for (const auto& entry : studies) {
+    if (!entry.is_directory()) continue;
+    const FailureState state = ReadState(entry.path() / kState);
+    std::string reason;
+    std::getline(std::ifstream(entry.path() / "reason.txt"), reason);
+    lines.push_back(
+        absl::StrFormat("%s rounds=%d retryable=%s report=%s requeue=%s reason=%s",
+                        entry.path().filename().string(), state.rounds,
+                        state.retryable ? "yes" : "no", state.report_stored ? "stored" : "no",
+                        fs::exists(entry.path() / kRequeue, error) ? "requested" : "no", reason));
+  }
+  std::sort(lines.begin(), lines.end());
+  return lines;
 }
 
 }  // namespace danet::pacs

@@ -2,15 +2,28 @@
 // instance for `stable_seconds` and no association still open), go to danet-server over gRPC,
 // and the resulting DICOM SEG is stored back to the PACS (C-STORE). Nothing is lost: a study
 // lives on disk under work_dir/incoming/<key>/ until its SEG is stored (then
-// work_dir/done/<key>/ keeps the SEG and a result line) or it fails for good
-// (work_dir/failed/<key>/ keeps the instances and reason.txt). Retryable failures (server
-// unavailable or busy, deadline, PACS unreachable) are retried with exponential backoff;
+// work_dir/done/<key>/ keeps the SEG and a result line) or it fails (work_dir/failed/<key>/
+// keeps the instances, reason.txt and state.txt). Retryable failures (server unavailable or
+// busy, deadline, PACS unreachable) are retried with exponential backoff, `max_attempts` times;
 // studies left in incoming/ are picked up again at start.
 //
-// Idempotent: a PACS that auto-routes on "stable study" sends a study again once our SEG has
-// made it change. Only MR instances are spooled (our SEG coming back is ignored), and a study
-// whose MR series were all segmented before with the server's current bundle is not segmented
-// again: done/<key>/sources.txt records the bundle and the series (as keys) of each SEG stored.
+// Failed studies come back on their own: one that failed retryably (the server or the PACS
+// down for longer than the backoff) is moved back to incoming/ every `failed_retry_seconds`,
+// and every failed study once at each start (the usual moment a configuration changes), both
+// at most `failed_retry_rounds` times. A person can requeue any failed study at any time
+// (`danet-pacs-bridge requeue KEY`, which leaves a `requeue` file in failed/<key>/ for the
+// running bridge or the next start; RequestRequeue).
+//
+// Failures are visible in the PACS: when a study fails, a DICOM Basic Text SR saying so and why
+// is stored into the study (once per study, until a later attempt succeeds), with the patient and
+// study attributes the study itself holds and nothing else.
+//
+// Idempotent: a PACS that auto-routes on "stable study" sends a study again once our SEG or
+// report has made it change. Only MR instances are spooled (our SEG and SR coming back are
+// ignored); a study whose MR series were all segmented before with the server's current bundle
+// is not segmented again (done/<key>/sources.txt records the bundle and the series, as keys, of
+// each SEG stored); and a study that failed for a reason a retry cannot change (bad input) with
+// the same bundle and no new series is not tried again until someone requeues it.
 //
 // The server is reached through client/cli/channel.h: plaintext, TLS or mutual TLS, and a
 // bearer token on every call. A missing or wrong token (UNAUTHENTICATED) is not retried: the
@@ -52,7 +65,10 @@ struct BridgeOptions {
   int max_attempts = 8;
   double backoff_seconds = 2;  // first retry delay; doubles each time
   double max_backoff_seconds = 300;
-  double deadline_seconds = 600;  // per segmentation call
+  double deadline_seconds = 600;       // per segmentation call
+  double failed_retry_seconds = 1800;  // a retryable failure is tried again after this long
+  int failed_retry_rounds = 12;        // at most this many times (and at starts); 0: never
+  bool failure_reports = true;         // store a Basic Text SR in the study when it fails
 };
 
 class Bridge {
@@ -76,18 +92,28 @@ class Bridge {
     int instances = 0;
   };
   // How an attempt ended when it did not fail: a SEG stored, no tumour found (no SEG), or
-  // nothing to do (segmented before).
-  enum class Done { kStored, kNoTumour, kAlreadySegmented };
+  // nothing to do (segmented before, or failed before for a reason a retry cannot change).
+  enum class Done { kStored, kNoTumour, kAlreadySegmented, kAlreadyFailed };
+  struct Attempt {
+    Done done = Done::kStored;
+    std::string note;    // the result line, or why nothing was done
+    std::string bundle;  // the server's bundle, once known
+  };
 
   Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> channel,
          metrics::Registry* registry);
   void OnInstance(const ReceivedInstance& instance);
   void Recover();     // studies left in incoming/ from an earlier run
   void ProcessDue();  // one pass over the stable studies
+  // One pass over failed/: requeues the studies asked for, those due on the retry schedule,
+  // and (at_start) every one with rounds left.
+  void RetryFailed(bool at_start);
   void Process(const std::string& key);
-  absl::Status SegmentAndStore(const std::string& key, Done* done, std::string* note);
-  void Finish(const std::string& key, const absl::Status& status, Done done,
-              const std::string& note);
+  absl::Status SegmentAndStore(const std::string& key, Attempt* attempt);
+  void Finish(const std::string& key, const absl::Status& status, const Attempt& attempt);
+  // Stores the Basic Text SR for a failed study (in `dir`); false when it could not.
+  bool StoreFailureReport(const std::string& key, const std::string& dir,
+                          const absl::Status& status, const std::string& bundle);
 
   const BridgeOptions options_;
   std::atomic<bool> stop_{false};
@@ -100,9 +126,19 @@ class Bridge {
   prometheus::Family<prometheus::Counter>& outcomes_;
   prometheus::Family<prometheus::Counter>& retries_;
   prometheus::Family<prometheus::Counter>& refused_;
+  prometheus::Family<prometheus::Counter>& reports_;
   prometheus::Gauge& pending_;
   prometheus::Histogram& study_seconds_;
 };
+
+// Asks for the failed study `key` under `work_dir` to be tried again: by the running bridge
+// within seconds, or at its next start. NotFound when failed/<key> does not exist.
+absl::Status RequestRequeue(const std::string& work_dir, const std::string& key);
+
+// One line per failed study under `work_dir`: key, rounds of retries so far, whether the
+// failure was retryable, whether a failure report was stored, requeue requested, and the
+// reason (a status: codes and our messages, no patient data).
+absl::StatusOr<std::vector<std::string>> ListFailed(const std::string& work_dir);
 
 // Stable short key of a UID (16 hex digits of its FNV-1a hash): studies' directory names and
 // series keys in file names and sources.txt, so that no UID needs to be written out.

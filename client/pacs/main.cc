@@ -6,11 +6,15 @@
 //       [--metrics_address 127.0.0.1:9465] [--policy P]
 //       [--allowed_calling_aes ORTHANC,...] [--allowed_hosts 10.0.0.5,...]
 //       [--tls_ca_file F] [--tls_cert_file F --tls_key_file F] [--token_file F]
+//       [--failed_retry_seconds 1800] [--failed_retry_rounds 12] [--failure_reports=true]
+//   danet-pacs-bridge list --work_dir DIR          failed studies, one line each
+//   danet-pacs-bridge requeue KEY... --work_dir DIR  try these failed studies again (`all`: all)
 //
 // The TLS and token flags are the danet client's (client/cli/channel.h, docs/security.md).
 // SIGTERM/SIGINT stop it between studies; studies not finished stay in work_dir/incoming/ and
 // are picked up at the next start. Exit codes: 0 stopped, 1 cannot listen, bad work_dir, or
-// unusable TLS or token flags (the message names the flag and file).
+// unusable TLS or token flags (the message names the flag and file); `list` and `requeue`: 0
+// done, 1 no such study or work_dir, 2 usage.
 #include <dcmtk/oflog/oflog.h>
 #include <signal.h>
 
@@ -47,7 +51,57 @@ ABSL_FLAG(double, stable_seconds, 5, "A study is complete after this long withou
 ABSL_FLAG(int, max_attempts, 8, "Attempts per study before it is moved to failed/.");
 ABSL_FLAG(double, backoff_seconds, 2, "First retry delay (doubles per attempt).");
 ABSL_FLAG(double, max_backoff_seconds, 300, "Longest retry delay.");
+ABSL_FLAG(double, failed_retry_seconds, 1800,
+          "A study that failed retryably (server or PACS down past every attempt) is tried again "
+          "this long after its failure.");
+ABSL_FLAG(int, failed_retry_rounds, 12,
+          "Retries of a failed study on that schedule and at starts, at most (0: never; "
+          "`requeue` always works).");
+ABSL_FLAG(bool, failure_reports, true,
+          "Store a DICOM Basic Text SR in a study that fails, saying so and why (once per "
+          "study).");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9465", "Prometheus /metrics; empty: off.");
+
+namespace {
+
+// `list` and `requeue`: work on work_dir/failed/ beside a running bridge (or none).
+int FailedCommand(const std::vector<char*>& args) {
+  const std::string work_dir = absl::GetFlag(FLAGS_work_dir);
+  absl::StatusOr<std::vector<std::string>> failed = danet::pacs::ListFailed(work_dir);
+  if (!failed.ok()) {
+    std::cerr << "danet-pacs-bridge: " << failed.status().message() << "\n";
+    return 1;
+  }
+  const std::string command = args[1];
+  if (command == "list") {
+    for (const std::string& line : *failed) std::cout << line << "\n";
+    return 0;
+  }
+  std::vector<std::string> keys;
+  for (size_t i = 2; i < args.size(); ++i) keys.push_back(args[i]);
+  if (keys.empty()) {
+    std::cerr << "danet-pacs-bridge: requeue needs study keys (or `all`)\n";
+    return 2;
+  }
+  if (keys == std::vector<std::string>{"all"}) {
+    keys.clear();
+    for (const std::string& line : *failed) keys.push_back(line.substr(0, line.find(' ')));
+  }
+  int rc = 0;
+  for (const std::string& key : keys) {
+    const absl::Status status = danet::pacs::RequestRequeue(work_dir, key);
+    if (status.ok()) {
+      std::cout << key << ": requeued (a running bridge takes it within seconds, else the next "
+                << "start)\n";
+    } else {
+      std::cerr << "danet-pacs-bridge: " << status.message() << "\n";
+      rc = 1;
+    }
+  }
+  return rc;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   sigset_t signals;
@@ -57,7 +111,14 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   setenv("TCP_NODELAY", "1", 1);  // DCMTK: else ~90 ms per C-STORE
   absl::SetProgramUsageMessage("DICOM C-STORE in, danet-server, DICOM SEG back (see README).");
-  absl::ParseCommandLine(argc, argv);
+  const std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() > 1) {
+    const std::string command = args[1];
+    if (command == "list" || command == "requeue") return FailedCommand(args);
+    std::cerr << "danet-pacs-bridge: unknown command '" << command
+              << "' (commands: list, requeue; none: run the bridge)\n";
+    return 2;
+  }
   OFLog::configure(OFLogger::WARN_LOG_LEVEL);  // DCMTK's per-message INFO lines: off
 
   danet::pacs::BridgeOptions options;
@@ -75,6 +136,9 @@ int main(int argc, char** argv) {
   options.max_attempts = absl::GetFlag(FLAGS_max_attempts);
   options.backoff_seconds = absl::GetFlag(FLAGS_backoff_seconds);
   options.max_backoff_seconds = absl::GetFlag(FLAGS_max_backoff_seconds);
+  options.failed_retry_seconds = absl::GetFlag(FLAGS_failed_retry_seconds);
+  options.failed_retry_rounds = absl::GetFlag(FLAGS_failed_retry_rounds);
+  options.failure_reports = absl::GetFlag(FLAGS_failure_reports);
 
   danet::metrics::Registry registry;
   std::unique_ptr<danet::metrics::MetricsServer> metrics;

@@ -2,10 +2,7 @@
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
-#include <dcmtk/dcmdata/dcistrmb.h>
-#include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcuid.h>
-#include <dcmtk/dcmdata/dcwcache.h>
 #include <dcmtk/dcmfg/fgderimg.h>
 #include <dcmtk/dcmfg/fgfracon.h>
 #include <dcmtk/dcmfg/fgpixmsr.h>
@@ -20,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "models/dicom/dataset_bytes.h"
 #include "models/volume/nifti.h"
 
 namespace danet::volume {
@@ -45,40 +43,6 @@ std::string Ds(double v) { return absl::StrFormat("%.6f", v); }
 absl::Status Check(const OFCondition& c, const std::string& what) {
   if (c.good()) return absl::OkStatus();
   return absl::InternalError(absl::StrCat("DICOM SEG: ", what, ": ", c.text()));
-}
-
-// Loads the dataset of a stored instance (for patient/study import).
-absl::Status LoadInstance(const std::string& bytes, DcmFileFormat* format) {
-  DcmInputBufferStream in;
-  in.setBuffer(bytes.data(), static_cast<offile_off_t>(bytes.size()));
-  in.setEos();
-  format->transferInit();
-  const OFCondition c = format->read(in);
-  format->transferEnd();
-  return Check(c, "reading the source instance");
-}
-
-// The file bytes of `dataset` (Explicit VR Little Endian with a meta header), encoded in
-// memory: DCMTK writes into a buffer stream and says when the buffer is full
-// (EC_StreamNotifyClient); each full buffer is appended and the write resumes.
-absl::StatusOr<std::string> Serialize(DcmDataset& dataset) {
-  DcmFileFormat format(&dataset);  // a copy
-  std::vector<char> buffer(1 << 20);
-  DcmOutputBufferStream stream(buffer.data(), buffer.size());
-  DcmWriteCache cache;
-  std::string bytes;
-  OFCondition c;
-  format.transferInit();
-  do {
-    c = format.write(stream, EXS_LittleEndianExplicit, EET_ExplicitLength, &cache);
-    void* data = nullptr;
-    offile_off_t length = 0;
-    stream.flushBuffer(data, length);
-    bytes.append(static_cast<const char*>(data), static_cast<size_t>(length));
-  } while (c == EC_StreamNotifyClient);
-  format.transferEnd();
-  if (absl::Status s = Check(c, "writing"); !s.ok()) return s;
-  return bytes;
 }
 
 }  // namespace
@@ -118,7 +82,9 @@ absl::StatusOr<std::string> EncodeDicomSeg(const LabelVolume& labels,
   }
   std::unique_ptr<DcmSegmentation> seg(raw);
   DcmFileFormat source;
-  if (absl::Status s = LoadInstance(sources[0].first_instance, &source); !s.ok()) return s;
+  if (absl::Status s = ReadDatasetBytes(sources[0].first_instance, "DICOM SEG", &source); !s.ok()) {
+    return s;
+  }
   if (absl::Status s = Check(seg->importFromSourceImage(*source.getDataset()), "importing");
       !s.ok()) {
     return s;
@@ -228,7 +194,7 @@ absl::StatusOr<std::string> EncodeDicomSeg(const LabelVolume& labels,
   }
   dataset.putAndInsertString(DCM_SeriesDescription, options.series_description.c_str());
   dataset.putAndInsertString(DCM_SegmentsOverlap, "NO");
-  return Serialize(dataset);
+  return DatasetFileBytes(dataset, "DICOM SEG");
 }
 
 }  // namespace danet::volume

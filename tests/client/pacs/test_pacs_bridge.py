@@ -2,7 +2,11 @@
 phantom MR study to the bridge over DICOM, the bridge segments it on danet-server and stores the
 DICOM SEG back to Orthanc. Covered: the happy path (SEG checked with dciodvfy and pydicom, the
 work_dir and the metrics), the server down at first (retried with backoff, then delivered), a
-permanent failure (a slice gap: kept under failed/ with its reason, no SEG), SIGTERM with a
+permanent failure (a slice gap: kept under failed/ with its reason, no SEG, a Basic Text SR in
+the study saying why, checked with dciodvfy and pydicom; sent again by the PACS it is not tried
+again; `requeue` tries it again and no second SR is stored), a study that failed while the
+server was down for longer than its attempts (delivered on the retry schedule once the server is
+back, without a person acting), SIGTERM with a
 study pending (exit 0, the study stays under incoming/), the study key (FNV-1a-64), and a second
 Orthanc that auto-routes with a Lua OnStableStudy rule (the common set-up): our stored SEG makes
 the study stable again and Orthanc re-sends it, and the bridge does not segment it again
@@ -56,8 +60,8 @@ STORESCU = shutil.which("storescu") or "/usr/bin/storescu"
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 SEG_LABELS = {"Necrotic core", "Edema", "Enhancing tumour"}
 SEED = 11
-# Three phantom cases, three studies (distinct StudyInstanceUIDs).
-CASE_RETRY, CASE_HAPPY, CASE_GAP = 0, 1, 2
+# Four phantom cases, four studies (distinct StudyInstanceUIDs).
+CASE_RETRY, CASE_HAPPY, CASE_GAP, CASE_LATE = 0, 1, 2, 3
 SEG_WAIT = 90      # seconds from a push to the SEG in Orthanc
 SERVE_WAIT = 180   # seconds for danet-server to load the bundle on a busy machine
 
@@ -92,6 +96,25 @@ def instances(study, modality=None):
 
 def header(path):
     return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def dciodvfy_errors(path):
+    v = run([DCIODVFY, path], timeout=60)
+    return [l for l in (v.stdout + v.stderr).splitlines() if l.startswith("Error")], \
+        v.stdout + v.stderr
+
+
+def sr_text(path):
+    """Every TextValue in an SR's content tree, joined."""
+    texts = []
+
+    def walk(items):
+        for item in items:
+            if "TextValue" in item:
+                texts.append(str(item.TextValue))
+            walk(item.get("ContentSequence", []))
+    walk([pydicom.dcmread(path)])
+    return "\n".join(texts)
 
 
 def log_events(path):
@@ -184,9 +207,16 @@ class Orthanc:
         http("POST", self.url + "/modalities/danet/store",
              {"Resources": [study_id], "Synchronous": True}, timeout=120)
 
-    def seg_series(self, study_id):
+    def seg_series(self, study_id, modality="SEG"):
         return [s for s in self.get_json("/studies/%s/series" % study_id)
-                if s["MainDicomTags"].get("Modality") == "SEG"]
+                if s["MainDicomTags"].get("Modality") == modality]
+
+    def first_instance(self, series, path):
+        """Saves the first instance of an Orthanc series to `path`; returns `path`."""
+        found = self.get_json("/series/%s/instances" % series["ID"])
+        with open(path, "wb") as f:
+            f.write(self.get("/instances/%s/file" % found[0]["ID"]))
+        return path
 
     def stop(self):
         stop(self.proc)
@@ -293,9 +323,9 @@ def setUpModule():
     shutil.rmtree(TMP, ignore_errors=True)
     os.makedirs(TMP)
     root = os.path.join(TMP, "cases")
-    run([PHANTOM, "--out", root, "--cases", "3", "--seed", str(SEED), "--dims", "96,96,32",
+    run([PHANTOM, "--out", root, "--cases", "4", "--seed", str(SEED), "--dims", "96,96,32",
          "--dicom"], timeout=120, check=True)
-    CASES = [os.path.join(root, "phantom_s%d_%03d" % (SEED, i), "dicom") for i in range(3)]
+    CASES = [os.path.join(root, "phantom_s%d_%03d" % (SEED, i), "dicom") for i in range(4)]
     for study in CASES:
         for m in MODALITIES:
             assert len(instances(study, m)) == 32, (study, m)
@@ -421,9 +451,8 @@ class PacsBridge(unittest.TestCase):
         with open(seg_path, "wb") as f:
             f.write(ORTHANC.get("/instances/%s/file" % seg_instances[0]["ID"]))
 
-        v = run([DCIODVFY, seg_path], timeout=60)
-        errors = [l for l in (v.stdout + v.stderr).splitlines() if l.startswith("Error")]
-        self.assertEqual(errors, [], v.stdout + v.stderr)
+        errors, output = dciodvfy_errors(seg_path)
+        self.assertEqual(errors, [], output)
 
         seg = pydicom.dcmread(seg_path)
         self.assertEqual(seg.Modality, "SEG")
@@ -473,7 +502,9 @@ class PacsBridge(unittest.TestCase):
         self.assertEqual(failed["code"], "INVALID_ARGUMENT")
         self.assertEqual(bridge.events("study_retry"), [])
         kept = bridge.dir("failed", key)
-        self.assertEqual(len(instances(kept, ".")), 127, os.listdir(kept))
+        spooled = [p for p in instances(kept, ".") if os.path.basename(p) != "report.dcm"]
+        self.assertEqual(len(spooled), 127, os.listdir(kept))
+        self.assertTrue(os.path.isfile(os.path.join(kept, "report.dcm")))
         with open(os.path.join(kept, "reason.txt")) as f:
             reason = f.read()
         self.assertIn("INVALID_ARGUMENT", reason)
@@ -484,6 +515,58 @@ class PacsBridge(unittest.TestCase):
         self.assertEqual(labelled(metrics, "danet_bridge_studies_total", "outcome", "failed"), 1,
                          metrics)
         self.assertEqual(labelled(metrics, "danet_bridge_studies_total", "outcome", "stored"), 0)
+        self.assertEqual(ORTHANC.seg_series(study_id), [])
+
+        # The PACS is told: a Basic Text SR in the study, with the reason, dciodvfy-clean.
+        reports = wait_until(lambda: ORTHANC.seg_series(study_id, "SR"), 10,
+                             "a failure SR in Orthanc", log=bridge.log_path)
+        self.assertEqual(len(reports), 1, reports)
+        sr_path = ORTHANC.first_instance(reports[0], os.path.join(TMP, "gap", "report.dcm"))
+        errors, output = dciodvfy_errors(sr_path)
+        self.assertEqual(errors, [], output)
+        sr, source = pydicom.dcmread(sr_path), header(instances(study, "flair")[0])
+        self.assertEqual(sr.SOPClassUID, "1.2.840.10008.5.1.4.1.1.88.11")  # Basic Text SR
+        self.assertEqual((sr.StudyInstanceUID, sr.PatientID),
+                         (source.StudyInstanceUID, source.PatientID))
+        text = sr_text(sr_path)
+        self.assertIn("failed", text)
+        self.assertIn("INVALID_ARGUMENT", text)
+        self.assertIn("gap", text)
+        self.assertEqual(labelled(metrics, "danet_bridge_failure_reports_total", "outcome",
+                                  "stored"), 1)
+        with open(os.path.join(kept, "state.txt")) as f:
+            state = dict(l.split(" ", 1) for l in f.read().splitlines())
+        self.assertEqual((state["retryable"], state["report_stored"], state["bundle"]),
+                         ("0", "1", "phantom-compact"))
+
+        # Sent again (as an auto-routing PACS does once our SR changed the study): not tried
+        # again, no second report.
+        ORTHANC.push(study_id)
+        again = wait_until(lambda: bridge.alive() and bridge.event("study_already_failed"),
+                           SEG_WAIT, "study_already_failed", log=bridge.log_path)
+        self.assertEqual(again["study"], key)
+        self.assertEqual(len(bridge.events("study_failed")), 1)
+        self.assertEqual(os.listdir(bridge.dir("incoming")), [])
+
+        # A person asks for another try: the bridge takes it from failed/, it fails the same
+        # way, and the PACS still holds one report.
+        listed = run([BRIDGE_BIN, "list", "--work_dir", bridge.work_dir], timeout=30)
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertRegex(listed.stdout, r"^%s rounds=0 retryable=no report=stored requeue=no "
+                         r"reason=INVALID_ARGUMENT" % key)
+        bad = run([BRIDGE_BIN, "requeue", "0123456789abcdef", "--work_dir", bridge.work_dir],
+                  timeout=30)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("no failed study 0123456789abcdef", bad.stderr)
+        requeue = run([BRIDGE_BIN, "requeue", key, "--work_dir", bridge.work_dir], timeout=30)
+        self.assertEqual(requeue.returncode, 0, requeue.stderr)
+        requeued = wait_until(lambda: bridge.alive() and bridge.event("study_requeued"), 30,
+                              "study_requeued", log=bridge.log_path)
+        self.assertEqual((requeued["study"], requeued["why"]), (key, "requested"))
+        wait_until(lambda: bridge.alive() and len(bridge.events("study_failed")) == 2, SEG_WAIT,
+                   "the second failure", log=bridge.log_path)
+        self.assertEqual(len(ORTHANC.seg_series(study_id, "SR")), 1)
+        self.assertEqual(len(instances(kept, ".")), 128)  # 127 and report.dcm
         self.assertEqual(ORTHANC.seg_series(study_id), [])
 
     # -- 4: SIGTERM ---------------------------------------------------------------------------
@@ -599,6 +682,48 @@ class PacsBridge(unittest.TestCase):
         event = wait_until(lambda: hosts.event("association_refused"), 10,
                            "association_refused", log=hosts.log_path)
         self.assertEqual((event["reason"], event["value"]), ("host", "127.0.0.1"))
+
+
+    # -- 8: failed while the server was down, delivered when it is back ---------------------------
+
+    def test_8_study_failed_while_the_server_was_down_is_delivered_later(self):
+        # Two quick attempts while nothing listens: the study fails for good (a report goes to
+        # the PACS), then comes back on the retry schedule and is delivered once the server is
+        # up again; nobody runs a command.
+        stop_server()
+        study = CASES[CASE_LATE]
+        bridge = self.start_bridge(
+            "late", "127.0.0.1:%d" % SERVER_PORT, "--backoff_seconds", "0.5",
+            "--max_attempts", "2", "--failed_retry_seconds", "3",
+            "--failed_retry_rounds", "1000")
+        study_id = self.upload(study)
+        ORTHANC.push(study_id)
+        key = bridge.received_key()
+        failed = wait_until(lambda: bridge.alive() and bridge.event("study_failed"), 60,
+                            "study_failed", log=bridge.log_path)
+        self.assertEqual((failed["study"], failed["code"]), (key, "UNAVAILABLE"))
+        wait_until(lambda: ORTHANC.seg_series(study_id, "SR"), 10, "a failure SR in Orthanc",
+                   log=bridge.log_path)
+        server()
+        up = time.monotonic()
+        wait_until(lambda: bridge.alive() and ORTHANC.seg_series(study_id), SEG_WAIT,
+                   "a SEG series in Orthanc", interval=0.1, log=bridge.log_path)
+        self.assertEqual(len(ORTHANC.seg_series(study_id)), 1)
+        print("\nscheduled retry: SEG in Orthanc %.1f s after danet-server was SERVING"
+              % (time.monotonic() - up), flush=True)
+        requeued = [e for e in bridge.events("study_requeued") if e["study"] == key]
+        self.assertTrue(requeued and all(e["why"] == "schedule" for e in requeued), requeued)
+        self.assertEqual([e["round"] for e in requeued], list(range(1, len(requeued) + 1)))
+        wait_until(lambda: bridge.event("study_stored"), 10, "study_stored",
+                   log=bridge.log_path)
+        self.assertTrue(os.path.isfile(bridge.dir("done", key, "seg.dcm")))
+        self.assertEqual(os.listdir(bridge.dir("failed")), [])
+        self.assertEqual(os.listdir(bridge.dir("incoming")), [])
+        self.assertEqual(len(ORTHANC.seg_series(study_id, "SR")), 1)
+        metrics = bridge.metrics()
+        self.assertEqual(labelled(metrics, "danet_bridge_studies_total", "outcome", "stored"), 1)
+        self.assertGreaterEqual(
+            labelled(metrics, "danet_bridge_studies_total", "outcome", "failed"), 1)
 
 
 if __name__ == "__main__":

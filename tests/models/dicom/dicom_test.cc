@@ -5,6 +5,7 @@
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcuid.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <random>
 
+#include "models/dicom/dicom_report.h"
 #include "models/dicom/dicom_seg.h"
 #include "models/volume/nifti.h"
 
@@ -381,6 +383,57 @@ TEST_F(DicomTest, SegNeedsATumourAndTheSourceGrid) {
   LabelVolume other = labels;
   other.geometry.dims[2] = 5;
   EXPECT_EQ(EncodeDicomSeg(other, series, {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(DicomTest, FailureReportIsATextSrInTheSourceStudy) {
+  const std::string source = Write("AX FLAIR")[0];
+  FailureReportOptions options;
+  options.reason = "INVALID_ARGUMENT: t1: slice gap between instances 15 and 17";
+  options.algorithm_version = "danet test, bundle phantom-compact";
+  absl::StatusOr<std::string> report = EncodeFailureReport(source, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->substr(128, 4), "DICM");
+
+  DcmFileFormat in, out;
+  const std::filesystem::path path = dir_ / "report.dcm";
+  ASSERT_TRUE(WriteFileBytes(dir_ / "source.dcm", source).ok());
+  ASSERT_TRUE(WriteFileBytes(path, *report).ok());
+  ASSERT_TRUE(in.loadFile((dir_ / "source.dcm").c_str()).good());
+  ASSERT_TRUE(out.loadFile(path.c_str()).good());
+  auto get = [](DcmFileFormat& f, const DcmTagKey& tag) {
+    OFString value;
+    f.getDataset()->findAndGetOFStringArray(tag, value);
+    return std::string(value.c_str());
+  };
+  EXPECT_EQ(get(out, DCM_SOPClassUID), UID_BasicTextSRStorage);
+  EXPECT_EQ(get(out, DCM_Modality), "SR");
+  for (const DcmTagKey& tag : {DCM_StudyInstanceUID, DCM_PatientID, DCM_PatientName}) {
+    EXPECT_EQ(get(out, tag), get(in, tag)) << DcmTag(tag).getTagName();
+  }
+  EXPECT_FALSE(get(out, DCM_SeriesInstanceUID).empty());
+  EXPECT_NE(get(out, DCM_SeriesInstanceUID), get(in, DCM_SeriesInstanceUID));
+  EXPECT_EQ(get(out, DCM_SeriesNumber), "902");
+  // The reason is in the document's text items.
+  std::string texts;
+  DcmStack found;
+  if (out.getDataset()->search(DCM_TextValue, found, ESM_fromHere, OFTrue) == EC_Normal) {
+    do {
+      OFString value;
+      static_cast<DcmElement*>(found.top())->getOFStringArray(value);
+      texts += value.c_str();
+    } while (out.getDataset()->search(DCM_TextValue, found, ESM_afterStackTop, OFTrue) ==
+             EC_Normal);
+  }
+  EXPECT_THAT(texts, HasSubstr("failed"));
+  EXPECT_THAT(texts, HasSubstr(options.reason));
+  EXPECT_THAT(texts, HasSubstr("not for diagnosis"));
+
+  EXPECT_EQ(EncodeFailureReport("not dicom", options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const std::string no_study =
+      Edit(source, [](DcmDataset* d) { d->findAndDeleteElement(DCM_StudyInstanceUID); });
+  EXPECT_THAT(EncodeFailureReport(no_study, options).status().message(),
+              HasSubstr("StudyInstanceUID"));
 }
 
 }  // namespace
