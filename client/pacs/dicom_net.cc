@@ -94,7 +94,8 @@ absl::Status RunStoreScp(const std::string& ae_title, int port, const std::strin
   OFList<OFString> syntaxes;
   for (const char* x : {UID_LittleEndianExplicitTransferSyntax,
                         UID_LittleEndianImplicitTransferSyntax, UID_JPEGProcess14SV1TransferSyntax,
-                        UID_JPEGLSLosslessTransferSyntax, UID_RLELosslessTransferSyntax}) {
+                        UID_JPEGLSLosslessTransferSyntax, UID_RLELosslessTransferSyntax,
+                        UID_JPEG2000LosslessOnlyTransferSyntax, UID_JPEG2000TransferSyntax}) {
     syntaxes.push_back(x);
   }
   for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; ++i) {

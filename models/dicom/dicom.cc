@@ -3,6 +3,9 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
@@ -21,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "models/dicom/element_scan.h"
+#include "models/dicom/jpeg2000.h"
 
 namespace danet::volume {
 namespace {
@@ -70,15 +74,56 @@ absl::Status GetDoubles(DcmDataset* ds, const DcmTagKey& tag, int n, const std::
   return absl::OkStatus();
 }
 
-absl::Status ReadPixels(DcmDataset* ds, Slice* s) {
-  Uint16 bits = 0, representation = 0, samples = 1;
-  ds->findAndGetUint16(DCM_BitsAllocated, bits);
-  ds->findAndGetUint16(DCM_PixelRepresentation, representation);
+// Rescale slope and intercept (1 and 0 when absent), after checking for one sample per pixel.
+absl::Status GetRescale(DcmDataset* ds, Float64* slope, Float64* intercept) {
+  Uint16 samples = 1;
   ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
   if (samples != 1) return absl::InvalidArgumentError("not a grey-scale image (SamplesPerPixel)");
+  if (ds->findAndGetFloat64(DCM_RescaleSlope, *slope).bad() || *slope == 0) *slope = 1;
+  if (ds->findAndGetFloat64(DCM_RescaleIntercept, *intercept).bad()) *intercept = 0;
+  return absl::OkStatus();
+}
+
+bool IsJpeg2000(E_TransferSyntax xfer) {
+  return xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000;
+}
+
+// The frame of a JPEG 2000 instance: its fragments joined, decoded with OpenJPEG.
+absl::Status ReadJpeg2000Pixels(DcmDataset* ds, Slice* s) {
   Float64 slope = 1, intercept = 0;
-  if (ds->findAndGetFloat64(DCM_RescaleSlope, slope).bad() || slope == 0) slope = 1;
-  ds->findAndGetFloat64(DCM_RescaleIntercept, intercept);
+  if (absl::Status st = GetRescale(ds, &slope, &intercept); !st.ok()) return st;
+  DcmElement* element = nullptr;
+  DcmPixelSequence* sequence = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, element).bad() || element == nullptr ||
+      static_cast<DcmPixelData*>(element)
+          ->getEncapsulatedRepresentation(ds->getOriginalXfer(), nullptr, sequence)
+          .bad() ||
+      sequence == nullptr) {
+    return absl::InvalidArgumentError("JPEG 2000: no encapsulated pixel data");
+  }
+  std::string stream;
+  for (unsigned long i = 1; i < sequence->card(); ++i) {  // item 0: the offset table
+    DcmPixelItem* item = nullptr;
+    Uint8* bytes = nullptr;
+    if (sequence->getItem(item, i).bad() || item->getUint8Array(bytes).bad()) continue;
+    if (bytes != nullptr) stream.append(reinterpret_cast<const char*>(bytes), item->getLength());
+  }
+  absl::StatusOr<std::vector<int32_t>> samples = DecodeJpeg2000(
+      reinterpret_cast<const uint8_t*>(stream.data()), stream.size(), s->columns, s->rows);
+  if (!samples.ok()) return samples.status();
+  s->pixels.resize(samples->size());
+  for (size_t i = 0; i < samples->size(); ++i) {
+    s->pixels[i] = static_cast<float>((*samples)[i] * slope + intercept);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadPixels(DcmDataset* ds, Slice* s) {
+  Uint16 bits = 0, representation = 0;
+  ds->findAndGetUint16(DCM_BitsAllocated, bits);
+  ds->findAndGetUint16(DCM_PixelRepresentation, representation);
+  Float64 slope = 1, intercept = 0;
+  if (absl::Status st = GetRescale(ds, &slope, &intercept); !st.ok()) return st;
   const size_t n = static_cast<size_t>(s->rows) * s->columns;
   s->pixels.resize(n);
   unsigned long count = 0;
@@ -173,6 +218,10 @@ absl::StatusOr<Slice> DecodeInstance(const DicomFile& file, int index, const Nif
     return absl::InvalidArgumentError("ImageOrientationPatient is not two orthonormal vectors");
   }
   if (ds->tagExists(DCM_PixelData) == OFFalse) return absl::InvalidArgumentError("no pixel data");
+  if (IsJpeg2000(ds->getOriginalXfer())) {
+    if (absl::Status st = ReadJpeg2000Pixels(ds, &s); !st.ok()) return st;
+    return s;
+  }
   if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
       !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
     const DcmXfer xfer(format.getDataset()->getOriginalXfer());

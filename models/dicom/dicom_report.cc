@@ -53,8 +53,7 @@ absl::StatusOr<std::string> EncodeFailureReport(const std::string& source_instan
   DSRDocument document(DSRTypes::DT_BasicTextSR);
   // Patient and study from the source (readStudyData reads the Patient module too), then a new
   // series in that study.
-  if (absl::Status s = Check(document.readStudyData(*source.getDataset()), "study data");
-      !s.ok()) {
+  if (absl::Status s = Check(document.readStudyData(*source.getDataset()), "study data"); !s.ok()) {
     return s;
   }
   document.createNewSeries();
@@ -75,8 +74,8 @@ absl::StatusOr<std::string> EncodeFailureReport(const std::string& source_instan
   if (tree.addContentItem(DSRTypes::RT_isRoot, DSRTypes::VT_Container) == 0) {
     return absl::InternalError(absl::StrCat(kWhat, ": adding the root container"));
   }
-  if (absl::Status s = Check(tree.getCurrentContentItem().setConceptName(DSRCodedEntryValue(
-                                 "18748-4", "LN", "Diagnostic imaging report")),
+  if (absl::Status s = Check(tree.getCurrentContentItem().setConceptName(
+                                 DSRCodedEntryValue("18748-4", "LN", "Diagnostic imaging report")),
                              "title");
       !s.ok()) {
     return s;
@@ -85,17 +84,16 @@ absl::StatusOr<std::string> EncodeFailureReport(const std::string& source_instan
       "Automatic brain tumour segmentation (Med-DANet) failed for this study. No segmentation "
       "was stored. Reason: ",
       options.reason.empty() ? "unknown" : options.reason);
-  for (absl::Status s :
-       {AddText(tree, DSRCodedEntryValue("121071", "DCM", "Finding"), finding),
-        AddText(tree, DSRCodedEntryValue("121106", "DCM", "Comment"),
-                absl::StrCat("Produced by ", version,
-                             ". Research software whose models were trained on synthetic data: not for diagnosis."))}) {
+  for (absl::Status s : {AddText(tree, DSRCodedEntryValue("121071", "DCM", "Finding"), finding),
+                         AddText(tree, DSRCodedEntryValue("121106", "DCM", "Comment"),
+                                 absl::StrCat("Produced by ", version,
+                                              ". Research software whose models were trained on "
+                                              "synthetic data: not for diagnosis."))}) {
     if (!s.ok()) return s;
   }
 
   DcmFileFormat file;
-  if (absl::Status s = Check(document.write(*file.getDataset()), "building the dataset");
-      !s.ok()) {
+  if (absl::Status s = Check(document.write(*file.getDataset()), "building the dataset"); !s.ok()) {
     return s;
   }
   return DatasetFileBytes(*file.getDataset(), kWhat);
