@@ -138,6 +138,7 @@ absl::StatusOr<CaseResult> SegmentFiles(v1::Segmentation::Stub* stub,
   for (const auto& [uid, modality] : options.series_modalities) {
     (*header->mutable_series_modalities())[uid] = modality;
   }
+  header->set_series_rules(options.series_rules);
   header->set_policy(options.policy);
   header->set_cost_bias(options.cost_bias);
   header->set_skip_margin(static_cast<uint32_t>(options.skip_margin));

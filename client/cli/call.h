@@ -42,6 +42,7 @@ struct CallOptions {
   double cost_bias = 0;
   int skip_margin = 0;
   std::map<std::string, std::string> series_modalities;  // DICOM: SeriesInstanceUID -> modality
+  std::string series_rules;  // DICOM: naming rules (protobuf text, Header.series_rules)
   bool want_labelmap = true;
   bool want_dicom_seg = false;  // DICOM input only
   bool omit_masks = false;

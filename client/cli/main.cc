@@ -2,6 +2,7 @@
 //
 //   danet segment CASE_DIR|FILES...|DICOM_DIR [--out DIR] [--policy dynamic|static:M4]
 //                 [--cost_bias X] [--skip_margin K] [--series UID=flair,...] [--json]
+//                 [--series_rules RULES.pbtxt]
 //                 [--preview PNG] [--deadline S]
 //   danet models [--json]
 //   danet health
@@ -34,6 +35,7 @@
 #include "client/cli/channel.h"
 #include "client/cli/report.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "models/dicom/series_rules.h"
 #include "models/volume/nifti.h"
 
 ABSL_FLAG(std::string, server, "",
@@ -47,7 +49,10 @@ ABSL_FLAG(double, cost_bias, 0, "segment: > 0 favours cheaper routes, < 0 strong
 ABSL_FLAG(int, skip_margin, 0,
           "segment: never skip a slice within this many slices of a routed one (dynamic).");
 ABSL_FLAG(std::vector<std::string>, series, {},
-          "segment, DICOM: SERIES_UID=modality,... (default: by SeriesDescription).");
+          "segment, DICOM: SERIES_UID=modality,... (default: by the series rules).");
+ABSL_FLAG(std::string, series_rules, "",
+          "segment, DICOM: series naming rules (protobuf text, danet.v1.SeriesRules; "
+          "docs/dicom.md), sent with the request and tried before the server's.");
 ABSL_FLAG(bool, json, false, "Print JSON instead of a table.");
 ABSL_FLAG(std::string, preview, "", "segment: write a PNG montage (mask and routes) here.");
 ABSL_FLAG(double, deadline, 0, "Seconds before the call is abandoned (0: none).");
@@ -168,6 +173,15 @@ int Segment(const std::vector<std::string>& args) {
       return 2;
     }
     options.series_modalities[kv.first] = kv.second;
+  }
+  if (!absl::GetFlag(FLAGS_series_rules).empty()) {
+    const std::string path = absl::GetFlag(FLAGS_series_rules);
+    absl::StatusOr<danet::volume::SeriesRules> checked = danet::volume::LoadSeriesRules(path);
+    if (!checked.ok()) {
+      std::cerr << "danet: " << checked.status().message() << "\n";
+      return 2;
+    }
+    options.series_rules = *danet::volume::ReadFileBytes(path);
   }
   options.want_labelmap = !absl::GetFlag(FLAGS_out).empty();
   options.want_dicom_seg = options.want_labelmap && danet::client::IsDicom(*files);

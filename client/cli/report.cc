@@ -1,5 +1,7 @@
 #include "client/cli/report.h"
 
+#include <optional>
+
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/preview/montage.h"
@@ -99,7 +101,15 @@ absl::StatusOr<volume::Volume> ReadFlair(const std::vector<InputFile>& inputs,
   }
   absl::StatusOr<std::vector<volume::DicomSeries>> series = volume::DecodeDicomSeries(files);
   if (!series.ok()) return series.status();
-  auto assigned = volume::AssignModalities(*series, call.series_modalities);
+  std::optional<volume::SeriesRules> rules;
+  if (!call.series_rules.empty()) {
+    absl::StatusOr<volume::SeriesRules> parsed =
+        volume::SeriesRules::Parse(call.series_rules, "--series_rules");
+    if (!parsed.ok()) return parsed.status();
+    rules = *std::move(parsed);
+  }
+  auto assigned =
+      volume::AssignModalities(*series, call.series_modalities, {rules ? &*rules : nullptr});
   if (!assigned.ok()) return assigned.status();
   return std::move((*series)[(*assigned)[0]].volume);
 }

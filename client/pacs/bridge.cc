@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "client/cli/call.h"
 #include "models/dicom/dicom_report.h"
+#include "models/dicom/series_rules.h"
 #include "models/volume/nifti.h"
 
 namespace danet::pacs {
@@ -190,7 +191,12 @@ Bridge::Bridge(const BridgeOptions& options, std::shared_ptr<grpc::Channel> chan
 absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Create(const BridgeOptions& options,
                                                        metrics::Registry* registry) {
   std::error_code error;
-  for (const char* sub : {"spool", "incoming", "done", "failed"}) {
+  if (!options.series_rules.empty()) {
+    absl::StatusOr<volume::SeriesRules> rules =
+        volume::SeriesRules::Parse(options.series_rules, options.series_rules_file);
+    if (!rules.ok()) return rules.status();
+  }
+  for (const char* sub : {"spool", "incoming", "done", "failed", "rules"}) {
     fs::create_directories(fs::path(options.work_dir) / sub, error);
     if (error) {
       return absl::InvalidArgumentError(
@@ -377,6 +383,14 @@ absl::Status Bridge::SegmentAndStore(const std::string& key, Attempt* attempt) {
   std::sort(files.begin(), files.end(),
             [](const auto& a, const auto& b) { return a.path < b.path; });
   client::CallOptions call;
+  // The study's own naming rules first (a person wrote them for this study), then the bridge's.
+  const fs::path study_rules = fs::path(options_.work_dir) / "rules" / (key + ".pbtxt");
+  if (fs::exists(study_rules, error)) {
+    absl::StatusOr<volume::SeriesRules> rules = volume::LoadSeriesRules(study_rules.string());
+    if (!rules.ok()) return rules.status();
+    call.series_rules = *volume::ReadFileBytes(study_rules) + "\n";
+  }
+  call.series_rules += options_.series_rules;
   call.request_id = "bridge-" + key;
   call.policy = options_.policy;
   call.want_labelmap = false;
@@ -511,12 +525,24 @@ bool Bridge::StoreFailureReport(const std::string& key, const std::string& dir,
   return stored.ok();
 }
 
-absl::Status RequestRequeue(const std::string& work_dir, const std::string& key) {
+absl::Status RequestRequeue(const std::string& work_dir, const std::string& key,
+                            const std::string& study_rules, const std::string& study_rules_source) {
   const fs::path dir = fs::path(work_dir) / "failed" / key;
   std::error_code error;
   if (key.empty() || key.find('/') != std::string::npos || !fs::is_directory(dir, error)) {
     return absl::NotFoundError(absl::StrCat("no failed study ", key, " under ", work_dir,
                                             "/failed (danet-pacs-bridge list shows them)"));
+  }
+  if (!study_rules.empty()) {
+    absl::StatusOr<volume::SeriesRules> rules =
+        volume::SeriesRules::Parse(study_rules, study_rules_source);
+    if (!rules.ok()) return rules.status();
+    fs::create_directories(fs::path(work_dir) / "rules", error);
+    if (absl::Status s =
+            volume::WriteFileBytes(fs::path(work_dir) / "rules" / (key + ".pbtxt"), study_rules);
+        !s.ok()) {
+      return s;
+    }
   }
   return volume::WriteFileBytes(dir / kRequeue, "");
 }

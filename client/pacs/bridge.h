@@ -18,6 +18,10 @@
 // is stored into the study (once per study, until a later attempt succeeds), with the patient and
 // study attributes the study itself holds and nothing else.
 //
+// Series naming rules: the bridge's --series_rules file, and a study's own rules in
+// work_dir/rules/<key>.pbtxt (`danet-pacs-bridge requeue KEY --study_rules FILE` puts them
+// there), are sent with the study (Header.series_rules) and tried before the server's rules.
+//
 // Idempotent: a PACS that auto-routes on "stable study" sends a study again once our SEG or
 // report has made it change. Only MR instances are spooled (our SEG and SR coming back are
 // ignored); a study whose MR series were all segmented before with the server's current bundle
@@ -69,6 +73,10 @@ struct BridgeOptions {
   double failed_retry_seconds = 1800;  // a retryable failure is tried again after this long
   int failed_retry_rounds = 12;        // at most this many times (and at starts); 0: never
   bool failure_reports = true;         // store a Basic Text SR in the study when it fails
+  // Series naming rules sent with every study (protobuf text, danet.v1.SeriesRules; checked by
+  // Create); work_dir/rules/<key>.pbtxt, when present, goes before them for that study.
+  std::string series_rules;
+  std::string series_rules_file;  // for messages
 };
 
 class Bridge {
@@ -132,8 +140,13 @@ class Bridge {
 };
 
 // Asks for the failed study `key` under `work_dir` to be tried again: by the running bridge
-// within seconds, or at its next start. NotFound when failed/<key> does not exist.
-absl::Status RequestRequeue(const std::string& work_dir, const std::string& key);
+// within seconds, or at its next start. NotFound when failed/<key> does not exist. A non-empty
+// `study_rules` (protobuf text, danet.v1.SeriesRules; InvalidArgument naming
+// `study_rules_source` when it does not parse) becomes work_dir/rules/<key>.pbtxt, the study's
+// own naming rules, tried before the bridge's and the server's.
+absl::Status RequestRequeue(const std::string& work_dir, const std::string& key,
+                            const std::string& study_rules = "",
+                            const std::string& study_rules_source = "");
 
 // One line per failed study under `work_dir`: key, rounds of retries so far, whether the
 // failure was retryable, whether a failure report was stored, requeue requested, and the

@@ -8,7 +8,9 @@
 //       [--tls_ca_file F] [--tls_cert_file F --tls_key_file F] [--token_file F]
 //       [--failed_retry_seconds 1800] [--failed_retry_rounds 12] [--failure_reports=true]
 //   danet-pacs-bridge list --work_dir DIR          failed studies, one line each
+//       [--series_rules RULES.pbtxt]
 //   danet-pacs-bridge requeue KEY... --work_dir DIR  try these failed studies again (`all`: all)
+//       [--study_rules RULES.pbtxt]    ... with these naming rules for that study (one KEY)
 //
 // The TLS and token flags are the danet client's (client/cli/channel.h, docs/security.md).
 // SIGTERM/SIGINT stop it between studies; studies not finished stay in work_dir/incoming/ and
@@ -28,6 +30,7 @@
 #include "absl/flags/usage.h"
 #include "client/cli/channel.h"
 #include "client/pacs/bridge.h"
+#include "models/volume/nifti.h"
 #include "server/metrics/http_exporter.h"
 
 ABSL_FLAG(std::string, ae_title, "DANET", "Our AE title.");
@@ -60,6 +63,11 @@ ABSL_FLAG(int, failed_retry_rounds, 12,
 ABSL_FLAG(bool, failure_reports, true,
           "Store a DICOM Basic Text SR in a study that fails, saying so and why (once per "
           "study).");
+ABSL_FLAG(std::string, series_rules, "",
+          "DICOM series naming rules sent with every study (protobuf text, "
+          "danet.v1.SeriesRules; docs/dicom.md), tried before the server's.");
+ABSL_FLAG(std::string, study_rules, "",
+          "requeue: naming rules for that one study (kept as work_dir/rules/KEY.pbtxt).");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9465", "Prometheus /metrics; empty: off.");
 
 namespace {
@@ -87,9 +95,23 @@ int FailedCommand(const std::vector<char*>& args) {
     keys.clear();
     for (const std::string& line : *failed) keys.push_back(line.substr(0, line.find(' ')));
   }
+  std::string study_rules;
+  const std::string rules_file = absl::GetFlag(FLAGS_study_rules);
+  if (!rules_file.empty()) {
+    if (keys.size() != 1) {
+      std::cerr << "danet-pacs-bridge: --study_rules is for one study key\n";
+      return 2;
+    }
+    absl::StatusOr<std::string> text = danet::volume::ReadFileBytes(rules_file);
+    if (!text.ok()) {
+      std::cerr << "danet-pacs-bridge: --study_rules " << text.status().message() << "\n";
+      return 1;
+    }
+    study_rules = *std::move(text);
+  }
   int rc = 0;
   for (const std::string& key : keys) {
-    const absl::Status status = danet::pacs::RequestRequeue(work_dir, key);
+    const absl::Status status = danet::pacs::RequestRequeue(work_dir, key, study_rules, rules_file);
     if (status.ok()) {
       std::cout << key << ": requeued (a running bridge takes it within seconds, else the next "
                 << "start)\n";
@@ -139,6 +161,15 @@ int main(int argc, char** argv) {
   options.failed_retry_seconds = absl::GetFlag(FLAGS_failed_retry_seconds);
   options.failed_retry_rounds = absl::GetFlag(FLAGS_failed_retry_rounds);
   options.failure_reports = absl::GetFlag(FLAGS_failure_reports);
+  options.series_rules_file = absl::GetFlag(FLAGS_series_rules);
+  if (!options.series_rules_file.empty()) {
+    absl::StatusOr<std::string> text = danet::volume::ReadFileBytes(options.series_rules_file);
+    if (!text.ok()) {
+      std::cerr << "danet-pacs-bridge: --series_rules " << text.status().message() << "\n";
+      return 1;
+    }
+    options.series_rules = *std::move(text);
+  }
 
   danet::metrics::Registry registry;
   std::unique_ptr<danet::metrics::MetricsServer> metrics;

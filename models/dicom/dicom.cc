@@ -51,6 +51,8 @@ void RegisterCodecs() {
 struct Slice {
   int file = 0;
   std::string series_uid, study_uid, frame_uid, description, sop_class, sop_uid;
+  double inversion_time_ms = -1;
+  bool contrast_agent = false;
   int rows = 0, columns = 0;
   Vec3 position{}, row_dir{}, column_dir{};
   double row_spacing = 0, column_spacing = 0;  // PixelSpacing[0] (between rows), [1]
@@ -190,6 +192,11 @@ absl::StatusOr<Slice> DecodeInstance(const DicomFile& file, int index, const Nif
   }
   s.frame_uid = GetString(ds, DCM_FrameOfReferenceUID);
   s.description = GetString(ds, DCM_SeriesDescription);
+  Float64 inversion_time = 0;
+  if (ds->findAndGetFloat64(DCM_InversionTime, inversion_time).good()) {
+    s.inversion_time_ms = inversion_time;
+  }
+  s.contrast_agent = !absl::StripAsciiWhitespace(GetString(ds, DCM_ContrastBolusAgent)).empty();
   s.sop_class = GetString(ds, DCM_SOPClassUID);
   Uint16 rows = 0, columns = 0;
   ds->findAndGetUint16(DCM_Rows, rows);
@@ -291,6 +298,8 @@ absl::StatusOr<DicomSeries> BuildSeries(std::vector<Slice> slices,
   series.study_uid = first.study_uid;
   series.frame_of_reference_uid = first.frame_uid;
   series.description = first.description;
+  series.inversion_time_ms = first.inversion_time_ms;
+  series.contrast_agent = first.contrast_agent;
   series.sop_class_uid = first.sop_class;
   series.first_instance = std::string(files[slices[0].file].bytes);
   // voxel (i, j, k) -> LPS = p0 + i * dc * row_dir + j * dr * column_dir + k * step * normal;
@@ -347,6 +356,8 @@ absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<Dic
     unusable.study_uid = first.study_uid;
     unusable.frame_of_reference_uid = first.frame_uid;
     unusable.description = first.description;
+    unusable.inversion_time_ms = first.inversion_time_ms;
+    unusable.contrast_agent = first.contrast_agent;
     unusable.sop_class_uid = first.sop_class;
     absl::StatusOr<DicomSeries> series = BuildSeries(std::move(by_series[uid]), files, limits);
     if (series.ok()) {
@@ -361,66 +372,13 @@ absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<Dic
   return out;
 }
 
-namespace {
-
-// A description's words: lower case, split at spaces and _ - . / ( ) , : (not at + or *, which
-// carry meaning: "SE+C", "T2*").
-std::vector<std::string> DescriptionWords(const std::string& description) {
-  std::vector<std::string> words = absl::StrSplit(absl::AsciiStrToLower(description),
-                                                  absl::ByAnyChar(" _-./(),:"), absl::SkipEmpty());
-  return words;
-}
-
-bool AnyWord(const std::vector<std::string>& words, std::initializer_list<const char*> keys) {
-  for (const std::string& w : words) {
-    for (const char* key : keys) {
-      if (w == key) return true;
-    }
-  }
-  return false;
-}
-
-bool AnyWordStartsWith(const std::vector<std::string>& words, const char* prefix) {
-  for (const std::string& w : words) {
-    if (absl::StartsWith(w, prefix)) return true;
-  }
-  return false;
-}
-
-}  // namespace
-
 std::string ModalityFromDescription(const std::string& description) {
-  const std::string d = absl::AsciiStrToLower(description);
-  const std::vector<std::string> words = DescriptionWords(description);
-  const bool t1 = AnyWordStartsWith(words, "t1") ||
-                  AnyWord(words, {"mprage", "mpr", "spgr", "fspgr", "bravo", "fl3d", "vibe"});
-  const bool t2 = AnyWordStartsWith(words, "t2");
-  // Not one of the four: T2*-weighted gradient echo and susceptibility, diffusion, perfusion,
-  // localizers. Checked first: "AX T2* GRE" is not a T2.
-  if (absl::StrContains(d, "t2*") || absl::StrContains(d, "t2star") ||
-      AnyWord(words, {"t2s", "swi", "swan", "susc", "dwi", "adc", "trace", "dti", "diffusion",
-                      "perf", "perfusion", "dsc", "pwi", "localizer", "localiser", "scout",
-                      "survey", "3plane", "loc"}) ||
-      (t2 && AnyWord(words, {"gre", "fgre", "ffe", "me2d", "medic", "merge"}))) {
-    return "";
-  }
-  const bool contrast = AnyWord(words, {"t1ce", "t1c", "gd", "gad", "km", "ce", "post", "contrast",
-                                        "postcontrast", "kontrast", "mdc"}) ||
-                        absl::StrContains(d, "+c") || absl::StrContains(d, "+gd") ||
-                        absl::StrContains(d, "c+");
-  // FLAIR: named so, or Siemens's dark-fluid / T2 TIRM. A "T1 FLAIR" (GE) is T1-weighted.
-  const bool flair = absl::StrContains(d, "flair") || absl::StrContains(d, "dark-fluid") ||
-                     absl::StrContains(d, "dark_fluid") || absl::StrContains(d, "darkfluid") ||
-                     (t2 && AnyWord(words, {"tirm"}));
-  if (flair && !t1) return "flair";
-  if (t1) return contrast ? "t1ce" : "t1";
-  if (t2) return "t2";
-  return "";
+  return ModalityByRules({description}, {});
 }
 
 absl::StatusOr<std::array<int, kNumModalities>> AssignModalities(
-    const std::vector<DicomSeries>& series,
-    const std::map<std::string, std::string>& explicit_map) {
+    const std::vector<DicomSeries>& series, const std::map<std::string, std::string>& explicit_map,
+    const std::vector<const SeriesRules*>& rules) {
   std::array<std::vector<int>, kNumModalities> found, unusable;
   for (const auto& [uid, modality] : explicit_map) {
     if (ModalityIndex(modality) < 0) {
@@ -434,7 +392,8 @@ absl::StatusOr<std::array<int, kNumModalities>> AssignModalities(
       auto it = explicit_map.find(series[i].series_uid);
       if (it != explicit_map.end()) modality = it->second;
     } else {
-      modality = ModalityFromDescription(series[i].description);
+      modality = ModalityByRules(
+          {series[i].description, series[i].inversion_time_ms, series[i].contrast_agent}, rules);
     }
     if (modality.empty()) continue;
     (series[i].unusable.empty() ? found : unusable)[ModalityIndex(modality)].push_back(
@@ -454,14 +413,16 @@ absl::StatusOr<std::array<int, kNumModalities>> AssignModalities(
                                                      ", cannot be used)"));
     }
     std::vector<std::string> listed;
+    // By description where the rules decided (short: messages are capped); by UID, which is
+    // what the map names, where the header did.
     for (const DicomSeries& s : series) {
-      listed.push_back(absl::StrCat(s.series_uid, " '", s.description, "' (",
-                                    s.unusable.empty() ? "" : "unusable, ", s.instance_uids.size(),
-                                    " slices)"));
+      listed.push_back(absl::StrCat(explicit_map.empty() ? "" : s.series_uid + " ", "'",
+                                    s.description, "' (", s.unusable.empty() ? "" : "unusable, ",
+                                    s.instance_uids.size(), " slices)"));
     }
     return absl::InvalidArgumentError(absl::StrCat(
         found[m].empty() ? "no series for modality '" : "several series for modality '",
-        kModalities[m], "'", explicit_map.empty() ? " by SeriesDescription" : " in the header",
+        kModalities[m], "'", explicit_map.empty() ? " by the series rules" : " in the header",
         "; series found: ", absl::StrJoin(listed, "; ")));
   }
   return assigned;

@@ -7,8 +7,8 @@
 // pixel values rescaled (RescaleSlope/Intercept), and every series checked for one orientation,
 // one in-plane grid and evenly spaced slices. The volume's voxel-to-world matrix is NIfTI's RAS
 // (DICOM's LPS with x and y negated); voxel i runs along the rows (column index), j down the
-// columns (row index), k along the normal. Uncompressed, RLE, JPEG lossless and JPEG-LS
-// transfer syntaxes are decoded. Errors name the instance by the client's file name (never by
+// columns (row index), k along the normal. Uncompressed, RLE, JPEG lossless, JPEG-LS and JPEG
+// 2000 transfer syntaxes are decoded. Errors name the instance by the client's file name (never by
 // patient attributes) and say what is wrong.
 //
 // Thread safety: the functions are reentrant (codecs are registered once, thread-safely).
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "models/dicom/series_rules.h"
 #include "models/volume/brats.h"
 #include "models/volume/nifti.h"
 #include "models/volume/volume.h"
@@ -40,7 +41,9 @@ struct DicomSeries {
   std::string series_uid;
   std::string study_uid;
   std::string frame_of_reference_uid;
-  std::string description;  // SeriesDescription (may be empty)
+  std::string description;        // SeriesDescription (may be empty)
+  double inversion_time_ms = -1;  // InversionTime of the first instance; < 0: absent
+  bool contrast_agent = false;    // ContrastBolusAgent present and not empty
   std::string sop_class_uid;
   Volume volume;                           // rescaled intensities, RAS geometry
   std::vector<std::string> instance_uids;  // SOPInstanceUID of slice k
@@ -59,19 +62,22 @@ struct DicomSeries {
 absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<DicomFile>& files,
                                                            const NiftiLimits& limits = {});
 
-// The modality a SeriesDescription names, by the rule in docs/dicom.md ("" when none), on the
-// description's words, case-insensitively: T2*/SWI/diffusion/perfusion/localizers are none;
-// T1-weighted names (t1*, mprage, spgr, ...) are t1ce with a contrast marker (+c, gd, KM,
+// The modality a SeriesDescription names by the built-in series rules ("" when none; the rules
+// are default_series_rules.pbtxt, docs/dicom.md): T2*/SWI/diffusion/perfusion/localizers are
+// none; T1-weighted names (t1*, mprage, spgr, ...) are t1ce with a contrast marker (+c, gd, KM,
 // post, ...) and t1 without; then flair (flair, dark-fluid, T2 tirm); then t2 (t2*).
 std::string ModalityFromDescription(const std::string& description);
 
 // For each of kModalities, the index of its usable series: from `explicit_map`
-// (SeriesInstanceUID -> modality) when it is not empty, else by ModalityFromDescription.
+// (SeriesInstanceUID -> modality) when it is not empty, else by the series rules: `rules` in
+// order (a request's, a site's), then the built-in defaults, on each series' description,
+// InversionTime and ContrastBolusAgent.
 // Unusable series are no candidates. A modality with no series or several is InvalidArgument
 // listing the series found (UID and description); one whose only series is unusable is
 // InvalidArgument giving the reason.
 absl::StatusOr<std::array<int, kNumModalities>> AssignModalities(
-    const std::vector<DicomSeries>& series, const std::map<std::string, std::string>& explicit_map);
+    const std::vector<DicomSeries>& series, const std::map<std::string, std::string>& explicit_map,
+    const std::vector<const SeriesRules*>& rules = {});
 
 // One note per series not assigned (for the Summary): "series 'DESC' set aside: REASON".
 std::vector<std::string> SetAsideNotes(const std::vector<DicomSeries>& series,

@@ -29,8 +29,8 @@ OPJ_SIZE_T Read(void* out, OPJ_SIZE_T n, void* user) {
 
 OPJ_OFF_T Skip(OPJ_OFF_T n, void* user) {
   auto* b = static_cast<Buffer*>(user);
-  const OPJ_OFF_T room = n < 0 ? -static_cast<OPJ_OFF_T>(b->position)
-                               : static_cast<OPJ_OFF_T>(b->size - b->position);
+  const OPJ_OFF_T room =
+      n < 0 ? -static_cast<OPJ_OFF_T>(b->position) : static_cast<OPJ_OFF_T>(b->size - b->position);
   n = n < 0 ? std::max(n, room) : std::min(n, room);
   b->position = static_cast<size_t>(static_cast<OPJ_OFF_T>(b->position) + n);
   return n;
@@ -116,8 +116,7 @@ absl::StatusOr<std::vector<int32_t>> DecodeJpeg2000(const uint8_t* data, size_t 
     return absl::InvalidArgumentError(
         absl::StrCat("JPEG 2000: ", component.prec, "-bit samples (at most 16 supported)"));
   }
-  return std::vector<int32_t>(component.data,
-                              component.data + static_cast<size_t>(columns) * rows);
+  return std::vector<int32_t>(component.data, component.data + static_cast<size_t>(columns) * rows);
 }
 
 }  // namespace danet::volume

@@ -100,6 +100,19 @@ absl::StatusOr<std::unique_ptr<Upload>> Upload::Create(const v1::Header& header,
                                  ? CheckDicomHeader(header)
                                  : upload->MapModalities(modalities);
   if (!files.ok()) return files;
+  if (header.input_kind() == v1::INPUT_KIND_DICOM && !header.series_rules().empty()) {
+    if (header.series_rules().size() > kMaxSeriesRulesBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.series_rules: ", header.series_rules().size(), " bytes, more than ",
+                       kMaxSeriesRulesBytes));
+    }
+    absl::StatusOr<volume::SeriesRules> rules =
+        volume::SeriesRules::Parse(header.series_rules(), "header.series_rules");
+    if (!rules.ok()) {
+      return absl::InvalidArgumentError(ClientText(std::string(rules.status().message()), 240));
+    }
+    upload->request_rules_ = *std::move(rules);
+  }
   uint64_t declared = 0;
   for (const v1::InputFile& file : header.files()) declared += file.size();
   if (declared > static_cast<uint64_t>(limits.max_upload_bytes)) {
@@ -271,8 +284,8 @@ absl::StatusOr<volume::MultiModalVolume> Upload::DecodeDicom() {
   if (!series.ok()) return series.status();
   const std::map<std::string, std::string> explicit_map(header_.series_modalities().begin(),
                                                         header_.series_modalities().end());
-  absl::StatusOr<std::array<int, volume::kNumModalities>> assigned =
-      volume::AssignModalities(*series, explicit_map);
+  absl::StatusOr<std::array<int, volume::kNumModalities>> assigned = volume::AssignModalities(
+      *series, explicit_map, {request_rules_ ? &*request_rules_ : nullptr, limits_.series_rules});
   if (!assigned.ok()) return assigned.status();
   absl::StatusOr<volume::MultiModalVolume> stacked = volume::StackDicomSeries(*series, *assigned);
   if (!stacked.ok()) return stacked.status();

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +29,8 @@ namespace danet::service {
 // Longer policy strings are refused at the header (the longest real one, e.g.
 // "dynamic@-0.25+m32" or "static:<model id>", is a few dozen characters), before any upload.
 inline constexpr size_t kMaxPolicyChars = 128;
+// Header.series_rules: the longest rules text a request may carry.
+inline constexpr size_t kMaxSeriesRulesBytes = 64 << 10;
 
 // Client-chosen text (request ids, policies, file names, modalities) made safe to echo in a
 // status message or to log: printable ASCII is kept, a backslash is doubled and every other byte
@@ -42,14 +45,17 @@ struct UploadLimits {
   // The server's memory budget (not owned; may be null: no budget). Buffered bytes are
   // reserved as they arrive, the job's decoded volumes before decoding (EstimateJobBytes).
   MemoryBudget* memory = nullptr;
+  // DICOM: the site's series naming rules (--series_rules; not owned; null: the built-in ones
+  // alone), tried after a request's Header.series_rules.
+  const volume::SeriesRules* series_rules = nullptr;
 };
 
 class Upload {
  public:
   // Checks the header: input kind; the policy's length (not its meaning: the job parses it);
   // for NIfTI one file per modality of `modalities` (no
-  // unknown, missing or repeated modality), for DICOM at least one file and known modalities in
-  // series_modalities; declared sizes within the limit; known outputs.
+  // unknown, missing or repeated modality), for DICOM at least one file, known modalities in
+  // series_modalities and valid series_rules; declared sizes within the limit; known outputs.
   static absl::StatusOr<std::unique_ptr<Upload>> Create(const v1::Header& header,
                                                         const std::vector<std::string>& modalities,
                                                         const UploadLimits& limits);
@@ -98,7 +104,8 @@ class Upload {
   std::vector<std::string> files_;     // bytes, header order
   std::vector<int> modality_of_file_;  // index into volume::kModalities
   std::vector<volume::DicomSeries> dicom_series_;
-  int current_ = 0;  // file receiving chunks
+  std::optional<volume::SeriesRules> request_rules_;  // Header.series_rules, parsed
+  int current_ = 0;                                   // file receiving chunks
   int64_t bytes_received_ = 0;
   MemoryLease lease_;  // buffered bytes while uploading, then the job's estimate
 };

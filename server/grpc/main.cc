@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <string_view>
 
 #include "absl/flags/flag.h"
@@ -42,6 +43,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "models/bank/device.h"
+#include "models/dicom/series_rules.h"
 #include "models/engine/router.h"
 #include "models/engine/summary.h"
 #include "server/core/memory_budget.h"
@@ -79,6 +81,9 @@ ABSL_FLAG(int64_t, memory_budget_mb, 1536,
           "RESOURCE_EXHAUSTED before it allocates. 0: no budget.");
 ABSL_FLAG(int64_t, max_dim, 1024, "Largest volume size along any axis, voxels.");
 ABSL_FLAG(int64_t, max_voxels, 512LL * 512 * 512, "Largest volume, voxels.");
+ABSL_FLAG(std::string, series_rules, "",
+          "DICOM series naming rules (protobuf text, danet.v1.SeriesRules; docs/dicom.md), "
+          "tried before the built-in ones; a request's Header.series_rules comes first.");
 ABSL_FLAG(bool, int8_linear, false,
           "CPU only: run TransBTS's transformer Linear layers with int8 weights (dynamic "
           "quantization; docs/benchmarks.md). false: as the bundle says (int8_linear).");
@@ -238,8 +243,19 @@ int Run(const sigset_t& signals) {
   // Outlives the service, whose uploads hold leases on it.
   danet::service::MemoryBudget memory_budget(
       std::max<int64_t>(0, absl::GetFlag(FLAGS_memory_budget_mb)) << 20);
+  std::optional<danet::volume::SeriesRules> series_rules;
+  if (!absl::GetFlag(FLAGS_series_rules).empty()) {
+    absl::StatusOr<danet::volume::SeriesRules> loaded =
+        danet::volume::LoadSeriesRules(absl::GetFlag(FLAGS_series_rules));
+    if (!loaded.ok()) {
+      Log("error", std::string(loaded.status().message()));
+      return 1;
+    }
+    series_rules = *std::move(loaded);
+  }
   danet::service::ServiceOptions options;
   options.limits.memory = &memory_budget;
+  options.limits.series_rules = series_rules ? &*series_rules : nullptr;
   options.bundle_path = absl::GetFlag(FLAGS_bundle);
   options.workers = std::max(1, absl::GetFlag(FLAGS_workers));
   options.queue_size = std::max(0, absl::GetFlag(FLAGS_queue_size));

@@ -6,7 +6,8 @@ permanent failure (a slice gap: kept under failed/ with its reason, no SEG, a Ba
 the study saying why, checked with dciodvfy and pydicom; sent again by the PACS it is not tried
 again; `requeue` tries it again and no second SR is stored), a study that failed while the
 server was down for longer than its attempts (delivered on the retry schedule once the server is
-back, without a person acting), SIGTERM with a
+back, without a person acting), a study whose series names no rule knows (refused, then
+segmented after `requeue KEY --study_rules FILE`), SIGTERM with a
 study pending (exit 0, the study stays under incoming/), the study key (FNV-1a-64), and a second
 Orthanc that auto-routes with a Lua OnStableStudy rule (the common set-up): our stored SEG makes
 the study stable again and Orthanc re-sends it, and the bridge does not segment it again
@@ -38,6 +39,7 @@ import urllib.error
 import urllib.request
 
 import pydicom
+import pydicom.uid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
@@ -724,6 +726,61 @@ class PacsBridge(unittest.TestCase):
         self.assertEqual(labelled(metrics, "danet_bridge_studies_total", "outcome", "stored"), 1)
         self.assertGreaterEqual(
             labelled(metrics, "danet_bridge_studies_total", "outcome", "failed"), 1)
+
+
+    # -- 9: a study's own naming rules -------------------------------------------------------------
+
+    def test_9_study_rules_given_with_requeue(self):
+        # A scanner that names its series "SEQ 1" .. "SEQ 4": the study fails (no rule knows
+        # the names; the reason lists them), and a person requeues it with rules for it.
+        srv = server()
+        study = os.path.join(TMP, "seq_study")
+        shutil.rmtree(study, ignore_errors=True)
+        shutil.copytree(CASES[CASE_HAPPY], study)
+        study_uid = pydicom.uid.generate_uid()
+        for number, m in enumerate(MODALITIES, 1):
+            series_uid = pydicom.uid.generate_uid()
+            for path in instances(study, m):
+                ds = pydicom.dcmread(path)
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+                ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = \
+                    pydicom.uid.generate_uid()
+                ds.SeriesDescription = "SEQ %d" % number
+                ds.save_as(path)
+        bridge = self.start_bridge("seq", srv.address)
+        study_id = self.upload(study)
+        ORTHANC.push(study_id)
+        key = bridge.received_key()
+        failed = wait_until(lambda: bridge.alive() and bridge.event("study_failed"), SEG_WAIT,
+                            "study_failed", log=bridge.log_path)
+        self.assertEqual((failed["study"], failed["code"]), (key, "INVALID_ARGUMENT"))
+        with open(bridge.dir("failed", key, "reason.txt")) as f:
+            reason = f.read()
+        self.assertIn("by the series rules", reason)
+        self.assertIn("'SEQ 1'", reason)
+
+        rules = os.path.join(TMP, "seq", "rules.pbtxt")
+        with open(rules, "w") as f:
+            f.write("".join('rule { modality: "%s" all: "seq" all: "%d" }\n' % (m, i)
+                            for i, m in enumerate(MODALITIES, 1)))
+        r = run([BRIDGE_BIN, "requeue", key, "--study_rules", rules, "--work_dir",
+                 bridge.work_dir], timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(os.path.isfile(bridge.dir("rules", key + ".pbtxt")))
+        wait_until(lambda: bridge.alive() and ORTHANC.seg_series(study_id), SEG_WAIT,
+                   "a SEG series in Orthanc", interval=0.1, log=bridge.log_path)
+        wait_until(lambda: bridge.event("study_stored"), 10, "study_stored",
+                   log=bridge.log_path)
+        self.assertEqual(bridge.event("study_requeued")["why"], "requested")
+        self.assertEqual(os.listdir(bridge.dir("failed")), [])
+
+        with open(os.path.join(TMP, "seq", "bad.pbtxt"), "w") as f:
+            f.write('rule { modality: "pd" all: "x" }\n')
+        bad = run([BRIDGE_BIN, "requeue", key, "--study_rules",
+                   os.path.join(TMP, "seq", "bad.pbtxt"), "--work_dir", bridge.work_dir],
+                  timeout=30)
+        self.assertEqual(bad.returncode, 1)  # no failed study any more
+        self.assertIn("no failed study", bad.stderr)
 
 
 if __name__ == "__main__":

@@ -581,5 +581,93 @@ TEST_F(DicomTest, FailureReportIsATextSrInTheSourceStudy) {
               HasSubstr("StudyInstanceUID"));
 }
 
+TEST(SeriesRulesTest, SiteRulesComeFirstAndTheDefaultsStillApply) {
+  ASSERT_GT(SeriesRules::Defaults().size(), 5u);
+  absl::StatusOr<SeriesRules> site = SeriesRules::Parse(
+      R"pb(
+        rule { name: "our scanner's FLAIR" modality: "flair" all: "~seq_a" }
+        rule { name: "old protocol, not used" modality: "none" all: "t2*" all: "old" }
+        rule { name: "research T1 after contrast" modality: "t1ce" all: "~vibe" none: "sub" }
+      )pb",
+      "site.pbtxt");
+  ASSERT_TRUE(site.ok()) << site.status();
+  const std::vector<const SeriesRules*> chain = {&*site};
+  EXPECT_EQ(ModalityByRules({"SEQ_A"}, chain), "flair");
+  EXPECT_EQ(ModalityByRules({"SEQ_A"}, {}), "");
+  EXPECT_EQ(ModalityByRules({"AX T2 OLD"}, chain), "");
+  EXPECT_EQ(ModalityByRules({"AX T2 OLD"}, {}), "t2");
+  EXPECT_EQ(ModalityByRules({"ax vibe 3d"}, chain), "t1ce");
+  EXPECT_EQ(ModalityByRules({"ax vibe sub"}, chain), "t1");  // `none` blocks; defaults: vibe
+  EXPECT_EQ(ModalityByRules({"t2_tse_tra"}, chain), "t2");   // no site rule: the defaults
+}
+
+TEST(SeriesRulesTest, SequenceAttributesDecideWhereTheNameDoesNot) {
+  // A T2 inversion recovery is a FLAIR with a long TI (about 2000-2500 ms), not a STIR (150).
+  EXPECT_EQ(ModalityByRules({"AX T2 IR", 2200, false}, {}), "flair");
+  EXPECT_EQ(ModalityByRules({"AX T2 IR", 150, false}, {}), "t2");
+  EXPECT_EQ(ModalityByRules({"AX T2 IR", -1, false}, {}), "t2");
+  // ContrastBolusAgent makes a T1 the t1ce, whatever its name says.
+  EXPECT_EQ(ModalityByRules({"AX T1 SE", -1, true}, {}), "t1ce");
+  EXPECT_EQ(ModalityByRules({"AX T1 SE", -1, false}, {}), "t1");
+  absl::StatusOr<SeriesRules> ti =
+      SeriesRules::Parse("rule { modality: 't2' all: '@ti<300' all: 'stir' }", "x");
+  ASSERT_TRUE(ti.ok()) << ti.status();
+  EXPECT_EQ(ti->Match({"AX STIR", 160, false}), "t2");
+  EXPECT_EQ(ti->Match({"AX STIR", -1, false}), std::nullopt);  // absent TI matches nothing
+}
+
+TEST(SeriesRulesTest, BadRulesAreNamedErrors) {
+  struct Case {
+    std::string text, message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"rule { modality: 'pd' all: 'x' }", "rule 1 (''): modality 'pd' is not flair"},
+           {"rule { name: 'empty' modality: 't2' }", "rule 1 ('empty'): no `all` entry"},
+           {"rule { modality: 't2' all: 'x' }\nrule { modality: 't2' all: '@tr>=5' }",
+            "rule 2 (''): token '@tr>=5' is not @contrast"},
+           {"rule { modality: 't2' all: '~' }", "token '~' has no text"},
+           {"rule { modality: 't2' all: ' ' }", "an empty entry"},
+           {"rule { modality: 'flair' all: 't2w_flair' }",
+            "token 't2w_flair' holds a word separator: write '~t2w_flair'"},
+           {"rule { modality: 't2'\n  al: 'x' }",
+            "site.pbtxt: line 2, column 5: Message type \"danet.v1.SeriesRule\" has no field named "
+            "\"al\""},
+           {"rule { modality: 't2' all: 'x' ", "site.pbtxt: line 1"},
+       }) {
+    absl::StatusOr<SeriesRules> rules = SeriesRules::Parse(c.text, "site.pbtxt");
+    EXPECT_EQ(rules.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
+    EXPECT_THAT(rules.status().message(), HasSubstr(c.message)) << c.text;
+  }
+}
+
+TEST_F(DicomTest, SeriesRulesAssignSeriesTheDefaultsDoNotKnow) {
+  std::vector<std::string> bytes;
+  int n = 0;
+  for (const char* name : {"SEQ 1", "SEQ 2", "SEQ 3", "SEQ 4"}) {
+    DicomWriteOptions options;
+    options.series_number = ++n;
+    for (std::string& b : Write(name, options)) bytes.push_back(std::move(b));
+  }
+  absl::StatusOr<std::vector<DicomSeries>> series = DecodeDicomSeries(Files(bytes));
+  ASSERT_TRUE(series.ok()) << series.status();
+  absl::Status refused = AssignModalities(*series, {}).status();
+  EXPECT_THAT(refused.message(), HasSubstr("no series for modality 'flair' by the series rules"));
+  EXPECT_THAT(refused.message(), HasSubstr("'SEQ 3'"));
+  absl::StatusOr<SeriesRules> site = SeriesRules::Parse(R"pb(
+                                                          rule { modality: "flair" all: "1" }
+                                                          rule { modality: "t1ce" all: "2" }
+                                                          rule { modality: "t1" all: "3" }
+                                                          rule { modality: "t2" all: "4" }
+                                                        )pb",
+                                                        "site.pbtxt");
+  ASSERT_TRUE(site.ok()) << site.status();
+  absl::StatusOr<std::array<int, kNumModalities>> assigned =
+      AssignModalities(*series, {}, {&*site});
+  ASSERT_TRUE(assigned.ok()) << assigned.status();
+  for (int m = 0; m < kNumModalities; ++m) {
+    EXPECT_EQ((*series)[(*assigned)[m]].description, absl::StrCat("SEQ ", m + 1));
+  }
+}
+
 }  // namespace
 }  // namespace danet::volume

@@ -129,6 +129,21 @@ TEST(UploadTest, DicomHeadersNeedInstancesAndKnownSeriesModalities) {
   (*header.mutable_series_modalities())["1.2.3"] = "t2";
   header.add_outputs(v1::OUTPUT_KIND_DICOM_SEG);
   EXPECT_TRUE(Upload::Create(header, kBrats, {}).ok());
+  // Series rules are checked at the header, before any upload, and escaped when echoed.
+  header.set_series_rules("rule { modality: 'flair' all: 'seq_a' }");
+  EXPECT_THAT(Upload::Create(header, kBrats, {}).status().message(),
+              HasSubstr("header.series_rules: rule 1 (''): token 'seq_a' holds a word "
+                        "separator"));
+  header.set_series_rules("rule { \x1b[31m }");
+  absl::Status status = Upload::Create(header, kBrats, {}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("header.series_rules: line 1, column"));
+  EXPECT_EQ(status.message().find('\x1b'), std::string::npos) << status.message();
+  header.set_series_rules(std::string(kMaxSeriesRulesBytes + 1, ' '));
+  EXPECT_THAT(Upload::Create(header, kBrats, {}).status().message(),
+              HasSubstr("header.series_rules: 65537 bytes, more than 65536"));
+  header.set_series_rules("rule { modality: 'flair' all: '~seq_a' }");
+  EXPECT_TRUE(Upload::Create(header, kBrats, {}).ok());
 }
 
 TEST(UploadTest, AssemblesChunksAndDecodesInModalityOrder) {

@@ -31,7 +31,8 @@ import pydicom.uid
 
 # The paths (same environment variables and defaults) and the process helpers of the service
 # end-to-end test next to this file, and its Server; no TestCase (it would run twice).
-from test_service_e2e import CLI, MODALITIES, PHANTOM, Server, run, tail
+from test_service_e2e import (BUNDLE, CLI, MODALITIES, PHANTOM, SERVER as SERVER_BIN, Server,
+                              run, tail)
 
 TMP = os.environ.get("DANET_TMP", os.path.join(tempfile.gettempdir(), "danet_dicom_e2e"))
 SEED = 5
@@ -488,6 +489,52 @@ class DicomServer(unittest.TestCase):
                                   r"'t1ce'")
         self.assertIn("series found: ", message)
         self.assertTrue(any(uids[m] in message for m in MODALITIES), message)
+
+    # -- Series naming rules -------------------------------------------------------------------
+
+    def test_series_rules_name_series_the_defaults_do_not_know(self):
+        # A scanner whose series are "SEQ 1" .. "SEQ 4": refused by the built-in rules with the
+        # candidates listed by description; segmented with a rules file, from the CLI (sent in
+        # the request) and from the server's --series_rules.
+        study = copy_study("seq_names")
+        for number, m in enumerate(MODALITIES, 1):
+            for path in instances(study, m):
+                ds = pydicom.dcmread(path)
+                ds.SeriesDescription = "SEQ %d" % number
+                ds.save_as(path)
+        message = self.assert_invalid(study, "seq_refused")
+        self.assertIn("no series for modality 'flair' by the series rules", message)
+        self.assertIn("'SEQ 1'", message)
+        rules = os.path.join(TMP, "seq_rules.pbtxt")
+        with open(rules, "w") as f:
+            f.write("# our scanner\n" + "".join(
+                'rule { name: "SEQ %d" modality: "%s" all: "seq" all: "%d" }\n' % (i, m, i)
+                for i, m in enumerate(MODALITIES, 1)))
+        self.assert_same_labels(self.assert_segments(study, "seq_cli", "--series_rules", rules))
+
+        with open(os.path.join(TMP, "bad_rules.pbtxt"), "w") as f:
+            f.write('rule { modality: "flair" all: "seq" }\nrule { modality: "pd" all: "x" }\n')
+        r, _ = self.segment(study, "seq_bad", "--series_rules",
+                            os.path.join(TMP, "bad_rules.pbtxt"))
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("bad_rules.pbtxt: rule 2 (''): modality 'pd' is not flair", r.stderr)
+
+        site = Server(os.path.join(TMP, "server_rules"), "--series_rules", rules,
+                      with_metrics=False)
+        try:
+            out = os.path.join(TMP, "out_seq_site")
+            r = run([CLI, "segment", study, "--server", site.address, "--out", out,
+                     "--progress=false"], timeout=120)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            labels, affine = canonical(os.path.join(out, "labels.nii.gz"))
+            np.testing.assert_array_equal(labels, self.reference()[0])
+        finally:
+            site.stop()
+        bad = run([SERVER_BIN, "--address", "127.0.0.1:0", "--metrics_address", "",
+                   "--bundle", BUNDLE, "--series_rules", os.path.join(TMP, "bad_rules.pbtxt")],
+                  timeout=120)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("bad_rules.pbtxt: rule 2", bad.stdout + bad.stderr)
 
     # -- Bad studies --------------------------------------------------------------------------
 
