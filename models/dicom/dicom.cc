@@ -47,9 +47,11 @@ void RegisterCodecs() {
   });
 }
 
-// One decoded instance.
+// One decoded slice: a single-frame instance, or one frame of a multi-frame one.
 struct Slice {
   int file = 0;
+  int frame = 0;      // 1-based frame of a multi-frame instance; 0: single-frame
+  std::string stack;  // the frame's StackID ("" when none)
   std::string series_uid, study_uid, frame_uid, description, sop_class, sop_uid;
   double inversion_time_ms = -1;
   bool contrast_agent = false;
@@ -59,16 +61,16 @@ struct Slice {
   std::vector<float> pixels;
 };
 
-std::string GetString(DcmDataset* ds, const DcmTagKey& tag) {
+std::string GetString(DcmItem* item, const DcmTagKey& tag) {
   OFString value;
-  return ds->findAndGetOFStringArray(tag, value).good() ? std::string(value.c_str()) : "";
+  return item->findAndGetOFStringArray(tag, value).good() ? std::string(value.c_str()) : "";
 }
 
-absl::Status GetDoubles(DcmDataset* ds, const DcmTagKey& tag, int n, const std::string& what,
+absl::Status GetDoubles(DcmItem* item, const DcmTagKey& tag, int n, const std::string& what,
                         double* out) {
   for (int i = 0; i < n; ++i) {
     Float64 v = 0;
-    if (ds->findAndGetFloat64(tag, v, i).bad()) {
+    if (item == nullptr || item->findAndGetFloat64(tag, v, i).bad()) {
       return absl::InvalidArgumentError(absl::StrCat("missing or short ", what));
     }
     out[i] = v;
@@ -76,13 +78,34 @@ absl::Status GetDoubles(DcmDataset* ds, const DcmTagKey& tag, int n, const std::
   return absl::OkStatus();
 }
 
-// Rescale slope and intercept (1 and 0 when absent), after checking for one sample per pixel.
-absl::Status GetRescale(DcmDataset* ds, Float64* slope, Float64* intercept) {
-  Uint16 samples = 1;
-  ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
-  if (samples != 1) return absl::InvalidArgumentError("not a grey-scale image (SamplesPerPixel)");
-  if (ds->findAndGetFloat64(DCM_RescaleSlope, *slope).bad() || *slope == 0) *slope = 1;
-  if (ds->findAndGetFloat64(DCM_RescaleIntercept, *intercept).bad()) *intercept = 0;
+// Rescale slope and intercept from `item` (1 and 0 when absent).
+void GetRescale(DcmItem* item, double* slope, double* intercept) {
+  Float64 v = 0;
+  *slope = item != nullptr && item->findAndGetFloat64(DCM_RescaleSlope, v).good() && v != 0 ? v : 1;
+  *intercept = item != nullptr && item->findAndGetFloat64(DCM_RescaleIntercept, v).good() ? v : 0;
+}
+
+// Position (3 values), orientation (6) and pixel spacing (2) of a plane, each from its item
+// (the dataset for a single-frame instance, functional group items for a frame), checked.
+absl::Status ReadPlane(DcmItem* position, DcmItem* orientation, DcmItem* measures, Slice* s) {
+  double iop[6], spacing[2];
+  for (absl::Status st :
+       {GetDoubles(position, DCM_ImagePositionPatient, 3, "ImagePositionPatient",
+                   s->position.data()),
+        GetDoubles(orientation, DCM_ImageOrientationPatient, 6, "ImageOrientationPatient", iop),
+        GetDoubles(measures, DCM_PixelSpacing, 2, "PixelSpacing", spacing)}) {
+    if (!st.ok()) return st;
+  }
+  s->row_dir = {iop[0], iop[1], iop[2]};
+  s->column_dir = {iop[3], iop[4], iop[5]};
+  s->row_spacing = spacing[0];
+  s->column_spacing = spacing[1];
+  if (spacing[0] <= 0 || spacing[1] <= 0) return absl::InvalidArgumentError("PixelSpacing <= 0");
+  if (std::abs(Dot(s->row_dir, s->row_dir) - 1) > 1e-3 ||
+      std::abs(Dot(s->column_dir, s->column_dir) - 1) > 1e-3 ||
+      std::abs(Dot(s->row_dir, s->column_dir)) > 1e-3) {
+    return absl::InvalidArgumentError("ImageOrientationPatient is not two orthonormal vectors");
+  }
   return absl::OkStatus();
 }
 
@@ -90,10 +113,10 @@ bool IsJpeg2000(E_TransferSyntax xfer) {
   return xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000;
 }
 
-// The frame of a JPEG 2000 instance: its fragments joined, decoded with OpenJPEG.
-absl::Status ReadJpeg2000Pixels(DcmDataset* ds, Slice* s) {
-  Float64 slope = 1, intercept = 0;
-  if (absl::Status st = GetRescale(ds, &slope, &intercept); !st.ok()) return st;
+// Frame `frame` (0-based) of `frames` of a JPEG 2000 instance, decoded with OpenJPEG: a
+// single frame's fragments joined, or one fragment per frame.
+absl::Status ReadJpeg2000Pixels(DcmDataset* ds, int frame, int frames, double slope,
+                                double intercept, Slice* s) {
   DcmElement* element = nullptr;
   DcmPixelSequence* sequence = nullptr;
   if (ds->findAndGetElement(DCM_PixelData, element).bad() || element == nullptr ||
@@ -103,12 +126,23 @@ absl::Status ReadJpeg2000Pixels(DcmDataset* ds, Slice* s) {
       sequence == nullptr) {
     return absl::InvalidArgumentError("JPEG 2000: no encapsulated pixel data");
   }
-  std::string stream;
+  std::vector<std::string> fragments;
   for (unsigned long i = 1; i < sequence->card(); ++i) {  // item 0: the offset table
     DcmPixelItem* item = nullptr;
     Uint8* bytes = nullptr;
     if (sequence->getItem(item, i).bad() || item->getUint8Array(bytes).bad()) continue;
-    if (bytes != nullptr) stream.append(reinterpret_cast<const char*>(bytes), item->getLength());
+    fragments.emplace_back(bytes == nullptr ? "" : reinterpret_cast<const char*>(bytes),
+                           bytes == nullptr ? 0 : item->getLength());
+  }
+  std::string stream;
+  if (frames == 1) {
+    for (const std::string& f : fragments) stream += f;
+  } else if (static_cast<int>(fragments.size()) == frames) {
+    stream = fragments[frame];
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("JPEG 2000: ", fragments.size(), " fragments for ", frames,
+                     " frames (one fragment per frame is supported)"));
   }
   absl::StatusOr<std::vector<int32_t>> samples = DecodeJpeg2000(
       reinterpret_cast<const uint8_t*>(stream.data()), stream.size(), s->columns, s->rows);
@@ -120,13 +154,13 @@ absl::Status ReadJpeg2000Pixels(DcmDataset* ds, Slice* s) {
   return absl::OkStatus();
 }
 
-absl::Status ReadPixels(DcmDataset* ds, Slice* s) {
+// Frame `frame` (0-based) of decoded (native) pixel data.
+absl::Status ReadPixels(DcmDataset* ds, int frame, double slope, double intercept, Slice* s) {
   Uint16 bits = 0, representation = 0;
   ds->findAndGetUint16(DCM_BitsAllocated, bits);
   ds->findAndGetUint16(DCM_PixelRepresentation, representation);
-  Float64 slope = 1, intercept = 0;
-  if (absl::Status st = GetRescale(ds, &slope, &intercept); !st.ok()) return st;
   const size_t n = static_cast<size_t>(s->rows) * s->columns;
+  const size_t offset = n * static_cast<size_t>(frame);
   s->pixels.resize(n);
   unsigned long count = 0;
   if (bits == 16) {
@@ -134,10 +168,13 @@ absl::Status ReadPixels(DcmDataset* ds, Slice* s) {
     if (ds->findAndGetUint16Array(DCM_PixelData, data, &count).bad() || data == nullptr) {
       return absl::InvalidArgumentError("no pixel data");
     }
-    if (count < n) return absl::InvalidArgumentError("pixel data shorter than Rows x Columns");
+    if (count < offset + n) {
+      return absl::InvalidArgumentError("pixel data shorter than Rows x Columns x frames");
+    }
     for (size_t i = 0; i < n; ++i) {
-      const double raw = representation ? static_cast<double>(static_cast<int16_t>(data[i]))
-                                        : static_cast<double>(data[i]);
+      const double raw = representation
+                             ? static_cast<double>(static_cast<int16_t>(data[offset + i]))
+                             : static_cast<double>(data[offset + i]);
       s->pixels[i] = static_cast<float>(raw * slope + intercept);
     }
   } else if (bits == 8) {
@@ -145,10 +182,12 @@ absl::Status ReadPixels(DcmDataset* ds, Slice* s) {
     if (ds->findAndGetUint8Array(DCM_PixelData, data, &count).bad() || data == nullptr) {
       return absl::InvalidArgumentError("no pixel data");
     }
-    if (count < n) return absl::InvalidArgumentError("pixel data shorter than Rows x Columns");
+    if (count < offset + n) {
+      return absl::InvalidArgumentError("pixel data shorter than Rows x Columns x frames");
+    }
     for (size_t i = 0; i < n; ++i) {
-      const double raw = representation ? static_cast<double>(static_cast<int8_t>(data[i]))
-                                        : static_cast<double>(data[i]);
+      const double raw = representation ? static_cast<double>(static_cast<int8_t>(data[offset + i]))
+                                        : static_cast<double>(data[offset + i]);
       s->pixels[i] = static_cast<float>(raw * slope + intercept);
     }
   } else {
@@ -157,7 +196,18 @@ absl::Status ReadPixels(DcmDataset* ds, Slice* s) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Slice> DecodeInstance(const DicomFile& file, int index, const NiftiLimits& limits) {
+// The first item of sequence `tag` in `item` (null when absent).
+DcmItem* FirstItem(DcmItem* item, const DcmTagKey& tag) {
+  DcmItem* inner = nullptr;
+  if (item == nullptr || item->findAndGetSequenceItem(tag, inner, 0).bad()) return nullptr;
+  return inner;
+}
+
+// The slices of one instance: one, or one per frame of a multi-frame (Enhanced MR) instance,
+// whose per-frame functional groups (or the shared ones) give each frame's position,
+// orientation, pixel measures and rescale, and its stack.
+absl::StatusOr<std::vector<Slice>> DecodeInstance(const DicomFile& file, int index,
+                                                  const NiftiLimits& limits) {
   if (file.bytes.size() < 132 || file.bytes.substr(128, 4) != "DICM") {
     return absl::InvalidArgumentError("not a DICOM file (no DICM preamble)");
   }
@@ -180,10 +230,6 @@ absl::StatusOr<Slice> DecodeInstance(const DicomFile& file, int index, const Nif
   if (modality != "MR") {
     return absl::InvalidArgumentError(absl::StrCat("Modality '", modality, "' is not MR"));
   }
-  Sint32 frames = 1;
-  if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).good() && frames > 1) {
-    return absl::InvalidArgumentError("multi-frame images are not supported");
-  }
   s.series_uid = GetString(ds, DCM_SeriesInstanceUID);
   s.study_uid = GetString(ds, DCM_StudyInstanceUID);
   s.sop_uid = GetString(ds, DCM_SOPInstanceUID);
@@ -196,7 +242,8 @@ absl::StatusOr<Slice> DecodeInstance(const DicomFile& file, int index, const Nif
   if (ds->findAndGetFloat64(DCM_InversionTime, inversion_time).good()) {
     s.inversion_time_ms = inversion_time;
   }
-  s.contrast_agent = !absl::StripAsciiWhitespace(GetString(ds, DCM_ContrastBolusAgent)).empty();
+  s.contrast_agent = !absl::StripAsciiWhitespace(GetString(ds, DCM_ContrastBolusAgent)).empty() ||
+                     FirstItem(ds, DCM_ContrastBolusAgentSequence) != nullptr;
   s.sop_class = GetString(ds, DCM_SOPClassUID);
   Uint16 rows = 0, columns = 0;
   ds->findAndGetUint16(DCM_Rows, rows);
@@ -207,36 +254,81 @@ absl::StatusOr<Slice> DecodeInstance(const DicomFile& file, int index, const Nif
   }
   s.rows = rows;
   s.columns = columns;
-  double iop[6], spacing[2];
-  for (absl::Status st :
-       {GetDoubles(ds, DCM_ImagePositionPatient, 3, "ImagePositionPatient", s.position.data()),
-        GetDoubles(ds, DCM_ImageOrientationPatient, 6, "ImageOrientationPatient", iop),
-        GetDoubles(ds, DCM_PixelSpacing, 2, "PixelSpacing", spacing)}) {
-    if (!st.ok()) return st;
+  Uint16 samples = 1;
+  ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
+  if (samples != 1) return absl::InvalidArgumentError("not a grey-scale image (SamplesPerPixel)");
+  Sint32 frames = 1;
+  if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad()) frames = 1;
+  const bool multi_frame = frames > 1 || ds->tagExists(DCM_PerFrameFunctionalGroupsSequence);
+  if (frames < 1 || static_cast<int64_t>(frames) * rows * columns > limits.max_voxels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("NumberOfFrames ", frames, " is not positive or over the volume limit"));
   }
-  s.row_dir = {iop[0], iop[1], iop[2]};
-  s.column_dir = {iop[3], iop[4], iop[5]};
-  s.row_spacing = spacing[0];
-  s.column_spacing = spacing[1];
-  if (spacing[0] <= 0 || spacing[1] <= 0) return absl::InvalidArgumentError("PixelSpacing <= 0");
-  if (std::abs(Dot(s.row_dir, s.row_dir) - 1) > 1e-3 ||
-      std::abs(Dot(s.column_dir, s.column_dir) - 1) > 1e-3 ||
-      std::abs(Dot(s.row_dir, s.column_dir)) > 1e-3) {
-    return absl::InvalidArgumentError("ImageOrientationPatient is not two orthonormal vectors");
+
+  std::vector<Slice> slices;
+  std::vector<std::pair<double, double>> rescale;  // per slice: slope, intercept
+  if (!multi_frame) {
+    if (absl::Status st = ReadPlane(ds, ds, ds, &s); !st.ok()) return st;
+    double slope = 1, intercept = 0;
+    GetRescale(ds, &slope, &intercept);
+    slices.push_back(std::move(s));
+    rescale.emplace_back(slope, intercept);
+  } else {
+    DcmItem* shared = FirstItem(ds, DCM_SharedFunctionalGroupsSequence);
+    for (int f = 0; f < frames; ++f) {
+      DcmItem* per = nullptr;
+      if (ds->findAndGetSequenceItem(DCM_PerFrameFunctionalGroupsSequence, per, f).bad()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "PerFrameFunctionalGroupsSequence has no item for frame ", f + 1, " of ", frames));
+      }
+      // A functional group: the frame's own, else the shared one.
+      auto group = [&](const DcmTagKey& tag) {
+        DcmItem* item = FirstItem(per, tag);
+        return item != nullptr ? item : FirstItem(shared, tag);
+      };
+      Slice frame = s;
+      frame.frame = f + 1;
+      if (absl::Status st =
+              ReadPlane(group(DCM_PlanePositionSequence), group(DCM_PlaneOrientationSequence),
+                        group(DCM_PixelMeasuresSequence), &frame);
+          !st.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("frame ", f + 1, ": ", st.message()));
+      }
+      if (DcmItem* content = FirstItem(per, DCM_FrameContentSequence)) {
+        frame.stack = GetString(content, DCM_StackID);
+      }
+      if (DcmItem* mr = group(DCM_MRModifierSequence)) {
+        Float64 ti = 0;
+        if (mr->findAndGetFloat64(DCM_InversionTimes, ti).good()) frame.inversion_time_ms = ti;
+      }
+      double slope = 1, intercept = 0;
+      GetRescale(group(DCM_PixelValueTransformationSequence), &slope, &intercept);
+      slices.push_back(std::move(frame));
+      rescale.emplace_back(slope, intercept);
+    }
   }
+
   if (ds->tagExists(DCM_PixelData) == OFFalse) return absl::InvalidArgumentError("no pixel data");
-  if (IsJpeg2000(ds->getOriginalXfer())) {
-    if (absl::Status st = ReadJpeg2000Pixels(ds, &s); !st.ok()) return st;
-    return s;
-  }
-  if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
-      !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+  const bool jpeg2000 = IsJpeg2000(ds->getOriginalXfer());
+  if (!jpeg2000 && (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
+                    !ds->canWriteXfer(EXS_LittleEndianExplicit))) {
     const DcmXfer xfer(format.getDataset()->getOriginalXfer());
     return absl::InvalidArgumentError(
         absl::StrCat("cannot decode transfer syntax ", xfer.getXferName()));
   }
-  if (absl::Status st = ReadPixels(ds, &s); !st.ok()) return st;
-  return s;
+  for (size_t f = 0; f < slices.size(); ++f) {
+    const int frame = static_cast<int>(f);
+    const absl::Status st =
+        jpeg2000
+            ? ReadJpeg2000Pixels(ds, frame, frames, rescale[f].first, rescale[f].second, &slices[f])
+            : ReadPixels(ds, frame, rescale[f].first, rescale[f].second, &slices[f]);
+    if (!st.ok()) {
+      return multi_frame
+                 ? absl::InvalidArgumentError(absl::StrCat("frame ", f + 1, ": ", st.message()))
+                 : st;
+    }
+  }
+  return slices;
 }
 
 bool Near(const Vec3& a, const Vec3& b, double tolerance) {
@@ -249,7 +341,10 @@ absl::StatusOr<DicomSeries> BuildSeries(std::vector<Slice> slices,
                                         const std::vector<DicomFile>& files,
                                         const NiftiLimits& limits) {
   const Slice& first = slices.front();
-  auto where = [&](const Slice& s) { return absl::StrCat("'", files[s.file].name, "'"); };
+  auto where = [&](const Slice& s) {
+    return absl::StrCat("'", files[s.file].name, "'",
+                        s.frame > 0 ? absl::StrCat(" frame ", s.frame) : std::string());
+  };
   for (const Slice& s : slices) {
     if (s.rows != first.rows || s.columns != first.columns ||
         std::abs(s.row_spacing - first.row_spacing) > 1e-3 ||
@@ -320,6 +415,7 @@ absl::StatusOr<DicomSeries> BuildSeries(std::vector<Slice> slices,
     std::copy(slices[k].pixels.begin(), slices[k].pixels.end(),
               series.volume.voxels.begin() + k * plane);
     series.instance_uids.push_back(slices[k].sop_uid);
+    series.frame_numbers.push_back(slices[k].frame);
     series.file_index.push_back(slices[k].file);
   }
   return series;
@@ -334,23 +430,31 @@ absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<Dic
   std::map<std::string, std::vector<Slice>> by_series;
   std::string study;
   for (size_t i = 0; i < files.size(); ++i) {
-    absl::StatusOr<Slice> s = DecodeInstance(files[i], static_cast<int>(i), limits);
-    if (!s.ok()) {
+    absl::StatusOr<std::vector<Slice>> decoded =
+        DecodeInstance(files[i], static_cast<int>(i), limits);
+    if (!decoded.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("instance '", files[i].name, "': ", s.status().message()));
+          absl::StrCat("instance '", files[i].name, "': ", decoded.status().message()));
     }
-    if (study.empty()) study = s->study_uid;
-    if (s->study_uid != study) {
+    if (study.empty()) study = decoded->front().study_uid;
+    if (decoded->front().study_uid != study) {
       return absl::InvalidArgumentError(absl::StrCat(
           "instance '", files[i].name, "' belongs to another study than the first instance"));
     }
-    if (!by_series.count(s->series_uid)) order.push_back(s->series_uid);
-    by_series[s->series_uid].push_back(*std::move(s));
+    for (Slice& s : *decoded) {
+      // A multi-frame series may hold several stacks (StackID): each is a volume of its own.
+      const std::string key = s.stack.empty() ? s.series_uid : s.series_uid + '\x1f' + s.stack;
+      if (!by_series.count(key)) order.push_back(key);
+      by_series[key].push_back(std::move(s));
+    }
   }
   if (order.empty()) return absl::InvalidArgumentError("no DICOM instances");
   std::vector<DicomSeries> out;
-  for (const std::string& uid : order) {
-    const Slice& first = by_series[uid].front();
+  std::vector<std::string> stacks;  // per entry of `out`: its StackID ("" when none)
+  for (const std::string& key : order) {
+    const Slice& first = by_series[key].front();
+    const std::string uid = first.series_uid;
+    stacks.push_back(first.stack);
     DicomSeries unusable;
     unusable.series_uid = uid;
     unusable.study_uid = first.study_uid;
@@ -359,7 +463,7 @@ absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<Dic
     unusable.inversion_time_ms = first.inversion_time_ms;
     unusable.contrast_agent = first.contrast_agent;
     unusable.sop_class_uid = first.sop_class;
-    absl::StatusOr<DicomSeries> series = BuildSeries(std::move(by_series[uid]), files, limits);
+    absl::StatusOr<DicomSeries> series = BuildSeries(std::move(by_series[key]), files, limits);
     if (series.ok()) {
       out.push_back(*std::move(series));
     } else {
@@ -367,6 +471,23 @@ absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<Dic
       // gap): set aside; an error only if a needed modality has no other series.
       unusable.unusable = std::string(series.status().message());
       out.push_back(std::move(unusable));
+    }
+  }
+  // Several stacks of one series (e.g. an Enhanced MR holding an axial and a sagittal stack):
+  // the usable one with the most slices is the series; the others are set aside with a note.
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (stacks[i].empty() || !out[i].unusable.empty()) continue;
+    for (size_t j = 0; j < out.size(); ++j) {
+      if (j == i || out[j].series_uid != out[i].series_uid || !out[j].unusable.empty()) continue;
+      if (out[j].instance_uids.size() > out[i].instance_uids.size() ||
+          (out[j].instance_uids.size() == out[i].instance_uids.size() && j < i)) {
+        out[i].unusable =
+            absl::StrCat("stack ", stacks[i], " of a series with several; stack ", stacks[j], " (",
+                         out[j].instance_uids.size(), " slices) is used");
+        out[i].volume.voxels.clear();
+        out[i].volume.voxels.shrink_to_fit();
+        break;
+      }
     }
   }
   return out;

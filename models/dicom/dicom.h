@@ -47,8 +47,9 @@ struct DicomSeries {
   std::string sop_class_uid;
   Volume volume;                           // rescaled intensities, RAS geometry
   std::vector<std::string> instance_uids;  // SOPInstanceUID of slice k
-  std::vector<int> file_index;             // index into the input files of slice k
-  std::string first_instance;  // bytes of slice 0's file: patient/study for derived objects
+  std::vector<int> frame_numbers;  // slice k's frame in a multi-frame instance (1-based); 0: none
+  std::vector<int> file_index;     // index into the input files of slice k
+  std::string first_instance;      // bytes of slice 0's file: patient/study for derived objects
   // Why the series cannot be used (not one even stack of slices: a localizer's several
   // orientations, DWI's b-values at repeated positions, a gap), or empty. An unusable series
   // carries its UIDs and description but no volume.
@@ -56,9 +57,11 @@ struct DicomSeries {
 };
 
 // Decodes and groups `files` (each one DICOM instance). Series come back in order of their
-// first instance. Every instance must be single-frame MR with pixel data and from one study;
-// a series that is not one even stack comes back marked `unusable` (AssignModalities decides
-// whether that matters).
+// first instance. Every instance must be MR with pixel data and from one study. A multi-frame
+// (Enhanced MR) instance gives one slice per frame, placed and rescaled by its per-frame (or
+// shared) functional groups; a series whose frames form several stacks (StackID) gives one
+// entry per stack, all but the largest marked `unusable`. A series that is not one even stack
+// comes back marked `unusable` (AssignModalities decides whether that matters).
 absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<DicomFile>& files,
                                                            const NiftiLimits& limits = {});
 

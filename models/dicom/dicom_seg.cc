@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -121,7 +122,9 @@ absl::StatusOr<std::string> EncodeDicomSeg(const LabelVolume& labels,
   for (const DicomSeries& s : sources) {
     auto* item = new IODSeriesAndInstanceReferenceMacro::ReferencedSeriesItem;
     item->setSeriesInstanceUID(s.series_uid.c_str());
+    std::set<std::string> listed;  // a multi-frame instance holds many slices: listed once
     for (const std::string& uid : s.instance_uids) {
+      if (!listed.insert(uid).second) continue;
       auto* instance = new SOPInstanceReferenceMacro;
       instance->setReferencedSOPClassUID(s.sop_class_uid.c_str());
       instance->setReferencedSOPInstanceUID(uid.c_str());
@@ -175,6 +178,10 @@ absl::StatusOr<std::string> EncodeDicomSeg(const LabelVolume& labels,
         image->getImageSOPInstanceReference().setReferencedSOPClassUID(s.sop_class_uid.c_str());
         image->getImageSOPInstanceReference().setReferencedSOPInstanceUID(
             s.instance_uids[k].c_str());
+        if (static_cast<size_t>(k) < s.frame_numbers.size() && s.frame_numbers[k] > 0) {
+          image->getImageSOPInstanceReference().addReferencedFrameNumber(
+              static_cast<Uint16>(s.frame_numbers[k]));
+        }
         item->getSourceImageItems().push_back(image);
       }
       OFVector<FGBase*> groups;

@@ -22,7 +22,8 @@ class FirstError : public google::protobuf::io::ErrorCollector {
  public:
   void AddError(int line, google::protobuf::io::ColumnNumber column,
                 const std::string& message) override {
-    if (error.empty()) error = absl::StrCat("line ", line + 1, ", column ", column + 1, ": ", message);
+    if (error.empty())
+      error = absl::StrCat("line ", line + 1, ", column ", column + 1, ": ", message);
   }
   std::string error;
 };
@@ -37,8 +38,7 @@ std::vector<std::string> Words(const std::string& lower) {
 
 }  // namespace
 
-absl::StatusOr<SeriesRules> SeriesRules::Parse(const std::string& text,
-                                               const std::string& source) {
+absl::StatusOr<SeriesRules> SeriesRules::Parse(const std::string& text, const std::string& source) {
   v1::SeriesRules proto;
   google::protobuf::TextFormat::Parser parser;
   FirstError errors;
@@ -50,15 +50,15 @@ absl::StatusOr<SeriesRules> SeriesRules::Parse(const std::string& text,
   for (int i = 0; i < proto.rule_size(); ++i) {
     const v1::SeriesRule& r = proto.rule(i);
     auto where = [&](const std::string& what) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": rule ", i + 1, " ('", r.name(),
-                                                     "'): ", what));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": rule ", i + 1, " ('", r.name(), "'): ", what));
     };
     Rule rule;
     const std::string modality = absl::AsciiStrToLower(r.modality());
     if (modality != "flair" && modality != "t1ce" && modality != "t1" && modality != "t2" &&
         modality != "none") {
-      return where(absl::StrCat("modality '", r.modality(),
-                                "' is not flair, t1ce, t1, t2 or none"));
+      return where(
+          absl::StrCat("modality '", r.modality(), "' is not flair, t1ce, t1, t2 or none"));
     }
     rule.modality = modality == "none" ? "" : modality;
     if (r.all_size() == 0) return where("no `all` entry: it would match every series");
@@ -76,8 +76,7 @@ absl::StatusOr<SeriesRules> SeriesRules::Parse(const std::string& text,
           } else if (absl::StartsWith(t, "@ti<") && absl::SimpleAtod(t.substr(4), &ms)) {
             token = {Token::kTiBelow, t, ms};
           } else if (t[0] == '@') {
-            return where(absl::StrCat("token '", t,
-                                      "' is not @contrast, @ti>=MS or @ti<MS"));
+            return where(absl::StrCat("token '", t, "' is not @contrast, @ti>=MS or @ti<MS"));
           } else if (t[0] == '~') {
             if (t.size() == 1) return where("token '~' has no text");
             token = {Token::kContains, t.substr(1)};
@@ -103,8 +102,7 @@ absl::StatusOr<SeriesRules> SeriesRules::Parse(const std::string& text,
 
 const SeriesRules& SeriesRules::Defaults() {
   static const SeriesRules* defaults = [] {
-    absl::StatusOr<SeriesRules> parsed =
-        Parse(kDefaultSeriesRules, "default_series_rules.pbtxt");
+    absl::StatusOr<SeriesRules> parsed = Parse(kDefaultSeriesRules, "default_series_rules.pbtxt");
     // Compiled in and tested (dicom_test): a failure here is a build defect.
     if (!parsed.ok()) std::abort();
     return new SeriesRules(*std::move(parsed));

@@ -18,9 +18,9 @@ namespace danet::volume {
 
 // What the rules look at, per series.
 struct SeriesAttributes {
-  std::string description;          // SeriesDescription
-  double inversion_time_ms = -1;    // InversionTime; < 0: absent
-  bool contrast_agent = false;      // ContrastBolusAgent present and not empty
+  std::string description;        // SeriesDescription
+  double inversion_time_ms = -1;  // InversionTime; < 0: absent
+  bool contrast_agent = false;    // ContrastBolusAgent present and not empty
 };
 
 class SeriesRules {
@@ -44,9 +44,9 @@ class SeriesRules {
     double ms = 0;
   };
   struct Rule {
-    std::string modality;                   // "" for none
-    std::vector<std::vector<Token>> all;    // AND of ORs
-    std::vector<std::vector<Token>> none;   // no token may match
+    std::string modality;                  // "" for none
+    std::vector<std::vector<Token>> all;   // AND of ORs
+    std::vector<std::vector<Token>> none;  // no token may match
   };
   static bool Matches(const Token& token, const SeriesAttributes& series,
                       const std::vector<std::string>& words, const std::string& lower);

@@ -5,6 +5,7 @@
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcpixel.h>
 #include <dcmtk/dcmdata/dcpixseq.h>
 #include <dcmtk/dcmdata/dcpxitem.h>
@@ -190,6 +191,65 @@ class DicomTest : public ::testing::Test {
         xfer);
   }
 
+  // The single-frame instances `bytes` as one Enhanced MR instance: frames in `order` (indices
+  // into `bytes`), orientation and pixel measures shared, position, stack and rescale per
+  // frame (`slope` of frame f: slopes[f], the stored values scaled to keep the voxels).
+  static std::string AsEnhanced(const std::vector<std::string>& bytes,
+                                const std::vector<int>& order, const std::string& stack = "1",
+                                const std::vector<double>& slopes = {}) {
+    std::vector<DcmFileFormat> sources(bytes.size());
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      DcmInputBufferStream in;
+      in.setBuffer(bytes[i].data(), static_cast<offile_off_t>(bytes[i].size()));
+      in.setEos();
+      sources[i].transferInit();
+      sources[i].read(in);
+      sources[i].transferEnd();
+    }
+    return Edit(bytes[0], [&](DcmDataset* ds) {
+      OFString orientation, spacing;
+      ds->findAndGetOFStringArray(DCM_ImageOrientationPatient, orientation);
+      ds->findAndGetOFStringArray(DCM_PixelSpacing, spacing);
+      for (const DcmTagKey& tag : {DCM_ImagePositionPatient, DCM_ImageOrientationPatient,
+                                   DCM_PixelSpacing, DCM_RescaleSlope, DCM_RescaleIntercept}) {
+        delete ds->remove(tag);
+      }
+      ds->putAndInsertString(DCM_SOPClassUID, UID_EnhancedMRImageStorage);
+      ds->putAndInsertString(DCM_NumberOfFrames, std::to_string(order.size()).c_str());
+      DcmItem *shared = nullptr, *item = nullptr;
+      ds->findOrCreateSequenceItem(DCM_SharedFunctionalGroupsSequence, shared, 0);
+      shared->findOrCreateSequenceItem(DCM_PlaneOrientationSequence, item, 0);
+      item->putAndInsertOFStringArray(DCM_ImageOrientationPatient, orientation);
+      shared->findOrCreateSequenceItem(DCM_PixelMeasuresSequence, item, 0);
+      item->putAndInsertOFStringArray(DCM_PixelSpacing, spacing);
+      std::vector<Uint16> pixels;
+      for (size_t f = 0; f < order.size(); ++f) {
+        DcmDataset* source = sources[order[f]].getDataset();
+        const double slope = slopes.empty() ? 2 : slopes[f];
+        DcmItem* per = nullptr;
+        ds->findOrCreateSequenceItem(DCM_PerFrameFunctionalGroupsSequence, per, -2);
+        OFString position;
+        source->findAndGetOFStringArray(DCM_ImagePositionPatient, position);
+        per->findOrCreateSequenceItem(DCM_PlanePositionSequence, item, 0);
+        item->putAndInsertOFStringArray(DCM_ImagePositionPatient, position);
+        per->findOrCreateSequenceItem(DCM_FrameContentSequence, item, 0);
+        item->putAndInsertString(DCM_StackID, stack.c_str());
+        per->findOrCreateSequenceItem(DCM_PixelValueTransformationSequence, item, 0);
+        item->putAndInsertString(DCM_RescaleSlope, absl::StrCat(slope).c_str());
+        item->putAndInsertString(DCM_RescaleIntercept, "-100");
+        const Uint16* data = nullptr;
+        unsigned long count = 0;
+        source->findAndGetUint16Array(DCM_PixelData, data, &count);
+        for (unsigned long v = 0; v < count; ++v) {
+          // value = stored * 2 - 100 in the source; here stored * slope - 100.
+          pixels.push_back(static_cast<Uint16>(
+              static_cast<int16_t>(std::lround(static_cast<int16_t>(data[v]) * 2 / slope))));
+        }
+      }
+      ds->putAndInsertUint16Array(DCM_PixelData, pixels.data(), pixels.size());
+    });
+  }
+
   std::filesystem::path dir_;
   Volume image_;
   std::string study_ = NewDicomUid(), frame_ = NewDicomUid();
@@ -323,7 +383,7 @@ TEST_F(DicomTest, BadInstancesAreNamedErrors) {
   cases.push_back(
       {"multi-frame",
        {Edit(good[0], [](DcmDataset* ds) { ds->putAndInsertString(DCM_NumberOfFrames, "3"); })},
-       "multi-frame"});
+       "PerFrameFunctionalGroupsSequence has no item for frame 1 of 3"});
   std::vector<std::string> two_studies = good;
   two_studies[4] = Edit(
       good[4], [](DcmDataset* ds) { ds->putAndInsertString(DCM_StudyInstanceUID, "1.2.3.4"); });
@@ -528,6 +588,68 @@ TEST_F(DicomTest, Jpeg2000LosslessIsExactAndLossyIsClose) {
   broken[2] = AsJpeg2000(plain[2], true, "not a codestream");
   EXPECT_THAT(DecodeDicomSeries(Files(broken)).status().message(),
               HasSubstr("JPEG 2000: no codestream"));
+}
+
+TEST_F(DicomTest, EnhancedMultiFrameReadsLikeTheSingleFrameSeries) {
+  const std::vector<std::string> plain = Write("AX FLAIR");
+  const DicomSeries expected = (*DecodeDicomSeries(Files(plain)))[0];
+  // Frames out of slice order; frame f rescaled by its own slope (1 or 2).
+  const std::vector<int> order = {3, 0, 5, 1, 4, 2};
+  const std::vector<double> slopes = {2, 1, 2, 1, 2, 1};
+  const std::string enhanced = AsEnhanced(plain, order, "1", slopes);
+  absl::StatusOr<std::vector<DicomSeries>> series = DecodeDicomSeries(Files({enhanced}));
+  ASSERT_TRUE(series.ok()) << series.status();
+  ASSERT_EQ(series->size(), 1u);
+  const DicomSeries& got = (*series)[0];
+  EXPECT_TRUE(got.volume.geometry.SameGrid(expected.volume.geometry));
+  EXPECT_EQ(got.volume.voxels, expected.volume.voxels);
+  ExpectSameWorldImage(got.volume);
+  // Slice k is the frame that holds the file slice k was read from in the single-frame series.
+  ASSERT_EQ(got.frame_numbers.size(), 6u);
+  for (int k = 0; k < 6; ++k) {
+    EXPECT_EQ(got.instance_uids[k], got.instance_uids[0]);
+    EXPECT_EQ(order[got.frame_numbers[k] - 1], expected.file_index[k]) << k;
+  }
+  // The SEG references each slice's frame.
+  LabelVolume labels{got.volume.geometry, std::vector<uint8_t>(got.volume.voxels.size(), 0)};
+  labels.labels[3 * 32 * 24 + 50] = 2;
+  absl::StatusOr<std::string> seg = EncodeDicomSeg(labels, *series, {});
+  ASSERT_TRUE(seg.ok()) << seg.status();
+  DcmFileFormat file;
+  ASSERT_TRUE(WriteFileBytes(dir_ / "seg.dcm", *seg).ok());
+  ASSERT_TRUE(file.loadFile((dir_ / "seg.dcm").c_str()).good());
+  DcmStack found;
+  ASSERT_EQ(file.getDataset()->search(DCM_ReferencedFrameNumber, found, ESM_fromHere, OFTrue),
+            EC_Normal);
+  Sint32 frame = 0;
+  static_cast<DcmElement*>(found.top())->getSint32(frame);
+  EXPECT_EQ(order[frame - 1], expected.file_index[3]);
+
+  // A second stack in the same series (two frames): set aside, the larger stack used.
+  std::vector<std::string> two = {enhanced, AsEnhanced(plain, {0, 1}, "2")};
+  two[1] = Edit(two[1], [](DcmDataset* ds) {
+    ds->putAndInsertString(DCM_SOPInstanceUID, NewDicomUid().c_str());
+  });
+  series = DecodeDicomSeries(Files(two));
+  ASSERT_TRUE(series.ok()) << series.status();
+  ASSERT_EQ(series->size(), 2u);
+  EXPECT_EQ((*series)[0].volume.voxels, expected.volume.voxels);
+  EXPECT_THAT((*series)[1].unusable,
+              HasSubstr("stack 2 of a series with several; stack 1 (6 slices) is used"));
+  EXPECT_THAT(SetAsideNotes(*series, {0, 0, 0, 0}).back(), HasSubstr("stack 2"));
+
+  // Frames the per-frame groups do not describe are named errors.
+  const std::string short_groups =
+      Edit(enhanced, [](DcmDataset* ds) { ds->putAndInsertString(DCM_NumberOfFrames, "7"); });
+  EXPECT_THAT(DecodeDicomSeries(Files({short_groups})).status().message(),
+              HasSubstr("'f0.dcm': PerFrameFunctionalGroupsSequence has no item for frame 7"));
+  const std::string no_position = Edit(enhanced, [](DcmDataset* ds) {
+    DcmItem* per = nullptr;
+    ds->findAndGetSequenceItem(DCM_PerFrameFunctionalGroupsSequence, per, 2);
+    delete per->remove(DCM_PlanePositionSequence);
+  });
+  EXPECT_THAT(DecodeDicomSeries(Files({no_position})).status().message(),
+              HasSubstr("frame 3: missing or short ImagePositionPatient"));
 }
 
 TEST_F(DicomTest, FailureReportIsATextSrInTheSourceStudy) {

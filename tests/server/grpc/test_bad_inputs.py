@@ -271,8 +271,9 @@ class BadInputs(unittest.TestCase):
         def three_frames(ds):
             ds.NumberOfFrames = 3
             ds.PixelData = ds.PixelData * 3
-        add("DICOM: multi-frame", self.dicom_request(self.dicom_with(three_frames)), INV,
-            "multi-frame")
+        add("DICOM: multi-frame without per-frame groups",
+            self.dicom_request(self.dicom_with(three_frames)), INV,
+            "PerFrameFunctionalGroupsSequence has no item for frame 1 of 3")
         add("DICOM: a modality missing", self.dicom_request(
             {m: v for m, v in d.items() if m != "t1"}), INV, "no series for modality 't1'")
         add("DICOM: unknown series mapping modality", self.dicom_request(

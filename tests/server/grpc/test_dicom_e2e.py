@@ -427,6 +427,21 @@ class DicomServer(unittest.TestCase):
         print("resampled study: whole-tumour Dice against one grid %.4f, labels equal in %.4f"
               % (dice, (labels == ref_labels).mean()))
         self.assertGreater(dice, 0.9)
+        # Against the phantom's truth (on the flair's grid): the mixed-grid study keeps at least
+        # 95% of the one-grid study's Dice, per region (issue 13's target).
+        truth, truth_affine = canonical(os.path.join(CASE, "%s_seg.nii.gz"
+                                                     % os.path.basename(CASE)))
+        np.testing.assert_allclose(truth_affine, ref_affine, atol=1e-4)
+
+        def region_dice(pred, region):
+            a, b = np.isin(pred, region), np.isin(truth, region)
+            return 2.0 * (a & b).sum() / max(1, a.sum() + b.sum())
+        for name, region in (("WT", (1, 2, 4)), ("TC", (1, 4)), ("ET", (4,))):
+            mixed, uniform = region_dice(labels, region), region_dice(ref_labels, region)
+            print("  %s Dice against the truth: mixed grids %.4f, one grid %.4f (ratio %.3f)"
+                  % (name, mixed, uniform, mixed / max(uniform, 1e-9)), flush=True)
+            if np.isin(truth, region).any():
+                self.assertGreaterEqual(mixed, 0.95 * uniform, name)
 
         # The SEG lies on the flair's grid and references the series on it, the flair alone.
         seg = pydicom.dcmread(os.path.join(self.dir, "out_grids", "seg.dcm"))
@@ -489,6 +504,64 @@ class DicomServer(unittest.TestCase):
                                   r"'t1ce'")
         self.assertIn("series found: ", message)
         self.assertTrue(any(uids[m] in message for m in MODALITIES), message)
+
+    # -- Multi-frame Enhanced MR -----------------------------------------------------------------
+
+    def test_enhanced_multi_frame_mr(self):
+        # Every series as one Enhanced MR Image Storage instance (the way e.g. a Philips 3D
+        # sequence arrives): frames in reverse order, orientation and pixel measures shared,
+        # position, stack and rescale per frame. Same labels as the single-frame study, and a
+        # SEG that references each slice's frame, valid per dciodvfy.
+        study = copy_study("enhanced")
+        for m in MODALITIES:
+            files = instances(study, m)
+            first = pydicom.dcmread(files[0])
+            ds = copy.deepcopy(first)
+            frames = [pydicom.dcmread(f) for f in reversed(files)]
+            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = \
+                pydicom.uid.generate_uid()
+            ds.NumberOfFrames = len(frames)
+            for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+                            "RescaleSlope", "RescaleIntercept", "SliceLocation",
+                            "InstanceNumber"):
+                if keyword in ds:
+                    delattr(ds, keyword)
+            shared = pydicom.Dataset()
+            orientation, measures = pydicom.Dataset(), pydicom.Dataset()
+            orientation.ImageOrientationPatient = first.ImageOrientationPatient
+            measures.PixelSpacing = first.PixelSpacing
+            measures.SliceThickness = first.get("SliceThickness", 1)
+            shared.PlaneOrientationSequence = pydicom.Sequence([orientation])
+            shared.PixelMeasuresSequence = pydicom.Sequence([measures])
+            ds.SharedFunctionalGroupsSequence = pydicom.Sequence([shared])
+            per_frame = []
+            for k, f in enumerate(frames):
+                item, position, content, transform = (pydicom.Dataset() for _ in range(4))
+                position.ImagePositionPatient = f.ImagePositionPatient
+                content.StackID = "1"
+                content.InStackPositionNumber = k + 1
+                transform.RescaleSlope = f.get("RescaleSlope", 1)
+                transform.RescaleIntercept = f.get("RescaleIntercept", 0)
+                item.PlanePositionSequence = pydicom.Sequence([position])
+                item.FrameContentSequence = pydicom.Sequence([content])
+                item.PixelValueTransformationSequence = pydicom.Sequence([transform])
+                per_frame.append(item)
+            ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence(per_frame)
+            ds.PixelData = b"".join(f.PixelData for f in frames)
+            for f in files:
+                os.remove(f)
+            ds.save_as(os.path.join(study, m, "enhanced.dcm"))
+        result = self.assert_segments(study, "enhanced")
+        self.assert_same_labels(result)
+        seg = os.path.join(self.dir, "out_enhanced", "seg.dcm")
+        v = run([tool("dciodvfy"), seg], timeout=60)
+        errors = [l for l in (v.stdout + v.stderr).splitlines() if l.startswith("Error")]
+        self.assertEqual(errors, [], v.stdout + v.stderr)
+        frames = {int(src.ReferencedFrameNumber)
+                  for f in pydicom.dcmread(seg).PerFrameFunctionalGroupsSequence
+                  for d in f.DerivationImageSequence for src in d.SourceImageSequence}
+        self.assertTrue(frames and frames <= set(range(1, SLICES + 1)), frames)
 
     # -- Series naming rules -------------------------------------------------------------------
 
