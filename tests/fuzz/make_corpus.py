@@ -9,11 +9,14 @@ import io
 import os
 import shutil
 import struct
+import subprocess
 import sys
+import tempfile
 
 import nibabel as nib
 import numpy as np
 import pydicom
+import pydicom.encaps
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
@@ -71,6 +74,57 @@ def dicom_bytes(z, rows=8, cols=8, series_uid="1.2.826.0.1.3680043.2.1", desc="F
     return out.getvalue()
 
 
+def enhanced_bytes(frames=3, rows=8, cols=8):
+    """One Enhanced MR instance of `frames` frames: shared orientation and pixel measures,
+    per-frame position, stack and rescale."""
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(0, rows, cols)))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+                    "RescaleSlope", "RescaleIntercept", "InstanceNumber"):
+        delattr(ds, keyword)
+    ds.NumberOfFrames = frames
+    orientation, measures, shared = Dataset(), Dataset(), Dataset()
+    orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    measures.PixelSpacing = [1.0, 1.0]
+    shared.PlaneOrientationSequence = pydicom.Sequence([orientation])
+    shared.PixelMeasuresSequence = pydicom.Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = pydicom.Sequence([shared])
+    per_frame = []
+    for z in range(frames):
+        item, position, content, transform = Dataset(), Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [0.0, 0.0, float(frames - 1 - z)]
+        content.StackID = "1"
+        transform.RescaleSlope, transform.RescaleIntercept = 1 + z, 0
+        item.PlanePositionSequence = pydicom.Sequence([position])
+        item.FrameContentSequence = pydicom.Sequence([content])
+        item.PixelValueTransformationSequence = pydicom.Sequence([transform])
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence(per_frame)
+    ds.PixelData = np.arange(rows * cols * frames, dtype=np.uint16).tobytes()
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, write_like_original=False)
+    return out.getvalue()
+
+
+def jpeg2000_bytes(rows=8, cols=8):
+    """One instance whose pixels are a lossless J2K codestream made by opj_compress."""
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(0, rows, cols)))
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, j2k = os.path.join(tmp, "in.rawl"), os.path.join(tmp, "out.j2k")
+        np.arange(rows * cols, dtype="<u2").tofile(raw)
+        subprocess.run(["opj_compress", "-i", raw, "-o", j2k, "-F", "%d,%d,1,16,u" % (cols, rows),
+                        "-n", "2"], check=True, capture_output=True)
+        with open(j2k, "rb") as f:
+            codestream = f.read()
+    ds.PixelData = pydicom.encaps.encapsulate([codestream])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, write_like_original=False)
+    return out.getvalue()
+
+
 def varint(n):
     out = bytearray()
     while True:
@@ -122,6 +176,8 @@ def main():
     write(out, "dicom", "series3.bin", sep.join(dicom_bytes(z) for z in range(3)))
     write(out, "dicom", "two_series.bin",
           dicom_bytes(0) + sep + dicom_bytes(0, series_uid="1.2.826.0.1.3680043.2.2", desc="T2"))
+    write(out, "dicom", "enhanced3.dcm", enhanced_bytes())
+    write(out, "dicom", "jpeg2000.dcm", jpeg2000_bytes())
     with open(os.path.join(REPO, "models", "bundles", "phantom-compact", "bundle.pbtxt"), "rb") as f:
         write(out, "bundle_config", "phantom-compact.pbtxt", f.read())
     write(out, "bundle_config", "minimal.pbtxt",
