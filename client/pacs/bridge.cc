@@ -72,7 +72,8 @@ struct FailureState {
   bool retryable = false;   // the last failure's
   int64_t failed_unix = 0;  // when it last failed
   bool report_stored = false;
-  std::string bundle;  // the server's bundle then (empty: not reached)
+  int64_t report_tried_unix = 0;  // the last attempt to store the report
+  std::string bundle;             // the server's bundle then (empty: not reached)
 };
 
 FailureState ReadState(const fs::path& file) {
@@ -88,16 +89,40 @@ FailureState ReadState(const fs::path& file) {
     if (kv.first == "retryable") state.retryable = n != 0;
     if (kv.first == "failed_unix") state.failed_unix = n;
     if (kv.first == "report_stored") state.report_stored = n != 0;
+    if (kv.first == "report_tried_unix") state.report_tried_unix = n;
   }
   return state;
 }
 
+// Written beside and renamed over: a crash leaves the old state or the new, never half.
 absl::Status WriteState(const fs::path& file, const FailureState& state) {
-  return volume::WriteFileBytes(
-      file, absl::StrFormat("rounds %d\nretryable %d\nfailed_unix %d\nreport_stored %d\n"
-                            "bundle %s\n",
-                            state.rounds, state.retryable, state.failed_unix, state.report_stored,
-                            state.bundle));
+  const fs::path temporary = fs::path(file).concat(".tmp");
+  if (absl::Status s = volume::WriteFileBytes(
+          temporary, absl::StrFormat("rounds %d\nretryable %d\nfailed_unix %d\nreport_stored %d\n"
+                                     "report_tried_unix %d\nbundle %s\n",
+                                     state.rounds, state.retryable, state.failed_unix,
+                                     state.report_stored, state.report_tried_unix, state.bundle));
+      !s.ok()) {
+    return s;
+  }
+  std::error_code error;
+  fs::rename(temporary, file, error);
+  if (error) return absl::InternalError(absl::StrCat(file.string(), ": ", error.message()));
+  return absl::OkStatus();
+}
+
+// The spooled instances' file names (series and instance keys).
+std::set<std::string> InstanceNames(const fs::path& dir) {
+  std::set<std::string> names;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    if (IsSpooledInstance(entry.path())) names.insert(entry.path().filename().string());
+  }
+  return names;
+}
+
+bool IsStudyKey(const std::string& key) {
+  return key.size() == 16 && key.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
 int64_t UnixSeconds() {
@@ -220,13 +245,24 @@ void Bridge::OnInstance(const ReceivedInstance& instance) {
   }
   const std::string key = StudyKey(instance.study_uid);
   const fs::path dir = fs::path(options_.work_dir) / "incoming" / key;
-  fs::create_directories(dir, error);
-  fs::rename(instance.file,
-             dir / absl::StrCat(StudyKey(instance.series_uid), "_",
-                                fs::path(instance.file).filename().string()),
-             error);
-  instances_.Add({{"outcome", "spooled"}}).Increment();
+  // Named by series and instance: the same instance sent twice is one file (and a study sent
+  // again is recognised instance by instance).
+  const std::string name =
+      absl::StrCat(StudyKey(instance.series_uid), "_",
+                   instance.sop_instance_uid.empty() ? fs::path(instance.file).stem().string()
+                                                     : StudyKey(instance.sop_instance_uid),
+                   ".dcm");
+  // Under the lock: Finish and RetryFailed move incoming/<key> as a whole.
   std::lock_guard<std::mutex> lock(mutex_);
+  fs::create_directories(dir, error);
+  fs::rename(instance.file, dir / name, error);
+  if (error) {
+    fs::remove(instance.file, error);
+    instances_.Add({{"outcome", "ignored"}}).Increment();
+    Log("instance_not_spooled", absl::StrFormat(R"("study":"%s")", key));
+    return;
+  }
+  instances_.Add({{"outcome", "spooled"}}).Increment();
   Study& study = studies_[key];
   if (study.instances == 0) Log("study_receiving", absl::StrFormat(R"("study":"%s")", key));
   ++study.instances;
@@ -247,6 +283,10 @@ void Bridge::Recover() {
   pending_.Set(static_cast<double>(studies_.size()));
 }
 
+bool Bridge::ReportDue(bool retryable, int rounds) const {
+  return options_.failure_reports && (!retryable || rounds >= options_.failed_retry_rounds);
+}
+
 void Bridge::RetryFailed(bool at_start) {
   const fs::path failed = fs::path(options_.work_dir) / "failed";
   const int64_t now = UnixSeconds();
@@ -263,21 +303,37 @@ void Bridge::RetryFailed(bool at_start) {
                       : at_start     ? "start"
                       : due          ? "schedule"
                                      : nullptr;
-    if (why == nullptr) continue;
+    if (why == nullptr) {
+      // Not tried again: a report the PACS did not take (it was down) is tried on the schedule.
+      if (ReportDue(state.retryable, state.rounds) && !state.report_stored &&
+          now - state.report_tried_unix >= options_.failed_retry_seconds) {
+        std::string reason;
+        std::getline(std::ifstream(entry.path() / "reason.txt"), reason);
+        state.report_stored = StoreFailureReport(key, entry.path().string(), reason, state.bundle);
+        state.report_tried_unix = now;
+        if (absl::Status s = WriteState(entry.path() / kState, state); !s.ok()) {
+          Log("state_not_written", absl::StrFormat(R"("study":"%s")", key));
+        }
+      }
+      continue;
+    }
     const fs::path incoming = fs::path(options_.work_dir) / "incoming" / key;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      // Sent again meanwhile: that copy is tried first, and its end replaces this one.
+      // Sent again meanwhile: that copy goes first and takes this one in (SegmentAndStore).
       if (studies_.count(key) > 0 || fs::exists(incoming, error)) continue;
-      state.rounds = requested ? 0 : state.rounds + 1;
       std::error_code moved;
-      if (absl::Status s = WriteState(entry.path() / kState, state); !s.ok()) continue;
-      fs::remove(entry.path() / kRequeue, error);
       fs::rename(entry.path(), incoming, moved);
       if (moved) {
         Log("study_requeue_failed",
             absl::StrFormat(R"("study":"%s","error":"%s")", key, Escape(moved.message())));
         continue;
+      }
+      // The request is served only once the study has moved.
+      fs::remove(incoming / kRequeue, error);
+      state.rounds = requested ? 0 : state.rounds + 1;
+      if (absl::Status s = WriteState(incoming / kState, state); !s.ok()) {
+        Log("state_not_written", absl::StrFormat(R"("study":"%s")", key));
       }
       Study& study = studies_[key];
       study.last_instance = study.next_attempt = Clock::now();
@@ -352,7 +408,7 @@ absl::Status Bridge::SegmentAndStore(const std::string& key, Attempt* attempt) {
   absl::StatusOr<v1::DescribeBankResponse> bank = client::DescribeBank(stub_.get());
   if (!bank.ok()) return bank.status();
   attempt->bundle = bank->bundle_name();
-  const std::set<std::string> series = SeriesKeys(dir);
+  std::set<std::string> series = SeriesKeys(dir);
   auto covers = [&series](const std::set<std::string>& before) {
     return !series.empty() &&
            std::includes(before.begin(), before.end(), series.begin(), series.end());
@@ -364,21 +420,49 @@ absl::Status Bridge::SegmentAndStore(const std::string& key, Attempt* attempt) {
     attempt->note = "already segmented with this bundle";
     return absl::OkStatus();
   }
-  // Failed before, for a reason a retry does not change, with this bundle and these series
-  // (e.g. the PACS re-sending the study after our failure report): not again until requeued.
+  // Failed before and here again (the PACS re-sent it, or sent what was missing). Nothing new,
+  // instance by instance, after a failure a retry does not change, with this bundle (e.g. the
+  // re-send an auto-routing PACS makes after our report): not again until requeued. Otherwise
+  // the failed copy's instances join this one, so that a re-send of only the missing series or
+  // slice completes the study.
   const fs::path failed = fs::path(options_.work_dir) / "failed" / key;
   std::error_code error;
-  if (fs::exists(failed / kState, error) && !fs::exists(failed / kRequeue, error)) {
-    const FailureState state = ReadState(failed / kState);
-    if (!state.retryable && state.bundle == bank->bundle_name() && covers(SeriesKeys(failed))) {
+  if (fs::is_directory(failed, error)) {
+    FailureState state = ReadState(failed / kState);
+    const bool requested = fs::exists(failed / kRequeue, error);
+    const std::set<std::string> arrived = InstanceNames(dir), before = InstanceNames(failed);
+    if (!requested && !state.retryable && state.bundle == bank->bundle_name() && !arrived.empty() &&
+        std::includes(before.begin(), before.end(), arrived.begin(), arrived.end())) {
       attempt->done = Done::kAlreadyFailed;
       attempt->note = "failed before with this bundle; requeue it to try again";
       return absl::OkStatus();
     }
+    int joined = 0;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const std::string& name : before) {
+        if (arrived.count(name) > 0) continue;
+        fs::rename(failed / name, dir / name, error);
+        joined += error ? 0 : 1;
+      }
+      if (!fs::exists(dir / kState, error)) {
+        if (requested) state.rounds = 0;
+        if (!WriteState(dir / kState, state).ok()) {
+          Log("state_not_written", absl::StrFormat(R"("study":"%s")", key));
+        }
+      }
+      fs::remove_all(failed, error);
+    }
+    Log("study_joined_failed_copy", absl::StrFormat(R"("study":"%s","instances":%d)", key, joined));
+    series = SeriesKeys(dir);
   }
   std::vector<client::InputFile> files;
-  for (const auto& entry : fs::directory_iterator(dir)) {
+  std::error_code listed;
+  for (const auto& entry : fs::directory_iterator(dir, listed)) {
     if (IsSpooledInstance(entry.path())) files.push_back({entry.path(), ""});
+  }
+  if (listed) {
+    return absl::InternalError(absl::StrCat("incoming/", key, ": ", listed.message()));
   }
   std::sort(files.begin(), files.end(),
             [](const auto& a, const auto& b) { return a.path < b.path; });
@@ -458,12 +542,14 @@ void Bridge::Finish(const std::string& key, const absl::Status& status, const At
   // A requeued study brings its state along; a study sent again inherits the failed copy's.
   FailureState state =
       ReadState(fs::exists(incoming / kState, error) ? incoming / kState : failed / kState);
+  bool requeue_pending = false;  // asked for while this attempt ran: kept for the next pass
   {
     std::lock_guard<std::mutex> lock(mutex_);
     first_attempt = studies_[key].first_attempt;
     if (nothing_done) {
       fs::remove_all(incoming, error);  // done/ or failed/ keeps what the earlier run left
     } else {
+      requeue_pending = !status.ok() && fs::exists(failed / kRequeue, error);
       fs::remove_all(target, error);
       if (status.ok()) fs::remove_all(failed, error);  // an earlier failure is over
       fs::create_directories(target.parent_path(), error);
@@ -486,8 +572,17 @@ void Bridge::Finish(const std::string& key, const absl::Status& status, const At
     state.retryable = Retryable(status);
     state.failed_unix = UnixSeconds();
     if (!attempt.bundle.empty()) state.bundle = attempt.bundle;
-    if (options_.failure_reports && !state.report_stored) {
-      state.report_stored = StoreFailureReport(key, target.string(), status, state.bundle);
+    // The PACS is told once the failure is final: a retry cannot change it, or the scheduled
+    // rounds are spent (an outage the schedule outlives leaves no stale report in the study).
+    if (ReportDue(state.retryable, state.rounds) && !state.report_stored) {
+      state.report_stored =
+          StoreFailureReport(key, target.string(), status.ToString(), state.bundle);
+      state.report_tried_unix = UnixSeconds();
+    }
+    if (requeue_pending) {
+      if (!volume::WriteFileBytes(target / kRequeue, "").ok()) {
+        Log("requeue_not_kept", absl::StrFormat(R"("study":"%s")", key));
+      }
     }
     if (absl::Status s = WriteState(target / kState, state); !s.ok()) {
       Log("state_not_written", absl::StrFormat(R"("study":"%s")", key));
@@ -499,7 +594,7 @@ void Bridge::Finish(const std::string& key, const absl::Status& status, const At
 }
 
 bool Bridge::StoreFailureReport(const std::string& key, const std::string& dir,
-                                const absl::Status& status, const std::string& bundle) {
+                                const std::string& reason, const std::string& bundle) {
   std::vector<fs::path> sources;
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(dir, error)) {
@@ -510,7 +605,7 @@ bool Bridge::StoreFailureReport(const std::string& key, const std::string& dir,
     const fs::path source = *std::min_element(sources.begin(), sources.end());
     const fs::path report = fs::path(dir) / "report.dcm";
     volume::FailureReportOptions options;
-    options.reason = status.ToString().substr(0, 2000);
+    options.reason = reason.substr(0, 2000);
     options.algorithm_version =
         absl::StrCat("danet-pacs-bridge, bundle ", bundle.empty() ? "unknown" : bundle);
     absl::StatusOr<std::string> bytes = volume::ReadFileBytes(source);
@@ -529,7 +624,7 @@ absl::Status RequestRequeue(const std::string& work_dir, const std::string& key,
                             const std::string& study_rules, const std::string& study_rules_source) {
   const fs::path dir = fs::path(work_dir) / "failed" / key;
   std::error_code error;
-  if (key.empty() || key.find('/') != std::string::npos || !fs::is_directory(dir, error)) {
+  if (!IsStudyKey(key) || !fs::is_directory(dir, error)) {
     return absl::NotFoundError(absl::StrCat("no failed study ", key, " under ", work_dir,
                                             "/failed (danet-pacs-bridge list shows them)"));
   }

@@ -14,9 +14,10 @@
 // (`danet-pacs-bridge requeue KEY`, which leaves a `requeue` file in failed/<key>/ for the
 // running bridge or the next start; RequestRequeue).
 //
-// Failures are visible in the PACS: when a study fails, a DICOM Basic Text SR saying so and why
-// is stored into the study (once per study, until a later attempt succeeds), with the patient and
-// study attributes the study itself holds and nothing else.
+// Failures are visible in the PACS: when a study fails for good (not retryable, or the scheduled
+// rounds spent), a DICOM Basic Text SR saying so and why is stored into the study (once per
+// study; one the PACS did not take is tried again on the schedule), with the patient and study
+// attributes the study itself holds and nothing else.
 //
 // Series naming rules: the bridge's --series_rules file, and a study's own rules in
 // work_dir/rules/<key>.pbtxt (`danet-pacs-bridge requeue KEY --study_rules FILE` puts them
@@ -27,7 +28,10 @@
 // ignored); a study whose MR series were all segmented before with the server's current bundle
 // is not segmented again (done/<key>/sources.txt records the bundle and the series, as keys, of
 // each SEG stored); and a study that failed for a reason a retry cannot change (bad input) with
-// the same bundle and no new series is not tried again until someone requeues it.
+// the same bundle and no new instance (spooled files are named by series and instance) is not
+// tried again until someone requeues it. Anything new for a failed study joins the failed
+// copy's instances, and the whole study is tried again (a missing slice sent later completes
+// it).
 //
 // The server is reached through client/cli/channel.h: plaintext, TLS or mutual TLS, and a
 // bearer token on every call. A missing or wrong token (UNAUTHENTICATED) is not retried: the
@@ -120,8 +124,11 @@ class Bridge {
   absl::Status SegmentAndStore(const std::string& key, Attempt* attempt);
   void Finish(const std::string& key, const absl::Status& status, const Attempt& attempt);
   // Stores the Basic Text SR for a failed study (in `dir`); false when it could not.
-  bool StoreFailureReport(const std::string& key, const std::string& dir,
-                          const absl::Status& status, const std::string& bundle);
+  bool StoreFailureReport(const std::string& key, const std::string& dir, const std::string& reason,
+                          const std::string& bundle);
+  // Whether a failure is final enough to tell the PACS: not retryable, or the retry rounds
+  // spent (and reports on).
+  bool ReportDue(bool retryable, int rounds) const;
 
   const BridgeOptions options_;
   std::atomic<bool> stop_{false};
@@ -150,7 +157,8 @@ absl::Status RequestRequeue(const std::string& work_dir, const std::string& key,
 
 // One line per failed study under `work_dir`: key, rounds of retries so far, whether the
 // failure was retryable, whether a failure report was stored, requeue requested, and the
-// reason (a status: codes and our messages, no patient data).
+// reason (a status: codes and our messages, which may quote SeriesDescriptions; no patient
+// attributes).
 absl::StatusOr<std::vector<std::string>> ListFailed(const std::string& work_dir);
 
 // Stable short key of a UID (16 hex digits of its FNV-1a hash): studies' directory names and

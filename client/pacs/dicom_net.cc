@@ -34,13 +34,15 @@ class StoreScp : public DcmStorageSCP {
   }
   void notifyInstanceStored(const OFString& filename, const OFString&, const OFString&,
                             DcmDataset* dataset) const override {
-    OFString study, series, modality;
+    OFString study, series, instance, modality;
     if (dataset != nullptr) {
       dataset->findAndGetOFString(DCM_StudyInstanceUID, study);
       dataset->findAndGetOFString(DCM_SeriesInstanceUID, series);
+      dataset->findAndGetOFString(DCM_SOPInstanceUID, instance);
       dataset->findAndGetOFString(DCM_Modality, modality);
     }
-    on_instance_({filename.c_str(), study.c_str(), series.c_str(), modality.c_str()});
+    on_instance_(
+        {filename.c_str(), study.c_str(), series.c_str(), instance.c_str(), modality.c_str()});
   }
   void notifyAssociationAcknowledge() override { ++*open_associations_; }
   void notifyAssociationTermination() override {

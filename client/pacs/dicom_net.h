@@ -27,6 +27,7 @@ struct ReceivedInstance {
   std::string file;  // under the spool directory; the callback owns it from then on
   std::string study_uid;
   std::string series_uid;
+  std::string sop_instance_uid;
   std::string modality;
 };
 

@@ -7,8 +7,8 @@
 //       [--allowed_calling_aes ORTHANC,...] [--allowed_hosts 10.0.0.5,...]
 //       [--tls_ca_file F] [--tls_cert_file F --tls_key_file F] [--token_file F]
 //       [--failed_retry_seconds 1800] [--failed_retry_rounds 12] [--failure_reports=true]
-//   danet-pacs-bridge list --work_dir DIR          failed studies, one line each
 //       [--series_rules RULES.pbtxt]
+//   danet-pacs-bridge list --work_dir DIR          failed studies, one line each
 //   danet-pacs-bridge requeue KEY... --work_dir DIR  try these failed studies again (`all`: all)
 //       [--study_rules RULES.pbtxt]    ... with these naming rules for that study (one KEY)
 //

@@ -113,10 +113,9 @@ bool IsJpeg2000(E_TransferSyntax xfer) {
   return xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000;
 }
 
-// Frame `frame` (0-based) of `frames` of a JPEG 2000 instance, decoded with OpenJPEG: a
-// single frame's fragments joined, or one fragment per frame.
-absl::Status ReadJpeg2000Pixels(DcmDataset* ds, int frame, int frames, double slope,
-                                double intercept, Slice* s) {
+// The fragments of a JPEG 2000 instance's encapsulated pixel data (views into `ds`, walked
+// once), the offset table left out.
+absl::StatusOr<std::vector<std::string_view>> Jpeg2000Fragments(DcmDataset* ds) {
   DcmElement* element = nullptr;
   DcmPixelSequence* sequence = nullptr;
   if (ds->findAndGetElement(DCM_PixelData, element).bad() || element == nullptr ||
@@ -126,17 +125,34 @@ absl::Status ReadJpeg2000Pixels(DcmDataset* ds, int frame, int frames, double sl
       sequence == nullptr) {
     return absl::InvalidArgumentError("JPEG 2000: no encapsulated pixel data");
   }
-  std::vector<std::string> fragments;
-  for (unsigned long i = 1; i < sequence->card(); ++i) {  // item 0: the offset table
-    DcmPixelItem* item = nullptr;
+  std::vector<std::string_view> fragments;
+  bool offset_table = true;
+  for (DcmObject* object = sequence->nextInContainer(nullptr); object != nullptr;
+       object = sequence->nextInContainer(object)) {
+    if (offset_table) {
+      offset_table = false;
+      continue;
+    }
+    auto* item = static_cast<DcmPixelItem*>(object);
     Uint8* bytes = nullptr;
-    if (sequence->getItem(item, i).bad() || item->getUint8Array(bytes).bad()) continue;
-    fragments.emplace_back(bytes == nullptr ? "" : reinterpret_cast<const char*>(bytes),
-                           bytes == nullptr ? 0 : item->getLength());
+    if (item->getUint8Array(bytes).bad() || (bytes == nullptr && item->getLength() > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("JPEG 2000: fragment ", fragments.size() + 1, " cannot be read"));
+    }
+    fragments.emplace_back(reinterpret_cast<const char*>(bytes), bytes ? item->getLength() : 0);
   }
-  std::string stream;
+  return fragments;
+}
+
+// Frame `frame` (0-based) of `frames` of a JPEG 2000 instance, decoded with OpenJPEG: a
+// single frame's fragments joined, or one fragment per frame.
+absl::Status ReadJpeg2000Pixels(const std::vector<std::string_view>& fragments, int frame,
+                                int frames, double slope, double intercept, Slice* s) {
+  std::string joined;
+  std::string_view stream;
   if (frames == 1) {
-    for (const std::string& f : fragments) stream += f;
+    for (std::string_view f : fragments) joined.append(f.data(), f.size());
+    stream = joined;
   } else if (static_cast<int>(fragments.size()) == frames) {
     stream = fragments[frame];
   } else {
@@ -260,7 +276,9 @@ absl::StatusOr<std::vector<Slice>> DecodeInstance(const DicomFile& file, int ind
   Sint32 frames = 1;
   if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad()) frames = 1;
   const bool multi_frame = frames > 1 || ds->tagExists(DCM_PerFrameFunctionalGroupsSequence);
-  if (frames < 1 || static_cast<int64_t>(frames) * rows * columns > limits.max_voxels) {
+  // Frames: at most a few stacks of the deepest volume allowed, and the volume limit.
+  if (frames < 1 || frames > 4 * limits.max_dim ||
+      static_cast<int64_t>(frames) * rows * columns > limits.max_voxels) {
     return absl::InvalidArgumentError(
         absl::StrCat("NumberOfFrames ", frames, " is not positive or over the volume limit"));
   }
@@ -275,9 +293,13 @@ absl::StatusOr<std::vector<Slice>> DecodeInstance(const DicomFile& file, int ind
     rescale.emplace_back(slope, intercept);
   } else {
     DcmItem* shared = FirstItem(ds, DCM_SharedFunctionalGroupsSequence);
+    DcmSequenceOfItems* per_frame = nullptr;
+    ds->findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, per_frame);
+    DcmObject* next = nullptr;  // the items, walked once (getItem(i) seeks from the start)
     for (int f = 0; f < frames; ++f) {
-      DcmItem* per = nullptr;
-      if (ds->findAndGetSequenceItem(DCM_PerFrameFunctionalGroupsSequence, per, f).bad()) {
+      next = per_frame == nullptr ? nullptr : per_frame->nextInContainer(next);
+      auto* per = static_cast<DcmItem*>(next);
+      if (per == nullptr) {
         return absl::InvalidArgumentError(absl::StrCat(
             "PerFrameFunctionalGroupsSequence has no item for frame ", f + 1, " of ", frames));
       }
@@ -310,8 +332,13 @@ absl::StatusOr<std::vector<Slice>> DecodeInstance(const DicomFile& file, int ind
 
   if (ds->tagExists(DCM_PixelData) == OFFalse) return absl::InvalidArgumentError("no pixel data");
   const bool jpeg2000 = IsJpeg2000(ds->getOriginalXfer());
-  if (!jpeg2000 && (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
-                    !ds->canWriteXfer(EXS_LittleEndianExplicit))) {
+  std::vector<std::string_view> fragments;
+  if (jpeg2000) {
+    absl::StatusOr<std::vector<std::string_view>> found = Jpeg2000Fragments(ds);
+    if (!found.ok()) return found.status();
+    fragments = *std::move(found);
+  } else if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
+             !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
     const DcmXfer xfer(format.getDataset()->getOriginalXfer());
     return absl::InvalidArgumentError(
         absl::StrCat("cannot decode transfer syntax ", xfer.getXferName()));
@@ -319,9 +346,9 @@ absl::StatusOr<std::vector<Slice>> DecodeInstance(const DicomFile& file, int ind
   for (size_t f = 0; f < slices.size(); ++f) {
     const int frame = static_cast<int>(f);
     const absl::Status st =
-        jpeg2000
-            ? ReadJpeg2000Pixels(ds, frame, frames, rescale[f].first, rescale[f].second, &slices[f])
-            : ReadPixels(ds, frame, rescale[f].first, rescale[f].second, &slices[f]);
+        jpeg2000 ? ReadJpeg2000Pixels(fragments, frame, frames, rescale[f].first, rescale[f].second,
+                                      &slices[f])
+                 : ReadPixels(ds, frame, rescale[f].first, rescale[f].second, &slices[f]);
     if (!st.ok()) {
       return multi_frame
                  ? absl::InvalidArgumentError(absl::StrCat("frame ", f + 1, ": ", st.message()))
@@ -396,7 +423,6 @@ absl::StatusOr<DicomSeries> BuildSeries(std::vector<Slice> slices,
   series.inversion_time_ms = first.inversion_time_ms;
   series.contrast_agent = first.contrast_agent;
   series.sop_class_uid = first.sop_class;
-  series.first_instance = std::string(files[slices[0].file].bytes);
   // voxel (i, j, k) -> LPS = p0 + i * dc * row_dir + j * dr * column_dir + k * step * normal;
   // RAS negates x and y.
   Matrix4 m{};
@@ -488,6 +514,13 @@ absl::StatusOr<std::vector<DicomSeries>> DecodeDicomSeries(const std::vector<Dic
         out[i].volume.voxels.shrink_to_fit();
         break;
       }
+    }
+  }
+  // Patient and study for derived objects: one copy of a file per series that can be used
+  // (a multi-frame file holds every stack: not one copy per stack).
+  for (DicomSeries& series : out) {
+    if (series.unusable.empty()) {
+      series.first_instance = std::string(files[series.file_index[0]].bytes);
     }
   }
   return out;

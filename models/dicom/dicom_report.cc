@@ -57,6 +57,16 @@ absl::StatusOr<std::string> EncodeFailureReport(const std::string& source_instan
     return s;
   }
   document.createNewSeries();
+  // readStudyData does not carry the character set: without it a non-ASCII patient name would
+  // be read in the default repertoire.
+  OFString charset;
+  if (source.getDataset()->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset).good() &&
+      !charset.empty()) {
+    if (absl::Status s = Check(document.setSpecificCharacterSet(charset, OFFalse), "charset");
+        !s.ok()) {
+      return s;
+    }
+  }
   const std::string version =
       options.algorithm_version.empty() ? "unknown" : options.algorithm_version;
   for (absl::Status s :

@@ -1,8 +1,11 @@
 #include "models/dicom/element_scan.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 
 namespace danet::volume {
@@ -30,7 +33,8 @@ class Walker {
 
   // Walks elements from the current position to the end of the file, or (meta_only) to the
   // end of group 0002. Returns the transfer syntax UID when it passes (0002,0010).
-  absl::Status Walk(Encoding encoding, bool meta_only, std::string* transfer_syntax) {
+  absl::Status Walk(Encoding encoding, bool meta_only, std::string* transfer_syntax,
+                    DicomImageSize* size = nullptr) {
     bool in_fragments = false;  // inside encapsulated pixel data: items hold bytes, not elements
     while (pos_ < bytes_.size()) {
       if (bytes_.size() - pos_ < 8) return Short("an element header", pos_);
@@ -76,6 +80,9 @@ class Walker {
           transfer_syntax->pop_back();
         }
       }
+      if (size != nullptr && group == 0x0028 && length <= bytes_.size() - pos_) {
+        Capture(element, length, encoding, size);
+      }
       if (absl::Status s = Skip(group, element, length, start); !s.ok()) return s;
     }
     return absl::OkStatus();
@@ -84,6 +91,22 @@ class Walker {
   size_t pos() const { return pos_; }
 
  private:
+  // Rows (0028,0010) and Columns (0028,0011), US; NumberOfFrames (0028,0008), IS. The largest
+  // seen (an icon image nested in a sequence is smaller than the image).
+  void Capture(uint16_t element, uint32_t length, Encoding encoding, DicomImageSize* size) {
+    if ((element == 0x0010 || element == 0x0011) && length == 2) {
+      int& field = element == 0x0010 ? size->rows : size->columns;
+      field = std::max<int>(field, U16(pos_, encoding));
+    } else if (element == 0x0008 && length <= 12) {
+      int64_t frames = 0;
+      std::string text(bytes_.substr(pos_, length));
+      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &frames) && frames > 0) {
+        size->frames =
+            static_cast<int>(std::max<int64_t>(size->frames, std::min<int64_t>(frames, 1 << 30)));
+      }
+    }
+  }
+
   uint16_t U16(size_t at, Encoding e) const {
     const auto b = [&](size_t i) { return static_cast<uint16_t>(static_cast<uint8_t>(bytes_[i])); };
     return e == Encoding::kExplicitBig ? static_cast<uint16_t>(b(at) << 8 | b(at + 1))
@@ -122,7 +145,9 @@ class Walker {
 
 }  // namespace
 
-absl::Status CheckDeclaredLengths(std::string_view bytes) {
+namespace {
+
+absl::Status Scan(std::string_view bytes, DicomImageSize* size) {
   constexpr size_t kMetaStart = 132;  // 128-byte preamble, then "DICM"
   if (bytes.size() < kMetaStart) return absl::InvalidArgumentError("not a DICOM file");
   Walker walker(bytes, kMetaStart);
@@ -146,7 +171,17 @@ absl::Status CheckDeclaredLengths(std::string_view bytes) {
     if (!upper(bytes[p + 4]) || !upper(bytes[p + 5])) encoding = Encoding::kImplicitLittle;
   }
   Walker data(bytes, walker.pos());
-  return data.Walk(encoding, /*meta_only=*/false, nullptr);
+  return data.Walk(encoding, /*meta_only=*/false, nullptr, size);
+}
+
+}  // namespace
+
+absl::Status CheckDeclaredLengths(std::string_view bytes) { return Scan(bytes, nullptr); }
+
+absl::StatusOr<DicomImageSize> PeekDicomImageSize(std::string_view bytes) {
+  DicomImageSize size;
+  if (absl::Status s = Scan(bytes, &size); !s.ok()) return s;
+  return size;
 }
 
 }  // namespace danet::volume

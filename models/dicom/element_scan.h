@@ -13,12 +13,22 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace danet::volume {
 
 // `bytes`: the whole file, 128-byte preamble and "DICM" included. InvalidArgument names the
 // offending tag and its declared length when a value runs past the end of the file.
 absl::Status CheckDeclaredLengths(std::string_view bytes);
+
+// Rows, Columns and NumberOfFrames (1 when absent) read by the same walk, for a memory estimate
+// before anything is decoded (0 when absent; a deflated file gives 0 x 0). Errors as above.
+struct DicomImageSize {
+  int rows = 0;
+  int columns = 0;
+  int frames = 1;
+};
+absl::StatusOr<DicomImageSize> PeekDicomImageSize(std::string_view bytes);
 
 }  // namespace danet::volume
 

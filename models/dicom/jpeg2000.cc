@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 
@@ -43,7 +44,9 @@ OPJ_BOOL Seek(OPJ_OFF_T to, void* user) {
   return OPJ_TRUE;
 }
 
-void Quiet(const char*, void*) {}  // OpenJPEG's messages: our error says what failed
+void Quiet(const char*, void*) {}
+
+constexpr int64_t kMaxTiles = 4096;  // OpenJPEG's messages: our error says what failed
 
 struct CodecDeleter {
   void operator()(opj_codec_t* c) const { opj_destroy_codec(c); }
@@ -69,6 +72,37 @@ absl::StatusOr<std::vector<int32_t>> DecodeJpeg2000(const uint8_t* data, size_t 
   } else {
     return absl::InvalidArgumentError("JPEG 2000: no codestream (bad start marker)");
   }
+  // The SIZ segment first, by hand: OpenJPEG's header read allocates per tile, so the image
+  // size, the component count and the tile count are checked before it runs.
+  const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  const size_t siz = bytes.find(std::string_view("\xff\x4f\xff\x51", 4));
+  if (siz == std::string_view::npos || size - siz < 42) {
+    return absl::InvalidArgumentError("JPEG 2000: no image and tile size (SIZ) segment");
+  }
+  auto u32 = [&](size_t at) -> int64_t {
+    return int64_t{data[at]} << 24 | int64_t{data[at + 1]} << 16 | int64_t{data[at + 2]} << 8 |
+           data[at + 3];
+  };
+  const int64_t x_end = u32(siz + 8), y_end = u32(siz + 12);
+  const int64_t width = x_end - u32(siz + 16), height = y_end - u32(siz + 20);
+  const int64_t tile_w = u32(siz + 24), tile_h = u32(siz + 28);
+  const int64_t tile_x0 = u32(siz + 32), tile_y0 = u32(siz + 36);
+  const int components = data[siz + 40] << 8 | data[siz + 41];
+  if (width != columns || height != rows) {
+    return absl::InvalidArgumentError(absl::StrCat("JPEG 2000: the codestream is ", width, "x",
+                                                   height, ", the DICOM frame ", columns, "x",
+                                                   rows));
+  }
+  if (components != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("JPEG 2000: ", components, " components (grey-scale has one)"));
+  }
+  if (tile_w <= 0 || tile_h <= 0 || tile_x0 > x_end || tile_y0 > y_end ||
+      ((x_end - tile_x0 + tile_w - 1) / tile_w) * ((y_end - tile_y0 + tile_h - 1) / tile_h) >
+          kMaxTiles) {
+    return absl::InvalidArgumentError(absl::StrCat("JPEG 2000: tiles of ", tile_w, "x", tile_h,
+                                                   " (at most ", kMaxTiles, " tiles decoded)"));
+  }
   std::unique_ptr<opj_codec_t, CodecDeleter> codec(opj_create_decompress(format));
   Buffer buffer{data, size};
   std::unique_ptr<opj_stream_t, StreamDeleter> stream(opj_stream_create(1 << 16, OPJ_TRUE));
@@ -91,17 +125,10 @@ absl::StatusOr<std::vector<int32_t>> DecodeJpeg2000(const uint8_t* data, size_t 
     return absl::InvalidArgumentError("JPEG 2000: unreadable header");
   }
   std::unique_ptr<opj_image_t, ImageDeleter> image(raw);
-  // Before decoding: the size the header promises must be the DICOM frame's.
-  const int64_t width = static_cast<int64_t>(image->x1) - image->x0;
-  const int64_t height = static_cast<int64_t>(image->y1) - image->y0;
-  if (image->numcomps != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("JPEG 2000: ", image->numcomps, " components (grey-scale has one)"));
-  }
-  if (width != columns || height != rows) {
-    return absl::InvalidArgumentError(absl::StrCat("JPEG 2000: the codestream is ", width, "x",
-                                                   height, ", the DICOM frame ", columns, "x",
-                                                   rows));
+  // As the SIZ segment said (checked above), now as OpenJPEG read it.
+  if (image->numcomps != 1 || static_cast<int64_t>(image->x1) - image->x0 != columns ||
+      static_cast<int64_t>(image->y1) - image->y0 != rows) {
+    return absl::InvalidArgumentError("JPEG 2000: the header disagrees with its SIZ segment");
   }
   if (!opj_decode(codec.get(), stream.get(), image.get()) ||
       !opj_end_decompress(codec.get(), stream.get())) {

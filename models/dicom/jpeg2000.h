@@ -1,7 +1,8 @@
 // JPEG 2000 (ISO 15444-1) decoding of one grey-scale frame, for DICOM's JPEG 2000 transfer
 // syntaxes (1.2.840.10008.1.2.4.90 lossless only, .91 lossless or lossy), with OpenJPEG
 // (libopenjp2). DCMTK's free edition has no JPEG 2000 codec. The codestream is untrusted: its
-// size is checked against the DICOM Rows and Columns before anything is decoded.
+// SIZ segment (image size, components, tiles: at most 4096) is read by hand and checked against
+// the DICOM Rows and Columns before OpenJPEG reads anything.
 //
 // Thread safety: reentrant.
 #ifndef DANET_MODELS_DICOM_JPEG2000_H_

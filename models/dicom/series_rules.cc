@@ -156,7 +156,7 @@ std::optional<std::string> SeriesRules::Match(const SeriesAttributes& series) co
 absl::StatusOr<SeriesRules> LoadSeriesRules(const std::string& path) {
   absl::StatusOr<std::string> text = ReadFileBytes(path);
   if (!text.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--series_rules ", text.status().message()));
+    return absl::InvalidArgumentError(text.status().message());
   }
   return SeriesRules::Parse(*text, path);
 }

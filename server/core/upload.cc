@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "models/dicom/element_scan.h"
 #include "models/engine/preprocess.h"
 
 namespace danet::service {
@@ -205,12 +206,21 @@ absl::StatusOr<int64_t> Upload::EstimateJobBytes() const {
   int64_t voxels = 0;
   int64_t slice_pixels = 0;
   if (header_.input_kind() == v1::INPUT_KIND_DICOM) {
-    // Single-frame instances of 16-bit pixels: a file's size bounds its slice's pixels, and
-    // the upload holds four series of the grid (extra series only make this larger).
-    voxels = bytes_received_ / (2 * volume::kNumModalities);
+    // Rows, Columns and frames from each instance's header (compressed or multi-frame alike);
+    // the upload holds four series of the grid (extra series only make this larger). A file
+    // whose header cannot be read counts as 16-bit pixels of its size (decoding will refuse it).
+    int64_t pixels = 0;
     for (const std::string& file : files_) {
-      slice_pixels = std::max<int64_t>(slice_pixels, static_cast<int64_t>(file.size()) / 2);
+      absl::StatusOr<volume::DicomImageSize> size = volume::PeekDicomImageSize(file);
+      if (!size.ok() || size->rows == 0 || size->columns == 0) {
+        pixels += static_cast<int64_t>(file.size()) / 2;
+        continue;
+      }
+      pixels += int64_t{size->rows} * size->columns * size->frames;
+      slice_pixels = std::max(slice_pixels, engine::PaddedSliceExtent(size->rows) *
+                                                engine::PaddedSliceExtent(size->columns));
     }
+    voxels = pixels / volume::kNumModalities;
   } else {
     for (size_t i = 0; i < files_.size(); ++i) {
       absl::StatusOr<volume::Geometry> g = volume::PeekNiftiGeometry(

@@ -70,8 +70,9 @@ class Upload {
 
   // Bytes the job will hold at its peak beyond the buffered files: the grid's voxels times
   // kJobBytesPerVoxel. NIfTI: the grid from the largest file's header (read before any voxel is
-  // decoded; a bad header is InvalidArgument naming the file). DICOM: estimated from the upload
-  // size as 16-bit pixels of four series (the headers are read only by the decoder).
+  // decoded; a bad header is InvalidArgument naming the file). DICOM: each instance's Rows,
+  // Columns and NumberOfFrames read from its header (PeekDicomImageSize; compressed and
+  // multi-frame instances alike), summed over four series.
   absl::StatusOr<int64_t> EstimateJobBytes() const;
 
   // Reserves the buffered bytes plus EstimateJobBytes in the memory budget and returns the

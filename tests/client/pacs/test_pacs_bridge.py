@@ -571,6 +571,20 @@ class PacsBridge(unittest.TestCase):
         self.assertEqual(len(instances(kept, ".")), 128)  # 127 and report.dcm
         self.assertEqual(ORTHANC.seg_series(study_id), [])
 
+        # The missing slice reaches the PACS and is forwarded alone: the bridge joins it to the
+        # failed copy, and the study, now whole, gets its SEG.
+        with open(os.path.join(CASES[CASE_GAP], "t1", "IM0016.dcm"), "rb") as f:
+            missing = json.loads(http("POST", ORTHANC.url + "/instances", f.read()))["ID"]
+        ORTHANC.push(missing)
+        wait_until(lambda: bridge.alive() and ORTHANC.seg_series(study_id), SEG_WAIT,
+                   "a SEG once the missing slice came", interval=0.1, log=bridge.log_path)
+        joined = bridge.event("study_joined_failed_copy")
+        self.assertEqual((joined["study"], joined["instances"]), (key, 127))
+        wait_until(lambda: bridge.event("study_stored"), 10, "study_stored",
+                   log=bridge.log_path)
+        self.assertFalse(os.path.exists(kept))
+        self.assertEqual(len(ORTHANC.seg_series(study_id, "SR")), 1)
+
     # -- 4: SIGTERM ---------------------------------------------------------------------------
 
     def test_4_sigterm_stops_it_and_keeps_a_pending_study(self):
@@ -704,8 +718,11 @@ class PacsBridge(unittest.TestCase):
         failed = wait_until(lambda: bridge.alive() and bridge.event("study_failed"), 60,
                             "study_failed", log=bridge.log_path)
         self.assertEqual((failed["study"], failed["code"]), (key, "UNAVAILABLE"))
-        wait_until(lambda: ORTHANC.seg_series(study_id, "SR"), 10, "a failure SR in Orthanc",
-                   log=bridge.log_path)
+        # Retries are scheduled: the failure is not final, so the PACS is not told (a report
+        # would go stale once the SEG arrives).
+        wait_until(lambda: bridge.alive() and bridge.event("study_requeued"), 30,
+                   "a scheduled retry", log=bridge.log_path)
+        self.assertEqual(ORTHANC.seg_series(study_id, "SR"), [])
         server()
         up = time.monotonic()
         wait_until(lambda: bridge.alive() and ORTHANC.seg_series(study_id), SEG_WAIT,
@@ -721,7 +738,7 @@ class PacsBridge(unittest.TestCase):
         self.assertTrue(os.path.isfile(bridge.dir("done", key, "seg.dcm")))
         self.assertEqual(os.listdir(bridge.dir("failed")), [])
         self.assertEqual(os.listdir(bridge.dir("incoming")), [])
-        self.assertEqual(len(ORTHANC.seg_series(study_id, "SR")), 1)
+        self.assertEqual(ORTHANC.seg_series(study_id, "SR"), [])
         metrics = bridge.metrics()
         self.assertEqual(labelled(metrics, "danet_bridge_studies_total", "outcome", "stored"), 1)
         self.assertGreaterEqual(
@@ -759,6 +776,15 @@ class PacsBridge(unittest.TestCase):
         self.assertIn("by the series rules", reason)
         self.assertIn("'SEQ 1'", reason)
 
+        with open(os.path.join(TMP, "seq", "bad.pbtxt"), "w") as f:
+            f.write('rule { modality: "pd" all: "x" }\n')
+        bad = run([BRIDGE_BIN, "requeue", key, "--study_rules",
+                   os.path.join(TMP, "seq", "bad.pbtxt"), "--work_dir", bridge.work_dir],
+                  timeout=30)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("bad.pbtxt: rule 1 (''): modality 'pd' is not flair", bad.stderr)
+        self.assertFalse(os.path.exists(bridge.dir("failed", key, "requeue")))
+
         rules = os.path.join(TMP, "seq", "rules.pbtxt")
         with open(rules, "w") as f:
             f.write("".join('rule { modality: "%s" all: "seq" all: "%d" }\n' % (m, i)
@@ -773,14 +799,42 @@ class PacsBridge(unittest.TestCase):
                    log=bridge.log_path)
         self.assertEqual(bridge.event("study_requeued")["why"], "requested")
         self.assertEqual(os.listdir(bridge.dir("failed")), [])
+        again = run([BRIDGE_BIN, "requeue", key, "--work_dir", bridge.work_dir], timeout=30)
+        self.assertEqual(again.returncode, 1)  # no failed study any more
+        self.assertIn("no failed study", again.stderr)
+        self.assertEqual(run([BRIDGE_BIN, "requeue", "../x", "--work_dir", bridge.work_dir],
+                             timeout=30).returncode, 1)
 
-        with open(os.path.join(TMP, "seq", "bad.pbtxt"), "w") as f:
-            f.write('rule { modality: "pd" all: "x" }\n')
-        bad = run([BRIDGE_BIN, "requeue", key, "--study_rules",
-                   os.path.join(TMP, "seq", "bad.pbtxt"), "--work_dir", bridge.work_dir],
-                  timeout=30)
-        self.assertEqual(bad.returncode, 1)  # no failed study any more
-        self.assertIn("no failed study", bad.stderr)
+
+    # -- 10: a final failure while the server is down is told to the PACS ----------------------
+
+    def test_10_no_retry_rounds_left_means_a_report(self):
+        # With no scheduled rounds, a study that fails while nothing listens has failed for
+        # good: the PACS gets the report, saying UNAVAILABLE.
+        stop_server()
+        study = os.path.join(TMP, "final_study")
+        shutil.rmtree(study, ignore_errors=True)
+        shutil.copytree(CASES[CASE_HAPPY], study)
+        study_uid = pydicom.uid.generate_uid()
+        for path in instances(study):
+            ds = pydicom.dcmread(path)
+            ds.StudyInstanceUID = study_uid
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = \
+                pydicom.uid.generate_uid()
+            ds.save_as(path)
+        bridge = self.start_bridge("final", "127.0.0.1:%d" % SERVER_PORT, "--max_attempts", "1",
+                                   "--failed_retry_rounds", "0")
+        study_id = self.upload(study)
+        ORTHANC.push(study_id)
+        failed = wait_until(lambda: bridge.alive() and bridge.event("study_failed"), 60,
+                            "study_failed", log=bridge.log_path)
+        self.assertEqual(failed["code"], "UNAVAILABLE")
+        reports = wait_until(lambda: ORTHANC.seg_series(study_id, "SR"), 10,
+                             "a failure SR in Orthanc", log=bridge.log_path)
+        sr_path = ORTHANC.first_instance(reports[0], os.path.join(TMP, "final", "report.dcm"))
+        self.assertIn("UNAVAILABLE", sr_text(sr_path))
+        time.sleep(3)  # no scheduled retry follows
+        self.assertEqual(bridge.events("study_requeued"), [])
 
 
 if __name__ == "__main__":

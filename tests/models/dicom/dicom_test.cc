@@ -20,6 +20,7 @@
 
 #include "models/dicom/dicom_report.h"
 #include "models/dicom/dicom_seg.h"
+#include "models/dicom/element_scan.h"
 #include "models/volume/nifti.h"
 
 namespace danet::volume {
@@ -189,6 +190,37 @@ class DicomTest : public ::testing::Test {
           ds->insert(pixel_data, /*replaceOld=*/true);
         },
         xfer);
+  }
+
+  // A multi-frame instance again with each frame's pixels as its own lossless J2K fragment.
+  static std::string FramesAsJpeg2000(const std::string& bytes) {
+    return Edit(
+        bytes,
+        [&](DcmDataset* ds) {
+          Uint16 rows = 0, columns = 0;
+          Sint32 frames = 1;
+          const Uint16* pixels = nullptr;
+          ds->findAndGetUint16(DCM_Rows, rows);
+          ds->findAndGetUint16(DCM_Columns, columns);
+          ds->findAndGetSint32(DCM_NumberOfFrames, frames);
+          ds->findAndGetUint16Array(DCM_PixelData, pixels);
+          auto* sequence = new DcmPixelSequence(DCM_PixelSequenceTag);
+          sequence->insert(new DcmPixelItem(DCM_PixelItemTag));
+          const size_t n = size_t{rows} * columns;
+          for (Sint32 f = 0; f < frames; ++f) {
+            std::vector<int32_t> samples(pixels + f * n, pixels + (f + 1) * n);
+            for (int32_t& v : samples) v = static_cast<int16_t>(v);
+            std::string stream = EncodeJ2k(samples, columns, rows, true);
+            if (stream.size() % 2) stream.push_back('\0');
+            auto* item = new DcmPixelItem(DCM_PixelItemTag);
+            item->putUint8Array(reinterpret_cast<const Uint8*>(stream.data()), stream.size());
+            sequence->insert(item);
+          }
+          auto* pixel_data = new DcmPixelData(DCM_PixelData);
+          pixel_data->putOriginalRepresentation(EXS_JPEG2000LosslessOnly, nullptr, sequence);
+          ds->insert(pixel_data, /*replaceOld=*/true);
+        },
+        EXS_JPEG2000LosslessOnly);
   }
 
   // The single-frame instances `bytes` as one Enhanced MR instance: frames in `order` (indices
@@ -638,6 +670,22 @@ TEST_F(DicomTest, EnhancedMultiFrameReadsLikeTheSingleFrameSeries) {
               HasSubstr("stack 2 of a series with several; stack 1 (6 slices) is used"));
   EXPECT_THAT(SetAsideNotes(*series, {0, 0, 0, 0}).back(), HasSubstr("stack 2"));
 
+  // The same frames as one JPEG 2000 fragment each.
+  absl::StatusOr<std::vector<DicomSeries>> compressed =
+      DecodeDicomSeries(Files({FramesAsJpeg2000(enhanced)}));
+  ASSERT_TRUE(compressed.ok()) << compressed.status();
+  EXPECT_EQ((*compressed)[0].volume.voxels, expected.volume.voxels);
+
+  // The memory estimate reads the frames from the header, before any decoding.
+  absl::StatusOr<DicomImageSize> size = PeekDicomImageSize(enhanced);
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(size->rows, 24);
+  EXPECT_EQ(size->columns, 32);
+  EXPECT_EQ(size->frames, 6);
+  size = PeekDicomImageSize(AsJpeg2000(plain[0], false));
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(size->rows * size->columns * size->frames, 24 * 32);
+
   // Frames the per-frame groups do not describe are named errors.
   const std::string short_groups =
       Edit(enhanced, [](DcmDataset* ds) { ds->putAndInsertString(DCM_NumberOfFrames, "7"); });
@@ -695,6 +743,19 @@ TEST_F(DicomTest, FailureReportIsATextSrInTheSourceStudy) {
   EXPECT_THAT(texts, HasSubstr(options.reason));
   EXPECT_THAT(texts, HasSubstr("not for diagnosis"));
 
+  // A non-ASCII name keeps its character set.
+  const std::string utf8 = Edit(source, [](DcmDataset* d) {
+    d->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
+    d->putAndInsertString(DCM_PatientName, "M\xc3\xbcller^J\xc3\xbcrgen");
+  });
+  absl::StatusOr<std::string> named = EncodeFailureReport(utf8, options);
+  ASSERT_TRUE(named.ok()) << named.status();
+  DcmFileFormat with_charset;
+  ASSERT_TRUE(WriteFileBytes(dir_ / "named.dcm", *named).ok());
+  ASSERT_TRUE(with_charset.loadFile((dir_ / "named.dcm").c_str()).good());
+  EXPECT_EQ(get(with_charset, DCM_SpecificCharacterSet), "ISO_IR 192");
+  EXPECT_EQ(get(with_charset, DCM_PatientName), "M\xc3\xbcller^J\xc3\xbcrgen");
+
   EXPECT_EQ(EncodeFailureReport("not dicom", options).status().code(),
             absl::StatusCode::kInvalidArgument);
   const std::string no_study =
@@ -731,6 +792,7 @@ TEST(SeriesRulesTest, SequenceAttributesDecideWhereTheNameDoesNot) {
   // ContrastBolusAgent makes a T1 the t1ce, whatever its name says.
   EXPECT_EQ(ModalityByRules({"AX T1 SE", -1, true}, {}), "t1ce");
   EXPECT_EQ(ModalityByRules({"AX T1 SE", -1, false}, {}), "t1");
+  EXPECT_EQ(ModalityByRules({"AX T1 SE PRE", -1, true}, {}), "t1");  // the agent of the exam
   absl::StatusOr<SeriesRules> ti =
       SeriesRules::Parse("rule { modality: 't2' all: '@ti<300' all: 'stir' }", "x");
   ASSERT_TRUE(ti.ok()) << ti.status();

@@ -4,11 +4,15 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "models/dicom/dicom.h"
 #include "models/volume/nifti.h"
 
 namespace danet::service {
@@ -259,6 +263,43 @@ TEST(UploadTest, VolumeLimitsApplyWhenDecoding) {
   const absl::Status s = upload->Decode().status();
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(s.message(), HasSubstr("case_flair.nii.gz"));
+}
+
+TEST(UploadTest, DicomJobEstimateComesFromTheInstancesHeaders) {
+  // Four series of 6 slices of 32 x 24 (padded to 32 x 32 for the attention maps): the estimate
+  // is the pixels the headers promise, not the bytes sent.
+  volume::Volume image;
+  volume::Matrix4 m{};
+  m[0] = {1, 0, 0, 0};
+  m[1] = {0, 1, 0, 0};
+  m[2] = {0, 0, 2, 0};
+  m[3] = {0, 0, 0, 1};
+  image.geometry = volume::GeometryFromAffine({32, 24, 6}, m);
+  image.voxels.assign(32 * 24 * 6, 7.0f);
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("upload_test_" + std::to_string(::getpid()));
+  v1::Header header;
+  header.set_input_kind(v1::INPUT_KIND_DICOM);
+  std::vector<std::string> files;
+  const std::string study = volume::NewDicomUid(), frame = volume::NewDicomUid();
+  for (const std::string& m : kBrats) {
+    volume::DicomWriteOptions options;
+    options.series_description = m;
+    options.study_uid = study;
+    options.frame_of_reference_uid = frame;
+    ASSERT_TRUE(volume::WriteDicomSeries(image, options, dir / m, "IM").ok());
+    for (int k = 1; k <= 6; ++k) {
+      char name[16];
+      std::snprintf(name, sizeof(name), "IM%04d.dcm", k);
+      files.push_back(*volume::ReadFileBytes(dir / m / name));
+      header.add_files()->set_name(m + "/" + name);
+    }
+  }
+  std::filesystem::remove_all(dir);
+  auto upload = *Upload::Create(header, kBrats, {});
+  ASSERT_TRUE(SendAll(upload.get(), files, 1 << 20).ok());
+  EXPECT_EQ(*upload->EstimateJobBytes(), JobBytes(32 * 24 * 6, 32 * 32));
+  ASSERT_TRUE(upload->Decode().ok());
 }
 
 TEST(UploadTest, ReservesItsBytesAndTheDecodedVolumeFromTheHeaderInTheMemoryBudget) {

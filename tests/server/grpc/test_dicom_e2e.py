@@ -558,10 +558,24 @@ class DicomServer(unittest.TestCase):
         v = run([tool("dciodvfy"), seg], timeout=60)
         errors = [l for l in (v.stdout + v.stderr).splitlines() if l.startswith("Error")]
         self.assertEqual(errors, [], v.stdout + v.stderr)
-        frames = {int(src.ReferencedFrameNumber)
-                  for f in pydicom.dcmread(seg).PerFrameFunctionalGroupsSequence
-                  for d in f.DerivationImageSequence for src in d.SourceImageSequence}
-        self.assertTrue(frames and frames <= set(range(1, SLICES + 1)), frames)
+        # Each SEG frame's source references name the frame of each enhanced instance that lies
+        # at the SEG frame's position.
+        positions = {}
+        for m in MODALITIES:
+            ds = pydicom.dcmread(os.path.join(study, m, "enhanced.dcm"), stop_before_pixels=True)
+            positions[ds.SOPInstanceUID] = [
+                np.array(f.PlanePositionSequence[0].ImagePositionPatient, float)
+                for f in ds.PerFrameFunctionalGroupsSequence]
+        checked = 0
+        for f in pydicom.dcmread(seg).PerFrameFunctionalGroupsSequence:
+            where = np.array(f.PlanePositionSequence[0].ImagePositionPatient, float)
+            for d in f.DerivationImageSequence:
+                for src in d.SourceImageSequence:
+                    frame = int(src.ReferencedFrameNumber)
+                    np.testing.assert_allclose(
+                        positions[src.ReferencedSOPInstanceUID][frame - 1], where, atol=1e-3)
+                    checked += 1
+        self.assertGreater(checked, 0)
 
     # -- Series naming rules -------------------------------------------------------------------
 
