@@ -140,16 +140,20 @@ class DicomTest : public ::testing::Test {
     return files;
   }
 
-  // Rewrites one tag of an instance.
+  // Rewrites an instance through `edit`. The file is this process's own: ctest runs the test
+  // cases as parallel processes.
   static std::string Edit(const std::string& bytes, const std::function<void(DcmDataset*)>& edit,
                           E_TransferSyntax xfer = EXS_LittleEndianExplicit) {
-    const std::filesystem::path tmp = std::filesystem::temp_directory_path() / "danet_edit.dcm";
+    const std::filesystem::path tmp = std::filesystem::temp_directory_path() /
+                                      ("danet_edit_" + std::to_string(::getpid()) + ".dcm");
     WriteFileBytes(tmp, bytes).IgnoreError();
     DcmFileFormat f;
-    f.loadFile(tmp.c_str());
+    EXPECT_TRUE(f.loadFile(tmp.c_str()).good());
     edit(f.getDataset());
-    f.saveFile(tmp.c_str(), xfer);
-    return *ReadFileBytes(tmp);
+    EXPECT_TRUE(f.saveFile(tmp.c_str(), xfer).good());
+    std::string out = *ReadFileBytes(tmp);
+    std::filesystem::remove(tmp);
+    return out;
   }
 
   // Writes an instance again in another transfer syntax.
@@ -170,7 +174,7 @@ class DicomTest : public ::testing::Test {
           const Uint16* pixels = nullptr;
           ds->findAndGetUint16(DCM_Rows, rows);
           ds->findAndGetUint16(DCM_Columns, columns);
-          ds->findAndGetUint16Array(DCM_PixelData, pixels);
+          ASSERT_TRUE(ds->findAndGetUint16Array(DCM_PixelData, pixels).good() && pixels);
           std::vector<int32_t> samples(pixels, pixels + rows * columns);
           for (int32_t& v : samples) v = static_cast<int16_t>(v);
           const std::string stream =
@@ -203,7 +207,7 @@ class DicomTest : public ::testing::Test {
           ds->findAndGetUint16(DCM_Rows, rows);
           ds->findAndGetUint16(DCM_Columns, columns);
           ds->findAndGetSint32(DCM_NumberOfFrames, frames);
-          ds->findAndGetUint16Array(DCM_PixelData, pixels);
+          ASSERT_TRUE(ds->findAndGetUint16Array(DCM_PixelData, pixels).good() && pixels);
           auto* sequence = new DcmPixelSequence(DCM_PixelSequenceTag);
           sequence->insert(new DcmPixelItem(DCM_PixelItemTag));
           const size_t n = size_t{rows} * columns;
