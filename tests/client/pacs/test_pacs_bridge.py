@@ -367,6 +367,15 @@ class PacsBridge(unittest.TestCase):
         self.assertEqual(ORTHANC.seg_series(study_id), [])
         return study_id
 
+    def push_until_failed(self, bridge, study_id, timeout=SEG_WAIT):
+        """Pushes the study to the bridge and waits for it to fail; returns (key, event)."""
+        ORTHANC.push(study_id)
+        key = bridge.received_key()
+        failed = wait_until(lambda: bridge.alive() and bridge.event("study_failed"), timeout,
+                            "study_failed", log=bridge.log_path)
+        self.assertEqual(failed["study"], key)
+        return key, failed
+
     def wait_for_seg(self, bridge, study_id):
         def seg():
             bridge.alive()
@@ -495,12 +504,7 @@ class PacsBridge(unittest.TestCase):
         os.remove(os.path.join(study, "t1", "IM0016.dcm"))
         bridge = self.start_bridge("gap", srv.address)
         study_id = self.upload(study)
-        ORTHANC.push(study_id)
-        key = bridge.received_key()
-
-        failed = wait_until(lambda: bridge.alive() and bridge.event("study_failed"), SEG_WAIT,
-                            "study_failed", log=bridge.log_path)
-        self.assertEqual(failed["study"], key)
+        key, failed = self.push_until_failed(bridge, study_id)
         self.assertEqual(failed["code"], "INVALID_ARGUMENT")
         self.assertEqual(bridge.events("study_retry"), [])
         kept = bridge.dir("failed", key)
@@ -713,11 +717,8 @@ class PacsBridge(unittest.TestCase):
             "--max_attempts", "2", "--failed_retry_seconds", "3",
             "--failed_retry_rounds", "1000")
         study_id = self.upload(study)
-        ORTHANC.push(study_id)
-        key = bridge.received_key()
-        failed = wait_until(lambda: bridge.alive() and bridge.event("study_failed"), 60,
-                            "study_failed", log=bridge.log_path)
-        self.assertEqual((failed["study"], failed["code"]), (key, "UNAVAILABLE"))
+        key, failed = self.push_until_failed(bridge, study_id, 60)
+        self.assertEqual(failed["code"], "UNAVAILABLE")
         # Retries are scheduled: the failure is not final, so the PACS is not told (a report
         # would go stale once the SEG arrives).
         wait_until(lambda: bridge.alive() and bridge.event("study_requeued"), 30,
@@ -766,11 +767,8 @@ class PacsBridge(unittest.TestCase):
                 ds.save_as(path)
         bridge = self.start_bridge("seq", srv.address)
         study_id = self.upload(study)
-        ORTHANC.push(study_id)
-        key = bridge.received_key()
-        failed = wait_until(lambda: bridge.alive() and bridge.event("study_failed"), SEG_WAIT,
-                            "study_failed", log=bridge.log_path)
-        self.assertEqual((failed["study"], failed["code"]), (key, "INVALID_ARGUMENT"))
+        key, failed = self.push_until_failed(bridge, study_id)
+        self.assertEqual(failed["code"], "INVALID_ARGUMENT")
         with open(bridge.dir("failed", key, "reason.txt")) as f:
             reason = f.read()
         self.assertIn("by the series rules", reason)
@@ -825,9 +823,7 @@ class PacsBridge(unittest.TestCase):
         bridge = self.start_bridge("final", "127.0.0.1:%d" % SERVER_PORT, "--max_attempts", "1",
                                    "--failed_retry_rounds", "0")
         study_id = self.upload(study)
-        ORTHANC.push(study_id)
-        failed = wait_until(lambda: bridge.alive() and bridge.event("study_failed"), 60,
-                            "study_failed", log=bridge.log_path)
+        _, failed = self.push_until_failed(bridge, study_id, 60)
         self.assertEqual(failed["code"], "UNAVAILABLE")
         reports = wait_until(lambda: ORTHANC.seg_series(study_id, "SR"), 10,
                              "a failure SR in Orthanc", log=bridge.log_path)
