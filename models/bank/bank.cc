@@ -103,6 +103,16 @@ absl::StatusOr<std::unique_ptr<Bank>> Bank::Create(v1::BundleConfig config,
       for (auto& model : bank->models_) model->FoldBatchNorm();
       bank->decision_->FoldBatchNorm();
     }
+    if (options.channels_last) {
+      bank->memory_format_ = at::MemoryFormat::ChannelsLast;
+      std::vector<Network*> networks = {bank->decision_.get()};
+      for (auto& model : bank->models_) networks.push_back(model.get());
+      for (Network* network : networks) {
+        for (at::Tensor& p : network->Parameters()) {
+          if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+        }
+      }
+    }
   } catch (const c10::Error& e) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot move the bank to ", options.device.str(), ": ", e.what_without_backtrace()));

@@ -37,6 +37,10 @@ struct BankOptions {
   // Unset: the bundle's `int8_linear`, on the CPU only. true on another device is an error.
   // Training tools set false.
   std::optional<bool> int8_linear;
+  // Inference only: convolution weights in channels-last (NHWC) memory format, and inputs made
+  // so by the engine (memory_format()); the same arithmetic in another order, so labels may
+  // differ in a few voxels (docs/benchmarks.md has the measured speed and parity).
+  bool channels_last = false;
 };
 
 class Bank {
@@ -66,6 +70,8 @@ class Bank {
   const v1::BankModel& model_config(int index) const { return config_.models(index); }
   Network& decision() const { return *decision_; }
   c10::Device device() const { return device_; }
+  // The memory format the networks' inputs should have (BankOptions.channels_last).
+  at::MemoryFormat memory_format() const { return memory_format_; }
 
   // Replaces the decision network with a freshly initialised one (LibTorch's generator), for
   // retraining it over a trained bank.
@@ -81,6 +87,7 @@ class Bank {
   v1::BundleConfig config_;
   std::filesystem::path source_dir_;
   c10::Device device_;
+  at::MemoryFormat memory_format_ = at::MemoryFormat::Contiguous;
   std::unique_ptr<Network> decision_;
   std::vector<std::unique_ptr<Network>> models_;
 };

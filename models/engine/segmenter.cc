@@ -102,7 +102,9 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         const torch::Tensor index = torch::tensor(
             std::vector<int64_t>(looked_at.begin() + begin, looked_at.begin() + end), torch::kLong);
         const torch::Tensor probs =
-            torch::softmax(bank.decision().Forward(slices.index_select(0, index).to(bank.device())),
+            torch::softmax(bank.decision().Forward(slices.index_select(0, index)
+                                                       .to(bank.device())
+                                                       .contiguous(bank.memory_format())),
                            1)
                 .to(torch::kCPU);
         for (int64_t i = begin; i < end; ++i) {
@@ -153,7 +155,8 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         const torch::Tensor index = torch::tensor(
             std::vector<int64_t>(members.begin() + begin, members.begin() + end), torch::kLong);
         const auto start = Clock::now();
-        const torch::Tensor batch = input.index_select(0, index).to(bank.device());
+        const torch::Tensor batch =
+            input.index_select(0, index).to(bank.device()).contiguous(bank.memory_format());
         const torch::Tensor classes =
             (windowed ? model.ForwardWindow(batch, window) : model.Forward(batch))
                 .argmax(1)

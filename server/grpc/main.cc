@@ -10,7 +10,7 @@
 //                [--upload_idle_seconds 30] [--max_upload_seconds 300] [--max_upload_mb 1024]
 //                [--max_dim 1024] [--max_voxels N] [--drain_seconds 30] [--port_file F]
 //                [--model_batch 1] [--decision_batch 16] [--crop_to_brain=true]
-//                [--fold_batch_norm=true] [--int8_linear]
+//                [--fold_batch_norm=true] [--int8_linear] [--channels_last=true]
 //                [--tls_cert_file F --tls_key_file F [--tls_client_ca_file F]]
 //                [--auth_token_file F] [--reflection] [--health_address 0.0.0.0:50052]
 //
@@ -89,6 +89,9 @@ ABSL_FLAG(bool, int8_linear, false,
           "quantization; docs/benchmarks.md). false: as the bundle says (int8_linear).");
 ABSL_FLAG(bool, fold_batch_norm, true,
           "Fold the BatchNorms into the convolutions before them at load (docs/benchmarks.md).");
+ABSL_FLAG(bool, channels_last, true,
+          "Convolution weights and inputs in channels-last (NHWC) memory format: the same "
+          "labels, 1.1-1.4x faster models (docs/benchmarks.md).");
 ABSL_FLAG(bool, crop_to_brain, true,
           "Run the bank models on the bounding box of the brain (the non-zero voxels) instead of "
           "the whole slice (docs/benchmarks.md).");
@@ -301,6 +304,7 @@ int Run(const sigset_t& signals) {
   danet::models::BankOptions bank_options;
   bank_options.device = *device;
   bank_options.fold_batch_norm = absl::GetFlag(FLAGS_fold_batch_norm);
+  bank_options.channels_last = absl::GetFlag(FLAGS_channels_last);
   if (absl::GetFlag(FLAGS_int8_linear))
     bank_options.int8_linear = true;  // else the bundle's choice
   auto bank = danet::models::Bank::Load(options.bundle_path, bank_options);

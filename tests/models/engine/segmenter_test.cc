@@ -20,21 +20,7 @@ class SegmenterTest : public ::testing::Test {
  protected:
   void SetUp() override {
     torch::set_num_threads(2);
-    models::BankOptions options;
-    options.load_weights = false;
-    options.seed = 21;
-    v1::BundleConfig config = *models::PresetConfig("tiny");
-    config.mutable_preprocessing()->set_slice_height(48);
-    config.mutable_preprocessing()->set_slice_width(64);
-    bank_ = *models::Bank::Create(config, ".", options);
-    // Spread the decision network's choices over every route: scale its classifier so small
-    // differences between slices change the argmax.
-    for (auto& [name, tensor] : bank_->decision().NamedState()) {
-      if (name == "classifier.weight") {
-        torch::NoGradGuard no_grad;
-        tensor.mul_(200.0);
-      }
-    }
+    bank_ = MakeBank(/*channels_last=*/false);
     // A 64 x 48 x 24 volume whose slices differ a lot: two empty (no tissue),
     // then each slice lights one channel with its own sign, strength and texture.
     volume_.geometry = volume::MakeGeometry({64, 48, 24}, {1, 1, 1}, {0, 0, 0});
@@ -48,6 +34,26 @@ class SegmenterTest : public ::testing::Test {
             sign * strength * ((v % 64) / 32.0f - 1.0f) + noise(rng) * (z % 5) * 0.5f;
       }
     }
+  }
+
+  // The tiny preset with seeded random weights, the decision network's classifier scaled so that
+  // small differences between slices change the argmax (choices spread over every route).
+  static std::unique_ptr<models::Bank> MakeBank(bool channels_last) {
+    models::BankOptions options;
+    options.load_weights = false;
+    options.seed = 21;
+    options.channels_last = channels_last;
+    v1::BundleConfig config = *models::PresetConfig("tiny");
+    config.mutable_preprocessing()->set_slice_height(48);
+    config.mutable_preprocessing()->set_slice_width(64);
+    std::unique_ptr<models::Bank> bank = *models::Bank::Create(config, ".", options);
+    for (auto& [name, tensor] : bank->decision().NamedState()) {
+      if (name == "classifier.weight") {
+        torch::NoGradGuard no_grad;
+        tensor.mul_(200.0);
+      }
+    }
+    return bank;
   }
 
   // Route and mask of each slice, computed one slice at a time.
@@ -164,6 +170,30 @@ TEST_F(SegmenterTest, BrainBoxLeavesLabelsOutsideItBackgroundAndKeepsThemInside)
   // A random-weight network: edge effects are larger than a trained one's (the 0.1% bound on
   // the shipped bundle is tests/models/tools/test_danet_segment.py's), but most labels agree.
   EXPECT_GT(static_cast<double>(inside_same) / inside, 0.5);
+}
+
+TEST_F(SegmenterTest, ChannelsLastGivesTheSameRoutesAndNearlyTheSameLabels) {
+  // The same weights in NHWC: the same arithmetic in another order.
+  std::unique_ptr<models::Bank> nhwc = MakeBank(/*channels_last=*/true);
+  ASSERT_EQ(nhwc->memory_format(), at::MemoryFormat::ChannelsLast);
+  int converted = 0;
+  for (const at::Tensor& p : nhwc->model(0).Parameters()) {
+    if (p.dim() == 4) {
+      EXPECT_TRUE(p.is_contiguous(at::MemoryFormat::ChannelsLast));
+      ++converted;
+    }
+  }
+  EXPECT_GT(converted, 0);
+  for (const std::string& text : {"dynamic", "static:M1", "static:M2", "static:M3", "static:M4"}) {
+    const VolumeResult a = *SegmentVolume(*bank_, volume_, *ParsePolicy(text, *bank_));
+    const VolumeResult b = *SegmentVolume(*nhwc, volume_, *ParsePolicy(text, *nhwc));
+    for (size_t z = 0; z < a.slices.size(); ++z) {
+      EXPECT_EQ(a.slices[z].route, b.slices[z].route) << text << " slice " << z;
+    }
+    int64_t same = 0;
+    for (size_t i = 0; i < a.labels.size(); ++i) same += a.labels[i] == b.labels[i];
+    EXPECT_GE(static_cast<double>(same) / static_cast<double>(a.labels.size()), 0.999) << text;
+  }
 }
 
 TEST_F(SegmenterTest, StaticPolicySendsEverySliceToItsModelAndCountsCost) {
