@@ -175,13 +175,13 @@ int Segment(const std::vector<std::string>& args) {
     options.series_modalities[kv.first] = kv.second;
   }
   if (!absl::GetFlag(FLAGS_series_rules).empty()) {
-    const std::string path = absl::GetFlag(FLAGS_series_rules);
-    absl::StatusOr<danet::volume::SeriesRules> checked = danet::volume::LoadSeriesRules(path);
-    if (!checked.ok()) {
-      std::cerr << "danet: " << checked.status().message() << "\n";
+    absl::StatusOr<std::string> text =
+        danet::volume::ReadSeriesRulesText(absl::GetFlag(FLAGS_series_rules));
+    if (!text.ok()) {
+      std::cerr << "danet: " << text.status().message() << "\n";
       return 2;
     }
-    options.series_rules = *danet::volume::ReadFileBytes(path);
+    options.series_rules = *std::move(text);
   }
   options.want_labelmap = !absl::GetFlag(FLAGS_out).empty();
   options.want_dicom_seg = options.want_labelmap && danet::client::IsDicom(*files);

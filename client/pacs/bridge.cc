@@ -470,9 +470,9 @@ absl::Status Bridge::SegmentAndStore(const std::string& key, Attempt* attempt) {
   // The study's own naming rules first (a person wrote them for this study), then the bridge's.
   const fs::path study_rules = fs::path(options_.work_dir) / "rules" / (key + ".pbtxt");
   if (fs::exists(study_rules, error)) {
-    absl::StatusOr<volume::SeriesRules> rules = volume::LoadSeriesRules(study_rules.string());
+    absl::StatusOr<std::string> rules = volume::ReadSeriesRulesText(study_rules.string());
     if (!rules.ok()) return rules.status();
-    call.series_rules = *volume::ReadFileBytes(study_rules) + "\n";
+    call.series_rules = *rules + "\n";
   }
   call.series_rules += options_.series_rules;
   call.request_id = "bridge-" + key;

@@ -153,11 +153,16 @@ std::optional<std::string> SeriesRules::Match(const SeriesAttributes& series) co
   return std::nullopt;
 }
 
+absl::StatusOr<std::string> ReadSeriesRulesText(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFileBytes(path);
+  if (!text.ok()) return absl::InvalidArgumentError(text.status().message());
+  if (absl::Status s = SeriesRules::Parse(*text, path).status(); !s.ok()) return s;
+  return text;
+}
+
 absl::StatusOr<SeriesRules> LoadSeriesRules(const std::string& path) {
   absl::StatusOr<std::string> text = ReadFileBytes(path);
-  if (!text.ok()) {
-    return absl::InvalidArgumentError(text.status().message());
-  }
+  if (!text.ok()) return absl::InvalidArgumentError(text.status().message());
   return SeriesRules::Parse(*text, path);
 }
 

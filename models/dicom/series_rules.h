@@ -56,6 +56,10 @@ class SeriesRules {
 // Reads and parses a rules file (--series_rules); errors name the file.
 absl::StatusOr<SeriesRules> LoadSeriesRules(const std::string& path);
 
+// A rules file's text, read once and checked to parse (for clients that send it on:
+// Header.series_rules); errors as LoadSeriesRules.
+absl::StatusOr<std::string> ReadSeriesRulesText(const std::string& path);
+
 // The modality `chain` (then the defaults) gives a series ("" for none and for no match).
 std::string ModalityByRules(const SeriesAttributes& series,
                             const std::vector<const SeriesRules*>& chain);
