@@ -223,6 +223,29 @@ Geometry ToGeometry(const Header& h) {
   return g;
 }
 
+// The world transform in use (the sform, else the qform) must be finite and invertible: a NaN
+// or singular matrix cannot place the grid in space, and resampling through it reads nothing.
+absl::Status CheckTransform(const Geometry& g, const std::string& name) {
+  if (g.sform_code <= 0 && g.qform_code <= 0) return absl::OkStatus();
+  const char* which = g.sform_code > 0 ? "sform" : "qform";
+  const Matrix4 m = g.VoxelToWorld();
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 4; ++c) {
+      if (!std::isfinite(m[r][c])) {
+        return Bad(name, absl::StrCat(which, " holds a NaN or infinite value"));
+      }
+    }
+  }
+  const double det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) -
+                     m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) +
+                     m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+  if (!(std::abs(det) > 1e-9)) {
+    return Bad(name, absl::StrCat(which, " is singular (determinant ", det,
+                                  "): the voxel grid cannot be placed in space"));
+  }
+  return absl::OkStatus();
+}
+
 template <typename H>
 void FillHeader(const Geometry& g, int datatype, int bitpix, H* h) {
   h->dim[0] = 3;
@@ -296,6 +319,7 @@ absl::StatusOr<Header> OpenNifti(std::string_view* bytes, const std::string& nam
   absl::StatusOr<Header> header = ParseHeader(*bytes, name);
   if (!header.ok()) return header.status();
   if (absl::Status s = CheckDims(*header, name, limits); !s.ok()) return s;
+  if (absl::Status s = CheckTransform(ToGeometry(*header), name); !s.ok()) return s;
   return header;
 }
 

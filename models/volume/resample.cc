@@ -16,7 +16,8 @@ struct Tap {
 };
 
 bool MakeTap(double p, int64_t dim, Tap* tap) {
-  if (p < -0.5 || p > static_cast<double>(dim) - 0.5) return false;
+  // Written so that NaN (from a degenerate matrix) is outside too.
+  if (!(p >= -0.5 && p <= static_cast<double>(dim) - 0.5)) return false;
   p = std::clamp(p, 0.0, static_cast<double>(dim - 1));
   tap->lo = std::min(static_cast<int64_t>(p), dim - 1);
   tap->hi = std::min(tap->lo + 1, dim - 1);

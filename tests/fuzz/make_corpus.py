@@ -24,13 +24,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 
-def nifti_bytes(shape, dtype, labels=False, gz=False, seed=0):
+def nifti_bytes(shape, dtype, labels=False, gz=False, seed=0, affine=None):
     rng = np.random.default_rng(seed)
     if labels:
         data = rng.choice([0, 1, 2, 4], size=shape).astype(dtype)
     else:
         data = (rng.random(shape) * 1000).astype(dtype)
-    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine = np.diag([1.0, 1.0, 1.0, 1.0]) if affine is None else affine
     img = nib.Nifti1Image(data, affine)
     img.header.set_qform(affine, code=1)
     img.header.set_sform(affine, code=1)
@@ -189,6 +189,13 @@ def main():
     gz = [(m + b".nii.gz", m, nifti_bytes((8, 8, 2), np.int16, gz=True, seed=i))
           for i, m in enumerate(modalities)]
     write(out, "upload", "nifti4_gz_static.bin", upload_records(gz, policy=b"static:M1"))
+    # T1 on another grid (1.5 mm, shifted half a voxel): the resampling path. upload_fuzz
+    # reached it only by mutation, and found a NaN sform there (docs/reliability.md).
+    grids = list(files)
+    grids[2] = (b"t1.nii", b"t1", nifti_bytes((6, 6, 2), np.float32, seed=2,
+                                            affine=np.array([[1.5, 0, 0, 0.25], [0, 1.5, 0, 0.25],
+                                                             [0, 0, 1, 0], [0, 0, 0, 1.0]])))
+    write(out, "upload", "nifti4_grids.bin", upload_records(grids))
     dcm = [(b"%d.dcm" % z, b"", dicom_bytes(z)) for z in range(2)]
     write(out, "upload", "dicom2.bin", upload_records(dcm, kind=2))
 

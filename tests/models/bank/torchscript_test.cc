@@ -80,6 +80,7 @@ TEST_F(TorchScriptTest, SavedBundleCarriesTheScriptAndReloads) {
   const torch::Tensor x = torch::randn({1, 4, 32, 32});
   EXPECT_TRUE(torch::equal((*bank)->model(1).Forward(x), (*loaded)->model(1).Forward(x)));
   EXPECT_TRUE(torch::equal((*bank)->model(0).Forward(x), (*loaded)->model(0).Forward(x)));
+  std::filesystem::remove_all(out);
 }
 
 TEST_F(TorchScriptTest, BrokenScriptFileIsAClearError) {
@@ -93,6 +94,7 @@ TEST_F(TorchScriptTest, BrokenScriptFileIsAClearError) {
   ASSERT_FALSE(bank.ok());
   EXPECT_EQ(bank.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bank.status().message(), ::testing::HasSubstr("tiny_seg.pt"));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -16,10 +16,21 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// Every test's folder sits under one per-process root, removed when the tests are done.
+std::filesystem::path TempRoot() {
+  return std::filesystem::temp_directory_path() /
+         ("danet_bundle_test_" + std::to_string(::getpid()));
+}
+
+class RemoveTempRoot : public ::testing::Environment {
+ public:
+  void TearDown() override { std::filesystem::remove_all(TempRoot()); }
+};
+[[maybe_unused]] ::testing::Environment* const kRemoveTempRoot =
+    ::testing::AddGlobalTestEnvironment(new RemoveTempRoot);
+
 std::filesystem::path TempDir(const std::string& name) {
-  const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() /
-      ("danet_bundle_test_" + std::to_string(::getpid()) + "_" + name);
+  const std::filesystem::path dir = TempRoot() / name;
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;

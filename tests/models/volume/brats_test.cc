@@ -24,6 +24,7 @@ class BratsTest : public ::testing::Test {
     std::filesystem::create_directories(dir_);
     geometry_ = MakeGeometry({8, 6, 4}, {1, 1, 1}, {0, 0, 0});
   }
+  void TearDown() override { std::filesystem::remove_all(dir_.parent_path()); }
 
   // Modality m: value m+1 inside a brain box (voxels with i in 2..5), 0 outside.
   void WriteModality(int m, const Geometry& g, const std::string& ext = ".nii.gz") {

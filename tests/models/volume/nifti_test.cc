@@ -165,6 +165,30 @@ TEST(NiftiTest, VoxOffsetOutOfRangeOrNaN) {
   }
 }
 
+// Found by upload_fuzz in CI: a NaN or singular sform reached resampling, where a NaN source
+// index was cast to an integer. The transform in use is checked when the file is read.
+TEST(NiftiTest, NanOrSingularWorldTransformIsRefused) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::string bytes = RawNifti1(std::vector<float>(24, 1.0f));
+  Patch<float>(bytes, 280, nan);  // srow_x[0]
+  EXPECT_THAT(DecodeStatus(bytes).message(), HasSubstr("sform holds a NaN"));
+
+  bytes = RawNifti1(std::vector<float>(24, 1.0f));
+  for (size_t row : {280, 296, 312}) Patch<float>(bytes, row, 0.0f);  // first column zero
+  EXPECT_THAT(DecodeStatus(bytes).message(), HasSubstr("sform is singular"));
+
+  bytes = RawNifti1(std::vector<float>(24, 1.0f));
+  Patch<int16_t>(bytes, 254, 0);  // sform_code: the qform is used
+  Patch<float>(bytes, 256, nan);  // quatern_b
+  EXPECT_THAT(DecodeStatus(bytes).message(), HasSubstr("qform holds a NaN"));
+
+  bytes = RawNifti1(std::vector<float>(24, 1.0f));
+  Patch<int16_t>(bytes, 252, 0);  // neither transform: NIfTI's method 1, no check needed
+  Patch<int16_t>(bytes, 254, 0);
+  Patch<float>(bytes, 280, nan);
+  EXPECT_TRUE(DecodeNifti(bytes, "x.nii", {}).ok());
+}
+
 TEST(NiftiTest, UnsupportedDatatype) {
   std::string bytes = RawNifti1(std::vector<float>(24, 1.0f));
   Patch<int16_t>(bytes, 70, 32);  // DT_COMPLEX64

@@ -119,6 +119,18 @@ TEST(ResampleTest, HalfAVoxelBeyondTheEdgeTakesTheEdgeValue) {
   EXPECT_FLOAT_EQ(out.voxels[3], 20.0f);  // x = 1.25
 }
 
+// A degenerate target (NaN in its matrix) places nothing inside: no voxel is read, and the NaN
+// index is never cast to an integer (UBSan checks this in scripts/sanitize).
+TEST(ResampleTest, NanTransformCoversNothing) {
+  const Volume source = Sample(MakeGeometry({4, 4, 4}, {1, 1, 1}, {0, 0, 0}));
+  Geometry target = MakeGeometry({4, 4, 4}, {1, 1, 1}, {0, 0, 0});
+  target.srow[0][0] = std::nan("");
+  double coverage = 1;
+  const Volume out = ResampleTrilinear(source, target, &coverage);
+  EXPECT_EQ(coverage, 0.0);
+  for (float v : out.voxels) ASSERT_EQ(v, 0.0f);
+}
+
 TEST(ResampleTest, WorldTransformNeedsAQformOrSform) {
   Geometry g = MakeGeometry({2, 2, 2}, {1, 1, 1}, {0, 0, 0});
   EXPECT_TRUE(HasWorldTransform(g));
