@@ -154,6 +154,11 @@ absl::Status Bank::ReinitializeDecision() {
   absl::StatusOr<std::unique_ptr<Network>> decision =
       BuildDecisionNetwork(config_.decision().arch(), config_.models_size() + 1);
   if (!decision.ok()) return decision.status();
+  // A changed architecture comes with its cost unset (the trainer clears it): count it.
+  absl::StatusOr<double> gmacs = StatedOrCounted(**decision, config_.preprocessing(), "decision",
+                                                 config_.decision().gmacs_per_slice());
+  if (!gmacs.ok()) return gmacs.status();
+  config_.mutable_decision()->set_gmacs_per_slice(*gmacs);
   try {
     (*decision)->To(device_);
   } catch (const c10::Error& e) {

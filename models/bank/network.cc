@@ -180,11 +180,14 @@ absl::StatusOr<std::unique_ptr<Network>> BuildDecisionNetwork(const v1::Decision
       .stage_widths({arch.stage_widths().begin(), arch.stage_widths().end()})
       .head_width(arch.head_width())
       .in_channels(arch.in_channels())
-      .global_max_pool(arch.global_max_pool());
+      .global_max_pool(arch.global_max_pool())
+      .input_downsample(arch.input_downsample() == 0 ? 1 : arch.input_downsample());
   std::string description = absl::StrCat(
       "shufflenetv2_m(repeats=[", absl::StrJoin(options.stage_repeats(), ","), "], widths=[",
       absl::StrJoin(options.stage_widths(), ","), "], head=", options.head_width(),
-      options.global_max_pool() ? ", avg+max pool" : "", ", routes=", num_routes, ")");
+      options.global_max_pool() ? ", avg+max pool" : "",
+      options.input_downsample() > 1 ? absl::StrCat(", input /", options.input_downsample()) : "",
+      ", routes=", num_routes, ")");
   try {
     return std::make_unique<ModuleNetwork<DecisionNet>>(DecisionNet(options),
                                                         std::move(description));

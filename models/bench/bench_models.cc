@@ -1,16 +1,23 @@
 // danet-bench-models: per-slice latency and achieved GFLOP/s of every network of the paper
 // bank at batch 1 and 8, next to a large-matmul GFLOP/s measured in the same run (the
-// practical peak of this machine). Prints a Markdown table; --json writes the numbers.
+// practical peak of this machine, in the same device and dtype). Prints a Markdown table;
+// --json writes the numbers.
 //
 //   danet-bench-models --threads 2 [--size 240] [--batches 1,8] [--min_seconds 3] [--json F]
 //                      [--memory_format contiguous|channels_last] [--mkldnn=false]
-//                     [--fold_batch_norm=false] [--int8_linear]
+//                      [--fold_batch_norm=false] [--int8_linear]
+//                      [--device cpu|cuda[:N]] [--dtype float32|float16|bfloat16]
+//
+// float16 and bfloat16 cast every weight and the input (a GPU measurement: CPU convolutions in
+// float16 are not supported by every LibTorch). On CUDA each timed run ends with a device
+// synchronisation.
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,6 +25,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
 #include "models/bank/bank.h"
+#include "models/bank/device.h"
 #include "models/bundle/bundle_config.h"
 
 ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads.");
@@ -34,31 +42,40 @@ ABSL_FLAG(bool, int8_linear, false,
 ABSL_FLAG(bool, fold_batch_norm, true,
           "Fold the BatchNorms into the convolutions before them at load (docs/benchmarks.md).");
 ABSL_FLAG(bool, mkldnn, true, "Let LibTorch use oneDNN (mkldnn) for the convolutions.");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
+ABSL_FLAG(std::string, dtype, "float32", "float32, float16 or bfloat16 (weights and input).");
 
 namespace danet::models {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Waits for the device's queued work (CUDA runs asynchronously); nothing on the CPU.
+void Sync(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? -1 : device.index());
+}
+
 // Median seconds of `fn` over at least 3 runs and `min_seconds`, after one warm-up run.
 template <typename Fn>
-double MedianSeconds(Fn&& fn, double min_seconds) {
+double MedianSeconds(Fn&& fn, double min_seconds, const c10::Device& device) {
   fn();
+  Sync(device);
   std::vector<double> times;
   const auto start = Clock::now();
   while (times.size() < 3 ||
          std::chrono::duration<double>(Clock::now() - start).count() < min_seconds) {
     const auto t0 = Clock::now();
     fn();
+    Sync(device);
     times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
   std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
   return times[times.size() / 2];
 }
 
-double MatmulGflops(int n, double min_seconds) {
-  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
-  const double seconds = MedianSeconds([&] { torch::mm(a, b); }, min_seconds);
+double MatmulGflops(int n, double min_seconds, const torch::TensorOptions& options) {
+  const torch::Tensor a = torch::randn({n, n}, options), b = torch::randn({n, n}, options);
+  const double seconds = MedianSeconds([&] { torch::mm(a, b); }, min_seconds, options.device());
   return 2.0 * n * n * static_cast<double>(n) / seconds * 1e-9;
 }
 
@@ -73,12 +90,27 @@ int Run() {
   torch::NoGradGuard no_grad;
   const int size = absl::GetFlag(FLAGS_size);
   const double min_seconds = absl::GetFlag(FLAGS_min_seconds);
+  absl::StatusOr<c10::Device> device = ParseDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    std::cerr << "danet-bench-models: --device: " << device.status().message() << "\n";
+    return 1;
+  }
+  const std::string dtype_name = absl::GetFlag(FLAGS_dtype);
+  const std::map<std::string, torch::Dtype> dtypes = {
+      {"float32", torch::kFloat32}, {"float16", torch::kFloat16}, {"bfloat16", torch::kBFloat16}};
+  if (dtypes.count(dtype_name) == 0) {
+    std::cerr << "danet-bench-models: --dtype is float32, float16 or bfloat16\n";
+    return 1;
+  }
+  const torch::TensorOptions tensors =
+      torch::TensorOptions().device(*device).dtype(dtypes.at(dtype_name));
   v1::BundleConfig config = PaperPresetConfig();
   config.mutable_preprocessing()->set_slice_height(size);
   config.mutable_preprocessing()->set_slice_width(size);
   BankOptions options;
   options.load_weights = false;
   options.seed = 1;
+  options.device = *device;
   options.fold_batch_norm = absl::GetFlag(FLAGS_fold_batch_norm);
   if (absl::GetFlag(FLAGS_int8_linear)) options.int8_linear = true;  // else the bundle's choice
   absl::StatusOr<std::unique_ptr<Bank>> bank = Bank::Create(config, ".", options);
@@ -105,22 +137,33 @@ int Run() {
   }
   const bool channels_last = format == "channels_last";
   at::globalContext().setUserEnabledMkldnn(absl::GetFlag(FLAGS_mkldnn));
-  if (channels_last) {
-    for (const Entry& entry : entries) {
-      for (at::Tensor& p : entry.network->Parameters()) {
-        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  for (const Entry& entry : entries) {
+    for (auto& [name, t] : entry.network->NamedState()) {
+      if (t.is_floating_point() && tensors.dtype() != t.dtype()) {
+        t.set_data(t.to(tensors.dtype().toScalarType()));
       }
+      if (channels_last && t.dim() == 4) t.set_data(t.contiguous(at::MemoryFormat::ChannelsLast));
     }
   }
 
-  const double peak_before = MatmulGflops(absl::GetFlag(FLAGS_matmul_n), min_seconds);
+  const double peak_before = MatmulGflops(absl::GetFlag(FLAGS_matmul_n), min_seconds, tensors);
   std::vector<Row> rows;
+  int failed = 0;
   for (const Entry& entry : entries) {
     for (const std::string& batch_text : absl::GetFlag(FLAGS_batches)) {
       const int batch = std::stoi(batch_text);
-      torch::Tensor x = torch::randn({batch, 4, size, size});
+      torch::Tensor x = torch::randn({batch, 4, size, size}, tensors);
       if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
-      const double seconds = MedianSeconds([&] { entry.network->Forward(x); }, min_seconds);
+      double seconds = 0;
+      try {
+        seconds = MedianSeconds([&] { entry.network->Forward(x); }, min_seconds, *device);
+      } catch (const c10::Error& e) {  // e.g. an op without a kernel for this dtype and device
+        std::cerr << absl::StrFormat("danet-bench-models: %s batch %d in %s on %s failed: %s\n",
+                                     entry.id, batch, dtype_name, device->str(),
+                                     e.what_without_backtrace());
+        ++failed;
+        continue;
+      }
       rows.push_back({entry.id, entry.network->Describe(), batch, entry.gmacs,
                       1e3 * seconds / batch, 2.0 * entry.gmacs * batch / seconds});
       std::cerr << absl::StrFormat("%s batch %d: %.1f ms/slice\n", entry.id, batch,
@@ -128,12 +171,12 @@ int Run() {
     }
   }
   const double peak =
-      std::max(peak_before, MatmulGflops(absl::GetFlag(FLAGS_matmul_n), min_seconds));
+      std::max(peak_before, MatmulGflops(absl::GetFlag(FLAGS_matmul_n), min_seconds, tensors));
 
   std::cout << absl::StrFormat(
-      "threads=%d, slice %dx%d, fp32, %s, mkldnn %s, matmul %dx%d peak %.1f GFLOP/s (best of "
-      "before/after)\n\n",
-      absl::GetFlag(FLAGS_threads), size, size, format,
+      "device %s, threads=%d, slice %dx%d, %s, %s, mkldnn %s, matmul %dx%d peak %.1f GFLOP/s "
+      "(best of before/after)\n\n",
+      device->str(), absl::GetFlag(FLAGS_threads), size, size, dtype_name, format,
       at::globalContext().userEnabledMkldnn() ? "on" : "off", absl::GetFlag(FLAGS_matmul_n),
       absl::GetFlag(FLAGS_matmul_n), peak);
   std::cout << "| net | batch | GMACs/slice | ms/slice | GFLOP/s | % of matmul peak |\n"
@@ -144,7 +187,8 @@ int Run() {
   }
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
     std::ofstream out(path);
-    out << "{\"threads\": " << absl::GetFlag(FLAGS_threads) << ", \"size\": " << size
+    out << "{\"device\": \"" << device->str() << "\", \"dtype\": \"" << dtype_name
+        << "\", \"threads\": " << absl::GetFlag(FLAGS_threads) << ", \"size\": " << size
         << ", \"matmul_gflops\": " << peak << ", \"rows\": [";
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
@@ -156,7 +200,7 @@ int Run() {
     }
     out << "]}\n";
   }
-  return 0;
+  return failed > 0 ? 1 : 0;
 }
 
 }  // namespace

@@ -72,6 +72,10 @@ DecisionNetImpl::DecisionNetImpl(const DecisionNetOptions& options) : options(op
   const auto& repeats = options.stage_repeats();
   TORCH_CHECK(widths.size() == repeats.size() + 1,
               "decision network needs one width for the stem plus one per stage");
+  TORCH_CHECK(options.input_downsample() == 1 || options.input_downsample() == 2 ||
+                  options.input_downsample() == 4,
+              "decision network input_downsample must be 1, 2 or 4, not ",
+              options.input_downsample());
   stem_ = register_module("stem", ops::Conv3x3(options.in_channels(), widths[0], 2, false));
   stem_bn_ = register_module("stem_bn", torch::nn::BatchNorm2d(widths[0]));
   units_ = register_module("units", torch::nn::ModuleList());
@@ -92,7 +96,8 @@ DecisionNetImpl::DecisionNetImpl(const DecisionNetOptions& options) : options(op
 }
 
 torch::Tensor DecisionNetImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = ops::Relu(ops::ConvBn(stem_, stem_bn_, x));
+  const int64_t k = options.input_downsample();
+  torch::Tensor y = ops::Relu(ops::ConvBn(stem_, stem_bn_, k > 1 ? ops::AvgPool(x, k) : x));
   y = ops::MaxPool(y, 3, 2, 1);
   for (const auto& unit : *units_) y = unit->as<ShuffleUnitImpl>()->forward(y);
   y = ops::Relu(ops::ConvBn(head_, head_bn_, y));

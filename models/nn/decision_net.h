@@ -25,6 +25,8 @@ struct DecisionNetOptions {
   TORCH_ARG(int64_t, in_channels) = 4;
   // Concatenate the head's global maximum to its global average before the classifier.
   TORCH_ARG(bool, global_max_pool) = false;
+  // Average-pool the input by this factor (1: no pooling) before the stem.
+  TORCH_ARG(int64_t, input_downsample) = 1;
 };
 
 // ShuffleNetV2 unit. Stride 1: the input's channels are shuffled into two halves, one passes

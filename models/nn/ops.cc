@@ -145,6 +145,11 @@ torch::Tensor MaxPool(const torch::Tensor& x, int64_t kernel, int64_t stride, in
   return torch::max_pool2d(x, {kernel, kernel}, {stride, stride}, {padding, padding});
 }
 
+torch::Tensor AvgPool(const torch::Tensor& x, int64_t k) {
+  RecordCost(OpKind::kPool, Numel(x));
+  return torch::avg_pool2d(x, {k, k}, {k, k});
+}
+
 torch::Tensor GlobalAvgPool(const torch::Tensor& x) {
   RecordCost(OpKind::kPool, Numel(x));
   return x.mean({2, 3});

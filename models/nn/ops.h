@@ -37,6 +37,8 @@ torch::Tensor Softmax(const torch::Tensor& x, int64_t dim);
 // Element-wise a + b (residual connections, positional embeddings).
 torch::Tensor Add(const torch::Tensor& a, const torch::Tensor& b);
 torch::Tensor MaxPool(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
+// Mean over k x k blocks (stride k; a ragged edge is dropped).
+torch::Tensor AvgPool(const torch::Tensor& x, int64_t k);
 // N x C x H x W -> N x C.
 torch::Tensor GlobalAvgPool(const torch::Tensor& x);
 // N x C x H x W -> N x C: the maximum over each channel.

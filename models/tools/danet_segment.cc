@@ -2,11 +2,12 @@
 // the per-slice routing and a summary, write the label map on the input's grid.
 //
 //   danet-segment --bundle DIR --case_dir CASE_DIR [--out seg.nii.gz] [--policy dynamic|static:M4]
-//                 [--json report.json] [--device cpu|cuda]
+//                 [--json report.json] [--device cpu|cuda] [--repeats N]
 //
 // Exit codes: 0 ok, 1 bad input or bundle (the message names the file and the problem), 2 usage.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -36,6 +37,12 @@ ABSL_FLAG(bool, int8_linear, false,
           "quantization; docs/benchmarks.md). false: as the bundle says (int8_linear).");
 ABSL_FLAG(bool, fold_batch_norm, true,
           "Fold the BatchNorms into the convolutions before them at load (docs/benchmarks.md).");
+ABSL_FLAG(bool, channels_last, true,
+          "Convolution weights and inputs in channels-last (NHWC) memory format "
+          "(docs/benchmarks.md).");
+ABSL_FLAG(int, repeats, 1,
+          "Segment the case this many times and report the last run: 2 or more keeps warm-up "
+          "(first-call allocations, cuDNN's algorithm search on a GPU) out of the timings.");
 ABSL_FLAG(bool, crop_to_brain, true,
           "Run the bank models on the brain's bounding box (false: the whole slice).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
@@ -59,6 +66,7 @@ int Run() {
   danet::models::BankOptions options;
   options.device = *device;
   options.fold_batch_norm = absl::GetFlag(FLAGS_fold_batch_norm);
+  options.channels_last = absl::GetFlag(FLAGS_channels_last);
   if (absl::GetFlag(FLAGS_int8_linear)) options.int8_linear = true;  // else the bundle's choice
   const auto load_start = Clock::now();
   absl::StatusOr<std::unique_ptr<danet::models::Bank>> bank =
@@ -83,9 +91,11 @@ int Run() {
 
   danet::engine::SegmentOptions segment_options;
   segment_options.crop_to_brain = absl::GetFlag(FLAGS_crop_to_brain);
-  absl::StatusOr<danet::engine::VolumeResult> result =
-      danet::engine::SegmentVolume(**bank, *input, *policy, segment_options);
-  if (!result.ok()) return Fail(result.status());
+  absl::StatusOr<danet::engine::VolumeResult> result;
+  for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_repeats)); ++i) {
+    result = danet::engine::SegmentVolume(**bank, *input, *policy, segment_options);
+    if (!result.ok()) return Fail(result.status());
+  }
 
   const auto& g = c->image.geometry;
   const danet::engine::CaseSummary summary = danet::engine::SummarizeCase(**bank, *result, g);

@@ -65,6 +65,9 @@ ABSL_FLAG(double, small_lesion_exponent, 0,
 ABSL_FLAG(std::optional<bool>, decision_max_pool, std::nullopt,
           "Decision network pools its head by average and maximum (DecisionArch.global_max_pool; "
           "default: the bank's). Only for a fresh stage 2 (new run or --redo_decision).");
+ABSL_FLAG(std::optional<int>, decision_input_downsample, std::nullopt,
+          "Decision network input average-pooled by 1, 2 or 4 (DecisionArch.input_downsample; "
+          "default: the bank's): a cheaper pass. Only for a fresh stage 2, as above.");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed (weights, sampling).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
@@ -194,6 +197,7 @@ int Main(const std::string& command_line) {
   options.skip_weight = absl::GetFlag(FLAGS_skip_weight);
   options.route_balance = absl::GetFlag(FLAGS_route_balance);
   options.decision_max_pool = absl::GetFlag(FLAGS_decision_max_pool);
+  options.decision_input_downsample = absl::GetFlag(FLAGS_decision_input_downsample);
   options.small_lesion_exponent = absl::GetFlag(FLAGS_small_lesion_exponent);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);

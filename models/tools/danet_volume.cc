@@ -3,6 +3,9 @@
 //   danet-volume info FILE...   one JSON line per file: dims, spacing, NIfTI version,
 //                               voxel-to-world matrix, min / max / mean
 //   danet-volume case DIR       load a BraTS case folder and report its grid and labels
+//   danet-volume compare A B    two label maps on one grid: the share of voxels with the same
+//                               label, the voxels that differ, and the whole-tumour Dice
+//                               (scripts/gpu-check's CPU/GPU parity)
 //
 // Exit codes: 0 ok, 1 a file or folder is bad (the message says which and why), 2 usage.
 #include <algorithm>
@@ -65,15 +68,53 @@ int Case(const char* dir) {
   return 0;
 }
 
+int Compare(const char* a_path, const char* b_path) {
+  absl::StatusOr<danet::volume::LabelVolume> a = danet::volume::ReadNiftiLabels(a_path);
+  absl::StatusOr<danet::volume::LabelVolume> b = danet::volume::ReadNiftiLabels(b_path);
+  for (const auto* v : {&a, &b}) {
+    if (!v->ok()) {
+      std::cerr << "danet-volume: " << v->status().message() << "\n";
+      return 1;
+    }
+  }
+  if (!a->geometry.SameGrid(b->geometry)) {
+    std::cerr << "danet-volume: " << b_path << " is " << b->geometry.Describe() << " but " << a_path
+              << " is " << a->geometry.Describe() << ": not one grid\n";
+    return 1;
+  }
+  int64_t differ = 0, tumour_a = 0, tumour_b = 0, tumour_both = 0;
+  for (size_t i = 0; i < a->labels.size(); ++i) {
+    const bool ta = a->labels[i] != 0, tb = b->labels[i] != 0;
+    differ += a->labels[i] != b->labels[i];
+    tumour_a += ta;
+    tumour_b += tb;
+    tumour_both += ta && tb;
+  }
+  const auto n = static_cast<double>(a->labels.size());
+  nlohmann::json out = {
+      {"a", a_path},
+      {"b", b_path},
+      {"voxels", a->labels.size()},
+      {"differ", differ},
+      {"agreement", n > 0 ? 1.0 - static_cast<double>(differ) / n : 1.0},
+      {"whole_tumour_dice", tumour_a + tumour_b > 0 ? 2.0 * static_cast<double>(tumour_both) /
+                                                          static_cast<double>(tumour_a + tumour_b)
+                                                    : 1.0}};
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  const std::string usage = "usage: danet-volume info FILE... | danet-volume case DIR";
+  const std::string usage =
+      "usage: danet-volume info FILE... | danet-volume case DIR | danet-volume compare A B";
   if (args.size() >= 3 && std::string(args[1]) == "info") {
     return Info(std::vector<char*>(args.begin() + 2, args.end()));
   }
   if (args.size() == 3 && std::string(args[1]) == "case") return Case(args[2]);
+  if (args.size() == 4 && std::string(args[1]) == "compare") return Compare(args[2], args[3]);
   std::cerr << usage << "\n";
   return 2;
 }

@@ -188,6 +188,26 @@ absl::Status Trainer::Checkpoint(
   return SaveState();
 }
 
+absl::Status Trainer::ApplyDecisionArch() {
+  v1::DecisionArch arch = bank_->config().decision().arch();
+  if (options_.decision_max_pool) arch.set_global_max_pool(*options_.decision_max_pool);
+  if (options_.decision_input_downsample) {
+    arch.set_input_downsample(*options_.decision_input_downsample);
+  }
+  if (arch.SerializeAsString() == bank_->config().decision().arch().SerializeAsString()) {
+    return absl::OkStatus();
+  }
+  if (state_["decision_step"].get<int>() > 0) {
+    return absl::FailedPreconditionError(
+        "--decision_max_pool or --decision_input_downsample changes the decision network of a "
+        "run whose stage 2 has begun; add --redo_decision to train it again");
+  }
+  v1::DecisionNetwork& decision = *bank_->mutable_config()->mutable_decision();
+  *decision.mutable_arch() = arch;
+  decision.set_gmacs_per_slice(0);  // counted again for the new network
+  return absl::OkStatus();
+}
+
 absl::Status Trainer::Run() {
   if (absl::Status s = LoadState(); !s.ok()) return s;
   // Name and default policy apply to a resumed bank too; a bad policy fails before training.
@@ -198,16 +218,7 @@ absl::Status Trainer::Run() {
       return absl::InvalidArgumentError(absl::StrCat("--default_policy: ", p.status().message()));
     }
   }
-  if (options_.decision_max_pool.has_value() &&
-      *options_.decision_max_pool != bank_->config().decision().arch().global_max_pool()) {
-    if (state_["decision_step"].get<int>() > 0) {
-      return absl::FailedPreconditionError(
-          "--decision_max_pool changes the decision network of a run whose stage 2 has begun; "
-          "add --redo_decision to train it again");
-    }
-    bank_->mutable_config()->mutable_decision()->mutable_arch()->set_global_max_pool(
-        *options_.decision_max_pool);
-  }
+  if (absl::Status s = ApplyDecisionArch(); !s.ok()) return s;
   torch::manual_seed(options_.seed + state_["bank_step"].get<int>());
   if (absl::Status s = Guarded("stage 1", [&] { return RunBankStage(); }); !s.ok()) return s;
   if (paused()) return absl::OkStatus();

@@ -74,6 +74,9 @@ struct TrainOptions {
   // the bank's). It changes the network's shape, so it applies only when stage 2 starts from a
   // fresh network (a new run, or --redo_decision).
   std::optional<bool> decision_max_pool;
+  // Sets DecisionArch.input_downsample (1, 2 or 4: the decision network's input average-pooled
+  // by this factor), under the same rule as decision_max_pool.
+  std::optional<int> decision_input_downsample;
   // Stage 2 draws a tumour slice with chance proportional to (its tumour voxels)^-exponent:
   // 0 draws them uniformly; 0.5 draws a 25-voxel slice 10 times as often as a 2500-voxel one,
   // for a decision network that must not skip small lesions.
@@ -127,6 +130,9 @@ class Trainer {
   absl::Status ScoreSlices();
   absl::Status LoadDecisionLabels();
   std::vector<double> ModelGmacs() const;  // each bank model's GMACs per slice (Eq. 4's F_i)
+  // --decision_max_pool and --decision_input_downsample into the bundle's DecisionArch; they
+  // change the network, so only before stage 2 has begun.
+  absl::Status ApplyDecisionArch();
   absl::Status RunDecisionStage();
   absl::Status Validate();
   void Log(const nlohmann::json& line);

@@ -1,6 +1,7 @@
 // The cost counter against hand-computed counts and against the paper's Table 3.
 #include "models/cost/cost.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -149,6 +150,35 @@ TEST_F(CostTest, CountReportsParametersOfTheNetwork) {
   for (const auto& p : (*net)->Parameters()) expected += p.numel();
   EXPECT_EQ(cost->params, expected);
   EXPECT_GT(expected, 800000);
+}
+
+// DecisionArch.input_downsample: the network on the 2x average-pooled slice computes what the
+// plain network (same weights) computes on the pooled slice, at about a quarter of the MACs.
+TEST_F(CostTest, DownsampledDecisionNetworkIsThePooledPassAtAQuarterOfTheCost) {
+  v1::DecisionArch plain_arch, pooled_arch;
+  pooled_arch.set_input_downsample(2);
+  absl::StatusOr<std::unique_ptr<Network>> plain = BuildDecisionNetwork(plain_arch, 5);
+  absl::StatusOr<std::unique_ptr<Network>> pooled = BuildDecisionNetwork(pooled_arch, 5);
+  ASSERT_TRUE(plain.ok() && pooled.ok());
+  EXPECT_THAT((*pooled)->Describe(), ::testing::HasSubstr("input /2"));
+  auto plain_state = (*plain)->NamedState(), pooled_state = (*pooled)->NamedState();
+  ASSERT_EQ(plain_state.size(), pooled_state.size());
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < plain_state.size(); ++i) {
+    pooled_state[i].second.copy_(plain_state[i].second);
+  }
+  (*plain)->SetTraining(false);
+  (*pooled)->SetTraining(false);
+  const torch::Tensor x = torch::randn({2, 4, 240, 240});
+  EXPECT_TRUE(torch::allclose((*pooled)->Forward(x),
+                              (*plain)->Forward(torch::avg_pool2d(x, {2, 2}, {2, 2})), 1e-4, 1e-5));
+  absl::StatusOr<CostReport> full = CountCost(**plain, 4, 240, 240);
+  absl::StatusOr<CostReport> cheap = CountCost(**pooled, 4, 240, 240);
+  ASSERT_TRUE(full.ok() && cheap.ok());
+  EXPECT_NEAR(cheap->GMacs() / full->GMacs(), 0.25, 0.03);
+  v1::DecisionArch bad;
+  bad.set_input_downsample(3);
+  EXPECT_EQ(BuildDecisionNetwork(bad, 5).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(CostTest, UnsupportedSizeIsAnErrorNotACrash) {

@@ -115,6 +115,37 @@ class NibabelFilesReadByUs(unittest.TestCase):
         self.assertEqual(out.returncode, 1)
         self.assertIn("e.nii: unsupported datatype 32", out.stderr)
 
+    def test_compare_label_maps(self):
+        """danet-volume compare (scripts/gpu-check's parity): agreement and whole-tumour Dice
+        counted independently here with numpy."""
+        rng = np.random.default_rng(1)
+        a = rng.choice(np.array([0, 0, 0, 1, 2, 4], dtype=np.uint8), size=(7, 6, 5))
+        b = a.copy()
+        for i in (3, 50, 99):  # change three voxels
+            b.flat[i] = 0 if a.flat[i] else 2
+        paths = []
+        for name, data in (("la.nii.gz", a), ("lb.nii.gz", b)):
+            paths.append(os.path.join(self.dir, name))
+            nib.save(nib.Nifti1Image(data, self.affine), paths[-1])
+        out = subprocess.run([VOLUME, "compare", *paths], capture_output=True, text=True,
+                             timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        got = json.loads(out.stdout)
+        differ = int((a != b).sum())
+        self.assertGreater(differ, 0)
+        self.assertEqual(got["differ"], differ)
+        self.assertAlmostEqual(got["agreement"], 1 - differ / a.size, places=9)
+        ta, tb = a != 0, b != 0
+        self.assertAlmostEqual(got["whole_tumour_dice"],
+                               2 * (ta & tb).sum() / (ta.sum() + tb.sum()), places=9)
+        # Another grid is refused by name.
+        other = os.path.join(self.dir, "lc.nii.gz")
+        nib.save(nib.Nifti1Image(a[:, :, :4], self.affine), other)
+        out = subprocess.run([VOLUME, "compare", paths[0], other], capture_output=True,
+                             text=True, timeout=60)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("lc.nii.gz is 7x6x4", out.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
