@@ -190,6 +190,40 @@ class TrainingEndToEnd(unittest.TestCase):
         self.assertIn("--default_policy: the bundle's default_policy: policy 'static:M9'",
                       bad.stderr)
 
+    def test_decision_input_downsample_needs_a_fresh_stage_2(self):
+        # --decision_input_downsample changes the decision network: refused on a work directory
+        # whose stage 2 has run, accepted with --redo_decision, stored in the bundle with its
+        # cost counted again (a little over a quarter of the full-resolution network's).
+        work, out = os.path.join(TMP, "pooled.work"), os.path.join(TMP, "pooled")
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(self.work, work)
+        refused = subprocess.run(train_command(out, work) + ["--decision_input_downsample", "2"],
+                                 capture_output=True, text=True, timeout=300)
+        self.assertEqual(refused.returncode, 1)
+        self.assertIn("add --redo_decision", refused.stderr)
+        redo = subprocess.run(train_command(out, work) + [
+            "--redo_decision", "--decision_input_downsample", "2"],
+            capture_output=True, text=True, timeout=600)
+        self.assertEqual(redo.returncode, 0, redo.stderr[-3000:])
+
+        def decision(path):
+            with open(os.path.join(path, "bundle.pbtxt")) as f:
+                text = f.read()
+            block = text[text.index("decision {"):]
+            gmacs = float(block.split("gmacs_per_slice:")[1].split()[0])
+            return "input_downsample: 2" in block, gmacs
+
+        pooled, pooled_gmacs = decision(out)
+        plain, plain_gmacs = decision(self.out)
+        self.assertTrue(pooled)
+        self.assertFalse(plain)
+        # The head and classifier do not shrink with the input: a little over a quarter.
+        self.assertGreater(pooled_gmacs / plain_gmacs, 0.2)
+        self.assertLess(pooled_gmacs / plain_gmacs, 0.4)
+        check = subprocess.run([TOOLS["bank"], "check", "--bundle", out],
+                               capture_output=True, text=True, timeout=300)
+        self.assertEqual(check.returncode, 0, check.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
