@@ -15,6 +15,7 @@
 #include <numeric>
 
 #include "absl/flags/parse.h"
+#include "models/eval/metrics.h"
 #include "models/volume/brats.h"
 #include "models/volume/nifti.h"
 
@@ -82,24 +83,16 @@ int Compare(const char* a_path, const char* b_path) {
               << " is " << a->geometry.Describe() << ": not one grid\n";
     return 1;
   }
-  int64_t differ = 0, tumour_a = 0, tumour_b = 0, tumour_both = 0;
-  for (size_t i = 0; i < a->labels.size(); ++i) {
-    const bool ta = a->labels[i] != 0, tb = b->labels[i] != 0;
-    differ += a->labels[i] != b->labels[i];
-    tumour_a += ta;
-    tumour_b += tb;
-    tumour_both += ta && tb;
-  }
+  int64_t differ = 0;
+  for (size_t i = 0; i < a->labels.size(); ++i) differ += a->labels[i] != b->labels[i];
   const auto n = static_cast<double>(a->labels.size());
-  nlohmann::json out = {
-      {"a", a_path},
-      {"b", b_path},
-      {"voxels", a->labels.size()},
-      {"differ", differ},
-      {"agreement", n > 0 ? 1.0 - static_cast<double>(differ) / n : 1.0},
-      {"whole_tumour_dice", tumour_a + tumour_b > 0 ? 2.0 * static_cast<double>(tumour_both) /
-                                                          static_cast<double>(tumour_a + tumour_b)
-                                                    : 1.0}};
+  nlohmann::json out = {{"a", a_path},
+                        {"b", b_path},
+                        {"voxels", a->labels.size()},
+                        {"differ", differ},
+                        {"agreement", n > 0 ? 1.0 - static_cast<double>(differ) / n : 1.0},
+                        // eval::Dice counts every non-zero label: the whole tumour.
+                        {"whole_tumour_dice", danet::eval::Dice(a->labels, b->labels)}};
   std::cout << out.dump() << "\n";
   return 0;
 }
