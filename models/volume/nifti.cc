@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "models/volume/gzip.h"
+#include "models/volume/resample.h"
 
 namespace danet::volume {
 namespace {
@@ -226,7 +227,7 @@ Geometry ToGeometry(const Header& h) {
 // The world transform in use (the sform, else the qform) must be finite and invertible: a NaN
 // or singular matrix cannot place the grid in space, and resampling through it reads nothing.
 absl::Status CheckTransform(const Geometry& g, const std::string& name) {
-  if (g.sform_code <= 0 && g.qform_code <= 0) return absl::OkStatus();
+  if (!HasWorldTransform(g)) return absl::OkStatus();
   const char* which = g.sform_code > 0 ? "sform" : "qform";
   const Matrix4 m = g.VoxelToWorld();
   for (int r = 0; r < 3; ++r) {
