@@ -2,10 +2,17 @@
 
 #include <torch/torch.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+
+#if defined(__linux__) && defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace danet::models {
 
@@ -39,6 +46,41 @@ absl::Status TorchErrorStatus(const c10::Error& error, const std::string& contex
 void SetThreads(int threads) {
   torch::set_num_threads(threads > 0 ? threads
                                      : static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+void TuneHostMemory() {
+  const char* defaults = std::getenv("DANET_HOST_MEMORY_DEFAULTS");
+  if (defaults != nullptr && std::string(defaults) == "1") return;
+#if defined(__linux__) && defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
+
+std::string HugePageHint() {
+#if defined(__linux__)
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables != nullptr && (std::strstr(tunables, "glibc.malloc.hugetlb=1") != nullptr ||
+                              std::strstr(tunables, "glibc.malloc.hugetlb=2") != nullptr)) {
+    return "";
+  }
+  std::ifstream mode_file("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode;
+  std::getline(mode_file, mode);
+  if (mode.find("[madvise]") == std::string::npos) return "";  // always, never, or unknown
+  return "transparent huge pages are only used on request on this machine and this process "
+         "does not ask for them: start the server with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "
+         "(the container image does) to cut page faults on every case's large buffers "
+         "(docs/benchmarks.md, \"Page faults\")";
+#else
+  return "";
+#endif
+}
+
+void ReleaseFreeHostMemory() {
+#if defined(__linux__) && defined(__GLIBC__)
+  malloc_trim(0);
+#endif
 }
 
 }  // namespace danet::models

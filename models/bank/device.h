@@ -21,6 +21,33 @@ absl::StatusOr<c10::Device> ParseDevice(const std::string& text);
 // on these machines is 1.)
 void SetThreads(int threads);
 
+// Keeps freed tensor buffers in the heap for reuse instead of handing each back to the kernel
+// and faulting its pages in again at the next allocation. On the virtual machines we measured,
+// the first write to a fresh 4 KiB page costs 8-13 us: filling a new 143 MB tensor took 0.27 s,
+// refilling it 3 ms. glibc's malloc serves blocks from 128 KiB up (its threshold adapts, but
+// only up to where a free lowers it again) with mmap and unmaps them on free, so the decision
+// pass, which allocates a batch of slices and its feature maps per step, spent most of its time
+// in page faults (docs/benchmarks.md, "Page faults"). Sets M_MMAP_THRESHOLD to its largest
+// value (32 MiB) and M_TRIM_THRESHOLD to 1 GiB; ReleaseFreeHostMemory gives the kept memory
+// back. Call once at start-up, before other threads allocate. glibc on Linux only (elsewhere it
+// does nothing); DANET_HOST_MEMORY_DEFAULTS=1 in the environment keeps glibc's defaults, for
+// comparison.
+void TuneHostMemory();
+
+// Hands the heap's free memory back to the kernel (malloc_trim): for a server that has gone
+// idle, so that its resident size falls back after a case.
+void ReleaseFreeHostMemory();
+
+// Empty when large host buffers already come in transparent huge pages, else a one-line hint
+// for the server's log. A case allocates several buffers larger than malloc will keep (the
+// decoded modalities and the slice stack, 36-143 MB each), and with 4 KiB pages each costs
+// thousands of faults. With GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment (glibc
+// 2.35+) malloc advises its mappings as huge pages: over gRPC the default policy's decode went
+// from 0.5-0.6 s to 0.17 s per case and its time per case fell by about 40% (docs/benchmarks.md,
+// "Page faults"). Empty when the tunable is set, when the kernel gives huge pages to every
+// mapping (transparent_hugepage "always") or to none ("never"), and outside Linux.
+std::string HugePageHint();
+
 // The one mapping of a LibTorch error to a Status: out of memory (CPU allocator or CUDA) is
 // ResourceExhausted (the caller may retry with less in flight), anything else Internal (a bug
 // or a broken model, not the client's input). `context` says what was being done.

@@ -87,6 +87,7 @@ struct Row {
 
 int Run() {
   torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+  TuneHostMemory();  // as the server and tools run (the eager reference does the same)
   torch::NoGradGuard no_grad;
   const int size = absl::GetFlag(FLAGS_size);
   const double min_seconds = absl::GetFlag(FLAGS_min_seconds);

@@ -28,17 +28,48 @@ int64_t SharedTumourVoxels(const uint8_t* a, const uint8_t* b, int64_t voxels) {
 
 at::Tensor SliceStack(const volume::MultiModalVolume& v) {
   const auto& d = v.geometry.dims;
-  std::vector<torch::Tensor> channels;
-  for (const auto& channel : v.channels) {
-    channels.push_back(
-        torch::from_blob(const_cast<float*>(channel.data()), {d[2], d[1], d[0]}, torch::kFloat32));
+  const int64_t channels = static_cast<int64_t>(v.channels.size());
+  const int64_t height = PaddedSliceExtent(d[1]), width = PaddedSliceExtent(d[0]);
+  // One allocation, written once (fresh pages are costly to touch; device.h TuneHostMemory):
+  // each modality is copied into its place, and only a padded stack is zeroed first.
+  torch::Tensor stack = torch::empty({d[2], channels, height, width}, torch::kFloat32);
+  if (height != d[1] || width != d[0]) stack.zero_();
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* data = v.channels[c].data();
+    stack.select(1, c)
+        .narrow(1, 0, d[1])
+        .narrow(2, 0, d[0])
+        .copy_(torch::from_blob(const_cast<float*>(data), {d[2], d[1], d[0]}, torch::kFloat32));
   }
-  return torch::constant_pad_nd(torch::stack(channels, 1), {0, PaddedSliceExtent(d[0]) - d[0], 0,
-                                                            PaddedSliceExtent(d[1]) - d[1]})
-      .contiguous();
+  return stack;
 }
 
-SliceBox BrainBox(const at::Tensor& slices) { return PlaneBox(slices.ne(0).any(0).any(0)); }
+SliceBox BrainBox(const at::Tensor& slices) { return PlaneBox(ScanTissue(slices).plane); }
+
+TissueScan ScanTissue(const at::Tensor& slices) {
+  const torch::Tensor stack = slices.to(torch::kCPU, torch::kFloat32).contiguous();
+  const int64_t depth = stack.size(0), channels = stack.size(1);
+  const int64_t pixels = stack.size(2) * stack.size(3);
+  TissueScan scan;
+  scan.has_tissue.assign(depth, false);
+  std::vector<uint8_t> plane(pixels, 0);
+  const float* voxels = stack.data_ptr<float>();
+  for (int64_t z = 0; z < depth; ++z) {
+    uint8_t any = 0;
+    for (int64_t c = 0; c < channels; ++c) {
+      const float* image = voxels + (z * channels + c) * pixels;
+      for (int64_t i = 0; i < pixels; ++i) {  // branch-free, so that it vectorises
+        const uint8_t nonzero = image[i] != 0.0f;
+        plane[i] |= nonzero;
+        any |= nonzero;
+      }
+    }
+    scan.has_tissue[z] = any != 0;
+  }
+  scan.plane = torch::from_blob(plane.data(), {stack.size(2), stack.size(3)}, torch::kUInt8)
+                   .to(torch::kBool);
+  return scan;
+}
 
 SliceBox PlaneBox(const at::Tensor& plane) {
   const int64_t height = plane.size(0), width = plane.size(1);
@@ -73,16 +104,9 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     // skipped without the decision network (skip probability 1) and never widened into.
     const auto decide_start = Clock::now();
     std::vector<int> routes(depth, 0);
-    // One pass over the voxels serves the tissue check here and the brain's box below; the
-    // mask itself (a quarter of the slice stack) goes at once.
-    std::vector<bool> has_tissue;
-    torch::Tensor brain_plane;  // height x width: non-zero in any slice and channel
-    {
-      const torch::Tensor nonzero = slices.ne(0);
-      const torch::Tensor occupied = nonzero.flatten(1).any(1);
-      has_tissue.assign(occupied.data_ptr<bool>(), occupied.data_ptr<bool>() + depth);
-      if (options.crop_to_brain) brain_plane = nonzero.any(0).any(0);
-    }
+    // One pass over the voxels serves the tissue check here and the brain's box below.
+    const TissueScan tissue = ScanTissue(slices);
+    const std::vector<bool>& has_tissue = tissue.has_tissue;
     if (policy.kind == Policy::Kind::kStatic) {
       std::fill(routes.begin(), routes.end(), policy.static_model + 1);
     } else {
@@ -128,8 +152,8 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     // 2. Each route's slices through its model, on the brain's box where the model allows.
     const auto segment_start = Clock::now();
     const int64_t padded_height = slices.size(2), padded_width = slices.size(3);
-    const SliceBox box =
-        options.crop_to_brain ? PlaneBox(brain_plane) : SliceBox{0, padded_height, 0, padded_width};
+    const SliceBox box = options.crop_to_brain ? PlaneBox(tissue.plane)
+                                               : SliceBox{0, padded_height, 0, padded_width};
     // A view: index_select below copies only each batch's slices.
     const torch::Tensor cropped =
         slices.slice(2, box.top, box.bottom).slice(3, box.left, box.right);

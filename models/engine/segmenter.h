@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "models/bank/bank.h"
@@ -54,6 +55,15 @@ struct SliceBox {
 SliceBox BrainBox(const at::Tensor& slices);
 // The same box from a height x width bool plane (true where any slice and channel is non-zero).
 SliceBox PlaneBox(const at::Tensor& plane);
+
+// One read of a SliceStack tensor's voxels, with no temporary of its size: which slices hold a
+// non-zero voxel in any channel, and the height x width bool plane of the pixels non-zero in
+// any slice and channel (PlaneBox's input).
+struct TissueScan {
+  std::vector<bool> has_tissue;  // per slice
+  at::Tensor plane;
+};
+TissueScan ScanTissue(const at::Tensor& slices);
 
 // Segments a bank input (PrepareBankInput, preprocess.h) of any in-plane size: slices are
 // zero-padded (the normalised background) at their high-x and high-y edges to multiples of

@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("danet-eval --bundle DIR --data DIR [--json F] [--csv F]");
   absl::ParseCommandLine(argc, argv);
   danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
+  danet::models::TuneHostMemory();
   if (absl::GetFlag(FLAGS_bundle).empty() || absl::GetFlag(FLAGS_data).empty()) {
     std::cerr << "danet-eval: --bundle and --data are required\n";
     return 2;

@@ -237,5 +237,6 @@ int main(int argc, char** argv) {
   words[0] = "danet-train";
   absl::ParseCommandLine(argc, argv);
   danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
+  danet::models::TuneHostMemory();
   return danet::train::Main(absl::StrJoin(words, " "));
 }

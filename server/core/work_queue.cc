@@ -1,10 +1,12 @@
 #include "server/core/work_queue.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace danet::service {
 
-WorkQueue::WorkQueue(int workers, int queue_size) : capacity_(workers + queue_size) {
+WorkQueue::WorkQueue(int workers, int queue_size, std::function<void()> on_idle)
+    : capacity_(workers + queue_size), on_idle_(std::move(on_idle)) {
   for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { Loop(); });
 }
 
@@ -56,8 +58,16 @@ void WorkQueue::Loop() {
       if (work_.empty()) return;  // stopping, nothing left
       work = std::move(work_.front());
       work_.pop_front();
+      ++running_;
     }
     work();
+    work = nullptr;  // what the work captured goes before on_idle_ looks for free memory
+    bool idle = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      idle = --running_ == 0 && work_.empty();
+    }
+    if (idle && on_idle_) on_idle_();
   }
 }
 

@@ -25,7 +25,9 @@ namespace danet::service {
 class WorkQueue {
  public:
   // `workers` threads run work; at most `workers + queue_size` requests are admitted at once.
-  WorkQueue(int workers, int queue_size);
+  // `on_idle`, if set, runs on a worker after a piece of work that leaves no work running or
+  // waiting (the service hands freed memory back to the kernel there).
+  WorkQueue(int workers, int queue_size, std::function<void()> on_idle = nullptr);
   // Runs the work already submitted, then joins the workers.
   ~WorkQueue();
   WorkQueue(const WorkQueue&) = delete;
@@ -47,10 +49,12 @@ class WorkQueue {
   void Loop();
 
   const int capacity_;
+  const std::function<void()> on_idle_;
   mutable std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<std::function<void()>> work_;
   int admitted_ = 0;
+  int running_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

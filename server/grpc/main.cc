@@ -213,6 +213,8 @@ int Run(const sigset_t& signals) {
     return 2;
   }
   danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
+  danet::models::TuneHostMemory();
+  if (const std::string hint = danet::models::HugePageHint(); !hint.empty()) Log("hint", hint);
   const danet::service::SecurityOptions security_options{
       absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
       absl::GetFlag(FLAGS_tls_client_ca_file), absl::GetFlag(FLAGS_auth_token_file)};
@@ -326,6 +328,7 @@ int Run(const sigset_t& signals) {
     listeners->Shutdown(std::chrono::system_clock::now());
     return 1;
   }
+  danet::models::ReleaseFreeHostMemory();  // what loading and the warm-up freed
   metrics.SetBundle(shared->config().name(), shared->device().str(),
                     danet::engine::RouteNames(*shared));
   service.SetBank(shared);

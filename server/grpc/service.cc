@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "models/bank/device.h"
 #include "server/grpc/status.h"
 
 namespace danet::service {
@@ -383,7 +384,8 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
 SegmentationService::SegmentationService(const ServiceOptions& options, ServiceMetrics* metrics)
     : options_(options),
       metrics_(metrics),
-      queue_(options.workers, options.queue_size),
+      // Idle: the memory the last case freed goes back to the kernel (TuneHostMemory kept it).
+      queue_(options.workers, options.queue_size, models::ReleaseFreeHostMemory),
       prepare_(options.prepare_ahead ? 1 : 0, 0) {}
 
 SegmentationService::~SegmentationService() = default;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <random>
 #include <set>
 
@@ -140,6 +141,23 @@ TEST(BrainBoxTest, IsTheNonZeroBoxOnTheSixteenVoxelGrid) {
   EXPECT_EQ(BrainBox(slices).right, 80);
 }
 
+TEST(ScanTissueTest, AgreesWithTheTensorReductions) {
+  torch::manual_seed(3);
+  // Sparse non-zeros (about one voxel in 2000), two slices left empty, one NaN.
+  torch::Tensor slices = torch::randn({7, 4, 48, 32}) * (torch::rand({7, 4, 48, 32}) < 5e-4);
+  slices.index_put_({2}, 0.0f);
+  slices.index_put_({5}, 0.0f);
+  slices.index_put_({6, 2, 40, 31}, std::nanf(""));
+  const TissueScan scan = ScanTissue(slices);
+  const torch::Tensor nonzero = slices.ne(0);
+  const torch::Tensor occupied = nonzero.flatten(1).any(1);
+  ASSERT_EQ(scan.has_tissue.size(), 7u);
+  for (int64_t z = 0; z < 7; ++z) EXPECT_EQ(scan.has_tissue[z], occupied[z].item<bool>()) << z;
+  EXPECT_FALSE(scan.has_tissue[2]);
+  EXPECT_TRUE(scan.has_tissue[6]);
+  EXPECT_TRUE(torch::equal(scan.plane, nonzero.any(0).any(0)));
+}
+
 TEST_F(SegmenterTest, BrainBoxLeavesLabelsOutsideItBackgroundAndKeepsThemInside) {
   // Only a 20 x 10 patch of every slice is brain; the models see a 32 x 16 box.
   for (auto& channel : volume_.channels) {
@@ -184,7 +202,7 @@ TEST_F(SegmenterTest, ChannelsLastGivesTheSameRoutesAndNearlyTheSameLabels) {
     }
   }
   EXPECT_GT(converted, 0);
-  for (const std::string& text : {"dynamic", "static:M1", "static:M2", "static:M3", "static:M4"}) {
+  for (const char* text : {"dynamic", "static:M1", "static:M2", "static:M3", "static:M4"}) {
     const VolumeResult a = *SegmentVolume(*bank_, volume_, *ParsePolicy(text, *bank_));
     const VolumeResult b = *SegmentVolume(*nhwc, volume_, *ParsePolicy(text, *nhwc));
     for (size_t z = 0; z < a.slices.size(); ++z) {

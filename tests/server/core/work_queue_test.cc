@@ -106,6 +106,33 @@ TEST(WorkQueueTest, DestructionRunsTheWorkAlreadySubmitted) {
   EXPECT_EQ(ran.load(), 5);
 }
 
+TEST(WorkQueueTest, OnIdleRunsOnlyWhenNoWorkIsRunningOrWaiting) {
+  std::atomic<int> idle{0};
+  Gate gate;
+  std::promise<void> first_started;
+  {
+    WorkQueue queue(/*workers=*/2, /*queue_size=*/4, [&] { ++idle; });
+    // Two pieces of work at once: the first to end leaves the other running, so only the
+    // second's end is idle.
+    queue.Submit([&] {
+      first_started.set_value();
+      gate.Wait();
+    });
+    first_started.get_future().wait_for(std::chrono::seconds(10));
+    std::promise<void> second_done;
+    queue.Submit([&] { second_done.set_value(); });
+    second_done.get_future().wait_for(std::chrono::seconds(10));
+    std::this_thread::sleep_for(milliseconds(20));
+    EXPECT_EQ(idle.load(), 0);
+    gate.Open();
+    EXPECT_TRUE(Eventually([&] { return idle.load() == 1; }));
+    // Work after going idle makes the queue idle once more when it ends.
+    queue.Submit([] {});
+    EXPECT_TRUE(Eventually([&] { return idle.load() == 2; }));
+  }
+  EXPECT_EQ(idle.load(), 2);
+}
+
 // A watchdog entry with a settable deadline that counts its expiries.
 class FakeEntry : public Watchdog::Entry {
  public:

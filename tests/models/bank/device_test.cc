@@ -1,0 +1,54 @@
+// Host memory settings (models/bank/device.h): what TuneHostMemory changes in glibc's malloc,
+// and when HugePageHint speaks.
+#include "models/bank/device.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstdlib>
+#include <string>
+
+#if defined(__linux__) && defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+namespace danet::models {
+namespace {
+
+#if defined(__linux__) && defined(__GLIBC__)
+TEST(HostMemoryTest, FreedBuffersUpTo32MiBStayInTheHeap) {
+  TuneHostMemory();
+  // 16 MiB: glibc's default would map it on its own (threshold 128 KiB until a free raises it).
+  const size_t mapped_before = mallinfo2().hblkhd;
+  void* block = std::malloc(size_t{16} << 20);
+  ASSERT_NE(block, nullptr);
+  EXPECT_EQ(mallinfo2().hblkhd, mapped_before);  // not a mapping of its own: from the heap
+  std::free(block);
+  // Still held after the free (the trim threshold is 1 GiB), handed back on request.
+  EXPECT_GE(mallinfo2().fordblks, size_t{16} << 20);
+  ReleaseFreeHostMemory();
+  // Beyond 32 MiB malloc maps blocks on its own again.
+  void* large = std::malloc(size_t{40} << 20);
+  ASSERT_NE(large, nullptr);
+  EXPECT_GE(mallinfo2().hblkhd, mapped_before + (size_t{40} << 20));
+  std::free(large);
+}
+#endif
+
+TEST(HostMemoryTest, HugePageHintIsQuietOnceTheTunableIsSet) {
+  const char* saved = std::getenv("GLIBC_TUNABLES");
+  const std::string before = saved == nullptr ? "" : saved;
+  setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1", 1);
+  EXPECT_EQ(HugePageHint(), "");
+  setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1", 1);
+  EXPECT_EQ(HugePageHint(), "");
+  unsetenv("GLIBC_TUNABLES");
+  const std::string hint = HugePageHint();  // empty unless the kernel's mode is madvise
+  if (!hint.empty()) {
+    EXPECT_NE(hint.find("GLIBC_TUNABLES=glibc.malloc.hugetlb=1"), std::string::npos) << hint;
+  }
+  if (saved != nullptr) setenv("GLIBC_TUNABLES", before.c_str(), 1);
+}
+
+}  // namespace
+}  // namespace danet::models
