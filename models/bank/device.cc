@@ -54,6 +54,7 @@ void TuneHostMemory() {
 #if defined(__linux__) && defined(__GLIBC__)
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_ARENA_MAX, 1);
 #endif
 }
 
@@ -75,6 +76,11 @@ std::string HugePageHint() {
 #else
   return "";
 #endif
+}
+
+void SetUpProcess(int threads) {
+  SetThreads(threads);
+  TuneHostMemory();
 }
 
 void ReleaseFreeHostMemory() {

@@ -28,11 +28,19 @@ void SetThreads(int threads);
 // only up to where a free lowers it again) with mmap and unmaps them on free, so the decision
 // pass, which allocates a batch of slices and its feature maps per step, spent most of its time
 // in page faults (docs/benchmarks.md, "Page faults"). Sets M_MMAP_THRESHOLD to its largest
-// value (32 MiB) and M_TRIM_THRESHOLD to 1 GiB; ReleaseFreeHostMemory gives the kept memory
-// back. Call once at start-up, before other threads allocate. glibc on Linux only (elsewhere it
-// does nothing); DANET_HOST_MEMORY_DEFAULTS=1 in the environment keeps glibc's defaults, for
-// comparison.
+// value (32 MiB) and M_TRIM_THRESHOLD to 1 GiB, and M_ARENA_MAX to 1: every thread allocates
+// from the one main heap. A thread's own arena grows in 64 MiB heaps and glibc unmaps each
+// extra heap as soon as it is wholly free, whatever the trim threshold, so a server's worker
+// thread faulted its decision pass in again on every case; with one arena, the server's page
+// faults per case fell 3-4x (the per-thread caches still serve small blocks without a lock).
+// ReleaseFreeHostMemory gives the kept memory back. Call once at start-up, before other
+// threads allocate. glibc on Linux only (elsewhere it does nothing);
+// DANET_HOST_MEMORY_DEFAULTS=1 in the environment keeps glibc's defaults, for comparison.
 void TuneHostMemory();
+
+// What every binary does first, once its flags are parsed: SetThreads(threads), then
+// TuneHostMemory().
+void SetUpProcess(int threads);
 
 // Hands the heap's free memory back to the kernel (malloc_trim): for a server that has gone
 // idle, so that its resident size falls back after a case.

@@ -29,6 +29,13 @@ class ModuleNetwork final : public Network {
       : module_(std::move(module)), description_(std::move(description)) {}
 
   at::Tensor Forward(const at::Tensor& x) override { return module_->forward(x); }
+  std::pair<at::Tensor, at::Tensor> ForwardWithTumourMap(const at::Tensor& x) override {
+    if constexpr (std::is_same_v<Holder, DecisionNet>) {
+      return module_->ForwardWithTumourMap(x);
+    } else {
+      return {Forward(x), at::Tensor()};
+    }
+  }
   // The bank's networks; the decision network is never run on a window.
   bool SupportsWindow() const override {
     return std::is_same_v<Holder, UNet> || std::is_same_v<Holder, TransBTS>;
@@ -181,13 +188,14 @@ absl::StatusOr<std::unique_ptr<Network>> BuildDecisionNetwork(const v1::Decision
       .head_width(arch.head_width())
       .in_channels(arch.in_channels())
       .global_max_pool(arch.global_max_pool())
-      .input_downsample(arch.input_downsample() == 0 ? 1 : arch.input_downsample());
+      .input_downsample(arch.input_downsample() == 0 ? 1 : arch.input_downsample())
+      .tumour_head(arch.tumour_head());
   std::string description = absl::StrCat(
       "shufflenetv2_m(repeats=[", absl::StrJoin(options.stage_repeats(), ","), "], widths=[",
       absl::StrJoin(options.stage_widths(), ","), "], head=", options.head_width(),
       options.global_max_pool() ? ", avg+max pool" : "",
       options.input_downsample() > 1 ? absl::StrCat(", input /", options.input_downsample()) : "",
-      ", routes=", num_routes, ")");
+      options.tumour_head() ? ", tumour head" : "", ", routes=", num_routes, ")");
   try {
     return std::make_unique<ModuleNetwork<DecisionNet>>(DecisionNet(options),
                                                         std::move(description));

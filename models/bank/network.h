@@ -40,6 +40,13 @@ class Network {
   // shape problems surface as c10::Error, which callers at component boundaries catch.
   virtual at::Tensor Forward(const at::Tensor& x) = 0;
 
+  // Training the decision network: the route logits and, for a decision network with a tumour
+  // head (DecisionArch.tumour_head), its tumour map (N x 1 x h x w logits); other networks
+  // return Forward and an undefined tensor.
+  virtual std::pair<at::Tensor, at::Tensor> ForwardWithTumourMap(const at::Tensor& x) {
+    return {Forward(x), at::Tensor()};
+  }
+
   // Whether ForwardWindow computes on a window what Forward computes on the full slice there,
   // up to effects at the window's edges: true for our convolutional and TransBTS networks
   // (translation-equivariant, TransBTS with its positional table cut to the window); false for

@@ -87,22 +87,38 @@ DecisionNetImpl::DecisionNetImpl(const DecisionNetOptions& options) : options(op
   }
   head_ = register_module("head", ops::Conv1x1(widths.back(), options.head_width(), false));
   head_bn_ = register_module("head_bn", torch::nn::BatchNorm2d(options.head_width()));
+  if (options.tumour_head()) {
+    tumour_ = register_module("tumour", ops::Conv1x1(options.head_width(), 1, true));
+  }
+  const int64_t features =
+      options.head_width() * (options.global_max_pool() ? 2 : 1) + (options.tumour_head() ? 1 : 0);
   classifier_ = register_module(
       "classifier",
-      torch::nn::Linear(
-          torch::nn::LinearOptions(options.head_width() * (options.global_max_pool() ? 2 : 1),
-                                   options.num_routes())
-              .bias(false)));
+      torch::nn::Linear(torch::nn::LinearOptions(features, options.num_routes()).bias(false)));
 }
 
 torch::Tensor DecisionNetImpl::forward(const torch::Tensor& x) {
+  return ForwardWithTumourMap(x).first;
+}
+
+std::pair<torch::Tensor, torch::Tensor> DecisionNetImpl::ForwardWithTumourMap(
+    const torch::Tensor& x) {
   const int64_t k = options.input_downsample();
   torch::Tensor y = ops::Relu(ops::ConvBn(stem_, stem_bn_, k > 1 ? ops::AvgPool(x, k) : x));
   y = ops::MaxPool(y, 3, 2, 1);
   for (const auto& unit : *units_) y = unit->as<ShuffleUnitImpl>()->forward(y);
   y = ops::Relu(ops::ConvBn(head_, head_bn_, y));
-  if (!options.global_max_pool()) return ops::Linear(classifier_, ops::GlobalAvgPool(y));
-  return ops::Linear(classifier_, torch::cat({ops::GlobalAvgPool(y), ops::GlobalMaxPool(y)}, 1));
+  if (!options.global_max_pool() && !options.tumour_head()) {
+    return {ops::Linear(classifier_, ops::GlobalAvgPool(y)), torch::Tensor()};
+  }
+  std::vector<torch::Tensor> pooled{ops::GlobalAvgPool(y)};
+  if (options.global_max_pool()) pooled.push_back(ops::GlobalMaxPool(y));
+  torch::Tensor map;
+  if (options.tumour_head()) {
+    map = ops::Conv(tumour_, y);
+    pooled.push_back(ops::GlobalMaxPool(map));
+  }
+  return {ops::Linear(classifier_, torch::cat(pooled, 1)), map};
 }
 
 void DecisionNetImpl::FoldBatchNorm() {

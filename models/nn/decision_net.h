@@ -11,6 +11,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <utility>
 #include <vector>
 
 namespace danet::models {
@@ -27,6 +28,9 @@ struct DecisionNetOptions {
   TORCH_ARG(bool, global_max_pool) = false;
   // Average-pool the input by this factor (1: no pooling) before the stem.
   TORCH_ARG(int64_t, input_downsample) = 1;
+  // A tumour map (1x1 convolution on the head's features, one logit per cell); its maximum joins
+  // the classifier's input. Trained with the slice's tumour mask (ForwardWithTumourMap).
+  TORCH_ARG(bool, tumour_head) = false;
 };
 
 // ShuffleNetV2 unit. Stride 1: the input's channels are shuffled into two halves, one passes
@@ -52,11 +56,14 @@ TORCH_MODULE(ShuffleUnit);
 
 // Input N x in x H x W (any size; 240 x 240 is the BraTS slice); output N x num_routes logits.
 // Stem, max pool, ShuffleNetV2 stages, 1x1 head, global pooling (average, or average and
-// maximum), linear classifier.
+// maximum, and with the tumour head the tumour map's maximum), linear classifier.
 class DecisionNetImpl : public torch::nn::Module {
  public:
   explicit DecisionNetImpl(const DecisionNetOptions& options);
   torch::Tensor forward(const torch::Tensor& x);
+  // The route logits and, with options.tumour_head, the tumour map (N x 1 x h x w logits on the
+  // head's grid, 1/32 of the input's side rounded up); without it, an undefined tensor.
+  std::pair<torch::Tensor, torch::Tensor> ForwardWithTumourMap(const torch::Tensor& x);
   // Inference only: every BatchNorm folded into the convolution before it (ops::FoldBatchNorm).
   void FoldBatchNorm();
 
@@ -68,6 +75,7 @@ class DecisionNetImpl : public torch::nn::Module {
   torch::nn::ModuleList units_{nullptr};
   torch::nn::Conv2d head_{nullptr};
   torch::nn::BatchNorm2d head_bn_{nullptr};
+  torch::nn::Conv2d tumour_{nullptr};  // tumour_head only
   torch::nn::Linear classifier_{nullptr};
 };
 TORCH_MODULE(DecisionNet);

@@ -108,8 +108,7 @@ int Check() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(danet::models::kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
-  danet::models::TuneHostMemory();
+  danet::models::SetUpProcess(absl::GetFlag(FLAGS_threads));
   if (args.size() != 2) return danet::models::Usage("expected exactly one command");
   const std::string command = args[1];
   if (command == "describe") return danet::models::Describe();

@@ -65,8 +65,7 @@ absl::StatusOr<nlohmann::json> EvaluateFolder(const danet::models::Bank& bank,
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("danet-eval --bundle DIR --data DIR [--json F] [--csv F]");
   absl::ParseCommandLine(argc, argv);
-  danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
-  danet::models::TuneHostMemory();
+  danet::models::SetUpProcess(absl::GetFlag(FLAGS_threads));
   if (absl::GetFlag(FLAGS_bundle).empty() || absl::GetFlag(FLAGS_data).empty()) {
     std::cerr << "danet-eval: --bundle and --data are required\n";
     return 2;

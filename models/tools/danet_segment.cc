@@ -153,8 +153,7 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("danet-segment --bundle DIR --case_dir CASE [--out seg.nii.gz]");
   absl::ParseCommandLine(argc, argv);
-  danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
-  danet::models::TuneHostMemory();
+  danet::models::SetUpProcess(absl::GetFlag(FLAGS_threads));
   if (absl::GetFlag(FLAGS_case_dir).empty()) {
     std::cerr << "danet-segment: --case_dir is required\n";
     return 2;

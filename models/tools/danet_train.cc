@@ -68,6 +68,11 @@ ABSL_FLAG(std::optional<bool>, decision_max_pool, std::nullopt,
 ABSL_FLAG(std::optional<int>, decision_input_downsample, std::nullopt,
           "Decision network input average-pooled by 1, 2 or 4 (DecisionArch.input_downsample; "
           "default: the bank's): a cheaper pass. Only for a fresh stage 2, as above.");
+ABSL_FLAG(std::optional<bool>, decision_tumour_head, std::nullopt,
+          "Decision network maps tumour on its head's grid and its classifier sees the map's "
+          "maximum (DecisionArch.tumour_head; default: the bank's). Only for a fresh stage 2.");
+ABSL_FLAG(double, tumour_map_weight, 1,
+          "Stage 2 weight of the tumour map's binary cross-entropy (with --decision_tumour_head).");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed (weights, sampling).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
@@ -198,6 +203,8 @@ int Main(const std::string& command_line) {
   options.route_balance = absl::GetFlag(FLAGS_route_balance);
   options.decision_max_pool = absl::GetFlag(FLAGS_decision_max_pool);
   options.decision_input_downsample = absl::GetFlag(FLAGS_decision_input_downsample);
+  options.decision_tumour_head = absl::GetFlag(FLAGS_decision_tumour_head);
+  options.tumour_map_weight = absl::GetFlag(FLAGS_tumour_map_weight);
   options.small_lesion_exponent = absl::GetFlag(FLAGS_small_lesion_exponent);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
@@ -236,7 +243,6 @@ int main(int argc, char** argv) {
   std::vector<std::string> words(argv, argv + argc);
   words[0] = "danet-train";
   absl::ParseCommandLine(argc, argv);
-  danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
-  danet::models::TuneHostMemory();
+  danet::models::SetUpProcess(absl::GetFlag(FLAGS_threads));
   return danet::train::Main(absl::StrJoin(words, " "));
 }

@@ -104,14 +104,14 @@ Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
     images.push_back(image.slice(1, c0, c0 + crop).slice(2, c0, c0 + crop).contiguous());
     targets.push_back(target.slice(0, c0, c0 + crop).slice(1, c0, c0 + crop).to(torch::kLong));
   }
-  return {torch::stack(images), torch::stack(targets)};
+  return {torch::stack(images), torch::stack(targets), torch::Tensor()};
 }
 
 Batch SampleDecisionBatch(const std::vector<TrainCase>& cases,
                           const std::vector<LabelledSlice>& tumour,
                           const std::vector<LabelledSlice>& other, int batch,
-                          const AugmentOptions& augment, std::mt19937_64& rng) {
-  std::vector<torch::Tensor> images;
+                          const AugmentOptions& augment, std::mt19937_64& rng, bool tumour_masks) {
+  std::vector<torch::Tensor> images, masks;
   std::vector<int64_t> routes;
   auto weights_of = [](const std::vector<LabelledSlice>& pool) {
     std::vector<double> w;
@@ -124,11 +124,15 @@ Batch SampleDecisionBatch(const std::vector<TrainCase>& cases,
     const bool from_tumour = (i % 2 == 0 && !tumour.empty()) || other.empty();
     const auto& pool = from_tumour ? tumour : other;
     const LabelledSlice& s = pool[from_tumour ? draw_tumour(rng) : draw_other(rng)];
-    images.push_back(
-        Augment(cases[s.case_index].slices[s.slice], torch::Tensor(), augment, rng).first);
+    const TrainCase& c = cases[s.case_index];
+    auto [image, classes] = Augment(
+        c.slices[s.slice], tumour_masks ? c.classes[s.slice] : torch::Tensor(), augment, rng);
+    images.push_back(image);
+    if (tumour_masks) masks.push_back(classes.gt(0).unsqueeze(0));
     routes.push_back(s.route);
   }
-  return {torch::stack(images), torch::tensor(routes, torch::kLong)};
+  return {torch::stack(images), torch::tensor(routes, torch::kLong),
+          tumour_masks ? torch::stack(masks).to(torch::kFloat) : torch::Tensor()};
 }
 
 }  // namespace danet::train

@@ -41,6 +41,7 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
 struct Batch {
   at::Tensor images;   // N x 4 x h x w
   at::Tensor targets;  // N x h x w int64 classes (stage 1) or N int64 routes (stage 2)
+  at::Tensor tumour;   // stage 2 with tumour masks: N x 1 x h x w float, 1 where tumour
 };
 
 // Random slices, random square crops of side `crop` (biased to contain tumour on tumour
@@ -61,10 +62,13 @@ struct LabelledSlice {
 
 // Full slices for the decision network: half from tumour slices, half from the rest (each
 // pool drawn by the slices' weights), augmented by `augment`; targets are the slices' routes.
+// With `tumour_masks`, Batch::tumour holds each slice's tumour mask, moved with the image by
+// the spatial transforms (the same random draws either way).
 Batch SampleDecisionBatch(const std::vector<TrainCase>& cases,
                           const std::vector<LabelledSlice>& tumour,
                           const std::vector<LabelledSlice>& other, int batch,
-                          const AugmentOptions& augment, std::mt19937_64& rng);
+                          const AugmentOptions& augment, std::mt19937_64& rng,
+                          bool tumour_masks = false);
 
 }  // namespace danet::train
 

@@ -32,6 +32,12 @@ at::Tensor WeightedCrossEntropy(const at::Tensor& logits, const at::Tensor& targ
       logits, target, torch::nn::functional::CrossEntropyFuncOptions().weight(w));
 }
 
+at::Tensor TumourMapLoss(const at::Tensor& map, const at::Tensor& tumour) {
+  const torch::Tensor target =
+      std::get<0>(torch::adaptive_max_pool2d(tumour, {map.size(2), map.size(3)})).to(map.dtype());
+  return torch::nn::functional::binary_cross_entropy_with_logits(map, target);
+}
+
 std::vector<double> InverseCostSoftmax(const std::vector<double>& gmacs) {
   std::vector<double> out(gmacs.size());
   double max_inv = -1e300;

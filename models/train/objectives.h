@@ -23,6 +23,11 @@ at::Tensor DiceCrossEntropyLoss(const at::Tensor& logits, const at::Tensor& targ
 at::Tensor WeightedCrossEntropy(const at::Tensor& logits, const at::Tensor& target,
                                 const std::vector<double>& weights);
 
+// The decision network's tumour map (N x 1 x h x w logits) against the slices' tumour masks
+// (N x 1 x H x W, 1 where tumour): binary cross-entropy per cell, where a cell's target is 1
+// when any voxel under it (the mask max-pooled to h x w) is tumour.
+at::Tensor TumourMapLoss(const at::Tensor& map, const at::Tensor& tumour);
+
 // Eq. 4. For a slice without foreground: 0 (skip). Otherwise 1 + argmax_i of
 // (1 - alpha) * S_i + alpha * softmax(1 / F)_i, with S_i model i's score on the slice (in
 // [0, 1]) and F_i its cost in GMACs. Ties go to the cheaper (lower) index.

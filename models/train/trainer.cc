@@ -194,13 +194,15 @@ absl::Status Trainer::ApplyDecisionArch() {
   if (options_.decision_input_downsample) {
     arch.set_input_downsample(*options_.decision_input_downsample);
   }
+  if (options_.decision_tumour_head) arch.set_tumour_head(*options_.decision_tumour_head);
   if (arch.SerializeAsString() == bank_->config().decision().arch().SerializeAsString()) {
     return absl::OkStatus();
   }
   if (state_["decision_step"].get<int>() > 0) {
     return absl::FailedPreconditionError(
-        "--decision_max_pool or --decision_input_downsample changes the decision network of a "
-        "run whose stage 2 has begun; add --redo_decision to train it again");
+        "--decision_max_pool, --decision_input_downsample or --decision_tumour_head changes the "
+        "decision network of a run whose stage 2 has begun; add --redo_decision to train it "
+        "again");
   }
   v1::DecisionNetwork& decision = *bank_->mutable_config()->mutable_decision();
   *decision.mutable_arch() = arch;
@@ -443,17 +445,22 @@ absl::Status Trainer::RunDecisionStage() {
                    options_.skip_weight, options_.route_balance);
   Log({{"stage", 2}, {"route_weights", weights}});
   std::mt19937_64 rng(options_.seed * 104729 + first);
+  const bool tumour_head = bank_->config().decision().arch().tumour_head();
   Progress progress("stage 2: decision", total, first, options_.log_every);
   decision.SetTraining(true);
   for (int step = first; step < total; ++step) {
-    const Batch batch = SampleDecisionBatch(train_, tumour_slices_, other_slices_,
-                                            options_.decision_batch, options_.augment, rng);
+    const Batch batch =
+        SampleDecisionBatch(train_, tumour_slices_, other_slices_, options_.decision_batch,
+                            options_.augment, rng, tumour_head);
     const double lr = PolyLearningRate(options_.decision_lr, step, total, options_.warmup);
     SetLearningRate(optimizer, lr);
     optimizer.zero_grad();
-    const torch::Tensor loss =
-        WeightedCrossEntropy(decision.Forward(batch.images.to(bank_->device())),
-                             batch.targets.to(bank_->device()), weights);
+    const auto [logits, map] = decision.ForwardWithTumourMap(batch.images.to(bank_->device()));
+    torch::Tensor loss = WeightedCrossEntropy(logits, batch.targets.to(bank_->device()), weights);
+    if (tumour_head) {
+      loss =
+          loss + options_.tumour_map_weight * TumourMapLoss(map, batch.tumour.to(bank_->device()));
+    }
     loss.backward();
     optimizer.step();
     const double value = loss.item<double>();

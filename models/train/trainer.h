@@ -77,6 +77,11 @@ struct TrainOptions {
   // Sets DecisionArch.input_downsample (1, 2 or 4: the decision network's input average-pooled
   // by this factor), under the same rule as decision_max_pool.
   std::optional<int> decision_input_downsample;
+  // Sets DecisionArch.tumour_head (a tumour map on the head's grid whose maximum the classifier
+  // sees), under the same rule as decision_max_pool. Stage 2 then adds tumour_map_weight times
+  // the map's binary cross-entropy against the slice's tumour mask, max-pooled to the map's grid.
+  std::optional<bool> decision_tumour_head;
+  double tumour_map_weight = 1;
   // Stage 2 draws a tumour slice with chance proportional to (its tumour voxels)^-exponent:
   // 0 draws them uniformly; 0.5 draws a 25-voxel slice 10 times as often as a 2500-voxel one,
   // for a decision network that must not skip small lesions.
@@ -130,8 +135,8 @@ class Trainer {
   absl::Status ScoreSlices();
   absl::Status LoadDecisionLabels();
   std::vector<double> ModelGmacs() const;  // each bank model's GMACs per slice (Eq. 4's F_i)
-  // --decision_max_pool and --decision_input_downsample into the bundle's DecisionArch; they
-  // change the network, so only before stage 2 has begun.
+  // --decision_max_pool, --decision_input_downsample and --decision_tumour_head into the
+  // bundle's DecisionArch; they change the network, so only before stage 2 has begun.
   absl::Status ApplyDecisionArch();
   absl::Status RunDecisionStage();
   absl::Status Validate();

@@ -20,6 +20,22 @@ bool IsGzip(std::string_view bytes) {
 
 namespace {
 
+// What a whole gzip stream will inflate to, to reserve the output once: the trailer's ISIZE
+// (the size modulo 2^32), trusted only within `max_bytes` and deflate's largest ratio (1032:1),
+// so a forged trailer cannot make a small upload reserve much. A wrong hint (several members,
+// 4 GiB or more) only means the output grows as it would without one. Growing by doubling
+// instead would write each volume through a chain of ever larger fresh buffers, and on the
+// machines we measured every fresh page costs a fault of about 10 us (docs/benchmarks.md).
+int64_t InflatedSizeHint(std::string_view bytes, int64_t max_bytes) {
+  constexpr size_t kMinGzip = 18;  // 10-byte header, empty deflate data, 8-byte trailer
+  if (bytes.size() < kMinGzip) return 0;
+  const auto* trailer = reinterpret_cast<const unsigned char*>(bytes.data() + bytes.size() - 4);
+  const int64_t isize = static_cast<int64_t>(trailer[0]) | static_cast<int64_t>(trailer[1]) << 8 |
+                        static_cast<int64_t>(trailer[2]) << 16 |
+                        static_cast<int64_t>(trailer[3]) << 24;
+  return std::min({isize, max_bytes, static_cast<int64_t>(bytes.size()) * 1032});
+}
+
 // Inflates up to `max_bytes`. Whole: more is an error, and so is a stream that ends early.
 // Prefix: stops at `max_bytes` (the result cut there) or where the data ends.
 absl::StatusOr<std::string> Inflate(std::string_view bytes, int64_t max_bytes, bool prefix) {
@@ -28,6 +44,7 @@ absl::StatusOr<std::string> Inflate(std::string_view bytes, int64_t max_bytes, b
   stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
   stream.avail_in = static_cast<uInt>(bytes.size());
   std::string out;
+  if (!prefix) out.reserve(static_cast<size_t>(InflatedSizeHint(bytes, max_bytes)));
   char buffer[1 << 16];
   int rc = Z_OK;
   while (rc != Z_STREAM_END) {

@@ -5,8 +5,9 @@
 
 namespace danet::service {
 
-WorkQueue::WorkQueue(int workers, int queue_size, std::function<void()> on_idle)
-    : capacity_(workers + queue_size), on_idle_(std::move(on_idle)) {
+WorkQueue::WorkQueue(int workers, int queue_size, std::function<void()> on_idle,
+                     std::chrono::milliseconds idle_delay)
+    : capacity_(workers + queue_size), on_idle_(std::move(on_idle)), idle_delay_(idle_delay) {
   for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { Loop(); });
 }
 
@@ -50,11 +51,24 @@ int WorkQueue::waiting() const {
 }
 
 void WorkQueue::Loop() {
+  const auto has_work = [this] { return stopping_ || !work_.empty(); };
+  bool idle_pending = false;  // this worker left the queue idle and owes on_idle_ a call
   for (;;) {
     std::function<void()> work;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      ready_.wait(lock, [this] { return stopping_ || !work_.empty(); });
+      if (idle_pending) {
+        idle_pending = false;
+        if (!ready_.wait_for(lock, idle_delay_, has_work)) {
+          // Idle for the whole delay, unless another worker took up work meanwhile.
+          if (running_ > 0) continue;
+          lock.unlock();
+          on_idle_();
+          continue;
+        }
+      } else {
+        ready_.wait(lock, has_work);
+      }
       if (work_.empty()) return;  // stopping, nothing left
       work = std::move(work_.front());
       work_.pop_front();
@@ -62,12 +76,8 @@ void WorkQueue::Loop() {
     }
     work();
     work = nullptr;  // what the work captured goes before on_idle_ looks for free memory
-    bool idle = false;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      idle = --running_ == 0 && work_.empty();
-    }
-    if (idle && on_idle_) on_idle_();
+    std::lock_guard<std::mutex> lock(mutex_);
+    idle_pending = --running_ == 0 && work_.empty() && on_idle_;
   }
 }
 

@@ -25,9 +25,12 @@ namespace danet::service {
 class WorkQueue {
  public:
   // `workers` threads run work; at most `workers + queue_size` requests are admitted at once.
-  // `on_idle`, if set, runs on a worker after a piece of work that leaves no work running or
-  // waiting (the service hands freed memory back to the kernel there).
-  WorkQueue(int workers, int queue_size, std::function<void()> on_idle = nullptr);
+  // `on_idle`, if set, runs on a worker once the queue has stayed idle (no work running or
+  // waiting) for `idle_delay` after a piece of work; work that arrives sooner postpones it (the
+  // service hands freed memory back to the kernel there, and a client sending case after case
+  // keeps the memory it reuses).
+  WorkQueue(int workers, int queue_size, std::function<void()> on_idle = nullptr,
+            std::chrono::milliseconds idle_delay = std::chrono::milliseconds(0));
   // Runs the work already submitted, then joins the workers.
   ~WorkQueue();
   WorkQueue(const WorkQueue&) = delete;
@@ -50,6 +53,7 @@ class WorkQueue {
 
   const int capacity_;
   const std::function<void()> on_idle_;
+  const std::chrono::milliseconds idle_delay_;
   mutable std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<std::function<void()>> work_;

@@ -6,8 +6,9 @@
 //
 //   danet-server [--address 127.0.0.1:50051] [--metrics_address 127.0.0.1:9464]
 //                [--bundle models/bundles/phantom-compact] [--device cpu|cuda|cuda:N]
-//                [--threads N] [--workers 1] [--queue_size 4] [--prepare_ahead] [--max_uploads 32]
-//                [--upload_idle_seconds 30] [--max_upload_seconds 300] [--max_upload_mb 1024]
+//                [--threads N] [--workers 1] [--queue_size 4] [--prepare_ahead]
+//                [--idle_release_seconds 2] [--max_uploads 32] [--upload_idle_seconds 30]
+//                [--max_upload_seconds 300] [--max_upload_mb 1024]
 //                [--max_dim 1024] [--max_voxels N] [--drain_seconds 30] [--port_file F]
 //                [--model_batch 1] [--decision_batch 16] [--crop_to_brain=true]
 //                [--fold_batch_norm=true] [--int8_linear] [--channels_last=true]
@@ -64,6 +65,10 @@ ABSL_FLAG(bool, prepare_ahead, false,
           "Decode and preprocess the next request on a thread of its own as soon as its upload "
           "is complete, so it is ready while a worker computes (one request ahead, when the "
           "memory budget has room). For machines with cores beyond --threads.");
+ABSL_FLAG(double, idle_release_seconds, 2,
+          "Hand the memory the last case freed back to the kernel once no case has run or "
+          "waited for this long (0: at once). Sooner frees it between cases; later spares a "
+          "steady stream of cases from faulting their buffers in again.");
 ABSL_FLAG(int, queue_size, 4,
           "Uploaded requests waiting for a worker beyond the running ones; more get "
           "RESOURCE_EXHAUSTED.");
@@ -212,8 +217,7 @@ int Run(const sigset_t& signals) {
     Log("usage", std::string(device.status().message()));
     return 2;
   }
-  danet::models::SetThreads(absl::GetFlag(FLAGS_threads));
-  danet::models::TuneHostMemory();
+  danet::models::SetUpProcess(absl::GetFlag(FLAGS_threads));
   if (const std::string hint = danet::models::HugePageHint(); !hint.empty()) Log("hint", hint);
   const danet::service::SecurityOptions security_options{
       absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
@@ -265,6 +269,7 @@ int Run(const sigset_t& signals) {
   options.workers = std::max(1, absl::GetFlag(FLAGS_workers));
   options.queue_size = std::max(0, absl::GetFlag(FLAGS_queue_size));
   options.prepare_ahead = absl::GetFlag(FLAGS_prepare_ahead);
+  options.idle_release_seconds = std::max(0.0, absl::GetFlag(FLAGS_idle_release_seconds));
   options.max_uploads = std::max(1, absl::GetFlag(FLAGS_max_uploads));
   options.upload_idle_seconds = std::max(0.001, absl::GetFlag(FLAGS_upload_idle_seconds));
   options.max_upload_seconds = std::max(0.001, absl::GetFlag(FLAGS_max_upload_seconds));

@@ -1,5 +1,6 @@
 #include "server/grpc/service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <optional>
@@ -384,8 +385,11 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
 SegmentationService::SegmentationService(const ServiceOptions& options, ServiceMetrics* metrics)
     : options_(options),
       metrics_(metrics),
-      // Idle: the memory the last case freed goes back to the kernel (TuneHostMemory kept it).
-      queue_(options.workers, options.queue_size, models::ReleaseFreeHostMemory),
+      // Idle for a while: the memory the last case freed goes back to the kernel
+      // (TuneHostMemory kept it for reuse).
+      queue_(options.workers, options.queue_size, models::ReleaseFreeHostMemory,
+             std::chrono::milliseconds(
+                 static_cast<int64_t>(std::max(0.0, options.idle_release_seconds) * 1000))),
       prepare_(options.prepare_ahead ? 1 : 0, 0) {}
 
 SegmentationService::~SegmentationService() = default;

@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
+#include <thread>
 
 #if defined(__linux__) && defined(__GLIBC__)
 #include <malloc.h>
@@ -32,6 +35,32 @@ TEST(HostMemoryTest, FreedBuffersUpTo32MiBStayInTheHeap) {
   ASSERT_NE(large, nullptr);
   EXPECT_GE(mallinfo2().hblkhd, mapped_before + (size_t{40} << 20));
   std::free(large);
+}
+
+// The arenas malloc_info lists (one <heap nr="..."> element each).
+int CountArenas() {
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* out = open_memstream(&text, &size);
+  malloc_info(0, out);
+  std::fclose(out);
+  int arenas = 0;
+  for (const char* at = text; (at = std::strstr(at, "<heap nr=")) != nullptr; ++at) ++arenas;
+  std::free(text);
+  return arenas;
+}
+
+TEST(HostMemoryTest, NewThreadsAllocateFromTheMainHeap) {
+  TuneHostMemory();
+  const int before = CountArenas();
+  // A new thread's first allocation would get an arena of its own (glibc makes up to 8 per
+  // core); with M_ARENA_MAX 1 it shares the main heap.
+  std::thread([] {
+    void* block = std::malloc(size_t{1} << 20);
+    ASSERT_NE(block, nullptr);
+    std::free(block);
+  }).join();
+  EXPECT_EQ(CountArenas(), before);
 }
 #endif
 

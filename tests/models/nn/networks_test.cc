@@ -64,6 +64,28 @@ TEST_F(NetworksTest, DecisionNetworkWithMaxPoolSeesTheMaximum) {
   EXPECT_FLOAT_EQ(pooled[0][0].item<float>(), 0.0f);
 }
 
+TEST_F(NetworksTest, DecisionNetworkWithTumourHeadMapsTheHeadGridAndClassifiesOnItsMaximum) {
+  DecisionNet net(DecisionNetOptions(5).tumour_head(true));
+  net->eval();
+  const torch::Tensor x = torch::randn({2, 4, 240, 240});
+  const auto [logits, map] = net->ForwardWithTumourMap(x);
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 5}));
+  EXPECT_EQ(map.sizes(), (std::vector<int64_t>{2, 1, 8, 8}));  // 240 / 32, rounded up
+  EXPECT_TRUE(torch::equal(net->forward(x), logits));
+  EXPECT_EQ(net->named_parameters()["classifier.weight"].size(1), 256 + 1);
+  // The classifier's last input is the map's maximum: raising the map everywhere by 1 moves
+  // each logit by that input's weight.
+  const torch::Tensor weight = net->named_parameters()["classifier.weight"].select(1, 256);
+  net->named_parameters()["tumour.bias"].add_(1.0);
+  const auto [raised, raised_map] = net->ForwardWithTumourMap(x);
+  EXPECT_TRUE(torch::allclose(raised_map, map + 1, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(raised - logits, weight.unsqueeze(0).expand({2, 5}), 1e-4, 1e-5));
+  // Without the head there is no map.
+  DecisionNet plain(DecisionNetOptions(5));
+  plain->eval();
+  EXPECT_FALSE(plain->ForwardWithTumourMap(x).second.defined());
+}
+
 TEST_F(NetworksTest, EvalModeIsDeterministicAndTrainingModeUsesDropout) {
   TransBTS net(TransBTSOptions(1).image_size(64));
   const torch::Tensor x = torch::randn({1, 4, 64, 64});
@@ -84,7 +106,8 @@ TEST_F(NetworksTest, EveryParameterOfEveryNetworkGetsAGradient) {
        TransBTS(
            TransBTSOptions(2).embed_dim(32).num_heads(4).mlp_dim(64).image_size(32).base_width(4))
            .ptr()},
-      {"decision", DecisionNet(DecisionNetOptions(3)).ptr()}};
+      {"decision", DecisionNet(DecisionNetOptions(3)).ptr()},
+      {"decision+tumour", DecisionNet(DecisionNetOptions(3).tumour_head(true)).ptr()}};
   const torch::Tensor x = torch::randn({2, 4, 32, 32});
   for (auto& [name, module] : nets) {
     module->train();

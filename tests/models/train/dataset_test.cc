@@ -38,5 +38,37 @@ TEST(SampleDecisionBatchTest, HalvesByPoolAndDrawsEachPoolByWeight) {
   EXPECT_NEAR(second / 4000.0, 0.75, 0.03);
 }
 
+TEST(SampleDecisionBatchTest, TumourMasksMoveWithTheImageAndLeaveTheDrawsAlone) {
+  // One tumour slice: a bright square in every channel, labelled 2 underneath; one other slice.
+  TrainCase c;
+  c.slices = torch::zeros({2, 4, 48, 48});
+  c.classes = torch::zeros({2, 48, 48}, torch::kUInt8);
+  c.slices[0].slice(1, 10, 20).slice(2, 30, 40).fill_(1.0);
+  c.classes[0].slice(0, 10, 20).slice(1, 30, 40).fill_(2);
+  const std::vector<TrainCase> cases = {c};
+  const std::vector<LabelledSlice> tumour = {{0, 0, 1, 1.0}}, other = {{0, 1, 0, 1.0}};
+  AugmentOptions spatial = *AugmentPreset("none");
+  spatial.rotation_deg = {1.0, -30, 30};  // rotations and mirroring: the mask must follow
+  spatial.mirror_p = 0.5;
+  std::mt19937_64 with_rng(5), without_rng(5);
+  const Batch with = SampleDecisionBatch(cases, tumour, other, 8, spatial, with_rng, true);
+  const Batch without = SampleDecisionBatch(cases, tumour, other, 8, spatial, without_rng);
+  EXPECT_FALSE(without.tumour.defined());
+  ASSERT_EQ(with.tumour.sizes(), (std::vector<int64_t>{8, 1, 48, 48}));
+  EXPECT_TRUE(torch::equal(with.images, without.images));  // the same random draws
+  for (int i = 0; i < 8; ++i) {
+    const torch::Tensor mask = with.tumour[i][0];
+    if (i % 2 == 1) {
+      EXPECT_EQ(mask.sum().item<float>(), 0.0f) << i;
+      continue;
+    }
+    // Where the moved square is bright, the moved mask is set, and the other way round.
+    const torch::Tensor bright = with.images[i][0].gt(0.5);
+    const double agree = bright.eq(mask.gt(0.5)).to(torch::kFloat).mean().item<double>();
+    EXPECT_GT(mask.sum().item<float>(), 50.0f) << i;
+    EXPECT_GT(agree, 0.98) << i;
+  }
+}
+
 }  // namespace
 }  // namespace danet::train

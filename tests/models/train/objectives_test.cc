@@ -75,6 +75,23 @@ TEST(WeightedCrossEntropyTest, WeightsScaleTheirClass) {
             WeightedCrossEntropy(skewed, target, {1, 1, 1}).item<double>());
 }
 
+TEST(TumourMapLossTest, ACellIsTumourWhenAnyVoxelUnderItIs) {
+  // A 240 x 240 mask with one tumour voxel; an 8 x 8 map (30 x 30 voxels per cell).
+  torch::Tensor tumour = torch::zeros({1, 1, 240, 240});
+  tumour[0][0][100][37] = 1;  // cell (3, 1)
+  torch::Tensor right = torch::full({1, 1, 8, 8}, -20.0);
+  right[0][0][3][1] = 20.0;
+  EXPECT_LT(TumourMapLoss(right, tumour).item<double>(), 1e-6);
+  // The same confident map one cell off is wrong twice, out of 64 cells.
+  torch::Tensor off = torch::full({1, 1, 8, 8}, -20.0);
+  off[0][0][3][2] = 20.0;
+  EXPECT_NEAR(TumourMapLoss(off, tumour).item<double>(), 2 * 20.0 / 64, 1e-4);
+  // A tumour-free slice asks for a map below zero everywhere.
+  EXPECT_NEAR(
+      TumourMapLoss(torch::zeros({1, 1, 8, 8}), torch::zeros({1, 1, 240, 240})).item<double>(),
+      std::log(2.0), 1e-6);
+}
+
 TEST(RouteWeightsTest, ZeroBalanceWeighsEveryBankRouteAlike) {
   EXPECT_THAT(RouteWeights({500, 10, 20, 300, 5}, 0.3, 0),
               testing::ElementsAre(0.3, 1.0, 1.0, 1.0, 1.0));

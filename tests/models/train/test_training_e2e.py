@@ -224,6 +224,28 @@ class TrainingEndToEnd(unittest.TestCase):
                                capture_output=True, text=True, timeout=300)
         self.assertEqual(check.returncode, 0, check.stderr)
 
+    def test_tumour_head_trains_on_the_masks_and_the_bundle_serves(self):
+        # --decision_tumour_head adds a supervised tumour map to the decision network: stored in
+        # the bundle, its weights in decision.pt, and the bundle loads and runs (danet-bank
+        # describe counts a forward pass); the first run's network has no such map.
+        work, out = os.path.join(TMP, "tumour.work"), os.path.join(TMP, "tumour")
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(self.work, work)
+        redo = subprocess.run(train_command(out, work) + [
+            "--redo_decision", "--decision_tumour_head=true", "--tumour_map_weight", "2"],
+            capture_output=True, text=True, timeout=600)
+        self.assertEqual(redo.returncode, 0, redo.stderr[-3000:])
+        with open(os.path.join(out, "bundle.pbtxt")) as f:
+            self.assertIn("tumour_head: true", f.read())
+        with open(os.path.join(self.out, "bundle.pbtxt")) as f:
+            self.assertNotIn("tumour_head", f.read())
+        with open(os.path.join(out, "decision.pt"), "rb") as f:
+            self.assertIn(b"tumour.weight", f.read())
+        described = subprocess.run([TOOLS["bank"], "describe", "--bundle", out],
+                                   capture_output=True, text=True, timeout=300)
+        self.assertEqual(described.returncode, 0, described.stderr)
+        self.assertIn("tumour head", described.stdout)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -235,6 +235,20 @@ TEST(NiftiTest, GzipBombIsBounded) {
   EXPECT_THAT(out.status().message(), HasSubstr("inflates to more than 1048576 bytes"));
 }
 
+TEST(NiftiTest, GunzipWritesItsOutputIntoOneBufferOfTheTrailersSize) {
+  std::string data(3'000'001, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
+  absl::StatusOr<std::string> out = Gunzip(*Gzip(data), 64 * 1024 * 1024);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, data);
+  // Reserved once from the trailer, not grown by doubling (which leaves capacity to spare).
+  EXPECT_EQ(out->capacity(), data.size());
+  // A forged trailer reserves no more than the bound and is caught by zlib's length check.
+  std::string forged = *Gzip(std::string(1000, 'x'));
+  forged[forged.size() - 1] = static_cast<char>(0x7f);
+  EXPECT_THAT(Gunzip(forged, 1024 * 1024).status().message(), HasSubstr("gzip"));
+}
+
 TEST(NiftiTest, LabelsMustBeSmallIntegers) {
   std::vector<float> voxels(24, 1.0f);
   voxels[5] = 2.5f;

@@ -133,6 +133,27 @@ TEST(WorkQueueTest, OnIdleRunsOnlyWhenNoWorkIsRunningOrWaiting) {
   EXPECT_EQ(idle.load(), 2);
 }
 
+TEST(WorkQueueTest, OnIdleWaitsForItsDelayAndWorkWithinItPostponesIt) {
+  std::atomic<int> idle{0};
+  {
+    // Case after case within the delay: never idle long enough.
+    WorkQueue queue(/*workers=*/1, /*queue_size=*/4, [&] { ++idle; }, std::chrono::seconds(30));
+    for (int i = 0; i < 3; ++i) {
+      std::promise<void> done;
+      queue.Submit([&] { done.set_value(); });
+      done.get_future().wait_for(std::chrono::seconds(10));
+    }
+    std::this_thread::sleep_for(milliseconds(50));
+    EXPECT_EQ(idle.load(), 0);
+  }  // a worker waiting out its delay stops at once with the queue
+  EXPECT_EQ(idle.load(), 0);
+  WorkQueue queue(/*workers=*/1, /*queue_size=*/4, [&] { ++idle; }, milliseconds(50));
+  queue.Submit([] {});
+  EXPECT_TRUE(Eventually([&] { return idle.load() == 1; }));
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_EQ(idle.load(), 1);  // once per idle spell
+}
+
 // A watchdog entry with a settable deadline that counts its expiries.
 class FakeEntry : public Watchdog::Entry {
  public:
