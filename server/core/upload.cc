@@ -190,11 +190,13 @@ absl::Status Upload::Add(const v1::Chunk& chunk) {
   if (absl::Status s = lease_.Resize(bytes_received_, "buffering this upload"); !s.ok()) {
     return absl::ResourceExhaustedError(absl::StrCat(FileLabel(header_, index), ": ", s.message()));
   }
-  // The declared size (bounded by max_upload_bytes at the header) is reserved with the first
-  // chunk, so the file is written once into one buffer rather than through a chain of doubling
-  // ones, each of whose fresh pages faults (docs/benchmarks.md). A reservation is address
-  // space: its pages become resident only as chunks are written into them.
-  if (bytes.empty() && declared > 0) bytes.reserve(declared);
+  // The declared size is reserved with the first chunk, so the file is written once into one
+  // buffer rather than through a chain of doubling ones, each of whose fresh pages faults
+  // (docs/benchmarks.md). A reservation is address space: its pages become resident only as
+  // chunks are written into them. At most kMaxReservation, so that a client's declaration
+  // alone cannot make the server ask for a large block (files beyond it grow as they arrive).
+  constexpr uint64_t kMaxReservation = uint64_t{64} << 20;
+  if (bytes.empty() && declared > 0) bytes.reserve(std::min(declared, kMaxReservation));
   bytes.append(chunk.data());
   if (chunk.last()) {
     if (declared > 0 && bytes.size() != declared) {
