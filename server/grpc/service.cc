@@ -388,8 +388,7 @@ SegmentationService::SegmentationService(const ServiceOptions& options, ServiceM
       // Idle for a while: the memory the last case freed goes back to the kernel
       // (TuneHostMemory kept it for reuse).
       queue_(options.workers, options.queue_size, models::ReleaseFreeHostMemory,
-             std::chrono::milliseconds(
-                 static_cast<int64_t>(std::max(0.0, options.idle_release_seconds) * 1000))),
+             std::chrono::milliseconds(static_cast<int64_t>(options.idle_release_seconds * 1000))),
       prepare_(options.prepare_ahead ? 1 : 0, 0) {}
 
 SegmentationService::~SegmentationService() = default;

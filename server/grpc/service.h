@@ -61,7 +61,8 @@ struct ServiceOptions {
   bool prepare_ahead = false;
   // The memory a case freed goes back to the kernel once no case has run or waited for this
   // long. Until then malloc keeps it for the next case, which would otherwise fault every page
-  // of its buffers in again (docs/benchmarks.md). 0: at once, after every idle moment.
+  // of its buffers in again (docs/benchmarks.md). 0 (or less): at once, after every idle
+  // moment.
   double idle_release_seconds = 2;
   // Calls between their header and their last chunk; more get RESOURCE_EXHAUSTED at the header.
   // Bounded apart from the compute slots because each holds its upload's buffers.
