@@ -86,6 +86,9 @@ ABSL_FLAG(std::optional<std::string>, default_policy, std::nullopt,
 ABSL_FLAG(bool, redo_decision, false,
           "Keep the work directory's trained bank and Eq. 4 scores, but relabel with --alpha and "
           "retrain the decision network (for alpha sweeps).");
+ABSL_FLAG(bool, keep_decision, false,
+          "Fine-tune the bank only: after stage 1, keep --init_bundle's decision network as it "
+          "is (no Eq. 4 labels, no stage 2); validation still runs.");
 
 namespace danet::train {
 namespace {
@@ -152,6 +155,15 @@ int Main(const std::string& command_line) {
         absl::InvalidArgumentError(absl::StrCat("--loss: '", loss, "': choose dice_ce or dice")));
   }
 
+  if (absl::GetFlag(FLAGS_keep_decision) &&
+      (absl::GetFlag(FLAGS_init_bundle).empty() || absl::GetFlag(FLAGS_redo_decision) ||
+       absl::GetFlag(FLAGS_decision_max_pool) || absl::GetFlag(FLAGS_decision_input_downsample) ||
+       absl::GetFlag(FLAGS_decision_tumour_head))) {
+    return Fail(absl::InvalidArgumentError(
+        "--keep_decision keeps --init_bundle's trained decision network: it needs --init_bundle "
+        "and excludes --redo_decision and the --decision_* architecture flags"));
+  }
+
   models::BankOptions bank_options;
   bank_options.device = *device;
   bank_options.seed = absl::GetFlag(FLAGS_seed);
@@ -209,6 +221,7 @@ int Main(const std::string& command_line) {
   options.seed = absl::GetFlag(FLAGS_seed);
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
   options.redo_decision = absl::GetFlag(FLAGS_redo_decision);
+  options.keep_decision = absl::GetFlag(FLAGS_keep_decision);
   options.validation_policies = absl::GetFlag(FLAGS_validation_policies);
   options.name = absl::GetFlag(FLAGS_name);
   options.default_policy = absl::GetFlag(FLAGS_default_policy);

@@ -224,10 +224,14 @@ absl::Status Trainer::Run() {
   torch::manual_seed(options_.seed + state_["bank_step"].get<int>());
   if (absl::Status s = Guarded("stage 1", [&] { return RunBankStage(); }); !s.ok()) return s;
   if (paused()) return absl::OkStatus();
-  if (absl::Status s = Guarded("labels", [&] { return ComputeDecisionLabels(); }); !s.ok()) {
-    return s;
+  if (!options_.keep_decision) {
+    if (absl::Status s = Guarded("labels", [&] { return ComputeDecisionLabels(); }); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = Guarded("stage 2", [&] { return RunDecisionStage(); }); !s.ok()) {
+      return s;
+    }
   }
-  if (absl::Status s = Guarded("stage 2", [&] { return RunDecisionStage(); }); !s.ok()) return s;
   return Guarded("validation", [&] { return Validate(); });
 }
 

@@ -93,6 +93,9 @@ struct TrainOptions {
   std::filesystem::path work_dir;
   // Resume with the bank and the stored slice scores, but redo the decision stage (new alpha).
   bool redo_decision = false;
+  // Fine-tune the bank only: after stage 1, skip the Eq. 4 labels and stage 2 and keep the
+  // starting bundle's decision network as it is (it must have been trained: --init_bundle).
+  bool keep_decision = false;
   // Policies to validate ("dynamic", "static:<id>"); empty: the default policy and every
   // static one.
   std::vector<std::string> validation_policies;

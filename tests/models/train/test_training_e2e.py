@@ -246,6 +246,31 @@ class TrainingEndToEnd(unittest.TestCase):
         self.assertEqual(described.returncode, 0, described.stderr)
         self.assertIn("tumour head", described.stdout)
 
+    def test_keep_decision_fine_tunes_the_bank_only(self):
+        # --keep_decision: stage 1 from --init_bundle, then no labels and no stage 2; the
+        # bundle carries the starting bundle's decision network unchanged and new bank weights.
+        work, out = os.path.join(TMP, "keep.work"), os.path.join(TMP, "keep")
+        shutil.rmtree(work, ignore_errors=True)
+        command = train_command(out, work)
+        command[command.index("--bank_steps") + 1] = "5"
+        tuned = subprocess.run(command + ["--init_bundle", self.out, "--keep_decision"],
+                               capture_output=True, text=True, timeout=600)
+        self.assertEqual(tuned.returncode, 0, tuned.stderr[-3000:])
+        self.assertNotIn("stage 2", tuned.stderr)
+        self.assertFalse(os.path.exists(os.path.join(work, "decision_labels.csv")))
+
+        def read(bundle, name):
+            with open(os.path.join(bundle, name), "rb") as f:
+                return f.read()
+        self.assertEqual(read(out, "decision.pt"), read(self.out, "decision.pt"))
+        self.assertNotEqual(read(out, "M1.pt"), read(self.out, "M1.pt"))
+        # It needs a trained decision network to keep.
+        refused = subprocess.run(train_command(os.path.join(TMP, "keep2"),
+                                               os.path.join(TMP, "keep2.work")) +
+                                 ["--keep_decision"], capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("--keep_decision", refused.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
