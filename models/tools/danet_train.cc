@@ -36,6 +36,8 @@ ABSL_FLAG(int, bank_steps, 300, "Stage 1 steps.");
 ABSL_FLAG(int, batch, 8, "Stage 1 batch size.");
 ABSL_FLAG(int, crop, 128, "Stage 1 crop side (the paper uses 128).");
 ABSL_FLAG(double, bank_lr, 1e-3, "Stage 1 Adam learning rate.");
+ABSL_FLAG(double, foreground_fraction, 0.7,
+          "Stage 1: share of crops centred on tumour (the rest come from tumour-free slices).");
 ABSL_FLAG(int, warmup, 20, "Warm-up steps of the poly schedule (both stages).");
 ABSL_FLAG(std::string, stop_steps, "", "Per-model stage-1 stop step, e.g. M1=200,M2=200.");
 ABSL_FLAG(int, pause_after_bank_step, 0,
@@ -139,6 +141,11 @@ int Main(const std::string& command_line) {
     std::cerr << "danet-train: --train_data and --out are required (see --help)\n";
     return 2;
   }
+  const double foreground_fraction = absl::GetFlag(FLAGS_foreground_fraction);
+  if (!(foreground_fraction >= 0 && foreground_fraction <= 1)) {
+    std::cerr << "danet-train: --foreground_fraction must be in 0..1\n";
+    return 2;
+  }
   absl::StatusOr<c10::Device> device = models::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return Fail(device.status());
   absl::StatusOr<std::map<std::string, int>> stops =
@@ -195,6 +202,7 @@ int Main(const std::string& command_line) {
   }
 
   TrainOptions options;
+  options.foreground_fraction = foreground_fraction;
   options.bank_steps = absl::GetFlag(FLAGS_bank_steps);
   options.batch = absl::GetFlag(FLAGS_batch);
   options.crop = absl::GetFlag(FLAGS_crop);

@@ -271,6 +271,32 @@ class TrainingEndToEnd(unittest.TestCase):
         self.assertNotEqual(refused.returncode, 0)
         self.assertIn("--keep_decision", refused.stderr)
 
+    def test_models_stopped_at_step_0_keep_their_weights(self):
+        # --stop_steps ID=0 leaves a model untrained: with --keep_decision only the others
+        # change (how the shipped bank's M1 and M4 were tuned alone); --foreground_fraction
+        # sets the share of tumour-centred crops and is checked.
+        work, out = os.path.join(TMP, "stop.work"), os.path.join(TMP, "stop")
+        shutil.rmtree(work, ignore_errors=True)
+        command = train_command(out, work)
+        command[command.index("--bank_steps") + 1] = "5"
+        tuned = subprocess.run(command + ["--init_bundle", self.out, "--keep_decision",
+                                          "--stop_steps", "M2=0,M3=0",
+                                          "--foreground_fraction", "0.3"],
+                               capture_output=True, text=True, timeout=600)
+        self.assertEqual(tuned.returncode, 0, tuned.stderr[-3000:])
+
+        def read(bundle, name):
+            with open(os.path.join(bundle, name), "rb") as f:
+                return f.read()
+        for kept in ("M2.pt", "M3.pt", "decision.pt"):
+            self.assertEqual(read(out, kept), read(self.out, kept), kept)
+        for trained in ("M1.pt", "M4.pt"):
+            self.assertNotEqual(read(out, trained), read(self.out, trained), trained)
+        bad = subprocess.run(command + ["--foreground_fraction", "1.5"], capture_output=True,
+                             text=True, timeout=120)
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("--foreground_fraction", bad.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
