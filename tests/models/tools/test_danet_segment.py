@@ -4,6 +4,8 @@ bad input is a clear error, not a crash.
 
 Run by ctest with DANET_SEGMENT, DANET_PHANTOM, DANET_BUNDLE and DANET_TMP set.
 """
+import importlib.machinery
+import importlib.util
 import json
 import os
 import shutil
@@ -122,6 +124,39 @@ class DanetSegment(unittest.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("phantom_s77_000_t2.nii.gz", result.stderr)
         self.assertNotIn("Traceback", result.stderr)
+
+    def test_postprocess_study_steps_and_its_scores(self):
+        # scripts/postprocess-study (a measurement, docs/training.md): its steps do what they
+        # say on a hand-made label map, and it runs end to end on the phantom case.
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                            "scripts", "postprocess-study")
+        loader = importlib.machinery.SourceFileLoader("postprocess_study", path)
+        study = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+        loader.exec_module(study)
+        labels = np.zeros((20, 20, 6), np.int16)
+        labels[2:6, 2:6, 1:4] = 2       # 48 voxels, 16 per slice
+        labels[3:5, 3:5, 2] = 4         # 4 enhancing voxels inside it
+        labels[15, 15, 1:3] = 1         # 2 voxels, one per slice
+        volume = study.apply("3d-5", labels)
+        self.assertEqual(int((volume > 0).sum()), 48)
+        self.assertEqual(int(volume[15, 15, 1]), 0)
+        self.assertEqual(int((study.apply("3d-49", labels) > 0).sum()), 0)
+        per_slice = study.apply("2d-17", labels)  # each slice's 16-voxel square is too small
+        self.assertEqual(int((per_slice > 0).sum()), 0)
+        relabelled = study.apply("et-5", labels)
+        self.assertEqual(int((relabelled == 4).sum()), 0)
+        self.assertEqual(int((relabelled == 1).sum()), 4 + 2)
+        np.testing.assert_array_equal(study.apply("et-4", labels), labels)
+        self.assertEqual(study.dice(labels > 0, labels > 0), 100.0)
+        self.assertEqual(study.dice(labels == 3, labels == 3), 100.0)
+
+        env = dict(os.environ, DANET_SEGMENT=SEGMENT, STUDY_DIR=os.path.join(TMP, "study"))
+        os.makedirs(env["STUDY_DIR"], exist_ok=True)
+        result = subprocess.run([path, "--bundle", BUNDLE, "--max_cases", "1", TMP],
+                                capture_output=True, text=True, timeout=600, env=env)
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
+        self.assertEqual(set(rows), set(study.STEPS))
 
 
 if __name__ == "__main__":
