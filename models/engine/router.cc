@@ -22,7 +22,8 @@ std::string Policy::Name(const models::Bank& bank) const {
         follow_tumour == 0 ? "" : absl::StrCat("+f", follow_tumour),
         follow_tumour == 0 || follow_min_voxels == kDefaultFollowMinVoxels
             ? ""
-            : absl::StrCat("v", follow_min_voxels));
+            : absl::StrCat("v", follow_min_voxels),
+        min_component == 0 ? "" : absl::StrCat("+c", min_component));
   }
   return absl::StrCat("static:", bank.model_config(static_model).id());
 }
@@ -49,6 +50,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     bool margin_seen = false;
     bool threshold_seen = false;
     bool follow_seen = false;
+    bool clean_seen = false;
     for (size_t i = 1; i < parts.size(); ++i) {
       const std::string& part = parts[i];
       if (!part.empty() && part[0] == 'm' && !margin_seen) {
@@ -95,11 +97,20 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
                            "': the tumour-following depth after '+f' is not a whole number in 0..",
                            kMaxSkipMargin));
         }
+      } else if (!part.empty() && part[0] == 'c' && !clean_seen) {
+        clean_seen = true;
+        if (!absl::SimpleAtoi(part.substr(1), &policy.min_component) || policy.min_component < 0 ||
+            policy.min_component > kMaxMinComponent) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "policy '", text,
+              "': the smallest tumour component after '+c' is not a whole number in 0..",
+              kMaxMinComponent));
+        }
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             "policy '", text, "': '+", part,
-            "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>' or a tumour-following "
-            "depth '+f<K>[v<N>]' (each at most once)"));
+            "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>', a tumour-following "
+            "depth '+f<K>[v<N>]' or a smallest tumour component '+c<K>' (each at most once)"));
       }
     }
     return policy;
@@ -117,7 +128,8 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "policy '", text,
-      "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>][+f<follow>[v<voxels>]]' or "
+      "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>][+f<follow>[v<voxels>]]"
+      "[+c<voxels>]' or "
       "'static:<model id>'"));
 }
 

@@ -22,6 +22,7 @@ namespace danet::engine {
 
 inline constexpr int kMaxSkipMargin = 32;
 inline constexpr int kDefaultFollowMinVoxels = 5;
+inline constexpr int kMaxMinComponent = 100000;
 
 // Which slices go where.
 struct Policy {
@@ -60,13 +61,20 @@ struct Policy {
   // kDynamic with follow_tumour: the tumour voxels a slice's mask must hold to be followed, so
   // that a few stray voxels of a model's noise do not pull in the next slice.
   int follow_min_voxels = kDefaultFollowMinVoxels;
+  // kDynamic only: once every slice is segmented, tumour components (face-connected in 3D) of
+  // fewer than min_component voxels are set to background (RemoveSmallTumourComponents,
+  // segmenter.h). Under an appearance shift a model's false positives are often speckle of a
+  // few voxels each (docs/routing.md). The masks then reach SegmentOptions::on_slice only at
+  // the end, cleaned. 0: off.
+  int min_component = 0;
   // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "dynamic+m2r2", "dynamic+m2+s0.9",
-  // "dynamic+f4", "dynamic+f4v20", "static:<id>"
+  // "dynamic+f4", "dynamic+f4v20", "dynamic+f4+c30", "static:<id>"
   std::string Name(const models::Bank& bank) const;
 };
 
 // Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]][+s<skip threshold>]
-// [+f<follow tumour>[v<follow min voxels>]]" (the '+' parts in any order, each at most once) or
+// [+f<follow tumour>[v<follow min voxels>]][+c<min component>]" (the '+' parts in any order, each
+// at most once) or
 // "static:<model id>"; InvalidArgument names an unknown model and lists the known ones. An empty
 // text is the bundle's default_policy ("dynamic" when it has none).
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);

@@ -82,6 +82,44 @@ SliceBox PlaneBox(const at::Tensor& plane) {
           std::min(width, PaddedSliceExtent(cols.max().item<int64_t>() + 1))};
 }
 
+int64_t RemoveSmallTumourComponents(uint8_t* labels, int64_t width, int64_t height, int64_t depth,
+                                    int64_t min_voxels) {
+  constexpr uint8_t kSeen = 0x80;
+  const int64_t plane = width * height, total = plane * depth;
+  int64_t removed = 0;
+  std::vector<int64_t> component, pending;
+  for (int64_t start = 0; start < total; ++start) {
+    if (labels[start] == 0 || (labels[start] & kSeen) != 0) continue;
+    component.clear();
+    pending.assign(1, start);
+    labels[start] |= kSeen;
+    auto visit = [&](int64_t n) {
+      if (labels[n] != 0 && (labels[n] & kSeen) == 0) {
+        labels[n] |= kSeen;
+        pending.push_back(n);
+      }
+    };
+    while (!pending.empty()) {
+      const int64_t v = pending.back();
+      pending.pop_back();
+      component.push_back(v);
+      const int64_t x = v % width, y = (v / width) % height, z = v / plane;
+      if (x > 0) visit(v - 1);
+      if (x + 1 < width) visit(v + 1);
+      if (y > 0) visit(v - width);
+      if (y + 1 < height) visit(v + width);
+      if (z > 0) visit(v - plane);
+      if (z + 1 < depth) visit(v + plane);
+    }
+    if (static_cast<int64_t>(component.size()) < min_voxels) {
+      for (const int64_t v : component) labels[v] = 0;
+      removed += static_cast<int64_t>(component.size());
+    }
+  }
+  for (int64_t v = 0; v < total; ++v) labels[v] &= static_cast<uint8_t>(~kSeen);
+  return removed;
+}
+
 absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
                                            const volume::MultiModalVolume& normalized,
                                            const Policy& policy, const SegmentOptions& options) {
@@ -159,6 +197,8 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         slices.slice(2, box.top, box.bottom).slice(3, box.left, box.right);
     const models::SliceWindow window{padded_height, padded_width, box.top, box.left};
     std::vector<int64_t> tumour_voxels(depth, 0);
+    // Cleaning small components needs the whole volume: every mask is reported at the end.
+    const bool clean = policy.kind == Policy::Kind::kDynamic && policy.min_component > 0;
     // Runs `members` (slice indices, all routed to `route`) through the route's model.
     auto segment = [&](int route, const std::vector<int64_t>& members) -> absl::Status {
       models::Network& model = bank.model(route - 1);
@@ -203,7 +243,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
           result.slices[z].route = route;
           result.slices[z].gmacs += model_gmacs;
           result.slices[z].seconds = seconds;
-          if (options.on_slice) options.on_slice(result.slices[z], dst);
+          if (options.on_slice && !clean) options.on_slice(result.slices[z], dst);
         }
       }
       return absl::OkStatus();
@@ -213,7 +253,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
       result.slices[z].index = static_cast<int>(z);
       result.slices[z].gmacs = policy.kind == Policy::Kind::kDynamic ? decision_gmacs : 0.0;
       // Skipped slices are final now, unless following the tumour may still route them.
-      if (routes[z] == 0 && options.on_slice && !follow) {
+      if (routes[z] == 0 && options.on_slice && !follow && !clean) {
         options.on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
       }
     }
@@ -260,9 +300,13 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         }
       }
     }
-    if (follow && options.on_slice) {
+    if (clean) {
+      RemoveSmallTumourComponents(result.labels.data(), dims[0], dims[1], depth,
+                                  policy.min_component);
+    }
+    if ((follow || clean) && options.on_slice) {
       for (int64_t z = 0; z < depth; ++z) {
-        if (routes[z] == 0) {
+        if (routes[z] == 0 || clean) {
           options.on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
         }
       }

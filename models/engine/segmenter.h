@@ -32,9 +32,10 @@ struct SegmentOptions {
   // outside it every label is background. docs/benchmarks.md measures time and label changes.
   bool crop_to_brain = true;
   // Called as each slice's result is complete (skipped slices first, as their routes are
-  // known, then masks; skipped slices last under Policy::follow_tumour), in
-  // completion order, with that slice's labels (dims[0] x dims[1], x fastest; all zero for
-  // skipped slices), valid during the call only; may be empty.
+  // known, then masks; skipped slices last under Policy::follow_tumour; every slice at the
+  // end, in z order, under Policy::min_component), in completion order, with that slice's labels
+  // (dims[0] x dims[1], x fastest; all zero for skipped slices), valid during the call only; may be
+  // empty.
   std::function<void(const SliceResult&, const uint8_t* labels)> on_slice;
   // Polled between slices; when it returns true the work stops with CancelledError (the
   // caller's deadline or cancellation). May be empty.
@@ -64,6 +65,13 @@ struct TissueScan {
   at::Tensor plane;
 };
 TissueScan ScanTissue(const at::Tensor& slices);
+
+// Sets to background every tumour component (non-zero labels, face-connected: 6 neighbours in
+// 3D) of fewer than min_voxels voxels in a width x height x depth label volume (x fastest), and
+// returns how many voxels it cleared. Uses no memory of the volume's size: the visited mark is
+// the labels' top bit, cleared again before returning (BraTS labels are at most 4).
+int64_t RemoveSmallTumourComponents(uint8_t* labels, int64_t width, int64_t height, int64_t depth,
+                                    int64_t min_voxels);
 
 // Segments a bank input (PrepareBankInput, preprocess.h) of any in-plane size: slices are
 // zero-padded (the normalised background) at their high-x and high-y edges to multiples of

@@ -226,8 +226,10 @@ TEST_F(SegmenterTest, StaticPolicySendsEverySliceToItsModelAndCountsCost) {
 }
 
 TEST_F(SegmenterTest, EverySliceIsReportedOnceWithItsFinalMask) {
-  // Following the tumour may still route a skipped slice, so its skipped slices come last.
-  for (const char* name : {"dynamic", "dynamic@0.5+f4"}) {
+  // Following the tumour may still route a skipped slice, so its skipped slices come last;
+  // cleaning small components (here: every component, the volume is smaller) reports all
+  // slices at the end, cleaned.
+  for (const char* name : {"dynamic", "dynamic@0.5+f4", "dynamic@0.5+f4+c100000"}) {
     std::vector<int> seen(24, 0);
     std::vector<uint8_t> streamed(64 * 48 * 24, 255);
     std::vector<int> streamed_routes(24, -1);
@@ -352,13 +354,18 @@ TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
   EXPECT_EQ(ParsePolicy("dynamic+f4", *bank_)->follow_min_voxels, kDefaultFollowMinVoxels);
   EXPECT_EQ(ParsePolicy(absl::StrCat("dynamic+f4v", kDefaultFollowMinVoxels), *bank_)->Name(*bank_),
             "dynamic+f4");
+  const Policy clean = *ParsePolicy("dynamic+c30+f4", *bank_);
+  EXPECT_EQ(clean.min_component, 30);
+  EXPECT_EQ(clean.Name(*bank_), "dynamic+f4+c30");
+  EXPECT_EQ(ParsePolicy("dynamic+c0", *bank_)->Name(*bank_), "dynamic");
   for (const char* bad :
-       {"dynamic+m",     "dynamic+m-1",       "dynamic+m33",  "dynamic+mx",    "dynamic+2",
-        "dynamicx",      "dynamic@+m1",       "dynamic+m2r0", "dynamic+m2r",   "dynamic+mr2",
-        "dynamic+m2r33", "dynamic+s",         "dynamic+s1.5", "dynamic+s-0.1", "dynamic+sx",
-        "dynamic+m1+m2", "dynamic+s0.5+s0.6", "dynamic+m2+",  "dynamic++m2",   "dynamic+f",
-        "dynamic+f-1",   "dynamic+f33",       "dynamic+fx",   "dynamic+f2v",   "dynamic+f2v0",
-        "dynamic+fv5",   "dynamic+f1+f2"}) {
+       {"dynamic+m",       "dynamic+m-1",       "dynamic+m33",  "dynamic+mx",    "dynamic+2",
+        "dynamicx",        "dynamic@+m1",       "dynamic+m2r0", "dynamic+m2r",   "dynamic+mr2",
+        "dynamic+m2r33",   "dynamic+s",         "dynamic+s1.5", "dynamic+s-0.1", "dynamic+sx",
+        "dynamic+m1+m2",   "dynamic+s0.5+s0.6", "dynamic+m2+",  "dynamic++m2",   "dynamic+f",
+        "dynamic+f-1",     "dynamic+f33",       "dynamic+fx",   "dynamic+f2v",   "dynamic+f2v0",
+        "dynamic+fv5",     "dynamic+f1+f2",     "dynamic+c",    "dynamic+c-1",   "dynamic+cx",
+        "dynamic+c100001", "dynamic+c1+c2"}) {
     EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
@@ -561,6 +568,67 @@ TEST_F(SegmenterTest, AnyInPlaneSizeIsPaddedAndCroppedBack) {
     }
     EXPECT_EQ(differ, 0) << name;
   }
+}
+
+TEST(RemoveSmallTumourComponentsTest, ClearsOnlyComponentsUnderTheSizeFaceConnected) {
+  const int64_t w = 8, h = 6, d = 4;
+  std::vector<uint8_t> labels(w * h * d, 0);
+  auto at = [&](int64_t x, int64_t y, int64_t z) -> uint8_t& {
+    return labels[(z * h + y) * w + x];
+  };
+  // A 2 x 2 x 2 cube (8 voxels) of mixed labels across slices 1 and 2.
+  for (int64_t z : {1, 2}) {
+    for (int64_t y : {1, 2}) {
+      for (int64_t x : {1, 2}) at(x, y, z) = 2;
+    }
+  }
+  at(1, 1, 1) = 4;
+  at(2, 2, 2) = 1;
+  // Three voxels that touch only at edges or corners: three components of one voxel.
+  at(6, 4, 0) = 2;
+  at(5, 5, 0) = 2;
+  at(6, 5, 1) = 4;
+  // A 3-voxel line along z at the far corner.
+  for (int64_t z : {1, 2, 3}) at(7, 0, z) = 1;
+  std::vector<uint8_t> expected = labels;
+
+  EXPECT_EQ(RemoveSmallTumourComponents(labels.data(), w, h, d, 1), 0);
+  EXPECT_EQ(labels, expected);  // the visited marks are cleared again
+
+  EXPECT_EQ(RemoveSmallTumourComponents(labels.data(), w, h, d, 2), 3);
+  expected[(0 * h + 4) * w + 6] = 0;
+  expected[(0 * h + 5) * w + 5] = 0;
+  expected[(1 * h + 5) * w + 6] = 0;
+  EXPECT_EQ(labels, expected);
+
+  EXPECT_EQ(RemoveSmallTumourComponents(labels.data(), w, h, d, 4), 3);  // the line
+  for (int64_t z : {1, 2, 3}) expected[(z * h + 0) * w + 7] = 0;
+  EXPECT_EQ(labels, expected);
+  EXPECT_EQ(at(1, 1, 1), 4);  // the cube keeps its labels
+  EXPECT_EQ(at(2, 2, 2), 1);
+
+  EXPECT_EQ(RemoveSmallTumourComponents(labels.data(), w, h, d, 9), 8);
+  EXPECT_EQ(labels, std::vector<uint8_t>(w * h * d, 0));
+}
+
+TEST_F(SegmenterTest, CleaningSmallComponentsKeepsRoutesAndCleansTheFinalMasks) {
+  // The same routes as without cleaning, and the masks the uncleaned ones cleaned. The untrained
+  // bank's masks are large blobs, so the largest threshold (more than the volume's voxels) is
+  // what shows the cleaning applied.
+  int64_t removed = 0;
+  for (const char* name : {"dynamic@0.5+f4", "dynamic@-1000"}) {
+    const VolumeResult plain = *SegmentVolume(*bank_, volume_, *ParsePolicy(name, *bank_));
+    for (int min_voxels : {3, kMaxMinComponent}) {
+      const VolumeResult clean = *SegmentVolume(
+          *bank_, volume_, *ParsePolicy(absl::StrCat(name, "+c", min_voxels), *bank_));
+      for (int z = 0; z < 24; ++z) EXPECT_EQ(clean.slices[z].route, plain.slices[z].route);
+      std::vector<uint8_t> expected = plain.labels;
+      removed += RemoveSmallTumourComponents(expected.data(), 64, 48, 24, min_voxels);
+      EXPECT_EQ(clean.labels, expected) << name << " +c" << min_voxels;
+      EXPECT_DOUBLE_EQ(clean.gmacs, plain.gmacs);
+    }
+  }
+  EXPECT_GT(removed, 0) << "the untrained bank's masks held no tumour";
 }
 
 }  // namespace
