@@ -32,6 +32,11 @@ def train_command(out, work):
             "--seed", "3"]
 
 
+def read_bytes(bundle, name):
+    with open(os.path.join(bundle, name), "rb") as f:
+        return f.read()
+
+
 def log_lines(work, stage):
     with open(os.path.join(work, "train.log")) as f:
         return [json.loads(line) for line in f if json.loads(line).get("stage") == stage]
@@ -246,24 +251,27 @@ class TrainingEndToEnd(unittest.TestCase):
         self.assertEqual(described.returncode, 0, described.stderr)
         self.assertIn("tumour head", described.stdout)
 
-    def test_keep_decision_fine_tunes_the_bank_only(self):
-        # --keep_decision: stage 1 from --init_bundle, then no labels and no stage 2; the
-        # bundle carries the starting bundle's decision network unchanged and new bank weights.
-        work, out = os.path.join(TMP, "keep.work"), os.path.join(TMP, "keep")
+    def fine_tune(self, name, *extra):
+        """5 stage-1 steps from the trained bundle with --keep_decision (and `extra`) into
+        TMP/name: (bundle, work directory, command without `extra`, completed process)."""
+        work, out = os.path.join(TMP, name + ".work"), os.path.join(TMP, name)
         shutil.rmtree(work, ignore_errors=True)
         command = train_command(out, work)
         command[command.index("--bank_steps") + 1] = "5"
-        tuned = subprocess.run(command + ["--init_bundle", self.out, "--keep_decision"],
-                               capture_output=True, text=True, timeout=600)
+        command += ["--init_bundle", self.out, "--keep_decision"]
+        tuned = subprocess.run(command + list(extra), capture_output=True, text=True,
+                               timeout=600)
+        return out, work, command, tuned
+
+    def test_keep_decision_fine_tunes_the_bank_only(self):
+        # --keep_decision: stage 1 from --init_bundle, then no labels and no stage 2; the
+        # bundle carries the starting bundle's decision network unchanged and new bank weights.
+        out, work, _, tuned = self.fine_tune("keep")
         self.assertEqual(tuned.returncode, 0, tuned.stderr[-3000:])
         self.assertNotIn("stage 2", tuned.stderr)
         self.assertFalse(os.path.exists(os.path.join(work, "decision_labels.csv")))
-
-        def read(bundle, name):
-            with open(os.path.join(bundle, name), "rb") as f:
-                return f.read()
-        self.assertEqual(read(out, "decision.pt"), read(self.out, "decision.pt"))
-        self.assertNotEqual(read(out, "M1.pt"), read(self.out, "M1.pt"))
+        self.assertEqual(read_bytes(out, "decision.pt"), read_bytes(self.out, "decision.pt"))
+        self.assertNotEqual(read_bytes(out, "M1.pt"), read_bytes(self.out, "M1.pt"))
         # It needs a trained decision network to keep.
         refused = subprocess.run(train_command(os.path.join(TMP, "keep2"),
                                                os.path.join(TMP, "keep2.work")) +
@@ -275,23 +283,13 @@ class TrainingEndToEnd(unittest.TestCase):
         # --stop_steps ID=0 leaves a model untrained: with --keep_decision only the others
         # change (how the shipped bank's M1 and M4 were tuned alone); --foreground_fraction
         # sets the share of tumour-centred crops and is checked.
-        work, out = os.path.join(TMP, "stop.work"), os.path.join(TMP, "stop")
-        shutil.rmtree(work, ignore_errors=True)
-        command = train_command(out, work)
-        command[command.index("--bank_steps") + 1] = "5"
-        tuned = subprocess.run(command + ["--init_bundle", self.out, "--keep_decision",
-                                          "--stop_steps", "M2=0,M3=0",
-                                          "--foreground_fraction", "0.3"],
-                               capture_output=True, text=True, timeout=600)
+        out, _, command, tuned = self.fine_tune("stop", "--stop_steps", "M2=0,M3=0",
+                                                "--foreground_fraction", "0.3")
         self.assertEqual(tuned.returncode, 0, tuned.stderr[-3000:])
-
-        def read(bundle, name):
-            with open(os.path.join(bundle, name), "rb") as f:
-                return f.read()
         for kept in ("M2.pt", "M3.pt", "decision.pt"):
-            self.assertEqual(read(out, kept), read(self.out, kept), kept)
+            self.assertEqual(read_bytes(out, kept), read_bytes(self.out, kept), kept)
         for trained in ("M1.pt", "M4.pt"):
-            self.assertNotEqual(read(out, trained), read(self.out, trained), trained)
+            self.assertNotEqual(read_bytes(out, trained), read_bytes(self.out, trained), trained)
         bad = subprocess.run(command + ["--foreground_fraction", "1.5"], capture_output=True,
                              text=True, timeout=120)
         self.assertEqual(bad.returncode, 2)
