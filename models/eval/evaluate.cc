@@ -116,6 +116,14 @@ nlohmann::json Summarise(const std::vector<nlohmann::json>& cases, bool hd95) {
   return p;
 }
 
+// The policy column: as wide as the longest policy name (at least 12), so that every row's
+// numbers line up under their headers.
+int NameWidth(const nlohmann::json& e) {
+  size_t width = 12;
+  for (const auto& [name, p] : e["policies"].items()) width = std::max(width, name.size());
+  return static_cast<int>(width);
+}
+
 }  // namespace
 
 absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
@@ -158,18 +166,19 @@ absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
 
 std::string FormatEvaluation(const nlohmann::json& e) {
   const bool hd95 = e["policies"].begin()->contains("hd95");
+  const int w = NameWidth(e);
   double largest = 0;
   for (const auto& [name, p] : e["policies"].items()) {
     largest = std::max(largest, p["gmacs_per_case"].get<double>());
   }
   std::string out = absl::StrFormat(
       "%d cases, bundle '%s' (phantom data is synthetic: not clinical accuracy)\n\n"
-      "%-12s %7s %7s %7s %7s %9s %9s %9s %8s %8s %7s\n",
-      e["cases"].get<int>(), e["bundle"].get<std::string>(), "policy", "ET", "TC", "WT", "mean",
+      "%-*s %7s %7s %7s %7s %9s %9s %9s %8s %8s %7s\n",
+      e["cases"].get<int>(), e["bundle"].get<std::string>(), w, "policy", "ET", "TC", "WT", "mean",
       "HD95 ET", "HD95 TC", "HD95 WT", "GMACs", "vs max", "s/case");
   for (const auto& [name, p] : e["policies"].items()) {
     const auto& d = p["dice"];
-    absl::StrAppendFormat(&out, "%-12s %7.2f %7.2f %7.2f %7.2f ", name, d["et"].get<double>(),
+    absl::StrAppendFormat(&out, "%-*s %7.2f %7.2f %7.2f %7.2f ", w, name, d["et"].get<double>(),
                           d["tc"].get<double>(), d["wt"].get<double>(), d["mean"].get<double>());
     if (hd95) {
       absl::StrAppendFormat(&out, "%9.2f %9.2f %9.2f ", p["hd95"]["et"].get<double>(),
@@ -183,11 +192,11 @@ std::string FormatEvaluation(const nlohmann::json& e) {
   }
   out += "\nroutes (slices over all cases), tumour-slice recall, tumour-free slices skipped:\n";
   for (const auto& [name, p] : e["policies"].items()) {
-    absl::StrAppendFormat(&out, "%-12s %s  recall %.2f%%  tumour-free skipped %.2f%%\n", name,
+    absl::StrAppendFormat(&out, "%-*s %s  recall %.2f%%  tumour-free skipped %.2f%%\n", w, name,
                           p["routes"].dump(), 100.0 * p["tumour_slice_recall"].get<double>(),
                           100.0 * p.value("tumour_free_skip_rate", 0.0));
     if (p.contains("tumour_routes")) {
-      absl::StrAppendFormat(&out, "%-12s tumour slices %s\n", "", p["tumour_routes"].dump());
+      absl::StrAppendFormat(&out, "%-*s tumour slices %s\n", w, "", p["tumour_routes"].dump());
     }
   }
   return out;
@@ -203,12 +212,13 @@ std::string FormatSideBySide(const nlohmann::json& in, const nlohmann::json& shi
     return m;
   };
   const double in_max = largest(in), shift_max = largest(shift);
+  const int w = NameWidth(in);
   std::string out = absl::StrFormat(
-      "in distribution (%d cases) | shift (%d cases)\n%-12s %7s %7s %8s %8s | %7s %7s %8s %8s\n",
-      in["cases"].get<int>(), shift["cases"].get<int>(), "policy", "Dice", "cost", "recall",
+      "in distribution (%d cases) | shift (%d cases)\n%-*s %7s %7s %8s %8s | %7s %7s %8s %8s\n",
+      in["cases"].get<int>(), shift["cases"].get<int>(), w, "policy", "Dice", "cost", "recall",
       "tf-skip", "Dice", "cost", "recall", "tf-skip");
   for (const auto& [name, p] : in["policies"].items()) {
-    absl::StrAppendFormat(&out, "%-12s %7.2f %6.1f%% %7.2f%% %7.2f%% |", name,
+    absl::StrAppendFormat(&out, "%-*s %7.2f %6.1f%% %7.2f%% %7.2f%% |", w, name,
                           p["dice"]["mean"].get<double>(),
                           100.0 * p["gmacs_per_case"].get<double>() / in_max,
                           100.0 * p["tumour_slice_recall"].get<double>(),

@@ -46,6 +46,11 @@ danet_gtest(metrics_test
   SOURCES ${_models}/eval/metrics_test.cc
   LIBS danet_eval_metrics)
 
+danet_gtest(report_test
+  TORCH
+  SOURCES ${_models}/eval/report_test.cc
+  LIBS danet_eval)
+
 danet_gtest(train_test
   TORCH
   SOURCES ${_models}/train/objectives_test.cc ${_models}/train/augment_test.cc

@@ -1,0 +1,70 @@
+// The evaluation report's text tables: every row lines up under its header, whatever the
+// length of the policy names.
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "models/eval/evaluate.h"
+
+namespace danet::eval {
+namespace {
+
+nlohmann::json Policy(double mean, double gmacs) {
+  return {{"dice", {{"et", mean}, {"tc", mean}, {"wt", mean}, {"mean", mean}}},
+          {"gmacs_per_case", gmacs},
+          {"seconds_per_case", 1.5},
+          {"routes", {{"skip", 3}, {"M1", 2}}},
+          {"tumour_slice_recall", 0.96},
+          {"tumour_free_skip_rate", 0.98}};
+}
+
+nlohmann::json Evaluation() {
+  nlohmann::json e = {{"cases", 5}, {"bundle", "b"}};
+  e["policies"]["dynamic"] = Policy(71.9, 218.7);
+  e["policies"]["dynamic+f4+c30"] = Policy(72.0, 218.7);  // longer than the old 12 columns
+  e["policies"]["static:M4"] = Policy(68.3, 1387.3);
+  return e;
+}
+
+// The lines of `text` that start with `header` or with a policy name.
+std::vector<std::string> TableLines(const std::string& text, const std::string& header) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(header, 0) == 0 || line.rfind("dynamic ", 0) == 0 ||
+        line.rfind("dynamic+f4+c30 ", 0) == 0 || line.rfind("static:M4 ", 0) == 0) {
+      lines.push_back(line);
+    }
+  }
+  return lines;
+}
+
+void ExpectAligned(const std::vector<std::string>& lines, size_t rows) {
+  ASSERT_EQ(lines.size(), rows);
+  for (const std::string& line : lines) EXPECT_EQ(line.size(), lines[0].size()) << line;
+}
+
+TEST(ReportTest, RowsLineUpUnderTheHeaderWithLongPolicyNames) {
+  const std::string text = FormatEvaluation(Evaluation());
+  // The header and the three Dice rows; the routes block's lines follow the same names.
+  std::vector<std::string> table = TableLines(text.substr(0, text.find("\nroutes")), "policy ");
+  ExpectAligned(table, 4);
+  EXPECT_EQ(table[0].find("ET") + 2, table[1].find("71.90") + 5);
+  // In the routes block the routes start in the same column on every line.
+  const std::string routes = text.substr(text.find("\nroutes"));
+  std::vector<std::string> route_lines = TableLines(routes, "\x01");
+  ASSERT_EQ(route_lines.size(), 3u);
+  for (const std::string& line : route_lines) {
+    EXPECT_EQ(line.find('{'), route_lines[0].find('{')) << line;
+  }
+}
+
+TEST(ReportTest, SideBySideRowsLineUpUnderTheHeader) {
+  const nlohmann::json e = Evaluation();
+  ExpectAligned(TableLines(FormatSideBySide(e, e), "policy "), 4);
+}
+
+}  // namespace
+}  // namespace danet::eval
