@@ -116,6 +116,15 @@ nlohmann::json Summarise(const std::vector<nlohmann::json>& cases, bool hd95) {
   return p;
 }
 
+// The costliest policy's GMACs per case: the reference of the tables' cost columns.
+double LargestGmacs(const nlohmann::json& e) {
+  double largest = 0;
+  for (const auto& [name, p] : e["policies"].items()) {
+    largest = std::max(largest, p["gmacs_per_case"].get<double>());
+  }
+  return largest;
+}
+
 // The policy column: as wide as the longest policy name (at least 12), so that every row's
 // numbers line up under their headers.
 int NameWidth(const nlohmann::json& e) {
@@ -167,10 +176,7 @@ absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
 std::string FormatEvaluation(const nlohmann::json& e) {
   const bool hd95 = e["policies"].begin()->contains("hd95");
   const int w = NameWidth(e);
-  double largest = 0;
-  for (const auto& [name, p] : e["policies"].items()) {
-    largest = std::max(largest, p["gmacs_per_case"].get<double>());
-  }
+  const double largest = LargestGmacs(e);
   std::string out = absl::StrFormat(
       "%d cases, bundle '%s' (phantom data is synthetic: not clinical accuracy)\n\n"
       "%-*s %7s %7s %7s %7s %9s %9s %9s %8s %8s %7s\n",
@@ -204,14 +210,7 @@ std::string FormatEvaluation(const nlohmann::json& e) {
 
 std::string FormatSideBySide(const nlohmann::json& in, const nlohmann::json& shift) {
   // Cost relative to the costliest policy of each set (static on the largest model).
-  auto largest = [](const nlohmann::json& e) {
-    double m = 0;
-    for (const auto& [name, p] : e["policies"].items()) {
-      m = std::max(m, p["gmacs_per_case"].get<double>());
-    }
-    return m;
-  };
-  const double in_max = largest(in), shift_max = largest(shift);
+  const double in_max = LargestGmacs(in), shift_max = LargestGmacs(shift);
   const int w = NameWidth(in);
   std::string out = absl::StrFormat(
       "in distribution (%d cases) | shift (%d cases)\n%-*s %7s %7s %8s %8s | %7s %7s %8s %8s\n",

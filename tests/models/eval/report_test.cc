@@ -28,17 +28,28 @@ nlohmann::json Evaluation() {
   return e;
 }
 
-// The lines of `text` that start with `header` or with a policy name.
-std::vector<std::string> TableLines(const std::string& text, const std::string& header) {
+// The lines of `text` that start with one of `prefixes`.
+std::vector<std::string> LinesStartingWith(const std::string& text,
+                                           const std::vector<std::string>& prefixes) {
   std::vector<std::string> lines;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind(header, 0) == 0 || line.rfind("dynamic ", 0) == 0 ||
-        line.rfind("dynamic+f4+c30 ", 0) == 0 || line.rfind("static:M4 ", 0) == 0) {
-      lines.push_back(line);
+    for (const std::string& prefix : prefixes) {
+      if (line.rfind(prefix, 0) == 0) {
+        lines.push_back(line);
+        break;
+      }
     }
   }
   return lines;
+}
+
+// "name " for each policy of `e`, optionally after the header's "policy ".
+std::vector<std::string> RowPrefixes(const nlohmann::json& e, bool header) {
+  std::vector<std::string> prefixes;
+  if (header) prefixes.push_back("policy ");
+  for (const auto& [name, p] : e["policies"].items()) prefixes.push_back(name + " ");
+  return prefixes;
 }
 
 void ExpectAligned(const std::vector<std::string>& lines, size_t rows) {
@@ -47,14 +58,16 @@ void ExpectAligned(const std::vector<std::string>& lines, size_t rows) {
 }
 
 TEST(ReportTest, RowsLineUpUnderTheHeaderWithLongPolicyNames) {
-  const std::string text = FormatEvaluation(Evaluation());
+  const nlohmann::json e = Evaluation();
+  const std::string text = FormatEvaluation(e);
   // The header and the three Dice rows; the routes block's lines follow the same names.
-  std::vector<std::string> table = TableLines(text.substr(0, text.find("\nroutes")), "policy ");
+  std::vector<std::string> table =
+      LinesStartingWith(text.substr(0, text.find("\nroutes")), RowPrefixes(e, true));
   ExpectAligned(table, 4);
   EXPECT_EQ(table[0].find("ET") + 2, table[1].find("71.90") + 5);
   // In the routes block the routes start in the same column on every line.
   const std::string routes = text.substr(text.find("\nroutes"));
-  std::vector<std::string> route_lines = TableLines(routes, "\x01");
+  std::vector<std::string> route_lines = LinesStartingWith(routes, RowPrefixes(e, false));
   ASSERT_EQ(route_lines.size(), 3u);
   for (const std::string& line : route_lines) {
     EXPECT_EQ(line.find('{'), route_lines[0].find('{')) << line;
@@ -63,7 +76,7 @@ TEST(ReportTest, RowsLineUpUnderTheHeaderWithLongPolicyNames) {
 
 TEST(ReportTest, SideBySideRowsLineUpUnderTheHeader) {
   const nlohmann::json e = Evaluation();
-  ExpectAligned(TableLines(FormatSideBySide(e, e), "policy "), 4);
+  ExpectAligned(LinesStartingWith(FormatSideBySide(e, e), RowPrefixes(e, true)), 4);
 }
 
 }  // namespace
