@@ -44,6 +44,10 @@ struct PhantomOptions {
   double max_shift_mm = 6.0;
   double noise_fraction = 0.03;  // noise sigma, as a fraction of white-matter intensity
   double bias_strength = 0.15;   // amplitude of the log bias field
+  // Randomised generator only: the share of tumours given a solid non-enhancing core (label 1
+  // that looks like tissue between white matter and edema, not like dark necrosis). Drawn from
+  // a random stream of its own, so 0 (the default) leaves every case as it was.
+  double solid_core_fraction = 0.0;
 };
 
 struct PhantomCase {

@@ -10,10 +10,13 @@
 //   tumours     one to four (multifocal); compact or irregular random-field shapes; with rim and
 //               necrosis, solid enhancing (no necrosis) or non-enhancing (no label 4); small
 //               lesions under 1 mL; placed in white or grey matter, against the ventricles or
-//               at the cortex.
+//               at the cortex; optionally (PhantomOptions::solid_core_fraction) solid
+//               non-enhancing cores, label 1 that looks like tissue between white matter and
+//               edema instead of dark necrosis.
 //
 // The draws are documented where they are made; docs/training.md lists the ranges.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <random>
 
@@ -76,6 +79,7 @@ struct RandomTumour {
   Mat3 shape;  // offset -> normalised ellipsoid coordinates
   double r_core = 0, r_edema = 0, rim = 0, contrast = 1;
   CoreKind kind = CoreKind::kRimAndNecrosis;
+  bool solid = false;  // label 1 drawn with the case's solid-core look, not necrosis
   double direction_amp = 0.3, field_amp = 0;  // shape irregularity
   DirectionNoise core_noise, edema_noise;
   SineField field;  // random-field irregularity, by position
@@ -287,6 +291,32 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
     }
   }
 
+  // Solid non-enhancing cores, from a stream of their own so that the draws above (and every
+  // case made without them) stay as they were. A solid tumour keeps no necrosis: its core is
+  // all label 1, or label 1 inside an enhancing rim. The look, per modality, sits between
+  // white matter and edema: w + f (e - w), with f in [0.5, 0.9] on FLAIR and T2 (less bright
+  // than edema) and in [0.6, 1.3] on T1 and T1ce (about edema's level, not enhancing). Its
+  // contrast is 75-100% (not 40%): a faint solid core would look like grey matter, and a
+  // bank taught that grey matter can be tumour core marks healthy tissue as core.
+  std::array<double, 4> solid_blend{};
+  if (options_.solid_core_fraction > 0) {
+    std::seed_seq solid_seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
+                            static_cast<uint32_t>(index), 0x534f4c44u};
+    std::mt19937_64 solid_rng(solid_seq);
+    auto solid_uniform = [&](double lo, double hi) { return lo + (hi - lo) * unit(solid_rng); };
+    for (int m = 0; m < 4; ++m) {
+      solid_blend[m] = (m == 0 || m == 3) ? solid_uniform(0.5, 0.9) : solid_uniform(0.6, 1.3);
+    }
+    for (RandomTumour& t : tumours) {
+      t.solid = unit(solid_rng) < options_.solid_core_fraction;
+      const bool rimmed = unit(solid_rng) < 0.5 && t.r_core - t.rim >= 1.5;
+      const double contrast = solid_uniform(0.75, 1.0);
+      if (!t.solid) continue;
+      t.kind = rimmed ? CoreKind::kRimAndNecrosis : CoreKind::kNonEnhancing;
+      t.contrast = contrast;
+    }
+  }
+
   PhantomCase out;
   out.case_id = absl::StrFormat("phantom_s%d_%03d", seed, index);
   out.tumours = count;
@@ -294,6 +324,7 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
                                           {-0.5 * (nx - 1), -0.5 * (ny - 1), -0.5 * (nz - 1)});
   out.seg.labels.assign(n, 0);
   std::vector<float> contrast(n, 0.0f);
+  std::vector<uint8_t> solid(n, 0);
   for (const RandomTumour& t : tumours) {
     const double reach = t.r_edema * 2.2 / 0.75;
     int64_t lo[3], hi[3];
@@ -334,6 +365,7 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
           if (out.seg.labels[v] == 0 || (label != 2 && out.seg.labels[v] == 2)) {
             out.seg.labels[v] = label;
             contrast[v] = static_cast<float>(t.contrast);
+            solid[v] = t.solid && label == 1;
           }
         }
       }
@@ -375,7 +407,9 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
             }
           }
           if (const uint8_t label = out.seg.labels[v]; label != 0) {
-            const double target = a.tumour[m][label == 4 ? 2 : label - 1];
+            const double target =
+                solid[v] ? a.tissue[m][2] + solid_blend[m] * (a.tumour[m][1] - a.tissue[m][2])
+                         : a.tumour[m][label == 4 ? 2 : label - 1];
             value += contrast[v] * (target - value) * (1 + 0.08 * gauss(rng));
           }
           const double field = PolynomialBias(bias, x, y, z);

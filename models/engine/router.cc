@@ -12,6 +12,21 @@
 
 namespace danet::engine {
 
+namespace {
+
+// A '+<letter><voxels>' part's count, a whole number in 0..kMaxMinComponent.
+bool ParseVoxelCount(const std::string& part, int* count) {
+  return absl::SimpleAtoi(part.substr(1), count) && *count >= 0 && *count <= kMaxMinComponent;
+}
+
+absl::Status VoxelCountError(const std::string& text, const char* what, char letter) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("policy '", text, "': ", what, " after '+", std::string(1, letter),
+                   "' is not a whole number in 0..", kMaxMinComponent));
+}
+
+}  // namespace
+
 std::string Policy::Name(const models::Bank& bank) const {
   if (kind == Kind::kDynamic) {
     return absl::StrCat(
@@ -23,7 +38,8 @@ std::string Policy::Name(const models::Bank& bank) const {
         follow_tumour == 0 || follow_min_voxels == kDefaultFollowMinVoxels
             ? ""
             : absl::StrCat("v", follow_min_voxels),
-        min_component == 0 ? "" : absl::StrCat("+c", min_component));
+        min_component == 0 ? "" : absl::StrCat("+c", min_component),
+        min_enhancing == 0 ? "" : absl::StrCat("+e", min_enhancing));
   }
   return absl::StrCat("static:", bank.model_config(static_model).id());
 }
@@ -51,6 +67,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     bool threshold_seen = false;
     bool follow_seen = false;
     bool clean_seen = false;
+    bool enhancing_seen = false;
     for (size_t i = 1; i < parts.size(); ++i) {
       const std::string& part = parts[i];
       if (!part.empty() && part[0] == 'm' && !margin_seen) {
@@ -99,18 +116,20 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
         }
       } else if (!part.empty() && part[0] == 'c' && !clean_seen) {
         clean_seen = true;
-        if (!absl::SimpleAtoi(part.substr(1), &policy.min_component) || policy.min_component < 0 ||
-            policy.min_component > kMaxMinComponent) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "policy '", text,
-              "': the smallest tumour component after '+c' is not a whole number in 0..",
-              kMaxMinComponent));
+        if (!ParseVoxelCount(part, &policy.min_component)) {
+          return VoxelCountError(text, "the smallest tumour component", 'c');
+        }
+      } else if (!part.empty() && part[0] == 'e' && !enhancing_seen) {
+        enhancing_seen = true;
+        if (!ParseVoxelCount(part, &policy.min_enhancing)) {
+          return VoxelCountError(text, "the smallest enhancing-tumour volume", 'e');
         }
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             "policy '", text, "': '+", part,
             "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>', a tumour-following "
-            "depth '+f<K>[v<N>]' or a smallest tumour component '+c<K>' (each at most once)"));
+            "depth '+f<K>[v<N>]', a smallest tumour component '+c<K>' or a smallest "
+            "enhancing-tumour volume '+e<K>' (each at most once)"));
       }
     }
     return policy;

@@ -67,16 +67,24 @@ struct Policy {
   // few voxels each (docs/routing.md). The masks then reach SegmentOptions::on_slice only at
   // the end, cleaned. 0: off.
   int min_component = 0;
+  // kDynamic only: once every slice is segmented (and small components cleared), when the whole
+  // volume holds fewer than min_enhancing enhancing-tumour voxels (label 4) they are relabelled
+  // as necrotic/non-enhancing core (label 1): RelabelSmallEnhancing, segmenter.h. The tumour core
+  // is unchanged; only the enhancing/non-enhancing split moves. nnU-Net's BraTS post-processing:
+  // a model's few enhancing voxels in a tumour without enhancement cost that case's whole
+  // enhancing-tumour score (docs/routing.md). The masks then reach SegmentOptions::on_slice only
+  // at the end. 0: off.
+  int min_enhancing = 0;
   // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "dynamic+m2r2", "dynamic+m2+s0.9",
-  // "dynamic+f4", "dynamic+f4v20", "dynamic+f4+c30", "static:<id>"
+  // "dynamic+f4", "dynamic+f4v20", "dynamic+f4+c30", "dynamic+f4+c30+e10", "static:<id>"
   std::string Name(const models::Bank& bank) const;
 };
 
 // Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]][+s<skip threshold>]
-// [+f<follow tumour>[v<follow min voxels>]][+c<min component>]" (the '+' parts in any order, each
-// at most once) or
-// "static:<model id>"; InvalidArgument names an unknown model and lists the known ones. An empty
-// text is the bundle's default_policy ("dynamic" when it has none).
+// [+f<follow tumour>[v<follow min voxels>]][+c<min component>][+e<min enhancing>]" (the '+' parts
+// in any order, each at most once) or "static:<model id>"; InvalidArgument names an unknown model
+// and lists the known ones. An empty text is the bundle's default_policy ("dynamic" when it has
+// none).
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
 
 // A request's separate cost bias and skip margin over a parsed policy (0 keeps the policy's

@@ -120,6 +120,13 @@ int64_t RemoveSmallTumourComponents(uint8_t* labels, int64_t width, int64_t heig
   return removed;
 }
 
+int64_t RelabelSmallEnhancing(uint8_t* labels, int64_t voxels, int64_t min_voxels) {
+  const int64_t enhancing = std::count(labels, labels + voxels, uint8_t{4});
+  if (enhancing == 0 || enhancing >= min_voxels) return 0;
+  std::replace(labels, labels + voxels, uint8_t{4}, uint8_t{1});
+  return enhancing;
+}
+
 absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
                                            const volume::MultiModalVolume& normalized,
                                            const Policy& policy, const SegmentOptions& options) {
@@ -197,8 +204,10 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         slices.slice(2, box.top, box.bottom).slice(3, box.left, box.right);
     const models::SliceWindow window{padded_height, padded_width, box.top, box.left};
     std::vector<int64_t> tumour_voxels(depth, 0);
-    // Cleaning small components needs the whole volume: every mask is reported at the end.
-    const bool clean = policy.kind == Policy::Kind::kDynamic && policy.min_component > 0;
+    // Cleaning small components or enhancing tumour needs the whole volume: every mask is
+    // reported at the end.
+    const bool clean = policy.kind == Policy::Kind::kDynamic &&
+                       (policy.min_component > 0 || policy.min_enhancing > 0);
     // Runs `members` (slice indices, all routed to `route`) through the route's model.
     auto segment = [&](int route, const std::vector<int64_t>& members) -> absl::Status {
       models::Network& model = bank.model(route - 1);
@@ -300,9 +309,13 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         }
       }
     }
-    if (clean) {
+    if (clean && policy.min_component > 0) {
       RemoveSmallTumourComponents(result.labels.data(), dims[0], dims[1], depth,
                                   policy.min_component);
+    }
+    if (clean && policy.min_enhancing > 0) {
+      RelabelSmallEnhancing(result.labels.data(), static_cast<int64_t>(result.labels.size()),
+                            policy.min_enhancing);
     }
     if ((follow || clean) && options.on_slice) {
       for (int64_t z = 0; z < depth; ++z) {

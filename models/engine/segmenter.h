@@ -73,6 +73,11 @@ TissueScan ScanTissue(const at::Tensor& slices);
 int64_t RemoveSmallTumourComponents(uint8_t* labels, int64_t width, int64_t height, int64_t depth,
                                     int64_t min_voxels);
 
+// When `voxels` labels hold fewer than min_voxels enhancing-tumour voxels (label 4), relabels
+// them as necrotic/non-enhancing core (label 1) and returns how many; otherwise changes nothing
+// and returns 0 (Policy::min_enhancing).
+int64_t RelabelSmallEnhancing(uint8_t* labels, int64_t voxels, int64_t min_voxels);
+
 // Segments a bank input (PrepareBankInput, preprocess.h) of any in-plane size: slices are
 // zero-padded (the normalised background) at their high-x and high-y edges to multiples of
 // kSliceMultiple for the networks, and the labels cropped back. Errors from LibTorch come back

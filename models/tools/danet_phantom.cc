@@ -1,7 +1,7 @@
 // danet-phantom: writes BraTS-like phantom cases made from the real Colin27 brain.
 //
 //   danet-phantom --out DIR --cases N [--seed S] [--first I] [--dims X,Y,Z] [--dicom]
-//                 [--style randomized|classic] [--family training|shift]
+//                 [--style randomized|classic] [--family training|shift] [--solid_cores F]
 //
 // --dicom also writes each case as one DICOM study of four MR series (one file per slice,
 // int16, synthetic patient/study/series UIDs, ImagePositionPatient/Orientation, spacing,
@@ -34,6 +34,10 @@ ABSL_FLAG(std::string, family, "training",
 ABSL_FLAG(std::string, style, "randomized",
           "Training-family generator: randomized (appearance, anatomy and tumour type drawn per "
           "case) or classic (the first release's single appearance).");
+ABSL_FLAG(double, solid_cores, 0.0,
+          "Randomized style: the share (0..1) of tumours with a solid non-enhancing core (label 1 "
+          "between white matter and edema in look, not dark necrosis). 0 keeps every case as "
+          "before.");
 ABSL_FLAG(int, cases, 1, "Number of cases.");
 ABSL_FLAG(uint64_t, seed, 1, "Series seed.");
 ABSL_FLAG(int, first, 0, "Index of the first case.");
@@ -92,6 +96,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.style = *style;
+  options.solid_core_fraction = absl::GetFlag(FLAGS_solid_cores);
+  if (!(options.solid_core_fraction >= 0 && options.solid_core_fraction <= 1)) {
+    std::cerr << "danet-phantom: --solid_cores is a share in 0..1\n";
+    return 2;
+  }
+  if (options.solid_core_fraction > 0 && (options.style != danet::data::PhantomStyle::kRandomized ||
+                                          absl::GetFlag(FLAGS_family) != "training")) {
+    std::cerr << "danet-phantom: --solid_cores needs --family training --style randomized\n";
+    return 2;
+  }
   const std::vector<std::string> dims = absl::GetFlag(FLAGS_dims);
   for (size_t a = 0; a < 3; ++a) {
     if (dims.size() != 3 || !absl::SimpleAtoi(dims[a], &options.dims[a]) || options.dims[a] < 16 ||

@@ -215,6 +215,77 @@ TEST_F(RandomizedPhantomTest, CasesVaryInTumourTypeSizeAndLook) {
   EXPECT_GE(white_matter_levels.size(), static_cast<size_t>(kCases / 2));
 }
 
+// Solid non-enhancing cores (solid_core_fraction): the same case as without them (anatomy,
+// tumour extent, edema, every slice out of the blur's reach of the tumour), but label 1 no
+// longer looks like necrosis: against the edema around it, brighter on FLAIR (necrosis is dark
+// there) and darker on T2 (necrosis is brighter than edema there).
+TEST_F(RandomizedPhantomTest, SolidCoresChangeOnlyHowTheCoreLooks) {
+  PhantomOptions options;
+  options.style = PhantomStyle::kRandomized;
+  options.dims = {176, 176, 120};
+  options.solid_core_fraction = 1.0;
+  absl::StatusOr<PhantomGenerator> solid_generator =
+      PhantomGenerator::Create(kColin27Path, options);
+  ASSERT_TRUE(solid_generator.ok()) << solid_generator.status();
+  int compared = 0;
+  for (int i = 0; i < kCases; ++i) {
+    const PhantomCase& plain = cases_[i];
+    const PhantomCase solid = solid_generator->Generate(31, i);
+    ASSERT_EQ(solid.case_id, plain.case_id);
+    const auto& a = plain.seg.labels;
+    const auto& b = solid.seg.labels;
+    ASSERT_EQ(a.size(), b.size());
+    // Slices more than 3 away from any tumour slice: out of reach of the blur and the thick
+    // slices, so every voxel there must be the same.
+    const int64_t plane = 176 * 176, depth = 120;
+    std::vector<bool> near_tumour(depth, false);
+    for (int64_t z = 0; z < depth; ++z) {
+      if (std::any_of(a.begin() + z * plane, a.begin() + (z + 1) * plane,
+                      [](uint8_t l) { return l != 0; })) {
+        for (int64_t n = std::max<int64_t>(0, z - 3); n <= std::min<int64_t>(depth - 1, z + 3);
+             ++n) {
+          near_tumour[n] = true;
+        }
+      }
+    }
+    ASSERT_GT(std::count(near_tumour.begin(), near_tumour.end(), false), 0) << plain.case_id;
+    constexpr int kModality[2] = {0, 3};  // FLAIR, T2
+    double sum[2][2][2] = {};             // [plain, solid][FLAIR, T2][label 1, edema]
+    int64_t count[2][2] = {};             // [plain, solid][label 1, edema]
+    for (size_t v = 0; v < a.size(); ++v) {
+      ASSERT_EQ(a[v] == 0, b[v] == 0) << plain.case_id << ": tumour extent changed";
+      ASSERT_EQ(a[v] == 2, b[v] == 2) << plain.case_id << ": edema changed";
+      if (!near_tumour[v / plane]) {
+        for (int m = 0; m < volume::kNumModalities; ++m) {
+          ASSERT_EQ(plain.image.channels[m][v], solid.image.channels[m][v])
+              << plain.case_id << ": a slice far from the tumour changed";
+        }
+      }
+      const PhantomCase* both[2] = {&plain, &solid};
+      for (int s = 0; s < 2; ++s) {
+        const uint8_t l = both[s]->seg.labels[v];
+        if (l != 1 && l != 2) continue;
+        const int slot = l == 1 ? 0 : 1;
+        ++count[s][slot];
+        for (int m = 0; m < 2; ++m) sum[s][m][slot] += both[s]->image.channels[kModality[m]][v];
+      }
+    }
+    if (count[0][0] == 0 || count[1][0] == 0) continue;  // no label 1 in one of them
+    ++compared;
+    for (int m = 0; m < 2; ++m) {
+      auto ratio = [&](int s) {
+        return (sum[s][m][0] / count[s][0]) / (sum[s][m][1] / count[s][1]);
+      };
+      if (m == 0) {
+        EXPECT_GT(ratio(1), ratio(0)) << plain.case_id << " FLAIR: label 1 against edema";
+      } else {
+        EXPECT_LT(ratio(1), ratio(0)) << plain.case_id << " T2: label 1 against edema";
+      }
+    }
+  }
+  EXPECT_GE(compared, 2);
+}
+
 TEST(PhantomStyleTest, ParsesNamesAndRejectsOthers) {
   EXPECT_EQ(*ParsePhantomStyle("classic"), PhantomStyle::kClassic);
   EXPECT_EQ(*ParsePhantomStyle("randomized"), PhantomStyle::kRandomized);

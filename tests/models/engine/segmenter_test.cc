@@ -229,7 +229,8 @@ TEST_F(SegmenterTest, EverySliceIsReportedOnceWithItsFinalMask) {
   // Following the tumour may still route a skipped slice, so its skipped slices come last;
   // cleaning small components (here: every component, the volume is smaller) reports all
   // slices at the end, cleaned.
-  for (const char* name : {"dynamic", "dynamic@0.5+f4", "dynamic@0.5+f4+c100000"}) {
+  for (const char* name :
+       {"dynamic", "dynamic@0.5+f4", "dynamic@0.5+f4+c100000", "dynamic@0.5+e100000"}) {
     std::vector<int> seen(24, 0);
     std::vector<uint8_t> streamed(64 * 48 * 24, 255);
     std::vector<int> streamed_routes(24, -1);
@@ -358,6 +359,13 @@ TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
   EXPECT_EQ(clean.min_component, 30);
   EXPECT_EQ(clean.Name(*bank_), "dynamic+f4+c30");
   EXPECT_EQ(ParsePolicy("dynamic+c0", *bank_)->Name(*bank_), "dynamic");
+  const Policy enhancing = *ParsePolicy("dynamic+e10+c30+f4", *bank_);
+  EXPECT_EQ(enhancing.min_enhancing, 10);
+  EXPECT_EQ(enhancing.min_component, 30);
+  EXPECT_EQ(enhancing.Name(*bank_), "dynamic+f4+c30+e10");
+  EXPECT_EQ(ParsePolicy("dynamic+e0", *bank_)->Name(*bank_), "dynamic");
+  const absl::Status bad_enhancing = ParsePolicy("dynamic+ex", *bank_).status();
+  EXPECT_NE(bad_enhancing.message().find("'+e'"), std::string::npos) << bad_enhancing;
   for (const char* bad :
        {"dynamic+m",       "dynamic+m-1",       "dynamic+m33",  "dynamic+mx",    "dynamic+2",
         "dynamicx",        "dynamic@+m1",       "dynamic+m2r0", "dynamic+m2r",   "dynamic+mr2",
@@ -365,7 +373,8 @@ TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
         "dynamic+m1+m2",   "dynamic+s0.5+s0.6", "dynamic+m2+",  "dynamic++m2",   "dynamic+f",
         "dynamic+f-1",     "dynamic+f33",       "dynamic+fx",   "dynamic+f2v",   "dynamic+f2v0",
         "dynamic+fv5",     "dynamic+f1+f2",     "dynamic+c",    "dynamic+c-1",   "dynamic+cx",
-        "dynamic+c100001", "dynamic+c1+c2"}) {
+        "dynamic+c100001", "dynamic+c1+c2",     "dynamic+e",    "dynamic+e-1",   "dynamic+ex",
+        "dynamic+e100001", "dynamic+e1+e2"}) {
     EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
@@ -609,6 +618,37 @@ TEST(RemoveSmallTumourComponentsTest, ClearsOnlyComponentsUnderTheSizeFaceConnec
 
   EXPECT_EQ(RemoveSmallTumourComponents(labels.data(), w, h, d, 9), 8);
   EXPECT_EQ(labels, std::vector<uint8_t>(w * h * d, 0));
+}
+
+TEST(RelabelSmallEnhancingTest, RelabelsEnhancingAsCoreOnlyUnderTheVolume) {
+  const std::vector<uint8_t> labels = {0, 2, 4, 1, 4, 2, 0, 4};  // 3 enhancing voxels
+  std::vector<uint8_t> kept = labels;
+  EXPECT_EQ(RelabelSmallEnhancing(kept.data(), 8, 3), 0);  // 3 is not under 3
+  EXPECT_EQ(kept, labels);
+  std::vector<uint8_t> relabelled = labels;
+  EXPECT_EQ(RelabelSmallEnhancing(relabelled.data(), 8, 4), 3);
+  EXPECT_EQ(relabelled, (std::vector<uint8_t>{0, 2, 1, 1, 1, 2, 0, 1}));  // the core unchanged
+  std::vector<uint8_t> none = {0, 1, 2, 0};
+  EXPECT_EQ(RelabelSmallEnhancing(none.data(), 4, 100), 0);
+  EXPECT_EQ(none, (std::vector<uint8_t>{0, 1, 2, 0}));
+}
+
+TEST_F(SegmenterTest, RelabellingSmallEnhancingKeepsRoutesAndTheTumourCore) {
+  // With and without small components cleared first; the largest volume relabels every
+  // enhancing voxel of the untrained bank's masks.
+  int64_t relabelled = 0;
+  for (const char* name : {"dynamic@0.5+f4", "dynamic@0.5+f4+c3"}) {
+    const VolumeResult plain = *SegmentVolume(*bank_, volume_, *ParsePolicy(name, *bank_));
+    const VolumeResult relabel = *SegmentVolume(
+        *bank_, volume_, *ParsePolicy(absl::StrCat(name, "+e", kMaxMinComponent), *bank_));
+    for (int z = 0; z < 24; ++z) EXPECT_EQ(relabel.slices[z].route, plain.slices[z].route);
+    std::vector<uint8_t> expected = plain.labels;
+    relabelled += RelabelSmallEnhancing(expected.data(), static_cast<int64_t>(expected.size()),
+                                        kMaxMinComponent);
+    EXPECT_EQ(relabel.labels, expected) << name;
+    EXPECT_EQ(std::count(relabel.labels.begin(), relabel.labels.end(), uint8_t{4}), 0) << name;
+  }
+  EXPECT_GT(relabelled, 0) << "the untrained bank's masks held no enhancing tumour";
 }
 
 TEST_F(SegmenterTest, CleaningSmallComponentsKeepsRoutesAndCleansTheFinalMasks) {
