@@ -307,6 +307,8 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
     for (int m = 0; m < 4; ++m) {
       solid_blend[m] = (m == 0 || m == 3) ? solid_uniform(0.5, 0.9) : solid_uniform(0.6, 1.3);
     }
+    // Every tumour takes the same three draws, solid or not, so one tumour's outcome does not
+    // shift the next one's.
     for (RandomTumour& t : tumours) {
       t.solid = unit(solid_rng) < options_.solid_core_fraction;
       const bool rimmed = unit(solid_rng) < 0.5 && t.r_core - t.rim >= 1.5;

@@ -237,7 +237,7 @@ TEST_F(RandomizedPhantomTest, SolidCoresChangeOnlyHowTheCoreLooks) {
     ASSERT_EQ(a.size(), b.size());
     // Slices more than 3 away from any tumour slice: out of reach of the blur and the thick
     // slices, so every voxel there must be the same.
-    const int64_t plane = 176 * 176, depth = 120;
+    const int64_t plane = options.dims[0] * options.dims[1], depth = options.dims[2];
     std::vector<bool> near_tumour(depth, false);
     for (int64_t z = 0; z < depth; ++z) {
       if (std::any_of(a.begin() + z * plane, a.begin() + (z + 1) * plane,
