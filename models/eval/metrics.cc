@@ -198,20 +198,47 @@ RegionScores ScoreLabels(const std::vector<uint8_t>& predicted,
   return scores;
 }
 
-double SliceScore(const uint8_t* predicted, const uint8_t* reference, int64_t voxels) {
-  double total = 0;
+namespace {
+
+// Per region (WT, TC, ET): voxels in both, in the prediction, in the reference.
+struct SliceCounts {
+  int64_t both = 0, predicted = 0, reference = 0;
+};
+
+std::array<SliceCounts, 3> CountSliceRegions(const uint8_t* predicted, const uint8_t* reference,
+                                             int64_t voxels) {
+  std::array<SliceCounts, 3> counts;
   for (int r = 0; r < 3; ++r) {
-    int64_t both = 0, np = 0, ng = 0;
+    SliceCounts& c = counts[r];
     for (int64_t v = 0; v < voxels; ++v) {
       const bool p = InRegion(predicted[v], static_cast<Region>(r));
       const bool g = InRegion(reference[v], static_cast<Region>(r));
-      np += p;
-      ng += g;
-      both += p && g;
+      c.predicted += p;
+      c.reference += g;
+      c.both += p && g;
     }
-    total += (np + ng == 0) ? 1.0 : 2.0 * both / static_cast<double>(np + ng);
+  }
+  return counts;
+}
+
+}  // namespace
+
+double SliceScore(const uint8_t* predicted, const uint8_t* reference, int64_t voxels) {
+  double total = 0;
+  for (const SliceCounts& c : CountSliceRegions(predicted, reference, voxels)) {
+    const int64_t sum = c.predicted + c.reference;
+    total += sum == 0 ? 1.0 : 2.0 * c.both / static_cast<double>(sum);
   }
   return total / 3.0;
+}
+
+double SliceErrorScore(const uint8_t* predicted, const uint8_t* reference, int64_t voxels) {
+  const std::array<SliceCounts, 3> counts = CountSliceRegions(predicted, reference, voxels);
+  int64_t wrong = 0;
+  for (const SliceCounts& c : counts) wrong += c.predicted + c.reference - 2 * c.both;
+  const int64_t whole = counts[static_cast<int>(Region::kWT)].reference;
+  return 1.0 -
+         static_cast<double>(wrong) / (3.0 * static_cast<double>(std::max<int64_t>(whole, 1)));
 }
 
 }  // namespace danet::eval

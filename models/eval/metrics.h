@@ -52,6 +52,13 @@ RegionScores ScoreLabels(const std::vector<uint8_t>& predicted,
 // of BraTS labels each.
 double SliceScore(const uint8_t* predicted, const uint8_t* reference, int64_t voxels);
 
+// The voxel-error form of the slice score (danet-train --slice_score errors): 1 - (wrong voxels
+// summed over WT, TC and ET) / (3 x the reference's whole-tumour voxels, at least 1). Unlike
+// SliceScore, a region weighs by its size, as it does in the volume's Dice: a model that misses
+// a few core voxels at a tumour's edge loses little, one that misses half a large core loses
+// much. Below 0 when the wrong voxels outnumber three times the tumour.
+double SliceErrorScore(const uint8_t* predicted, const uint8_t* reference, int64_t voxels);
+
 }  // namespace danet::eval
 
 #endif  // DANET_MODELS_EVAL_METRICS_H_

@@ -54,6 +54,9 @@ ABSL_FLAG(double, alpha, 0.001, "Eq. 4 cost weight.");
 ABSL_FLAG(int, label_slices_per_case, 0,
           "Score at most this many tumour slices per case for the Eq. 4 labels, evenly spaced "
           "(0: all).");
+ABSL_FLAG(std::string, slice_score, "dice",
+          "Eq. 4's per-slice score S_i: dice (the mean of the slice's WT/TC/ET Dice, the "
+          "paper's) or errors (1 - wrong voxels / (3 x tumour voxels): regions weigh by size).");
 ABSL_FLAG(int, decision_steps, 300, "Stage 2 steps.");
 ABSL_FLAG(int, decision_batch, 16, "Stage 2 batch size (full slices).");
 ABSL_FLAG(double, decision_lr, 1e-3, "Stage 2 Adam learning rate.");
@@ -215,6 +218,11 @@ int Main(const std::string& command_line) {
   options.augment = *augment;
   options.augment_name = absl::GetFlag(FLAGS_augment);
   options.alpha = absl::GetFlag(FLAGS_alpha);
+  options.slice_score = absl::GetFlag(FLAGS_slice_score);
+  if (options.slice_score != "dice" && options.slice_score != "errors") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--slice_score must be dice or errors, not '", options.slice_score, "'")));
+  }
   options.label_slices_per_case = absl::GetFlag(FLAGS_label_slices_per_case);
   options.decision_steps = absl::GetFlag(FLAGS_decision_steps);
   options.decision_batch = absl::GetFlag(FLAGS_decision_batch);

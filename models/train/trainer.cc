@@ -10,6 +10,7 @@
 #include <random>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -327,16 +328,34 @@ absl::Status Trainer::LoadDecisionLabels() {
   std::string line;
   std::getline(in, line);  // header
   std::vector<int> histogram(bank_->size() + 1, 0);
+  const bool errors = options_.slice_score == "errors";
   while (std::getline(in, line)) {
     const std::vector<std::string> f = absl::StrSplit(line, ',');
-    if (f.size() != static_cast<size_t>(bank_->size()) + 5) {
+    // case, case_index, slice, foreground, the Dice scores, route, then the error scores (files
+    // written before --slice_score existed end at the route).
+    const size_t models = bank_->size(), dice_columns = models + 5;
+    if (f.size() != dice_columns && f.size() != dice_columns + models) {
       return absl::DataLossError(absl::StrCat(path.string(), ": malformed line '", line, "'"));
+    }
+    if (errors && f.size() == dice_columns) {
+      return absl::DataLossError(absl::StrCat(
+          path.string(), " holds no error scores (written before --slice_score existed); ",
+          "remove it to score the slices again"));
     }
     const bool tumour = f[3] == "1";
     std::vector<double> scores;
-    for (int i = 0; tumour && i < bank_->size(); ++i) scores.push_back(std::stod(f[4 + i]));
-    LabelledSlice s{std::stoi(f[1]), std::stoi(f[2]),
-                    DecisionLabel(tumour, scores, gmacs, options_.alpha)};
+    const size_t first = errors ? dice_columns : 4;
+    for (size_t i = 0; tumour && i < models; ++i) {
+      double score = 0;
+      if (!absl::SimpleAtod(f[first + i], &score)) {
+        return absl::DataLossError(absl::StrCat(path.string(), ": bad score in '", line, "'"));
+      }
+      scores.push_back(score);
+    }
+    LabelledSlice s{0, 0, DecisionLabel(tumour, scores, gmacs, options_.alpha)};
+    if (!absl::SimpleAtoi(f[1], &s.case_index) || !absl::SimpleAtoi(f[2], &s.slice)) {
+      return absl::DataLossError(absl::StrCat(path.string(), ": bad slice in '", line, "'"));
+    }
     if (tumour && options_.small_lesion_exponent != 0 && s.case_index >= 0 &&
         s.case_index < static_cast<int>(train_.size())) {
       const TrainCase& c = train_[s.case_index];
@@ -367,7 +386,9 @@ absl::Status Trainer::ScoreSlices() {
   std::ostringstream csv;
   csv << "case,case_index,slice,foreground";
   for (int i = 0; i < bank_->size(); ++i) csv << ",S_" << bank_->model_config(i).id();
-  csv << ",route\n";
+  csv << ",route";
+  for (int i = 0; i < bank_->size(); ++i) csv << ",E_" << bank_->model_config(i).id();
+  csv << "\n";
   int total = 0;
   for (const TrainCase& c : train_) {
     const int n = static_cast<int>(std::count(c.foreground.begin(), c.foreground.end(), 1));
@@ -398,25 +419,31 @@ absl::Status Trainer::ScoreSlices() {
     const int64_t voxels = c.slices.size(2) * c.slices.size(3);
     for (size_t t = 0; t < tumour.size(); ++t) {
       const uint8_t* reference = c.labels.data() + tumour[t] * voxels;
-      std::vector<double> scores;
+      std::vector<double> dice, errors;
       for (const torch::Tensor& p : predictions) {
         std::vector<uint8_t> labels(voxels);
         const uint8_t* classes = p[t].data_ptr<uint8_t>();
         for (int64_t v = 0; v < voxels; ++v) labels[v] = volume::ClassToLabel(classes[v]);
-        scores.push_back(eval::SliceScore(labels.data(), reference, voxels));
+        dice.push_back(eval::SliceScore(labels.data(), reference, voxels));
+        errors.push_back(eval::SliceErrorScore(labels.data(), reference, voxels));
       }
-      const int route = DecisionLabel(true, scores, gmacs, options_.alpha);
+      const int route = DecisionLabel(true, options_.slice_score == "errors" ? errors : dice, gmacs,
+                                      options_.alpha);
       ++histogram[route];
       csv << c.id << "," << ci << "," << tumour[t] << ",1";
-      for (double s : scores) csv << "," << absl::StrFormat("%.5f", s);
-      csv << "," << route << "\n";
+      for (double s : dice) csv << "," << absl::StrFormat("%.5f", s);
+      csv << "," << route;
+      for (double s : errors) csv << "," << absl::StrFormat("%.5f", s);
+      csv << "\n";
       progress.Update(++done, "");
     }
   }
   for (const LabelledSlice& s : other_slices) {
     csv << train_[s.case_index].id << "," << s.case_index << "," << s.slice << ",0";
     for (int i = 0; i < bank_->size(); ++i) csv << ",";
-    csv << ",0\n";
+    csv << ",0";
+    for (int i = 0; i < bank_->size(); ++i) csv << ",";
+    csv << "\n";
   }
   if (absl::Status s = WriteAtomically(path, csv.str()); !s.ok()) return s;
   report_["decision_label_histogram"] = histogram;

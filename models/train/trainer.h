@@ -55,6 +55,10 @@ struct TrainOptions {
   std::string augment_name = "nnunet";
   // Labels and stage 2.
   double alpha = 0.001;
+  // S_i in Eq. 4: "dice" (eval::SliceScore, the paper's per-slice Dice) or "errors"
+  // (eval::SliceErrorScore, the slice's wrong voxels against its tumour size). Both are stored
+  // in decision_labels.csv, so either can be chosen again with --redo_decision.
+  std::string slice_score = "dice";
   // Eq. 4 scores for at most this many tumour slices per case, evenly spaced along z so that
   // tumour ends and centres both count (0: all). Scoring runs every model on every scored
   // slice at full size: the labels stage's cost.

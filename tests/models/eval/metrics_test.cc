@@ -125,6 +125,24 @@ TEST(MetricsTest, SliceScoreAveragesRegionsWithEmptyEqualsOne) {
   EXPECT_DOUBLE_EQ(SliceScore(none, ref, 4), 2.0 / 3.0);
 }
 
+TEST(MetricsTest, SliceErrorScoreWeighsRegionsBySize) {
+  // Reference: 8 tumour voxels, 4 of them core (label 1), none enhancing.
+  const uint8_t ref[10] = {0, 0, 2, 2, 2, 2, 1, 1, 1, 1};
+  EXPECT_DOUBLE_EQ(SliceErrorScore(ref, ref, 10), 1.0);
+  // One core voxel called oedema: one TC error out of 3 x 8.
+  const uint8_t edge[10] = {0, 0, 2, 2, 2, 2, 2, 1, 1, 1};
+  EXPECT_DOUBLE_EQ(SliceErrorScore(edge, ref, 10), 1.0 - 1.0 / 24.0);
+  // The whole core called oedema: 4 TC errors.
+  const uint8_t no_core[10] = {0, 0, 2, 2, 2, 2, 2, 2, 2, 2};
+  EXPECT_DOUBLE_EQ(SliceErrorScore(no_core, ref, 10), 1.0 - 4.0 / 24.0);
+  // Nothing predicted: 8 WT and 4 TC errors.
+  const uint8_t none[10] = {};
+  EXPECT_DOUBLE_EQ(SliceErrorScore(none, ref, 10), 1.0 - 12.0 / 24.0);
+  // Every voxel called enhancing: WT 2 errors (the background), TC 6, ET 10.
+  const uint8_t all_et[10] = {4, 4, 4, 4, 4, 4, 4, 4, 4, 4};
+  EXPECT_DOUBLE_EQ(SliceErrorScore(all_et, ref, 10), 1.0 - 18.0 / 24.0);
+}
+
 TEST(MetricsTest, ScoreLabelsGivesAllThreeRegions) {
   const Dims d = {10, 10, 10};
   std::vector<uint8_t> ref(1000, 0), pred(1000, 0);

@@ -10,6 +10,7 @@ Run by ctest with DANET_PHANTOM, DANET_TRAIN, DANET_EVAL, DANET_BANK and DANET_T
 """
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -76,6 +77,21 @@ class TrainingEndToEnd(unittest.TestCase):
         cls.resumed = subprocess.run(train_command(cls.out, cls.work), capture_output=True,
                                      text=True, timeout=600)
 
+    def copy_of_work(self, name):
+        """A fresh copy of the finished work directory, and an output path beside it."""
+        work, out = os.path.join(TMP, f"{name}.work"), os.path.join(TMP, name)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(self.work, work)
+        return work, out
+
+    def redo_on_copy(self, name, *flags):
+        """--redo_decision with `flags` on a copy_of_work(name); it must succeed."""
+        work, out = self.copy_of_work(name)
+        redo = subprocess.run(train_command(out, work) + ["--redo_decision", *flags],
+                              capture_output=True, text=True, timeout=600)
+        self.assertEqual(redo.returncode, 0, redo.stderr[-3000:])
+        return work, out
+
     def test_resumed_after_kill_and_finished(self):
         self.assertIsNotNone(self.killed_at, "the first run finished before it could be killed")
         self.assertEqual(self.resumed.returncode, 0, self.resumed.stderr[-3000:])
@@ -109,6 +125,13 @@ class TrainingEndToEnd(unittest.TestCase):
             self.assertTrue(all(0.0 <= s <= 1.0 for s in scores))
             # Eq. 4 with alpha = 0.001: the chosen model is (one of) the best scoring.
             self.assertGreaterEqual(scores[int(r["route"]) - 1], max(scores) - 0.001)
+            # The voxel-error scores (--slice_score errors) are stored beside them: at most 1,
+            # and 1 exactly where the Dice form says the slice is perfect.
+            errors = [float(r[f"E_M{i}"]) for i in range(1, 5)]
+            self.assertTrue(all(e <= 1.0 for e in errors))
+            for s, e in zip(scores, errors):
+                if s == 1.0:
+                    self.assertEqual(e, 1.0)
 
     def test_bundle_loads_and_carries_validation(self):
         check = subprocess.run([TOOLS["bank"], "check", "--bundle", self.out],
@@ -163,13 +186,7 @@ class TrainingEndToEnd(unittest.TestCase):
         # --redo_decision on a copy of the finished work directory, same settings: stage 2
         # starts from the same seeded network and labels, so the decision network is the same
         # bytes as the fresh run's (this is how the shipped bundle's was made).
-        work, out = os.path.join(TMP, "redo.work"), os.path.join(TMP, "redo")
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(self.work, work)
-        redo = subprocess.run(train_command(out, work) + [
-            "--redo_decision", "--default_policy", "dynamic+m1", "--name", "redo"],
-            capture_output=True, text=True, timeout=600)
-        self.assertEqual(redo.returncode, 0, redo.stderr[-3000:])
+        work, out = self.redo_on_copy("redo", "--default_policy", "dynamic+m1", "--name", "redo")
         with open(os.path.join(self.out, "decision.pt"), "rb") as a, \
                 open(os.path.join(out, "decision.pt"), "rb") as b:
             self.assertEqual(a.read(), b.read(), "the redone decision network differs")
@@ -195,13 +212,39 @@ class TrainingEndToEnd(unittest.TestCase):
         self.assertIn("--default_policy: the bundle's default_policy: policy 'static:M9'",
                       bad.stderr)
 
+    def test_redo_decision_with_error_scores_relabels_from_the_stored_scores(self):
+        # --slice_score errors re-derives every route from the stored E_ columns with Eq. 4
+        # (alpha 0.001, ties to the cheaper model); the report's histogram must match.
+        work, out = self.redo_on_copy("errors", "--slice_score", "errors", "--decision_steps", "5")
+        with open(os.path.join(self.out, "bundle.pbtxt")) as f:
+            text = f.read()
+        models = text[text.index("models {"):]
+        gmacs = [float(x.split()[0]) for x in models.split("gmacs_per_slice:")[1:]]
+        self.assertEqual(len(gmacs), 4)
+        top = max(1.0 / g for g in gmacs)
+        weights = [math.exp(1.0 / g - top) for g in gmacs]
+        cost = [w / sum(weights) for w in weights]
+        expected = [0] * 5
+        with open(os.path.join(work, "decision_labels.csv")) as f:
+            for r in csv.DictReader(f):
+                if r["foreground"] == "0":
+                    expected[0] += 1
+                    continue
+                values = [(1 - 0.001) * float(r[f"E_M{i + 1}"]) + 0.001 * cost[i]
+                          for i in range(4)]
+                expected[1 + max(range(4), key=lambda i: (values[i], -i))] += 1
+        with open(os.path.join(work, "report.json")) as f:
+            self.assertEqual(json.load(f)["decision_label_histogram"], expected)
+        bad = subprocess.run(train_command(out, work) + ["--slice_score", "voxels"],
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("--slice_score must be dice or errors", bad.stderr)
+
     def test_decision_input_downsample_needs_a_fresh_stage_2(self):
         # --decision_input_downsample changes the decision network: refused on a work directory
         # whose stage 2 has run, accepted with --redo_decision, stored in the bundle with its
         # cost counted again (a little over a quarter of the full-resolution network's).
-        work, out = os.path.join(TMP, "pooled.work"), os.path.join(TMP, "pooled")
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(self.work, work)
+        work, out = self.copy_of_work("pooled")
         refused = subprocess.run(train_command(out, work) + ["--decision_input_downsample", "2"],
                                  capture_output=True, text=True, timeout=300)
         self.assertEqual(refused.returncode, 1)
@@ -233,13 +276,8 @@ class TrainingEndToEnd(unittest.TestCase):
         # --decision_tumour_head adds a supervised tumour map to the decision network: stored in
         # the bundle, its weights in decision.pt, and the bundle loads and runs (danet-bank
         # describe counts a forward pass); the first run's network has no such map.
-        work, out = os.path.join(TMP, "tumour.work"), os.path.join(TMP, "tumour")
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(self.work, work)
-        redo = subprocess.run(train_command(out, work) + [
-            "--redo_decision", "--decision_tumour_head=true", "--tumour_map_weight", "2"],
-            capture_output=True, text=True, timeout=600)
-        self.assertEqual(redo.returncode, 0, redo.stderr[-3000:])
+        _, out = self.redo_on_copy("tumour", "--decision_tumour_head=true",
+                                   "--tumour_map_weight", "2")
         with open(os.path.join(out, "bundle.pbtxt")) as f:
             self.assertIn("tumour_head: true", f.read())
         with open(os.path.join(self.out, "bundle.pbtxt")) as f:
