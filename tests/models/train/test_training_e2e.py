@@ -4,7 +4,8 @@ danet-phantom makes small phantom cases (160 x 160 x 96: fewer, smaller slices t
 danet-train runs both stages on the "tiny" bank: the stage-1 loss must go down, Eq. 4 labels
 must be written for every slice, the bundle must load and carry its validation. The run is
 killed mid-way once and must resume from its checkpoint. danet-eval then evaluates the bundle
-and its JSON must have the documented names.
+and its JSON must have the documented names. danet-phantom's --solid_cores checks are tested
+here too (the phantoms these runs train on).
 
 Run by ctest with DANET_PHANTOM, DANET_TRAIN, DANET_EVAL, DANET_BANK and DANET_TMP set.
 """
@@ -332,6 +333,39 @@ class TrainingEndToEnd(unittest.TestCase):
                              text=True, timeout=120)
         self.assertEqual(bad.returncode, 2)
         self.assertIn("--foreground_fraction", bad.stderr)
+
+
+
+class SolidCoreFlags(unittest.TestCase):
+    """danet-phantom --solid_cores: a share in 0..1, for the randomised training family only.
+    Refused before any case is written, with exit code 2 and a message naming the flag."""
+
+    def refused(self, *flags):
+        out = os.path.join(TMP, "refused-phantoms")
+        shutil.rmtree(out, ignore_errors=True)
+        run = subprocess.run([TOOLS["phantom"], "--out", out, "--cases", "1", "--dims", DIMS,
+                              *flags], capture_output=True, text=True, timeout=120)
+        self.assertEqual(run.returncode, 2, run.stderr)
+        self.assertFalse(os.path.exists(out) and os.listdir(out), "a case was written")
+        return run.stderr
+
+    def test_share_outside_0_to_1_is_refused(self):
+        for value in ("1.5", "-0.1", "nan"):
+            self.assertIn("--solid_cores is a share in 0..1",
+                          self.refused("--solid_cores", value))
+
+    def test_other_families_and_styles_are_refused(self):
+        needs = "--solid_cores needs --family training --style randomized"
+        self.assertIn(needs, self.refused("--solid_cores", "0.5", "--family", "shift"))
+        self.assertIn(needs, self.refused("--solid_cores", "0.5", "--style", "classic"))
+        # The same share for the family it is for is accepted and writes the case.
+        out = os.path.join(TMP, "solid-phantom")
+        shutil.rmtree(out, ignore_errors=True)
+        run = subprocess.run([TOOLS["phantom"], "--out", out, "--cases", "1", "--dims", DIMS,
+                              "--solid_cores", "0.5"], capture_output=True, text=True,
+                             timeout=120)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(len(os.listdir(out)), 1)
 
 
 if __name__ == "__main__":
