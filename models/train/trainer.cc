@@ -329,11 +329,11 @@ absl::Status Trainer::LoadDecisionLabels() {
   std::getline(in, line);  // header
   std::vector<int> histogram(bank_->size() + 1, 0);
   const bool errors = options_.slice_score == "errors";
+  // case, case_index, slice, foreground, the Dice scores, route, then the error scores (files
+  // written before --slice_score existed end at the route).
+  const size_t models = bank_->size(), dice_columns = models + 5;
   while (std::getline(in, line)) {
     const std::vector<std::string> f = absl::StrSplit(line, ',');
-    // case, case_index, slice, foreground, the Dice scores, route, then the error scores (files
-    // written before --slice_score existed end at the route).
-    const size_t models = bank_->size(), dice_columns = models + 5;
     if (f.size() != dice_columns && f.size() != dice_columns + models) {
       return absl::DataLossError(absl::StrCat(path.string(), ": malformed line '", line, "'"));
     }
@@ -397,6 +397,7 @@ absl::Status Trainer::ScoreSlices() {
   Progress progress("labels: Eq. 4", total, 0, 20);
   int done = 0;
   std::vector<int> histogram(bank_->size() + 1, 0);
+  const bool by_errors = options_.slice_score == "errors";
   for (int ci = 0; ci < static_cast<int>(train_.size()); ++ci) {
     const TrainCase& c = train_[ci];
     std::vector<int64_t> tumour;
@@ -427,8 +428,7 @@ absl::Status Trainer::ScoreSlices() {
         dice.push_back(eval::SliceScore(labels.data(), reference, voxels));
         errors.push_back(eval::SliceErrorScore(labels.data(), reference, voxels));
       }
-      const int route = DecisionLabel(true, options_.slice_score == "errors" ? errors : dice, gmacs,
-                                      options_.alpha);
+      const int route = DecisionLabel(true, by_errors ? errors : dice, gmacs, options_.alpha);
       ++histogram[route];
       csv << c.id << "," << ci << "," << tumour[t] << ",1";
       for (double s : dice) csv << "," << absl::StrFormat("%.5f", s);
@@ -438,12 +438,11 @@ absl::Status Trainer::ScoreSlices() {
       progress.Update(++done, "");
     }
   }
+  // Tumour-free slices: an empty field for each model's Dice and error score, route 0.
+  const std::string no_scores(bank_->size(), ',');
   for (const LabelledSlice& s : other_slices) {
-    csv << train_[s.case_index].id << "," << s.case_index << "," << s.slice << ",0";
-    for (int i = 0; i < bank_->size(); ++i) csv << ",";
-    csv << ",0";
-    for (int i = 0; i < bank_->size(); ++i) csv << ",";
-    csv << "\n";
+    csv << train_[s.case_index].id << "," << s.case_index << "," << s.slice << ",0" << no_scores
+        << ",0" << no_scores << "\n";
   }
   if (absl::Status s = WriteAtomically(path, csv.str()); !s.ok()) return s;
   report_["decision_label_histogram"] = histogram;

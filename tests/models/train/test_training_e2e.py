@@ -335,7 +335,6 @@ class TrainingEndToEnd(unittest.TestCase):
         self.assertIn("--foreground_fraction", bad.stderr)
 
 
-
 class SolidCoreFlags(unittest.TestCase):
     """danet-phantom --solid_cores: a share in 0..1, for the randomised training family only.
     Refused before any case is written, with exit code 2 and a message naming the flag."""
