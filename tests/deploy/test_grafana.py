@@ -8,15 +8,18 @@
   overlap, ids are unique;
 - every metric name it queries exists in a live scrape of danet-server after a segmentation,
   and every query runs on a real Prometheus scraping that server and (but for the error ratio,
-  empty while nothing fails) returns data.
+  empty while nothing fails) returns data;
+- every metric the alert rules (deploy/prometheus/danet-rules.yml) use is exported: the
+  server's in that scrape, the PACS bridge's in a live danet-pacs-bridge's.
 
-Run by ctest with DANET_SERVER_BIN, DANET_CLI, DANET_PHANTOM, DANET_BUNDLE, DANET_TMP and
+Run by ctest with DANET_SERVER_BIN, DANET_BRIDGE_BIN, DANET_CLI, DANET_PHANTOM, DANET_BUNDLE, DANET_TMP and
 DANET_DEPLOY_TOOLS set. Everything listens on 127.0.0.1; processes are stopped by their pid.
 """
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,15 +27,20 @@ import unittest
 import urllib.error
 import urllib.parse
 
+import yaml
+
 from tools import NODE, NODE_MODULES, ROOT, TSC, has_node_module, needs
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "server", "grpc"))
-from procs import run, stop, tail  # noqa: E402
+from procs import free_port, run, stop, tail, wait_until  # noqa: E402
 from test_service_e2e import (CLI, Server, http_get, make_phantom,  # noqa: E402
                               start_prometheus)
 
 DASHBOARD = os.path.join(ROOT, "deploy", "grafana", "danet-dashboard.json")
+RULES = os.path.join(ROOT, "deploy", "prometheus", "danet-rules.yml")
+BRIDGE = os.environ.get("DANET_BRIDGE_BIN",
+                        os.path.join(ROOT, "build", "bin", "danet-pacs-bridge"))
 TMP = os.environ.get("DANET_TMP", os.path.join(tempfile.gettempdir(), "danet_grafana"))
 
 # PromQL words that are not metric names.
@@ -226,6 +234,39 @@ class LiveScrape(unittest.TestCase):
             for name in metric_names(expr):
                 self.assertIn(name, exposed, "panel %r queries %s, which the server does not "
                               "export" % (title, name))
+
+    def test_every_metric_the_alert_rules_use_is_exported(self):
+        with open(RULES) as f:
+            groups = {g["name"]: g["rules"] for g in yaml.safe_load(f)["groups"]}
+        self.assertEqual(set(groups), {"danet", "danet-pacs-bridge"})
+        bridge_dir = os.path.join(self.dir, "bridge")
+        os.makedirs(bridge_dir, exist_ok=True)
+        port = free_port()
+        log_path = os.path.join(bridge_dir, "bridge.log")
+        with open(log_path, "w") as log:
+            bridge = subprocess.Popen(
+                [BRIDGE, "--port", str(free_port()), "--metrics_address", "127.0.0.1:%d" % port,
+                 "--work_dir", os.path.join(bridge_dir, "spool"),
+                 "--server", self.server.address], stdout=log, stderr=subprocess.STDOUT)
+        self.addCleanup(stop, bridge)
+
+        def bridge_scrape():
+            self.assertIsNone(bridge.poll(), tail(log_path))
+            try:
+                return http_get("http://127.0.0.1:%d/metrics" % port)
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return None
+        scrapes = {"danet": self.scrape,
+                   "danet-pacs-bridge": wait_until(bridge_scrape, 30, "the bridge's /metrics",
+                                                   log=log_path)}
+        for group, text in scrapes.items():
+            exposed = set(re.findall(r"(?m)^([a-zA-Z_:][\w:]*)(?:\{| )", text))
+            # `up` is Prometheus's own; histograms are exported as _bucket, _sum and _count.
+            exposed |= {"up"} | {re.sub(r"_bucket$", "", n) for n in exposed}
+            for rule in groups[group]:
+                for name in metric_names(rule["expr"]):
+                    self.assertIn(name, exposed, "alert %s uses %s, which %s does not export"
+                                  % (rule["alert"], name, group))
 
     def test_every_query_runs_on_prometheus(self):
         pdir = os.path.join(self.dir, "prometheus")

@@ -3,14 +3,18 @@ yamllint, and the rendered Deployment cannot drift from the binary: every contai
 a flag danet-server really has, probes and ports match the addresses it listens on, the grace
 period outlasts its drain, and the hardening is there: TLS and token files from Secrets mounted
 read-only, no reflection, probes on the plaintext health listener, and a NetworkPolicy that
-admits only the PACS bridge (gRPC) and Prometheus (metrics). Every rendered object validates offline
-against the Kubernetes API schemas (npm kubernetes-models, and its prometheus-operator package
-for the ServiceMonitor): types, enums and required fields.
+admits only the PACS bridge (gRPC) and Prometheus (metrics). The bridge's StatefulSet is held to
+the same: its arguments are danet-pacs-bridge flags, it dials the server's headless Service over
+TLS with a token from Secrets, its spool is persistent, its pods carry the label the server's
+NetworkPolicy admits, and its own policy admits only the PACS (by address) and Prometheus. Every
+rendered object validates offline against the Kubernetes API schemas (npm kubernetes-models, and
+its prometheus-operator package for the ServiceMonitor): types, enums and required fields.
 
-Run by ctest with DANET_SERVER_BIN and DANET_DEPLOY_TOOLS set. kubectl (not packaged in
+Run by ctest with DANET_SERVER_BIN, DANET_BRIDGE_BIN and DANET_DEPLOY_TOOLS set. kubectl (not packaged in
 Debian 12) and the npm packages come from scripts/setup; see tools.py for when a missing tool
 skips and when it fails.
 """
+import functools
 import json
 import os
 import re
@@ -25,7 +29,10 @@ from tools import (HERE, KUBECTL, NODE, NODE_MODULES, ROOT, YAMLLINT, has_node_m
 K8S = os.path.join(ROOT, "deploy", "k8s")
 SERVER = os.environ.get("DANET_SERVER_BIN",
                         os.path.join(ROOT, "build", "bin", "danet-server"))
+BRIDGE = os.environ.get("DANET_BRIDGE_BIN",
+                        os.path.join(ROOT, "build", "bin", "danet-pacs-bridge"))
 OVERLAYS = ("cpu", "gpu")
+APP_LABEL = "app.kubernetes.io/name"
 
 
 def render(overlay):
@@ -41,9 +48,50 @@ def flag_values(args):
     return dict(a[2:].split("=", 1) for a in args)
 
 
-def server_flags():
-    r = subprocess.run([SERVER, "--helpfull"], capture_output=True, text=True, timeout=30)
+def binary_flags(binary):
+    r = subprocess.run([binary, "--helpfull"], capture_output=True, text=True, timeout=30)
     return set(re.findall(r"^\s+--([a-z_]+) ", r.stdout + r.stderr, re.M))
+
+
+def server_flags():
+    return binary_flags(SERVER)
+
+
+def by_app(objects):
+    """{app: {kind: [objects]}}, by each object's app.kubernetes.io/name label."""
+    apps = {}
+    for o in objects:
+        app = o["metadata"].get("labels", {}).get(APP_LABEL)
+        apps.setdefault(app, {}).setdefault(o["kind"], []).append(o)
+    return apps
+
+
+def admitted_sources(policy):
+    """{source: ports} of a NetworkPolicy's ingress rules, a source being an app name (pods by
+    label) or "ipBlock CIDR". Fails on a rule open to any source and on a pod selector that
+    kustomize would rewrite (matchLabels under `from` become the policy's own app labels)."""
+    admitted = {}
+    for rule in policy["spec"]["ingress"]:
+        if not rule.get("from"):
+            raise AssertionError("a rule that admits any source: %s" % rule)
+        ports = {p["port"] for p in rule["ports"]}
+        for source in rule["from"]:
+            if "ipBlock" in source:
+                admitted.setdefault("ipBlock " + source["ipBlock"]["cidr"], set()).update(ports)
+                continue
+            selector = source["podSelector"]
+            if "matchLabels" in selector:
+                raise AssertionError("matchLabels under from: %s" % selector)
+            [expression] = selector["matchExpressions"]
+            if (expression["key"], expression["operator"]) != (APP_LABEL, "In"):
+                raise AssertionError("not a selection by app: %s" % expression)
+            for app in expression["values"]:
+                admitted.setdefault(app, set()).update(ports)
+    return admitted
+
+
+def env_refs(args):
+    return re.findall(r"\$\((\w+)\)", " ".join(args))
 
 
 def validate(objects):
@@ -57,13 +105,12 @@ def validate(objects):
 @needs(KUBECTL, "kubectl")
 class Overlays(unittest.TestCase):
     def check(self, overlay, device):
-        objects = render(overlay)
-        kinds = {o["kind"] for o in objects}
-        self.assertEqual(kinds, {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
-                                 "HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor"})
-        by_kind = {}
-        for o in objects:
-            by_kind.setdefault(o["kind"], []).append(o)
+        apps = by_app(render(overlay))
+        self.assertEqual(set(apps), {"danet-server", "danet-pacs-bridge"})
+        by_kind = apps["danet-server"]
+        self.assertEqual(set(by_kind), {"ConfigMap", "Deployment", "Service",
+                                        "PodDisruptionBudget", "HorizontalPodAutoscaler",
+                                        "NetworkPolicy", "ServiceMonitor"})
         deployment = by_kind["Deployment"][0]
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
@@ -81,7 +128,7 @@ class Overlays(unittest.TestCase):
             self.assertEqual(container[probe]["grpc"]["port"], ports["health"], probe)
         self.check_security(pod, container, args)
         config = by_kind["ConfigMap"][0]["data"]
-        for name in re.findall(r"\$\((\w+)\)", " ".join(container["args"])):
+        for name in env_refs(container["args"]):
             self.assertIn(name, config)
         self.assertGreater(pod["terminationGracePeriodSeconds"],
                            float(config["DANET_DRAIN_SECONDS"]))
@@ -101,7 +148,88 @@ class Overlays(unittest.TestCase):
         self.assertIn(monitor["spec"]["endpoints"][0]["port"], service_ports)
         hpa = by_kind["HorizontalPodAutoscaler"][0]
         self.assertEqual(hpa["spec"]["scaleTargetRef"]["name"], deployment["metadata"]["name"])
+        self.check_bridge(apps["danet-pacs-bridge"], by_kind, ports)
         return container
+
+    def check_bridge(self, bridge, server, server_ports):
+        """The bridge's StatefulSet: real flags, the server reached as the manifests serve it,
+        a persistent spool, Secrets read-only, hardened, and the pods the server admits."""
+        self.assertEqual(set(bridge), {"ConfigMap", "StatefulSet", "Service", "NetworkPolicy",
+                                       "ServiceMonitor"})
+        statefulset = bridge["StatefulSet"][0]
+        spec = statefulset["spec"]
+        # A study's instances must all reach one spool.
+        self.assertEqual(spec["replicas"], 1)
+        pod = spec["template"]["spec"]
+        [container] = pod["containers"]
+        self.assertEqual(container["command"], ["/opt/danet/bin/danet-pacs-bridge"])
+        args = flag_values(container["args"])
+        flags = binary_flags(BRIDGE)
+        self.assertIn("peer_host", flags)
+        self.assertEqual(set(args) - flags, set(), "arguments the bridge does not have")
+        config = bridge["ConfigMap"][0]["data"]
+        for name in env_refs(container["args"]):
+            self.assertIn(name, config)
+        self.assertTrue(config[re.match(r"\$\((\w+)\)", args["allowed_calling_aes"])[1]],
+                        "any calling AE title may send")
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        self.assertEqual(int(args["port"]), ports["dicom"])
+        self.assertEqual(int(args["metrics_address"].rsplit(":", 1)[1]), ports["metrics"])
+        self.assertEqual(container["readinessProbe"]["tcpSocket"]["port"], "dicom")
+        self.assertEqual(container["livenessProbe"]["httpGet"]["port"], "metrics")
+        # The server as the manifests serve it: the headless Service's name and gRPC port,
+        # over TLS with a token (the server requires both).
+        headless = next(s for s in server["Service"] if s["spec"].get("clusterIP") == "None")
+        grpc_port = next(p["port"] for p in headless["spec"]["ports"] if p["name"] == "grpc")
+        self.assertEqual(args["server"],
+                         "dns:///%s:%d" % (headless["metadata"]["name"], grpc_port))
+        self.assertEqual(grpc_port, server_ports["grpc"])
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for flag in ("tls_ca_file", "token_file"):
+            mount = mounts.get(os.path.dirname(args[flag]))
+            self.assertIsNotNone(mount, "--%s is not in a mounted volume" % flag)
+            self.assertIs(mount.get("readOnly"), True, flag)
+            secret = volumes[mount["name"]].get("secret")
+            self.assertIsNotNone(secret, "--%s does not come from a Secret" % flag)
+            self.assertEqual(secret["defaultMode"] & 0o7, 0, flag)
+        # The spool survives a restart: a claim template, not a volume of the pod.
+        spool = mounts[args["work_dir"]]
+        self.assertNotIn(spool["name"], volumes)
+        self.assertIn(spool["name"],
+                      [t["metadata"]["name"] for t in spec["volumeClaimTemplates"]])
+        security = container["securityContext"]
+        self.assertIs(security["readOnlyRootFilesystem"], True)
+        self.assertIs(security["allowPrivilegeEscalation"], False)
+        self.assertIs(pod["securityContext"]["runAsNonRoot"], True)
+        # The pods carry the label the server's NetworkPolicy admits to gRPC.
+        labels = spec["selector"]["matchLabels"]
+        self.assertEqual(spec["template"]["metadata"]["labels"][APP_LABEL], labels[APP_LABEL])
+        admitted = admitted_sources(server["NetworkPolicy"][0])
+        self.assertEqual(admitted.get(labels[APP_LABEL]), {server_ports["grpc"]})
+        [service] = bridge["Service"]
+        self.assertEqual(service["spec"]["selector"], labels)
+        self.assertEqual(spec["serviceName"], service["metadata"]["name"])
+        self.assertEqual({p["targetPort"] for p in service["spec"]["ports"]}, set(ports))
+        monitor = bridge["ServiceMonitor"][0]
+        self.assertEqual(monitor["spec"]["endpoints"][0]["port"], "metrics")
+        self.check_bridge_network_policy(bridge["NetworkPolicy"], ports, labels)
+
+    def check_bridge_network_policy(self, policies, ports, labels):
+        """DICOM only from the PACS's address (not a whole range), metrics only from
+        Prometheus."""
+        self.assertEqual(len(policies), 1)
+        spec = policies[0]["spec"]
+        self.assertEqual(spec["policyTypes"], ["Ingress"])
+        self.assertTrue(set(spec["podSelector"]["matchLabels"].items())
+                        <= set(labels.items()))
+        admitted = admitted_sources(policies[0])
+        blocks = [s for s in admitted if s.startswith("ipBlock ")]
+        self.assertTrue(blocks, "no PACS address admitted")
+        for block in blocks:
+            self.assertGreaterEqual(int(block.rsplit("/", 1)[1]), 24, block)
+            self.assertEqual(admitted.pop(block), {ports["dicom"]}, block)
+        self.assertEqual(admitted, {"prometheus": {ports["metrics"]}})
 
     def check_security(self, pod, container, args):
         """TLS and tokens on, their files from Secrets mounted read-only, reflection off."""
@@ -130,19 +258,7 @@ class Overlays(unittest.TestCase):
         self.assertEqual(spec["policyTypes"], ["Ingress"])
         self.assertTrue(set(spec["podSelector"]["matchLabels"].items())
                         <= set(labels.items()))
-        admitted = {}
-        for rule in spec["ingress"]:
-            self.assertTrue(rule.get("from"), "a rule that admits any source: %s" % rule)
-            for source in rule["from"]:
-                self.assertNotIn("ipBlock", source)
-                selector = source["podSelector"]
-                # No matchLabels: kustomize would rewrite them into this app's own labels.
-                self.assertNotIn("matchLabels", selector)
-                [expression] = selector["matchExpressions"]
-                self.assertEqual((expression["key"], expression["operator"]),
-                                 ("app.kubernetes.io/name", "In"))
-                for app in expression["values"]:
-                    admitted.setdefault(app, set()).update(p["port"] for p in rule["ports"])
+        admitted = admitted_sources(policies[0])
         self.assertEqual(admitted, {"danet-pacs-bridge": {ports["grpc"]},
                                     "prometheus": {ports["metrics"]}})
 
@@ -157,15 +273,11 @@ class Overlays(unittest.TestCase):
     def test_the_policy_check_rejects_open_or_wrong_policies(self):
         # The check can fail: a rule open to any source, one open to another app, a source that
         # kustomize would rewrite, the metrics port opened to the bridge.
-        objects = render("cpu")
-        policy = next(o for o in objects if o["kind"] == "NetworkPolicy")
-        pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]
+        server = by_app(render("cpu"))["danet-server"]
+        policy = server["NetworkPolicy"][0]
+        pod = server["Deployment"][0]["spec"]["template"]
         ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
-
-        def broken(change):
-            copy = json.loads(json.dumps(policy))
-            change(copy["spec"]["ingress"])
-            return copy
+        broken = functools.partial(broken_policy, policy)
 
         def open_rule(ingress):
             del ingress[0]["from"]
@@ -184,6 +296,65 @@ class Overlays(unittest.TestCase):
                     self.check_network_policy([broken(change)], ports, pod["metadata"]["labels"])
         self.check_network_policy([policy], ports, pod["metadata"]["labels"])
 
+    def test_the_bridge_policy_check_rejects_open_or_wrong_policies(self):
+        # The check can fail: DICOM open to every address, to a whole range, to pods of another
+        # app, or no PACS address at all; the metrics port opened to the PACS.
+        bridge = by_app(render("cpu"))["danet-pacs-bridge"]
+        policy = bridge["NetworkPolicy"][0]
+        pod = bridge["StatefulSet"][0]["spec"]["template"]
+        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+        broken = functools.partial(broken_policy, policy)
+
+        def any_address(ingress):
+            ingress[0]["from"][0]["ipBlock"]["cidr"] = "0.0.0.0/0"
+
+        def whole_range(ingress):
+            ingress[0]["from"][0]["ipBlock"]["cidr"] = "10.0.0.0/8"
+
+        def dicom_to_pods(ingress):
+            ingress[0]["from"][0] = {"podSelector": {"matchExpressions": [
+                {"key": APP_LABEL, "operator": "In", "values": ["danet-server"]}]}}
+
+        def no_pacs(ingress):
+            del ingress[0]
+
+        def metrics_to_pacs(ingress):
+            ingress[0]["ports"].append({"port": ports["metrics"], "protocol": "TCP"})
+        for change in (any_address, whole_range, dicom_to_pods, no_pacs, metrics_to_pacs):
+            with self.subTest(change.__name__):
+                with self.assertRaises(AssertionError):
+                    self.check_bridge_network_policy([broken(change)], ports,
+                                                     pod["metadata"]["labels"])
+        self.check_bridge_network_policy([policy], ports, pod["metadata"]["labels"])
+
+
+@needs(KUBECTL, "kubectl")
+class AlertRulesFindTheScrapes(unittest.TestCase):
+    def test_every_job_the_rules_select_is_a_scrape_job(self):
+        # Under the Prometheus Operator a target's job is its Service's name unless the
+        # ServiceMonitor relabels it; a rule selecting another job never fires (up == 0 of a
+        # job that does not exist is no series at all).
+        with open(os.path.join(ROOT, "deploy", "prometheus", "danet-rules.yml")) as f:
+            rules = yaml.safe_load(f)
+        selected = {job for group in rules["groups"] for rule in group["rules"]
+                    for job in re.findall(r'job="([^"]+)"', rule["expr"])}
+        self.assertEqual(selected, {"danet", "danet-pacs-bridge"})
+        for overlay in OVERLAYS:
+            jobs = set()
+            for monitor in (o for o in render(overlay) if o["kind"] == "ServiceMonitor"):
+                for endpoint in monitor["spec"]["endpoints"]:
+                    [job] = [r["replacement"] for r in endpoint.get("relabelings", [])
+                             if r["targetLabel"] == "job"]
+                    jobs.add(job)
+            self.assertEqual(jobs, selected, overlay)
+
+
+def broken_policy(policy, change):
+    """A copy of the NetworkPolicy with change(ingress rules) applied."""
+    copy = json.loads(json.dumps(policy))
+    change(copy["spec"]["ingress"])
+    return copy
+
 
 @needs(KUBECTL, "kubectl")
 @needs(has_node_module("kubernetes-models") and
@@ -192,13 +363,15 @@ class Schemas(unittest.TestCase):
     def test_rendered_objects_validate(self):
         for overlay in OVERLAYS:
             with self.subTest(overlay=overlay):
-                ok, report = validate(render(overlay))
+                objects = render(overlay)
+                self.assertEqual(len(objects), 13)  # 8 for the server, 5 for the bridge
+                ok, report = validate(objects)
                 self.assertTrue(ok, report)
-                self.assertIn("8/8 objects valid", report)
+                self.assertIn("13/13 objects valid", report)
 
     def test_the_validator_rejects_broken_objects(self):
         # The check can fail: a wrong type, a missing required field, an unknown kind.
-        deployment = next(o for o in render("cpu") if o["kind"] == "Deployment")
+        deployment = by_app(render("cpu"))["danet-server"]["Deployment"][0]
         wrong_type = json.loads(json.dumps(deployment))
         wrong_type["spec"]["replicas"] = "two"
         missing = json.loads(json.dumps(deployment))

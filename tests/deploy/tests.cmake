@@ -20,7 +20,7 @@ add_test(NAME k8s_manifests
   WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/deploy)
 set_tests_properties(k8s_manifests PROPERTIES
   TIMEOUT 300
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_DEPLOY_TOOLS=${DANET_DEPLOY_TOOLS}")
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_BRIDGE_BIN=$<TARGET_FILE:danet-pacs-bridge>;DANET_DEPLOY_TOOLS=${DANET_DEPLOY_TOOLS}")
 
 # deploy/grafana: the dashboard type-checks against @grafana/schema (tsc), and every metric it
 # queries exists in a live scrape of danet-server; every query runs on a real Prometheus.
@@ -29,7 +29,7 @@ add_test(NAME grafana_dashboard
   WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/deploy)
 set_tests_properties(grafana_dashboard PROPERTIES
   TIMEOUT 600
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_DEPLOY_TOOLS=${DANET_DEPLOY_TOOLS};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/grafana_dashboard")
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_BRIDGE_BIN=$<TARGET_FILE:danet-pacs-bridge>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_DEPLOY_TOOLS=${DANET_DEPLOY_TOOLS};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/grafana_dashboard")
 
 # Scale-out: two real replicas behind one multi-address gRPC target; the danet client's
 # round-robin balancing spreads calls over both (docs/deploy.md).
@@ -38,4 +38,4 @@ add_test(NAME scale_out_round_robin
   WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/deploy)
 set_tests_properties(scale_out_round_robin PROPERTIES
   TIMEOUT 600
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/scale_out")
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_BRIDGE_BIN=$<TARGET_FILE:danet-pacs-bridge>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/scale_out")
