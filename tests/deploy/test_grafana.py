@@ -6,9 +6,10 @@
 - it shows what operators need (request rate and errors, latency percentiles, routing mix,
   GMACs used vs. all-largest, queue depth, in-flight, per-model inference time), panels do not
   overlap, ids are unique;
-- every metric name it queries exists in a live scrape of danet-server after a segmentation,
-  and every query runs on a real Prometheus scraping that server and (but for the error ratio,
-  empty while nothing fails) returns data;
+- every metric name it queries exists in a live scrape of danet-server after a segmentation
+  or of a running danet-pacs-bridge (the bridge's row), and every query runs on a real
+  Prometheus scraping both and (but for the error ratio, empty while nothing fails) returns
+  data;
 - every metric the alert rules (deploy/prometheus/danet-rules.yml) use is exported: the
   server's in that scrape, the PACS bridge's in a live danet-pacs-bridge's.
 
@@ -105,7 +106,9 @@ class Structure(unittest.TestCase):
         for needed in ("danet_requests_total", "danet_request_duration_seconds_bucket",
                        "danet_slices_total", "danet_macs_total", "danet_macs_all_largest_total",
                        "danet_queue_depth", "danet_inflight_requests",
-                       "danet_model_inference_duration_seconds_bucket", "danet_ready"):
+                       "danet_model_inference_duration_seconds_bucket", "danet_ready",
+                       "danet_bridge_studies_total", "danet_bridge_pending_studies",
+                       "danet_bridge_retries_total"):
             self.assertIn(needed, names)
         exprs = " ".join(e for _, e in queries(d))
         for q in ("0.5", "0.95", "0.99"):
@@ -213,53 +216,64 @@ class LiveScrape(unittest.TestCase):
         shutil.rmtree(cls.dir, ignore_errors=True)
         os.makedirs(cls.dir)
         cls.server = Server(os.path.join(cls.dir, "server"))
+        cls.bridge = None
         try:
             case = make_phantom(os.path.join(cls.dir, "cases"), 81, "96,96,32")
             r = run([CLI, "segment", case, "--server", cls.server.address, "--progress=false",
                      "--out", os.path.join(cls.dir, "out")], timeout=300)
             assert r.returncode == 0, r.stdout + r.stderr
             cls.scrape = cls.server.metrics()
+            cls.start_bridge()
         except BaseException:
-            cls.server.stop()
+            cls.tearDownClass()
             raise
 
     @classmethod
+    def start_bridge(cls):
+        """A danet-pacs-bridge (no PACS needed to serve its metrics) and its first scrape."""
+        bridge_dir = os.path.join(cls.dir, "bridge")
+        os.makedirs(bridge_dir)
+        cls.bridge_metrics_port = free_port()
+        log_path = os.path.join(bridge_dir, "bridge.log")
+        with open(log_path, "w") as log:
+            cls.bridge = subprocess.Popen(
+                [BRIDGE, "--port", str(free_port()),
+                 "--metrics_address", "127.0.0.1:%d" % cls.bridge_metrics_port,
+                 "--work_dir", os.path.join(bridge_dir, "spool"),
+                 "--server", cls.server.address], stdout=log, stderr=subprocess.STDOUT)
+
+        def scrape():
+            assert cls.bridge.poll() is None, tail(log_path)
+            try:
+                return http_get("http://127.0.0.1:%d/metrics" % cls.bridge_metrics_port)
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return None
+        cls.bridge_scrape = wait_until(scrape, 30, "the bridge's /metrics", log=log_path)
+
+    @classmethod
     def tearDownClass(cls):
+        stop(cls.bridge)
         cls.server.stop()
 
+    def exposed(self):
+        """Metric names in the server's and the bridge's scrapes."""
+        return set(re.findall(r"(?m)^([a-zA-Z_:][\w:]*)(?:\{| )",
+                              self.scrape + self.bridge_scrape))
+
     def test_every_metric_queried_is_in_the_scrape(self):
-        exposed = set(re.findall(r"(?m)^([a-zA-Z_:][\w:]*)(?:\{| )", self.scrape))
+        exposed = self.exposed()
         self.assertIn("danet_slices_total", exposed)
+        self.assertIn("danet_bridge_studies_total", exposed)
         for title, expr in queries(load()):
             for name in metric_names(expr):
-                self.assertIn(name, exposed, "panel %r queries %s, which the server does not "
-                              "export" % (title, name))
+                self.assertIn(name, exposed, "panel %r queries %s, which neither the server nor "
+                              "the bridge exports" % (title, name))
 
     def test_every_metric_the_alert_rules_use_is_exported(self):
         with open(RULES) as f:
             groups = {g["name"]: g["rules"] for g in yaml.safe_load(f)["groups"]}
         self.assertEqual(set(groups), {"danet", "danet-pacs-bridge"})
-        bridge_dir = os.path.join(self.dir, "bridge")
-        os.makedirs(bridge_dir, exist_ok=True)
-        port = free_port()
-        log_path = os.path.join(bridge_dir, "bridge.log")
-        with open(log_path, "w") as log:
-            bridge = subprocess.Popen(
-                [BRIDGE, "--port", str(free_port()), "--metrics_address", "127.0.0.1:%d" % port,
-                 "--work_dir", os.path.join(bridge_dir, "spool"),
-                 "--server", self.server.address], stdout=log, stderr=subprocess.STDOUT)
-        self.addCleanup(stop, bridge)
-
-        def bridge_scrape():
-            self.assertIsNone(bridge.poll(), tail(log_path))
-            try:
-                return http_get("http://127.0.0.1:%d/metrics" % port)
-            except (urllib.error.URLError, ConnectionError, OSError):
-                return None
-        scrapes = {"danet": self.scrape,
-                   "danet-pacs-bridge": wait_until(bridge_scrape, 30, "the bridge's /metrics",
-                                                   log=log_path)}
-        for group, text in scrapes.items():
+        for group, text in (("danet", self.scrape), ("danet-pacs-bridge", self.bridge_scrape)):
             exposed = set(re.findall(r"(?m)^([a-zA-Z_:][\w:]*)(?:\{| )", text))
             # `up` is Prometheus's own; histograms are exported as _bucket, _sum and _count.
             exposed |= {"up"} | {re.sub(r"_bucket$", "", n) for n in exposed}
@@ -270,7 +284,8 @@ class LiveScrape(unittest.TestCase):
 
     def test_every_query_runs_on_prometheus(self):
         pdir = os.path.join(self.dir, "prometheus")
-        prom, port = start_prometheus(pdir, self.server.metrics_port)
+        prom, port = start_prometheus(pdir, self.server.metrics_port,
+                                      {"danet-pacs-bridge": self.bridge_metrics_port})
         self.addCleanup(stop, prom)
         log_path = os.path.join(pdir, "prometheus.log")
 
@@ -287,15 +302,16 @@ class LiveScrape(unittest.TestCase):
         while time.monotonic() < deadline:
             self.assertIsNone(prom.poll(), tail(log_path))
             try:
-                r = query("count_over_time(danet_ready[1m])")
+                r = query("count_over_time(up[1m])")
                 values = [float(s["value"][1]) for s in r["data"]["result"]]
-                if values and min(values) >= 3:
+                if len(values) == 2 and min(values) >= 3:
                     break
             except (urllib.error.URLError, ConnectionError, OSError, ValueError, KeyError):
                 pass
             time.sleep(0.5)
         else:
-            self.fail("Prometheus did not scrape danet-server 3 times:\n" + tail(log_path))
+            self.fail("Prometheus did not scrape danet-server and the bridge 3 times each:\n"
+                      + tail(log_path))
 
         for title, expr in queries(load()):
             if title.startswith("variable "):

@@ -78,17 +78,21 @@ def bundle_default_policy():
     return m.group(1) if m else "dynamic"
 
 
-def start_prometheus(pdir, metrics_port):
+def start_prometheus(pdir, metrics_port, more_jobs=None):
     """A real Prometheus on 127.0.0.1 (a free port) scraping 127.0.0.1:metrics_port every second
-    as job "danet", with its data and log (prometheus.log) in a fresh pdir. Returns (process,
-    port); the caller stops the process."""
+    as job "danet" (and 127.0.0.1:PORT as job NAME for each NAME: PORT of more_jobs), with its
+    data and log (prometheus.log) in a fresh pdir. Returns (process, port); the caller stops
+    the process."""
     shutil.rmtree(pdir, ignore_errors=True)
     os.makedirs(pdir)
     config = os.path.join(pdir, "prometheus.yml")
+    jobs = dict({"danet": metrics_port}, **(more_jobs or {}))
     with open(config, "w") as f:
         f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                "scrape_configs:\n  - job_name: danet\n    static_configs:\n"
-                "      - targets: ['127.0.0.1:%d']\n" % metrics_port)
+                "scrape_configs:\n")
+        for name, job_port in jobs.items():
+            f.write("  - job_name: %s\n    static_configs:\n"
+                    "      - targets: ['127.0.0.1:%d']\n" % (name, job_port))
     port = free_port()
     with open(os.path.join(pdir, "prometheus.log"), "w") as log:
         proc = subprocess.Popen(
