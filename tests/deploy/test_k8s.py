@@ -14,7 +14,6 @@ Run by ctest with DANET_SERVER_BIN, DANET_BRIDGE_BIN and DANET_DEPLOY_TOOLS set.
 Debian 12) and the npm packages come from scripts/setup; see tools.py for when a missing tool
 skips and when it fails.
 """
-import functools
 import json
 import os
 import re
@@ -273,11 +272,7 @@ class Overlays(unittest.TestCase):
     def test_the_policy_check_rejects_open_or_wrong_policies(self):
         # The check can fail: a rule open to any source, one open to another app, a source that
         # kustomize would rewrite, the metrics port opened to the bridge.
-        server = by_app(render("cpu"))["danet-server"]
-        policy = server["NetworkPolicy"][0]
-        pod = server["Deployment"][0]["spec"]["template"]
-        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
-        broken = functools.partial(broken_policy, policy)
+        policy, labels, ports = policy_labels_ports("danet-server", "Deployment")
 
         def open_rule(ingress):
             del ingress[0]["from"]
@@ -290,20 +285,13 @@ class Overlays(unittest.TestCase):
 
         def metrics_to_bridge(ingress):
             ingress[0]["ports"].append({"port": ports["metrics"], "protocol": "TCP"})
-        for change in (open_rule, other_app, match_labels, metrics_to_bridge):
-            with self.subTest(change.__name__):
-                with self.assertRaises(AssertionError):
-                    self.check_network_policy([broken(change)], ports, pod["metadata"]["labels"])
-        self.check_network_policy([policy], ports, pod["metadata"]["labels"])
+        self.assert_rejected(self.check_network_policy, policy, labels, ports,
+                             (open_rule, other_app, match_labels, metrics_to_bridge))
 
     def test_the_bridge_policy_check_rejects_open_or_wrong_policies(self):
         # The check can fail: DICOM open to every address, to a whole range, to pods of another
         # app, or no PACS address at all; the metrics port opened to the PACS.
-        bridge = by_app(render("cpu"))["danet-pacs-bridge"]
-        policy = bridge["NetworkPolicy"][0]
-        pod = bridge["StatefulSet"][0]["spec"]["template"]
-        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
-        broken = functools.partial(broken_policy, policy)
+        policy, labels, ports = policy_labels_ports("danet-pacs-bridge", "StatefulSet")
 
         def any_address(ingress):
             ingress[0]["from"][0]["ipBlock"]["cidr"] = "0.0.0.0/0"
@@ -320,12 +308,19 @@ class Overlays(unittest.TestCase):
 
         def metrics_to_pacs(ingress):
             ingress[0]["ports"].append({"port": ports["metrics"], "protocol": "TCP"})
-        for change in (any_address, whole_range, dicom_to_pods, no_pacs, metrics_to_pacs):
+        self.assert_rejected(self.check_bridge_network_policy, policy, labels, ports,
+                             (any_address, whole_range, dicom_to_pods, no_pacs, metrics_to_pacs))
+
+    def assert_rejected(self, check, policy, labels, ports, changes):
+        """check(policies, ports, labels) fails on a copy of the policy with each of the
+        changes (functions of its ingress rules) made, and passes on the policy itself."""
+        for change in changes:
             with self.subTest(change.__name__):
+                copy = json.loads(json.dumps(policy))
+                change(copy["spec"]["ingress"])
                 with self.assertRaises(AssertionError):
-                    self.check_bridge_network_policy([broken(change)], ports,
-                                                     pod["metadata"]["labels"])
-        self.check_bridge_network_policy([policy], ports, pod["metadata"]["labels"])
+                    check([copy], ports, labels)
+        check([policy], ports, labels)
 
 
 @needs(KUBECTL, "kubectl")
@@ -349,11 +344,13 @@ class AlertRulesFindTheScrapes(unittest.TestCase):
             self.assertEqual(jobs, selected, overlay)
 
 
-def broken_policy(policy, change):
-    """A copy of the NetworkPolicy with change(ingress rules) applied."""
-    copy = json.loads(json.dumps(policy))
-    change(copy["spec"]["ingress"])
-    return copy
+def policy_labels_ports(app, kind):
+    """The cpu overlay's NetworkPolicy of `app`, and the pod labels and named container ports
+    of its workload (a `kind` object)."""
+    objects = by_app(render("cpu"))[app]
+    pod = objects[kind][0]["spec"]["template"]
+    ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+    return objects["NetworkPolicy"][0], pod["metadata"]["labels"], ports
 
 
 @needs(KUBECTL, "kubectl")
