@@ -183,15 +183,10 @@ class Overlays(unittest.TestCase):
         self.assertEqual(args["server"],
                          "dns:///%s:%d" % (headless["metadata"]["name"], grpc_port))
         self.assertEqual(grpc_port, server_ports["grpc"])
+        self.assertEqual(self.secret_files(pod, container, args, ("tls_ca_file", "token_file")),
+                         {"danet-bridge-server-ca", "danet-bridge-token"})
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["volumes"]}
-        for flag in ("tls_ca_file", "token_file"):
-            mount = mounts.get(os.path.dirname(args[flag]))
-            self.assertIsNotNone(mount, "--%s is not in a mounted volume" % flag)
-            self.assertIs(mount.get("readOnly"), True, flag)
-            secret = volumes[mount["name"]].get("secret")
-            self.assertIsNotNone(secret, "--%s does not come from a Secret" % flag)
-            self.assertEqual(secret["defaultMode"] & 0o7, 0, flag)
         # The spool survives a restart: a claim template, not a volume of the pod.
         spool = mounts[args["work_dir"]]
         self.assertNotIn(spool["name"], volumes)
@@ -217,12 +212,7 @@ class Overlays(unittest.TestCase):
     def check_bridge_network_policy(self, policies, ports, labels):
         """DICOM only from the PACS's address (not a whole range), metrics only from
         Prometheus."""
-        self.assertEqual(len(policies), 1)
-        spec = policies[0]["spec"]
-        self.assertEqual(spec["policyTypes"], ["Ingress"])
-        self.assertTrue(set(spec["podSelector"]["matchLabels"].items())
-                        <= set(labels.items()))
-        admitted = admitted_sources(policies[0])
+        admitted = self.ingress_sources(policies, labels)
         blocks = [s for s in admitted if s.startswith("ipBlock ")]
         self.assertTrue(blocks, "no PACS address admitted")
         for block in blocks:
@@ -232,32 +222,42 @@ class Overlays(unittest.TestCase):
 
     def check_security(self, pod, container, args):
         """TLS and tokens on, their files from Secrets mounted read-only, reflection off."""
+        self.assertEqual(self.secret_files(pod, container, args,
+                                           ("tls_cert_file", "tls_key_file", "auth_token_file")),
+                         {"danet-server-tls", "danet-server-tokens"})
+        self.assertNotIn("reflection", args)
+
+    def secret_files(self, pod, container, args, flags):
+        """Each flag names a file in a Secret mounted read-only, readable by the pod's group
+        (fsGroup) and not by others; returns the Secrets' names."""
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["volumes"]}
         secrets = set()
-        for flag in ("tls_cert_file", "tls_key_file", "auth_token_file"):
+        for flag in flags:
             self.assertIn(flag, args)
             mount = mounts.get(os.path.dirname(args[flag]))
             self.assertIsNotNone(mount, "--%s is not in a mounted volume" % flag)
             self.assertIs(mount.get("readOnly"), True, flag)
             secret = volumes[mount["name"]].get("secret")
             self.assertIsNotNone(secret, "--%s does not come from a Secret" % flag)
-            # Readable by the pod's group (fsGroup), not by others.
             self.assertEqual(secret["defaultMode"] & 0o7, 0, flag)
             self.assertIsNotNone(pod["securityContext"].get("fsGroup"))
             secrets.add(secret["secretName"])
-        self.assertEqual(secrets, {"danet-server-tls", "danet-server-tokens"})
-        self.assertNotIn("reflection", args)
+        return secrets
 
-    def check_network_policy(self, policies, ports, labels):
-        """One policy on these pods; every rule names its sources: the bridge may reach gRPC,
-        Prometheus the metrics, nothing else anything (probes come from the node)."""
+    def ingress_sources(self, policies, labels):
+        """The one ingress policy on pods with these labels: its admitted_sources()."""
         self.assertEqual(len(policies), 1)
         spec = policies[0]["spec"]
         self.assertEqual(spec["policyTypes"], ["Ingress"])
         self.assertTrue(set(spec["podSelector"]["matchLabels"].items())
                         <= set(labels.items()))
-        admitted = admitted_sources(policies[0])
+        return admitted_sources(policies[0])
+
+    def check_network_policy(self, policies, ports, labels):
+        """One policy on these pods; every rule names its sources: the bridge may reach gRPC,
+        Prometheus the metrics, nothing else anything (probes come from the node)."""
+        admitted = self.ingress_sources(policies, labels)
         self.assertEqual(admitted, {"danet-pacs-bridge": {ports["grpc"]},
                                     "prometheus": {ports["metrics"]}})
 
