@@ -48,8 +48,9 @@ ABSL_FLAG(std::string, model_lr, "",
 ABSL_FLAG(std::string, loss, "dice_ce",
           "Stage 1 loss: dice_ce (soft Dice + cross-entropy) or dice (Eq. 5-6 alone).");
 ABSL_FLAG(std::string, augment, "nnunet",
-          "Augmentation of both stages: nnunet (spatial + intensity, docs/training.md), flip "
-          "(flips and brightness only) or none.");
+          "Augmentation of both stages: nnunet (spatial + intensity, docs/training.md), strong "
+          "(the appearance transforms more often and wider), flip (flips and brightness only) "
+          "or none.");
 ABSL_FLAG(double, alpha, 0.001, "Eq. 4 cost weight.");
 ABSL_FLAG(int, label_slices_per_case, 0,
           "Score at most this many tumour slices per case for the Eq. 4 labels, evenly spaced "
@@ -57,6 +58,10 @@ ABSL_FLAG(int, label_slices_per_case, 0,
 ABSL_FLAG(std::string, slice_score, "dice",
           "Eq. 4's per-slice score S_i: dice (the mean of the slice's WT/TC/ET Dice, the "
           "paper's) or errors (1 - wrong voxels / (3 x tumour voxels): regions weigh by size).");
+ABSL_FLAG(std::string, decision_labels, "eq4",
+          "Where the tumour slices' routes come from: eq4 (the bank models' slice scores, "
+          "Eq. 4) or teacher (the model the --init_bundle's decision network ranks first; its "
+          "probabilities stored as the scores). Tumour-free slices are skip either way.");
 ABSL_FLAG(int, decision_steps, 300, "Stage 2 steps.");
 ABSL_FLAG(int, decision_batch, 16, "Stage 2 batch size (full slices).");
 ABSL_FLAG(double, decision_lr, 1e-3, "Stage 2 Adam learning rate.");
@@ -174,6 +179,13 @@ int Main(const std::string& command_line) {
         "and excludes --redo_decision and the --decision_* architecture flags"));
   }
 
+  if (absl::GetFlag(FLAGS_decision_labels) == "teacher" &&
+      absl::GetFlag(FLAGS_init_bundle).empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--decision_labels teacher learns the routes of --init_bundle's trained decision "
+        "network: it needs --init_bundle"));
+  }
+
   models::BankOptions bank_options;
   bank_options.device = *device;
   bank_options.seed = absl::GetFlag(FLAGS_seed);
@@ -224,6 +236,11 @@ int Main(const std::string& command_line) {
         absl::StrCat("--slice_score must be dice or errors, not '", options.slice_score, "'")));
   }
   options.label_slices_per_case = absl::GetFlag(FLAGS_label_slices_per_case);
+  options.decision_labels = absl::GetFlag(FLAGS_decision_labels);
+  if (options.decision_labels != "eq4" && options.decision_labels != "teacher") {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--decision_labels must be eq4 or teacher, not '", options.decision_labels, "'")));
+  }
   options.decision_steps = absl::GetFlag(FLAGS_decision_steps);
   options.decision_batch = absl::GetFlag(FLAGS_decision_batch);
   options.decision_lr = absl::GetFlag(FLAGS_decision_lr);

@@ -125,6 +125,20 @@ torch::Tensor RestoreStats(const torch::Tensor& changed, const torch::Tensor& ma
 
 absl::StatusOr<AugmentOptions> AugmentPreset(const std::string& name) {
   if (name == "nnunet") return AugmentOptions{};
+  if (name == "strong") {
+    // nnunet's spatial transforms; the appearance transforms about twice as often and wider,
+    // for a decision network that skips tumour-free slices under scanner shifts (bias fields
+    // and contrast curves the phantoms do not draw).
+    AugmentOptions strong;
+    strong.brightness = {0.3, 0.7, 1.3};
+    strong.contrast = {0.3, 0.7, 1.3};
+    strong.gamma = {0.5, 0.5, 2.0};
+    strong.noise_sd.p = 0.3;
+    strong.blur_sigma.p = 0.3;
+    strong.low_res.p = 0.4;
+    strong.bias = {0.6, 0, 0.7};
+    return strong;
+  }
   AugmentOptions off;
   off.rotation_deg.p = off.scale.p = off.elastic_px.p = 0;
   off.mirror_p = 0;
@@ -137,7 +151,7 @@ absl::StatusOr<AugmentOptions> AugmentPreset(const std::string& name) {
     return off;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("augmentation preset '", name, "': choose nnunet, flip or none"));
+      absl::StrCat("augmentation preset '", name, "': choose nnunet, strong, flip or none"));
 }
 
 SpatialTransform DrawSpatial(const AugmentOptions& options, int64_t height, int64_t width,

@@ -50,7 +50,9 @@ struct AugmentOptions {
 };
 
 // Named presets: "none" (no transform), "flip" (the first release's flips and a mild
-// brightness change), "nnunet" (the defaults above). InvalidArgument names the choices.
+// brightness change), "nnunet" (the defaults above), "strong" (nnunet's spatial transforms,
+// the appearance ones more often and wider; docs/training.md). InvalidArgument names the
+// choices.
 absl::StatusOr<AugmentOptions> AugmentPreset(const std::string& name);
 
 // A drawn spatial transform. The sampling map from an output pixel p (centred coordinates) to

@@ -85,6 +85,21 @@ torch::Tensor Predict(models::Network& network, const torch::Tensor& slices, c10
   return torch::cat(out);
 }
 
+// The decision network's probabilities of the bank models (Z' x models, rows summing to 1:
+// the skip route left out and the rest renormalised) for the given slices, in eval mode.
+torch::Tensor ModelProbabilities(models::Network& decision, const torch::Tensor& slices,
+                                 c10::Device device) {
+  torch::NoGradGuard no_grad;
+  decision.SetTraining(false);
+  std::vector<torch::Tensor> out;
+  for (int64_t begin = 0; begin < slices.size(0); begin += 16) {
+    const torch::Tensor x = slices.slice(0, begin, std::min(slices.size(0), begin + 16));
+    const torch::Tensor models = torch::softmax(decision.Forward(x.to(device)), 1).slice(1, 1);
+    out.push_back((models / models.sum(1, true)).to(torch::kCPU, torch::kDouble));
+  }
+  return torch::cat(out);
+}
+
 // At most `limit` of `items`, evenly spaced, first and last included (limit 0: all).
 std::vector<int64_t> EvenlySpaced(const std::vector<int64_t>& items, int limit) {
   if (limit <= 0 || static_cast<int>(items.size()) <= limit) return items;
@@ -328,6 +343,12 @@ absl::Status Trainer::LoadDecisionLabels() {
   std::string line;
   std::getline(in, line);  // header
   std::vector<int> histogram(bank_->size() + 1, 0);
+  const std::string labels_from = state_.value("labels_from", "eq4");
+  if (labels_from != options_.decision_labels) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path.string(), " holds routes from ", labels_from, "; --decision_labels ",
+        options_.decision_labels, " needs them made again: start from a fresh work directory"));
+  }
   const bool errors = options_.slice_score == "errors";
   // case, case_index, slice, foreground, the Dice scores, route, then the error scores (files
   // written before --slice_score existed end at the route).
@@ -394,7 +415,8 @@ absl::Status Trainer::ScoreSlices() {
     const int n = static_cast<int>(std::count(c.foreground.begin(), c.foreground.end(), 1));
     total += options_.label_slices_per_case > 0 ? std::min(n, options_.label_slices_per_case) : n;
   }
-  Progress progress("labels: Eq. 4", total, 0, 20);
+  const bool teacher = options_.decision_labels == "teacher";
+  Progress progress(teacher ? "labels: teacher" : "labels: Eq. 4", total, 0, 20);
   int done = 0;
   std::vector<int> histogram(bank_->size() + 1, 0);
   const bool by_errors = options_.slice_score == "errors";
@@ -414,13 +436,23 @@ absl::Status Trainer::ScoreSlices() {
     const torch::Tensor index = torch::tensor(tumour, torch::kLong);
     const torch::Tensor slices = c.slices.index_select(0, index);
     std::vector<torch::Tensor> predictions;
-    for (int i = 0; i < bank_->size(); ++i) {
-      predictions.push_back(Predict(bank_->model(i), slices, bank_->device()));
+    torch::Tensor taught;  // teacher: its model probabilities, one row per slice
+    if (teacher) {
+      taught = ModelProbabilities(bank_->decision(), slices, bank_->device());
+    } else {
+      for (int i = 0; i < bank_->size(); ++i) {
+        predictions.push_back(Predict(bank_->model(i), slices, bank_->device()));
+      }
     }
     const int64_t voxels = c.slices.size(2) * c.slices.size(3);
     for (size_t t = 0; t < tumour.size(); ++t) {
       const uint8_t* reference = c.labels.data() + tumour[t] * voxels;
       std::vector<double> dice, errors;
+      if (teacher) {
+        const double* row = taught[t].data_ptr<double>();
+        dice.assign(row, row + bank_->size());
+        errors = dice;
+      }
       for (const torch::Tensor& p : predictions) {
         std::vector<uint8_t> labels(voxels);
         const uint8_t* classes = p[t].data_ptr<uint8_t>();
@@ -446,9 +478,13 @@ absl::Status Trainer::ScoreSlices() {
   }
   if (absl::Status s = WriteAtomically(path, csv.str()); !s.ok()) return s;
   report_["decision_label_histogram"] = histogram;
-  Log({{"stage", "labels"}, {"histogram", histogram}, {"alpha", options_.alpha}});
+  Log({{"stage", "labels"},
+       {"histogram", histogram},
+       {"alpha", options_.alpha},
+       {"from", options_.decision_labels}});
   progress.Finish(absl::StrCat("routes (skip, models...) = ", nlohmann::json(histogram).dump()));
   state_["labels_done"] = true;
+  state_["labels_from"] = options_.decision_labels;
   return SaveState();
 }
 

@@ -63,6 +63,13 @@ struct TrainOptions {
   // tumour ends and centres both count (0: all). Scoring runs every model on every scored
   // slice at full size: the labels stage's cost.
   int label_slices_per_case = 0;
+  // Where the tumour slices' routes come from: "eq4" (the bank models' slice scores, Eq. 4) or
+  // "teacher" (the starting bundle's trained decision network: its probabilities of the bank
+  // models, renormalised over them, are stored as both scores, so Eq. 4 at alpha 0 gives the
+  // model it ranks first). "teacher" keeps a network's routing among the models while stage 2
+  // trains a new one, on other cases or with stronger augmentation; tumour-free slices are
+  // skip as always. The starting bundle's decision network must be trained (--init_bundle).
+  std::string decision_labels = "eq4";
   int decision_steps = 300;
   int decision_batch = 16;
   double decision_lr = 1e-3;

@@ -71,7 +71,7 @@ add_test(NAME training_e2e
 set_tests_properties(training_e2e PROPERTIES
   TIMEOUT 900
   RUN_SERIAL TRUE
-  ENVIRONMENT "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_TRAIN=$<TARGET_FILE:danet-train>;DANET_EVAL=$<TARGET_FILE:danet-eval>;DANET_BANK=$<TARGET_FILE:danet-bank>;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/training_e2e")
+  ENVIRONMENT "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_TRAIN=$<TARGET_FILE:danet-train>;DANET_EVAL=$<TARGET_FILE:danet-eval>;DANET_BANK=$<TARGET_FILE:danet-bank>;DANET_SEGMENT=$<TARGET_FILE:danet-segment>;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/training_e2e")
 
 # The command-line tools as a user meets them: danet-bank, and the engine alone (danet-segment)
 # with the shipped default bundle.

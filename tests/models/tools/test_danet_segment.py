@@ -158,6 +158,62 @@ class DanetSegment(unittest.TestCase):
         rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
         self.assertEqual(set(rows), set(study.STEPS))
 
+    def test_perturb_cases_changes_the_images_only_and_repeats(self):
+        # scripts/perturb-cases (the robustness probe of docs/training.md, session 22): every
+        # kind keeps the label map byte for byte and the grid, changes the images as it says,
+        # and a second run with the same seed writes the same images.
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                            "scripts", "perturb-cases")
+        src = os.path.join(TMP, "perturb-src")
+        shutil.rmtree(src, ignore_errors=True)
+        os.makedirs(src)
+        os.symlink(self.case, os.path.join(src, "phantom_s77_000"))
+
+        def load(root, kind_or_none, modality):
+            folder = os.path.join(root, kind_or_none) if kind_or_none else root
+            img = nib.load(os.path.join(folder, "phantom_s77_000",
+                                        f"phantom_s77_000_{modality}.nii.gz"))
+            return img, np.asarray(img.dataobj).astype(np.float64)
+
+        kinds = ("noise", "bias", "thick", "lowres", "gamma", "scale")
+        for run in ("a", "b"):
+            for kind in kinds:
+                r = subprocess.run([path, kind, src, os.path.join(TMP, "perturb-" + run, kind),
+                                    "--seed", "5"], capture_output=True, text=True, timeout=300)
+                self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        first = os.path.join(TMP, "perturb-a")
+        with open(os.path.join(self.case, "phantom_s77_000_seg.nii.gz"), "rb") as f:
+            seg = f.read()
+        for kind in kinds:
+            with self.subTest(kind):
+                with open(os.path.join(first, kind, "phantom_s77_000",
+                                       "phantom_s77_000_seg.nii.gz"), "rb") as f:
+                    self.assertEqual(f.read(), seg)
+                for modality in ("flair", "t1ce", "t1", "t2"):
+                    source, x = load(TMP, None, modality)
+                    img, y = load(first, kind, modality)
+                    _, again = load(os.path.join(TMP, "perturb-b"), kind, modality)
+                    np.testing.assert_array_equal(y, again)
+                    self.assertEqual(img.shape, source.shape)
+                    self.assertTrue(np.allclose(img.affine, source.affine))
+                    brain = x > 0
+                    self.assertFalse(np.array_equal(x[brain], y[brain]))
+                    if kind == "scale":
+                        ratio = y[brain].sum() / x[brain].sum()
+                        self.assertTrue(abs(ratio - 0.2) < 0.01 or abs(ratio - 5) < 0.01, ratio)
+                    if kind == "thick":  # each block of 5 slices holds one image
+                        blocks = y[:, :, :95].reshape(y.shape[0], y.shape[1], -1, 5)
+                        self.assertTrue(np.all(blocks == blocks[:, :, :, :1]))
+                    if kind == "bias":  # a smooth field of at most x0.70..x1.42
+                        ratio = y[x > 100] / x[x > 100]
+                        self.assertGreater(ratio.min(), 0.69)
+                        self.assertLess(ratio.max(), 1.43)
+        bad = subprocess.run([path, "noise", os.path.join(TMP, "nothing-here"),
+                              os.path.join(TMP, "x")], capture_output=True, text=True)
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("nothing-here", bad.stderr)
+        self.assertNotIn("Traceback", bad.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()

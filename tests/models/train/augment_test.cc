@@ -163,6 +163,32 @@ TEST(AugmentTest, PresetsByName) {
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("nnunet"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("strong"), std::string::npos);
+}
+
+TEST(AugmentTest, StrongPresetKeepsTheSpatialTransformsAndWidensTheAppearanceOnes) {
+  const AugmentOptions nnunet = *AugmentPreset("nnunet");
+  const AugmentOptions strong = *AugmentPreset("strong");
+  // The same spatial transforms: labels see what they see under nnunet.
+  for (auto member :
+       {&AugmentOptions::rotation_deg, &AugmentOptions::scale, &AugmentOptions::elastic_px}) {
+    EXPECT_EQ((strong.*member).p, (nnunet.*member).p);
+    EXPECT_EQ((strong.*member).lo, (nnunet.*member).lo);
+    EXPECT_EQ((strong.*member).hi, (nnunet.*member).hi);
+  }
+  EXPECT_EQ(strong.mirror_p, nnunet.mirror_p);
+  // Every appearance transform at least as often, none narrower.
+  for (auto member :
+       {&AugmentOptions::brightness, &AugmentOptions::contrast, &AugmentOptions::gamma,
+        &AugmentOptions::noise_sd, &AugmentOptions::blur_sigma, &AugmentOptions::low_res,
+        &AugmentOptions::bias}) {
+    EXPECT_GE((strong.*member).p, (nnunet.*member).p);
+    EXPECT_LE((strong.*member).lo, (nnunet.*member).lo);
+    EXPECT_GE((strong.*member).hi, (nnunet.*member).hi);
+  }
+  EXPECT_GT(strong.bias.p, nnunet.bias.p);
+  EXPECT_GT(strong.bias.hi, nnunet.bias.hi);
+  EXPECT_GT(strong.gamma.hi, nnunet.gamma.hi);
 }
 
 }  // namespace

@@ -7,7 +7,8 @@ killed mid-way once and must resume from its checkpoint. danet-eval then evaluat
 and its JSON must have the documented names. danet-phantom's --solid_cores checks are tested
 here too (the phantoms these runs train on).
 
-Run by ctest with DANET_PHANTOM, DANET_TRAIN, DANET_EVAL, DANET_BANK and DANET_TMP set.
+Run by ctest with DANET_PHANTOM, DANET_TRAIN, DANET_EVAL, DANET_BANK, DANET_SEGMENT and DANET_TMP
+set.
 """
 import csv
 import json
@@ -20,7 +21,7 @@ import time
 import unittest
 
 TOOLS = {name: os.environ.get(f"DANET_{name.upper()}", f"danet-{name}")
-         for name in ("phantom", "train", "eval", "bank")}
+         for name in ("phantom", "train", "eval", "bank", "segment")}
 TMP = os.environ.get("DANET_TMP", "/tmp/danet_training_e2e")
 DIMS = "160,160,96"
 
@@ -133,6 +134,66 @@ class TrainingEndToEnd(unittest.TestCase):
             for s, e in zip(scores, errors):
                 if s == 1.0:
                     self.assertEqual(e, 1.0)
+
+    def test_teacher_labels_are_the_starting_networks_first_model(self):
+        # --decision_labels teacher: a tumour slice's route is the model the --init_bundle's
+        # decision network ranks first, its stored scores that network's model probabilities
+        # (renormalised without skip), checked against the engine's own pass (danet-segment's
+        # per-slice probabilities of the same bundle); tumour-free slices stay skip; stage 2
+        # trains a new network on them.
+        work, out = os.path.join(TMP, "teacher.work"), os.path.join(TMP, "teacher")
+        shutil.rmtree(work, ignore_errors=True)
+        command = train_command(out, work)
+        command[command.index("--bank_steps") + 1] = "0"
+        command += ["--init_bundle", self.out, "--decision_labels", "teacher",
+                    "--label_slices_per_case", "0"]
+        taught = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        self.assertEqual(taught.returncode, 0, taught.stderr[-3000:])
+        self.assertIn("labels: teacher", taught.stderr)
+        self.assertIn("stage 2", taught.stderr)
+        self.assertNotEqual(read_bytes(out, "decision.pt"), read_bytes(self.out, "decision.pt"))
+        with open(os.path.join(work, "decision_labels.csv")) as f:
+            rows = list(csv.DictReader(f))
+        tumour = [r for r in rows if r["foreground"] == "1"]
+        self.assertTrue(tumour)
+        self.assertTrue(all(r["route"] == "0" for r in rows if r["foreground"] == "0"))
+        engine = {}
+        for case in sorted({r["case"] for r in tumour}):
+            report = os.path.join(TMP, f"teacher_{case}.json")
+            seg = subprocess.run([TOOLS["segment"], "--bundle", self.out, "--case_dir",
+                                  os.path.join(TMP, "train", case), "--policy", "dynamic",
+                                  "--threads", "2", "--json", report],
+                                 capture_output=True, text=True, timeout=300)
+            self.assertEqual(seg.returncode, 0, seg.stderr[-2000:])
+            with open(report) as f:
+                for sl in json.load(f)["slices"]:
+                    models = sl["probabilities"][1:]
+                    engine[(case, sl["index"])] = [p / sum(models) for p in models]
+        for r in tumour:
+            scores = [float(r[f"S_M{i}"]) for i in range(1, 5)]
+            self.assertEqual(scores, [float(r[f"E_M{i}"]) for i in range(1, 5)])
+            self.assertAlmostEqual(sum(scores), 1.0, delta=1e-4)
+            self.assertEqual(int(r["route"]), 1 + scores.index(max(scores)))
+            # The engine folds BatchNorm and runs channels-last: equal to rounding.
+            theirs = engine[(r["case"], int(r["slice"]))]
+            for mine, other in zip(scores, theirs):
+                self.assertAlmostEqual(mine, other, delta=2e-3)
+            ranked = sorted(theirs, reverse=True)
+            if ranked[0] - ranked[1] > 4e-3:
+                self.assertEqual(int(r["route"]), 1 + theirs.index(ranked[0]))
+        # Redoing stage 2 on these labels needs the same source named again.
+        eq4 = command[:command.index("--decision_labels")] + ["--redo_decision"]
+        redo = subprocess.run(eq4, capture_output=True, text=True, timeout=600)
+        self.assertNotEqual(redo.returncode, 0)
+        self.assertIn("holds routes from teacher", redo.stderr)
+        # A teacher must be a trained network, and the choice is checked.
+        for flags, message in ((["--decision_labels", "teacher"], "--init_bundle"),
+                               (["--decision_labels", "oracle", "--init_bundle", self.out],
+                                "eq4 or teacher")):
+            refused = subprocess.run(train_command(out + "_x", work + "_x") + flags,
+                                     capture_output=True, text=True, timeout=120)
+            self.assertNotEqual(refused.returncode, 0)
+            self.assertIn(message, refused.stderr)
 
     def test_bundle_loads_and_carries_validation(self):
         check = subprocess.run([TOOLS["bank"], "check", "--bundle", self.out],
