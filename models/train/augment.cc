@@ -126,9 +126,9 @@ torch::Tensor RestoreStats(const torch::Tensor& changed, const torch::Tensor& ma
 absl::StatusOr<AugmentOptions> AugmentPreset(const std::string& name) {
   if (name == "nnunet") return AugmentOptions{};
   if (name == "strong") {
-    // nnunet's spatial transforms; the appearance transforms about twice as often and wider,
-    // for a decision network that skips tumour-free slices under scanner shifts (bias fields
-    // and contrast curves the phantoms do not draw).
+    // nnunet's spatial transforms; the appearance transforms about twice as often and wider
+    // (bias fields and contrast curves beyond what the phantoms draw), for networks that must
+    // hold up under scanner shifts (docs/training.md, session 22).
     AugmentOptions strong;
     strong.brightness = {0.3, 0.7, 1.3};
     strong.contrast = {0.3, 0.7, 1.3};
