@@ -13,8 +13,8 @@
 - every metric the alert rules (deploy/prometheus/danet-rules.yml) use is exported: the
   server's in that scrape, the PACS bridge's in a live danet-pacs-bridge's.
 
-Run by ctest with DANET_SERVER_BIN, DANET_BRIDGE_BIN, DANET_CLI, DANET_PHANTOM, DANET_BUNDLE, DANET_TMP and
-DANET_DEPLOY_TOOLS set. Everything listens on 127.0.0.1; processes are stopped by their pid.
+Run by ctest with DANET_SERVER_BIN, DANET_BRIDGE_BIN, DANET_CLI, DANET_PHANTOM, DANET_BUNDLE,
+DANET_TMP and DANET_DEPLOY_TOOLS set. Everything listens on 127.0.0.1; processes are stopped by their pid.
 """
 import json
 import os
@@ -82,6 +82,11 @@ def metric_names(expr):
         if m.group(2) is None and m.group(1).lower() not in KEYWORDS:
             names.add(m.group(1))
     return names
+
+
+def exported_names(scrape):
+    """Metric names in a Prometheus text exposition."""
+    return set(re.findall(r"(?m)^([a-zA-Z_:][\w:]*)(?:\{| )", scrape))
 
 
 def substitute(expr):
@@ -257,8 +262,7 @@ class LiveScrape(unittest.TestCase):
 
     def exposed(self):
         """Metric names in the server's and the bridge's scrapes."""
-        return set(re.findall(r"(?m)^([a-zA-Z_:][\w:]*)(?:\{| )",
-                              self.scrape + self.bridge_scrape))
+        return exported_names(self.scrape + self.bridge_scrape)
 
     def test_every_metric_queried_is_in_the_scrape(self):
         exposed = self.exposed()
@@ -274,7 +278,7 @@ class LiveScrape(unittest.TestCase):
             groups = {g["name"]: g["rules"] for g in yaml.safe_load(f)["groups"]}
         self.assertEqual(set(groups), {"danet", "danet-pacs-bridge"})
         for group, text in (("danet", self.scrape), ("danet-pacs-bridge", self.bridge_scrape)):
-            exposed = set(re.findall(r"(?m)^([a-zA-Z_:][\w:]*)(?:\{| )", text))
+            exposed = exported_names(text)
             # `up` is Prometheus's own; histograms are exported as _bucket, _sum and _count.
             exposed |= {"up"} | {re.sub(r"_bucket$", "", n) for n in exposed}
             for rule in groups[group]:
