@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "models/volume/bias.h"
 #include "models/volume/brats.h"
 
 namespace danet::models {
@@ -170,6 +171,10 @@ absl::Status CheckPreprocessing(const v1::Preprocessing& pre) {
   if (!pre.normalization().empty() && pre.normalization() != "zscore_brain") {
     return Invalid("preprocessing.normalization",
                    absl::StrCat("'", pre.normalization(), "' is not one of: zscore_brain"));
+  }
+  if (absl::StatusOr<int> degree = volume::ParseBiasCorrection(pre.bias_correction());
+      !degree.ok()) {
+    return Invalid("preprocessing.bias_correction", std::string(degree.status().message()));
   }
   for (const auto& [name, value] :
        {std::pair<const char*, int32_t>{"slice_height", pre.slice_height()},

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "models/volume/bias.h"
 #include "models/volume/normalize.h"
 
 namespace danet::engine {
@@ -38,10 +39,20 @@ absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(const v1::Preprocessin
     return absl::InvalidArgumentError(absl::StrCat("preprocessing.normalization: '", normalization,
                                                    "' is not one of: zscore_brain"));
   }
+  absl::StatusOr<int> degree = volume::ParseBiasCorrection(preprocessing.bias_correction());
+  if (!degree.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("preprocessing.bias_correction: ", degree.status().message()));
+  }
   volume::MultiModalVolume input;
   input.geometry = decoded.geometry;
   for (int c = 0; c < volume::kNumModalities; ++c) {
     input.channels[c] = std::move(decoded.channels[(*order)[c]]);
+  }
+  if (*degree > 0) {
+    volume::BiasCorrectionOptions options;
+    options.degree = *degree;
+    volume::CorrectBiasField(&input, options);
   }
   volume::NormalizeZScoreBrain(&input);
   return input;

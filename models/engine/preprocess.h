@@ -26,11 +26,13 @@ absl::StatusOr<std::array<int, volume::kNumModalities>> ChannelOrder(
     const v1::Preprocessing& preprocessing);
 
 // Turns a decoded case (channels in volume::kModalities order, as every reader returns them)
-// into the bank's input: channels reordered into the bundle's network order (ChannelOrder), then
-// normalised as preprocessing.normalization says ("zscore_brain", also when empty:
-// volume::NormalizeZScoreBrain). Takes `decoded` by value: pass it with std::move when the raw
-// intensities are no longer needed. InvalidArgument for a block that names an unknown modality
-// or normalisation. Any in-plane size: SegmentVolume pads slices to what the networks take.
+// into the bank's input: channels reordered into the bundle's network order (ChannelOrder), each
+// divided by its fitted bias field when preprocessing.bias_correction asks for it
+// (volume::CorrectBiasField), then normalised as preprocessing.normalization says
+// ("zscore_brain", also when empty: volume::NormalizeZScoreBrain). Takes `decoded` by value: pass
+// it with std::move when the raw intensities are no longer needed. InvalidArgument for a block
+// that names an unknown modality, normalisation or bias correction. Any in-plane size:
+// SegmentVolume pads slices to what the networks take.
 absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(const v1::Preprocessing& preprocessing,
                                                           volume::MultiModalVolume decoded);
 

@@ -22,6 +22,7 @@
 #include "models/bank/device.h"
 #include "models/bundle/bundle_config.h"
 #include "models/train/trainer.h"
+#include "models/volume/bias.h"
 
 ABSL_FLAG(std::string, train_data, "", "Folder of training case folders (BraTS layout, with seg).");
 ABSL_FLAG(std::string, val_data, "", "Folder of held-out case folders (with seg).");
@@ -32,6 +33,10 @@ ABSL_FLAG(std::string, work, "", "Work directory: checkpoints, labels, log (defa
 ABSL_FLAG(std::string, preset, "compact", "Bank to start from: compact, paper or tiny.");
 ABSL_FLAG(std::string, init_bundle, "", "Start from this bundle instead of a preset.");
 ABSL_FLAG(std::string, name, "", "Name written into the bundle (default: the preset's).");
+ABSL_FLAG(std::string, bias_correction, "",
+          "The bundle's preprocessing.bias_correction (none or polyN: each modality divided by a "
+          "fitted smooth field before normalisation, in training and in serving; "
+          "docs/training.md). Empty: the starting bundle's (none for a preset).");
 ABSL_FLAG(int, bank_steps, 300, "Stage 1 steps.");
 ABSL_FLAG(int, batch, 8, "Stage 1 batch size.");
 ABSL_FLAG(int, crop, 128, "Stage 1 crop side (the paper uses 128).");
@@ -202,6 +207,13 @@ int Main(const std::string& command_line) {
   if (!bank.ok()) return Fail(bank.status());
   if (const std::string name = absl::GetFlag(FLAGS_name); !name.empty()) {
     (*bank)->mutable_config()->set_name(name);
+  }
+  if (const std::string bias = absl::GetFlag(FLAGS_bias_correction); !bias.empty()) {
+    if (absl::StatusOr<int> degree = volume::ParseBiasCorrection(bias); !degree.ok()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--bias_correction: ", degree.status().message())));
+    }
+    (*bank)->mutable_config()->mutable_preprocessing()->set_bias_correction(bias);
   }
 
   absl::StatusOr<std::vector<TrainCase>> train =

@@ -4,7 +4,8 @@ set(_models ${CMAKE_CURRENT_SOURCE_DIR}/models)
 danet_gtest(volume_test
   SOURCES ${_models}/volume/nifti_test.cc ${_models}/volume/brats_test.cc
           ${_models}/volume/normalize_test.cc ${_models}/volume/resample_test.cc
-  LIBS danet_volume)
+          ${_models}/volume/bias_test.cc
+  LIBS danet_volume absl::strings)
 
 if(NOT DANET_ENGINE_ONLY)
   danet_gtest(dicom_test

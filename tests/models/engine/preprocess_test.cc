@@ -1,10 +1,13 @@
 // The bank's input: channel order from the bundle's preprocessing block, z-scored as it says,
-// and the slice sizes the bank accepts.
+// the bias correction it asks for, and the slice sizes the bank accepts.
 #include "models/engine/preprocess.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+
+#include "models/volume/bias.h"
 #include "models/volume/normalize.h"
 
 namespace danet::engine {
@@ -81,6 +84,45 @@ TEST(PrepareBankInputTest, UnknownNormalizationIsRefused) {
   EXPECT_EQ(input.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(input.status().message(),
               HasSubstr("preprocessing.normalization: 'minmax' is not one of: zscore_brain"));
+}
+
+TEST(PrepareBankInputTest, BiasCorrectionRunsBeforeNormalisation) {
+  // A 32 x 32 x 8 brain of three tissues under a field that grows along x.
+  volume::MultiModalVolume decoded;
+  decoded.geometry = volume::MakeGeometry({32, 32, 8}, {1, 1, 1}, {0, 0, 0});
+  for (int m = 0; m < volume::kNumModalities; ++m) {
+    for (int64_t i = 0; i < decoded.geometry.NumVoxels(); ++i) {
+      const int64_t x = i % 32, y = i / 32 % 32;
+      const double tissue = 100.0 + 60.0 * ((x / 2 + y / 2) % 3);
+      decoded.channels[m].push_back(
+          x >= 2 && x < 30 ? static_cast<float>(tissue * std::exp(0.01 * x)) : 0.0f);
+    }
+  }
+  v1::Preprocessing p;
+  p.set_bias_correction("poly2");
+  volume::MultiModalVolume expected = decoded;
+  volume::CorrectBiasField(&expected, volume::BiasCorrectionOptions{.degree = 2});
+  volume::NormalizeZScoreBrain(&expected);
+  absl::StatusOr<volume::MultiModalVolume> input = PrepareBankInput(p, decoded);
+  ASSERT_TRUE(input.ok()) << input.status();
+  EXPECT_EQ(input->channels, expected.channels);
+  // The field is gone: a tissue's voxels at both ends of x are within 1% of each other.
+  for (const auto& channel : input->channels) {
+    EXPECT_NEAR(channel[2], channel[26], 0.01 * std::abs(channel[2]));
+  }
+  p.set_bias_correction("none");
+  volume::MultiModalVolume uncorrected = decoded;
+  volume::NormalizeZScoreBrain(&uncorrected);
+  EXPECT_EQ(PrepareBankInput(p, decoded)->channels, uncorrected.channels);
+}
+
+TEST(PrepareBankInputTest, UnknownBiasCorrectionIsRefused) {
+  v1::Preprocessing p;
+  p.set_bias_correction("n4");
+  absl::StatusOr<volume::MultiModalVolume> input = PrepareBankInput(p, Decoded());
+  EXPECT_EQ(input.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(input.status().message(),
+              HasSubstr("preprocessing.bias_correction: 'n4' is not one of: none, poly1"));
 }
 
 TEST(PaddedSliceExtentTest, NextMultipleOf16) {

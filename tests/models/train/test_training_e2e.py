@@ -32,7 +32,7 @@ def train_command(out, work):
             "--preset", "tiny", "--bank_steps", "60", "--batch", "4", "--crop", "64",
             "--bank_lr", "0.005", "--warmup", "5", "--decision_steps", "30",
             "--decision_batch", "8", "--checkpoint_every", "20", "--threads", "2",
-            "--seed", "3"]
+            "--seed", "3", "--bias_correction", "poly3"]
 
 
 def read_bytes(bundle, name):
@@ -202,8 +202,17 @@ class TrainingEndToEnd(unittest.TestCase):
         with open(os.path.join(self.out, "bundle.pbtxt")) as f:
             config = f.read()
         self.assertIn('weight_dtype: "float16"', config)
+        self.assertIn('bias_correction: "poly3"', config)  # trained on corrected images
         self.assertIn("provenance:", config)
         self.assertGreaterEqual(config.count("cases: 1"), 5)  # 4 models + dynamic
+
+    def test_unknown_bias_correction_is_refused(self):
+        refused = subprocess.run(train_command(os.path.join(TMP, "bad_bias"),
+                                               os.path.join(TMP, "bad_bias.work")) +
+                                 ["--bias_correction", "n4"],
+                                 capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("--bias_correction: 'n4' is not one of: none, poly1", refused.stderr)
 
     def test_eval_json_has_the_documented_names(self):
         out = os.path.join(TMP, "eval.json")

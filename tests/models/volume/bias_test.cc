@@ -1,0 +1,180 @@
+// Bias-field correction: a known smooth field is removed, an image without one is left nearly as
+// it is, a bright lesion does not pull the field, background is untouched, and the setting's
+// text is parsed strictly.
+#include "models/volume/bias.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+
+namespace danet::volume {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr std::array<int64_t, 3> kDims = {48, 44, 30};
+
+int64_t Index(int64_t x, int64_t y, int64_t z) { return (z * kDims[1] + y) * kDims[0] + x; }
+
+// [-1, 1] along each axis, as the fit's coordinates.
+double Coordinate(int64_t n, int64_t size) { return 2.0 * n / (size - 1) - 1.0; }
+
+bool InBrain(int64_t x, int64_t y, int64_t z) {
+  const double cx = Coordinate(x, kDims[0]), cy = Coordinate(y, kDims[1]),
+               cz = Coordinate(z, kDims[2]);
+  return cx * cx / 0.8 + cy * cy / 0.8 + cz * cz / 0.7 < 1.0;
+}
+
+bool InLesion(int64_t x, int64_t y, int64_t z) {
+  const double dx = x - 33.0, dy = y - 20.0, dz = z - 15.0;
+  return dx * dx + dy * dy + dz * dz < 36.0;
+}
+
+// An ellipsoid "brain" of three tissue intensities mixed in 3-voxel cubes, 2% noise, 0 outside,
+// with a lesion twice as bright as white matter when `lesion`.
+std::vector<float> Tissue(bool lesion, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> noise(1.0, 0.02);
+  const double levels[3] = {100, 160, 220};
+  std::vector<float> image(kDims[0] * kDims[1] * kDims[2], 0.0f);
+  for (int64_t z = 0; z < kDims[2]; ++z) {
+    for (int64_t y = 0; y < kDims[1]; ++y) {
+      for (int64_t x = 0; x < kDims[0]; ++x) {
+        if (!InBrain(x, y, z)) continue;
+        double value = levels[(x / 3 + y / 3 + z / 3) % 3];
+        if (lesion && InLesion(x, y, z)) value = 440;
+        image[Index(x, y, z)] = static_cast<float>(value * noise(rng));
+      }
+    }
+  }
+  return image;
+}
+
+// A smooth log field (a cubic in the coordinates) of about x0.7-1.4 over the brain, as coil
+// sensitivity gives.
+double LogField(int64_t x, int64_t y, int64_t z) {
+  const double cx = Coordinate(x, kDims[0]), cy = Coordinate(y, kDims[1]),
+               cz = Coordinate(z, kDims[2]);
+  return 0.5 * (0.6 * cx - 0.4 * cy * cy + 0.3 * cx * cz + 0.2 * cy * cy * cy);
+}
+
+std::vector<float> WithField(std::vector<float> image) {
+  for (int64_t z = 0; z < kDims[2]; ++z) {
+    for (int64_t y = 0; y < kDims[1]; ++y) {
+      for (int64_t x = 0; x < kDims[0]; ++x) {
+        image[Index(x, y, z)] *= static_cast<float>(std::exp(LogField(x, y, z)));
+      }
+    }
+  }
+  return image;
+}
+
+MultiModalVolume Volume(const std::vector<float>& image) {
+  MultiModalVolume v;
+  v.geometry = MakeGeometry(kDims, {1, 1, 1}, {0, 0, 0});
+  for (auto& channel : v.channels) channel = image;
+  return v;
+}
+
+// The spread (standard deviation over the brain) of log(a / b), the shared scale removed.
+double LogRatioSpread(const std::vector<float>& a, const std::vector<float>& b) {
+  double sum = 0, sq = 0;
+  int64_t n = 0;
+  for (size_t v = 0; v < a.size(); ++v) {
+    if (b[v] <= 0) continue;
+    const double d = std::log(a[v] / b[v]);
+    sum += d;
+    sq += d * d;
+    ++n;
+  }
+  const double mean = sum / n;
+  return std::sqrt(sq / n - mean * mean);
+}
+
+TEST(BiasCorrectionTest, KnownFieldIsRemoved) {
+  const std::vector<float> clean = Tissue(/*lesion=*/false, 1);
+  MultiModalVolume v = Volume(WithField(clean));
+  const double before = LogRatioSpread(v.channels[0], clean);
+  ASSERT_GT(before, 0.1);
+  CorrectBiasField(&v, BiasCorrectionOptions{});
+  for (const auto& channel : v.channels) {
+    EXPECT_LT(LogRatioSpread(channel, clean), 0.1 * before);
+  }
+}
+
+TEST(BiasCorrectionTest, ImageWithoutFieldIsNearlyUnchanged) {
+  const std::vector<float> clean = Tissue(/*lesion=*/true, 2);
+  MultiModalVolume v = Volume(clean);
+  CorrectBiasField(&v, BiasCorrectionOptions{});
+  EXPECT_LT(LogRatioSpread(v.channels[0], clean), 0.01);
+}
+
+TEST(BiasCorrectionTest, BrightLesionKeepsItsContrast) {
+  const std::vector<float> clean = Tissue(/*lesion=*/true, 3);
+  MultiModalVolume v = Volume(WithField(clean));
+  CorrectBiasField(&v, BiasCorrectionOptions{});
+  EXPECT_LT(LogRatioSpread(v.channels[0], clean), 0.02);
+  // The lesion is scaled as the brain around it is: its contrast is kept, not fitted away.
+  double lesion = 0, brain = 0;
+  int64_t lesion_voxels = 0, brain_voxels = 0;
+  for (int64_t z = 0; z < kDims[2]; ++z) {
+    for (int64_t y = 0; y < kDims[1]; ++y) {
+      for (int64_t x = 0; x < kDims[0]; ++x) {
+        if (!InBrain(x, y, z)) continue;
+        const double d = std::log(v.channels[0][Index(x, y, z)] / clean[Index(x, y, z)]);
+        brain += d;
+        ++brain_voxels;
+        if (InLesion(x, y, z)) {
+          lesion += d;
+          ++lesion_voxels;
+        }
+      }
+    }
+  }
+  ASSERT_GT(lesion_voxels, 500);
+  EXPECT_NEAR(lesion / lesion_voxels, brain / brain_voxels, 0.02);
+}
+
+TEST(BiasCorrectionTest, BackgroundUntouchedAndDeterministic) {
+  std::vector<float> image = WithField(Tissue(/*lesion=*/true, 4));
+  image[Index(0, 0, 0)] = -5.0f;  // negative values (as some scanners store) stay as they are
+  MultiModalVolume a = Volume(image);
+  MultiModalVolume b = Volume(image);
+  CorrectBiasField(&a, BiasCorrectionOptions{});
+  CorrectBiasField(&b, BiasCorrectionOptions{});
+  EXPECT_EQ(a.channels, b.channels);
+  for (size_t i = 0; i < image.size(); ++i) {
+    if (image[i] <= 0) {
+      ASSERT_EQ(a.channels[0][i], image[i]) << i;
+    }
+  }
+}
+
+TEST(BiasCorrectionTest, TooFewVoxelsLeaveTheChannelAlone) {
+  std::vector<float> image(kDims[0] * kDims[1] * kDims[2], 0.0f);
+  for (int i = 0; i < 50; ++i) image[i * 7] = 100.0f + i;
+  const std::vector<std::vector<float>> fields =
+      FitLogBiasFields({&image}, kDims, BiasCorrectionOptions{});
+  ASSERT_EQ(fields.size(), 1u);
+  for (float f : fields[0]) ASSERT_EQ(f, 0.0f);
+}
+
+TEST(BiasCorrectionTest, SettingIsParsedStrictly) {
+  EXPECT_EQ(*ParseBiasCorrection(""), 0);
+  EXPECT_EQ(*ParseBiasCorrection("none"), 0);
+  EXPECT_EQ(*ParseBiasCorrection("poly1"), 1);
+  EXPECT_EQ(*ParseBiasCorrection("poly3"), 3);
+  EXPECT_EQ(*ParseBiasCorrection("poly6"), 6);
+  for (const char* bad : {"poly", "poly0", "poly7", "poly03", "poly3 ", "cubic", "Poly3"}) {
+    absl::StatusOr<int> degree = ParseBiasCorrection(bad);
+    EXPECT_EQ(degree.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(degree.status().message(), HasSubstr(absl::StrCat("'", bad, "'")));
+  }
+}
+
+}  // namespace
+}  // namespace danet::volume
