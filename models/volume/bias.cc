@@ -13,8 +13,9 @@ namespace {
 
 // Fewer non-zero voxels than this in the fit's sample: no field.
 constexpr int64_t kMinSamples = 200;
-// At most about this many samples (the stride grows for large volumes): enough for a field with
-// a few dozen coefficients, and the sample's memory bounded (10-20 MB) whatever the volume.
+// At most this many samples (the stride doubles for large volumes): enough for a field with a
+// few dozen coefficients, and the sample's memory bounded whatever the volume (its monomials and
+// log intensities in doubles: 17 MB for poly2, 106 MB for poly6).
 constexpr int64_t kMaxSamples = 150000;
 
 // The monomials x^i y^j z^k with i + j + k <= degree, as exponent triples.
@@ -33,9 +34,10 @@ double AxisCoordinate(int64_t n, int64_t size) {
   return size > 1 ? 2.0 * static_cast<double>(n) / static_cast<double>(size - 1) - 1.0 : 0.0;
 }
 
-double Median(std::vector<double> values) {
-  const auto middle = values.begin() + static_cast<std::ptrdiff_t>(values.size() / 2);
-  std::nth_element(values.begin(), middle, values.end());
+// The median of `values` (reordered).
+double Median(std::vector<double>* values) {
+  const auto middle = values->begin() + static_cast<std::ptrdiff_t>(values->size() / 2);
+  std::nth_element(values->begin(), middle, values->end());
   return *middle;
 }
 
@@ -71,37 +73,46 @@ std::vector<double> SolveSymmetric(std::vector<double> a, std::vector<double> b,
 }
 
 // 1-D k-means of `values` into `classes` centres (started at evenly spaced quantiles between the
-// 15th and 85th percentile); returns each value's class centre.
-std::vector<double> ClassMeans(const std::vector<double>& values, int classes) {
-  std::vector<double> order = values;  // partially ordered to find each starting quantile
+// 15th and 85th percentile): writes each value's class centre to `means`. `scratch` is reused
+// (its contents are not kept).
+void ClassMeans(const std::vector<double>& values, int classes, std::vector<double>* means,
+                std::vector<double>* scratch) {
+  std::vector<double>& order = *scratch;  // partially ordered to find each starting quantile
+  order = values;
   std::vector<double> centres(classes);
+  auto from = order.begin();  // the quantiles rise: each is searched for above the last
   for (int c = 0; c < classes; ++c) {
     const double q = classes > 1 ? 0.15 + 0.7 * c / (classes - 1) : 0.5;
     const auto at =
         order.begin() + static_cast<std::ptrdiff_t>(q * static_cast<double>(order.size() - 1));
-    std::nth_element(order.begin(), at, order.end());
+    std::nth_element(from, at, order.end());
     centres[c] = *at;
+    from = at;
   }
-  std::vector<int> assigned(values.size(), 0);
+  // Each round assigns the values to the centres (by the midpoints between them: a tie goes to
+  // the lower class) and moves each centre to its values' mean; Lloyd's rounds keep 1-D centres
+  // in order. A value's class is the one of the last round's assignment.
+  std::vector<double> midpoints(classes - 1);
+  const auto nearest = [&midpoints](double value) {
+    int c = 0;
+    for (double m : midpoints) c += value > m ? 1 : 0;
+    return c;
+  };
   for (int round = 0; round < 8; ++round) {
+    for (int c = 0; c + 1 < classes; ++c) midpoints[c] = 0.5 * (centres[c] + centres[c + 1]);
     std::vector<double> total(classes, 0.0);
     std::vector<int64_t> count(classes, 0);
-    for (size_t s = 0; s < values.size(); ++s) {
-      int best = 0;
-      for (int c = 1; c < classes; ++c) {
-        if (std::abs(values[s] - centres[c]) < std::abs(values[s] - centres[best])) best = c;
-      }
-      assigned[s] = best;
-      total[best] += values[s];
-      ++count[best];
+    for (double value : values) {
+      const int c = nearest(value);
+      total[c] += value;
+      ++count[c];
     }
     for (int c = 0; c < classes; ++c) {
       if (count[c] > 0) centres[c] = total[c] / static_cast<double>(count[c]);
     }
   }
-  std::vector<double> means(values.size());
-  for (size_t s = 0; s < values.size(); ++s) means[s] = centres[assigned[s]];
-  return means;
+  means->resize(values.size());
+  for (size_t s = 0; s < values.size(); ++s) (*means)[s] = centres[nearest(values[s])];
 }
 
 // The sample the fit runs on: every stride-th voxel that is positive in every channel, with its
@@ -126,81 +137,109 @@ std::vector<double> AxisPowers(int64_t size, int degree) {
 
 Sample TakeSample(const std::vector<const std::vector<float>*>& channels,
                   const std::array<int64_t, 3>& dims, const std::vector<std::array<int, 3>>& terms,
-                  int degree, int64_t stride) {
-  std::array<std::vector<double>, 3> powers;
-  for (int axis = 0; axis < 3; ++axis) powers[axis] = AxisPowers(dims[axis], degree);
-  const int width = degree + 1;
-  const auto inside = [&channels](size_t v) {
-    for (const std::vector<float>* channel : channels) {
-      if (!((*channel)[v] > 0)) return false;
-    }
-    return true;
-  };
-  int64_t count = 0;
-  for (size_t v = 0; v < channels[0]->size(); ++v) count += inside(v) ? 1 : 0;
-  stride = std::max(stride, (count + kMaxSamples - 1) / kMaxSamples);
-  Sample sample;
-  sample.log_value.resize(channels.size());
-  for (auto& values : sample.log_value) values.reserve(count / stride + 1);
-  sample.basis.reserve((count / stride + 1) * terms.size());
+                  const std::array<std::vector<double>, 3>& powers, int degree, int64_t stride) {
+  // One pass picks the voxels: every stride-th positive one, the stride doubled (and every other
+  // pick dropped) whenever there would be more than kMaxSamples.
+  std::vector<size_t> picked;
+  picked.reserve(kMaxSamples + 1);
   int64_t positive = 0;
-  for (int64_t z = 0; z < dims[2]; ++z) {
-    for (int64_t y = 0; y < dims[1]; ++y) {
-      for (int64_t x = 0; x < dims[0]; ++x) {
-        const size_t v = static_cast<size_t>((z * dims[1] + y) * dims[0] + x);
-        if (!inside(v) || positive++ % stride != 0) continue;
-        for (size_t c = 0; c < channels.size(); ++c) {
-          sample.log_value[c].push_back(std::log(static_cast<double>((*channels[c])[v])));
-        }
-        for (const auto& t : terms) {
-          sample.basis.push_back(powers[0][x * width + t[0]] * powers[1][y * width + t[1]] *
-                                 powers[2][z * width + t[2]]);
-        }
-      }
+  const size_t size = channels[0]->size();
+  for (size_t v = 0; v < size; ++v) {
+    bool inside = true;
+    for (const std::vector<float>* channel : channels) inside = inside && (*channel)[v] > 0;
+    if (!inside || positive++ % stride != 0) continue;
+    picked.push_back(v);
+    if (static_cast<int64_t>(picked.size()) > kMaxSamples) {
+      for (size_t i = 0; 2 * i < picked.size(); ++i) picked[i] = picked[2 * i];
+      picked.resize((picked.size() + 1) / 2);
+      stride *= 2;
+    }
+  }
+  const int width = degree + 1;
+  Sample sample;
+  sample.log_value.assign(channels.size(), std::vector<double>(picked.size()));
+  sample.basis.resize(picked.size() * terms.size());
+  double* basis = sample.basis.data();
+  for (size_t s = 0; s < picked.size(); ++s) {
+    const size_t v = picked[s];
+    for (size_t c = 0; c < channels.size(); ++c) {
+      sample.log_value[c][s] = std::log(static_cast<double>((*channels[c])[v]));
+    }
+    const int64_t x = static_cast<int64_t>(v) % dims[0];
+    const int64_t y = static_cast<int64_t>(v) / dims[0] % dims[1];
+    const int64_t z = static_cast<int64_t>(v) / (dims[0] * dims[1]);
+    for (const auto& t : terms) {
+      *basis++ =
+          powers[0][x * width + t[0]] * powers[1][y * width + t[1]] * powers[2][z * width + t[2]];
     }
   }
   return sample;
 }
 
+// Buffers of one channel's fit, reused from round to round (fresh pages cost on these VMs).
+struct FitBuffers {
+  std::vector<double> corrected, means, residual, error, scratch;
+  std::vector<uint8_t> outlier;
+};
+
 // Marks (sets to 1) the samples whose log intensity, less the current fit and its class mean,
-// lies further than options.outlier_sigmas robust standard deviations from the median; returns
-// what the classes leave (the fit's target).
-std::vector<double> MarkOutliers(const std::vector<double>& log_value,
-                                 const std::vector<double>& fitted,
-                                 const BiasCorrectionOptions& options,
-                                 std::vector<uint8_t>* outlier) {
+// lies further than options.outlier_sigmas robust standard deviations from the median, the rest
+// 0; buffers->residual gets what the classes leave (the fit's target).
+void MarkOutliers(const std::vector<double>& log_value, const std::vector<double>& fitted,
+                  const BiasCorrectionOptions& options, FitBuffers* buffers) {
   const size_t n = log_value.size();
-  std::vector<double> corrected(n);
-  for (size_t s = 0; s < n; ++s) corrected[s] = log_value[s] - fitted[s];
-  const std::vector<double> means = ClassMeans(corrected, std::max(1, options.classes));
-  std::vector<double> residual(n), error(n);
+  FitBuffers& b = *buffers;
+  b.corrected.resize(n);
+  for (size_t s = 0; s < n; ++s) b.corrected[s] = log_value[s] - fitted[s];
+  ClassMeans(b.corrected, std::max(1, options.classes), &b.means, &b.scratch);
+  b.residual.resize(n);
+  b.error.resize(n);
   for (size_t s = 0; s < n; ++s) {
-    residual[s] = log_value[s] - means[s];
-    error[s] = residual[s] - fitted[s];
+    b.residual[s] = log_value[s] - b.means[s];
+    b.error[s] = b.residual[s] - fitted[s];
   }
-  const double centre = Median(error);
-  std::vector<double> deviation(n);
-  for (size_t s = 0; s < n; ++s) deviation[s] = std::abs(error[s] - centre);
-  const double limit = options.outlier_sigmas * 1.4826 * Median(deviation) + 1e-9;
-  for (size_t s = 0; s < n; ++s) {
-    if (deviation[s] >= limit) (*outlier)[s] = 1;
-  }
-  return residual;
+  b.scratch = b.error;
+  const double centre = Median(&b.scratch);
+  for (size_t s = 0; s < n; ++s) b.error[s] = std::abs(b.error[s] - centre);  // the deviation
+  b.scratch = b.error;
+  const double limit = options.outlier_sigmas * 1.4826 * Median(&b.scratch) + 1e-9;
+  b.outlier.resize(n);
+  for (size_t s = 0; s < n; ++s) b.outlier[s] = b.error[s] >= limit ? 1 : 0;
 }
 
-// Least-squares coefficients of the polynomial through `target` over the samples not marked.
+// Adds weight * phi phi^T to the lower triangle of `normal` (n_terms x n_terms, row-major).
+void AddOuterProduct(const double* phi, int n_terms, double weight, double* normal) {
+  for (int a = 0; a < n_terms; ++a) {
+    const double scaled = weight * phi[a];
+    for (int b = 0; b <= a; ++b) normal[a * n_terms + b] += scaled * phi[b];
+  }
+}
+
+// The lower triangle of the Gram matrix of all samples' monomials: the normal matrix of a fit
+// without outliers. Shared by the channels; each fit takes its own outliers' terms back out.
+std::vector<double> GramMatrix(const Sample& sample, int n_terms) {
+  std::vector<double> gram(static_cast<size_t>(n_terms) * n_terms, 0.0);
+  for (size_t s = 0; s < sample.size(); ++s) {
+    AddOuterProduct(&sample.basis[s * n_terms], n_terms, 1.0, gram.data());
+  }
+  return gram;
+}
+
+// Least-squares coefficients of the polynomial through `target` over the samples not marked
+// `excluded`; `gram` is GramMatrix of the whole sample.
 std::vector<double> FitPolynomial(const std::vector<double>& basis, int n_terms,
+                                  const std::vector<double>& gram,
                                   const std::vector<double>& target,
                                   const std::vector<uint8_t>& excluded) {
-  std::vector<double> normal(static_cast<size_t>(n_terms) * n_terms, 0.0);
+  std::vector<double> normal = gram;
   std::vector<double> right(n_terms, 0.0);
   for (size_t s = 0; s < target.size(); ++s) {
-    if (excluded[s]) continue;
     const double* phi = &basis[s * n_terms];
-    for (int a = 0; a < n_terms; ++a) {
-      right[a] += phi[a] * target[s];
-      for (int b = 0; b <= a; ++b) normal[a * n_terms + b] += phi[a] * phi[b];
+    if (excluded[s]) {
+      AddOuterProduct(phi, n_terms, -1.0, normal.data());
+      continue;
     }
+    for (int a = 0; a < n_terms; ++a) right[a] += phi[a] * target[s];
   }
   for (int a = 0; a < n_terms; ++a) {
     for (int b = a + 1; b < n_terms; ++b) normal[a * n_terms + b] = normal[b * n_terms + a];
@@ -216,26 +255,11 @@ void ForEachChannel(size_t channels, Fn fn) {
   for (std::thread& t : threads) t.join();
 }
 
-}  // namespace
-
-absl::StatusOr<int> ParseBiasCorrection(const std::string& text) {
-  if (text.empty() || text == "none") return 0;
-  absl::string_view rest = text;
-  int degree = 0;
-  if (absl::ConsumePrefix(&rest, "poly") && absl::SimpleAtoi(rest, &degree) && degree >= 1 &&
-      degree <= kMaxBiasDegree && absl::StrCat("poly", degree) == text) {
-    return degree;
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("'", text, "' is not one of: none, poly1 .. poly", kMaxBiasDegree));
-}
-
-namespace {
-
 // Each channel's fitted polynomial (empty coefficients: no field), and its mean over the sample.
 struct FittedFields {
   int degree = 0;
   std::vector<std::array<int, 3>> terms;
+  std::array<std::vector<double>, 3> powers;      // [axis]: AxisPowers
   std::vector<std::vector<double>> coefficients;  // [channel][term]
   std::vector<double> mean;                       // [channel]
 };
@@ -245,25 +269,27 @@ FittedFields FitFields(const std::vector<const std::vector<float>*>& channels,
   FittedFields fitted;
   fitted.degree = std::clamp(options.degree, 1, kMaxBiasDegree);
   fitted.terms = Monomials(fitted.degree);
+  for (int axis = 0; axis < 3; ++axis) fitted.powers[axis] = AxisPowers(dims[axis], fitted.degree);
   const size_t count = channels.size();
   fitted.coefficients.resize(count);
   fitted.mean.assign(count, 0.0);
   const int n_terms = static_cast<int>(fitted.terms.size());
-  const Sample sample = TakeSample(channels, dims, fitted.terms, fitted.degree,
+  const Sample sample = TakeSample(channels, dims, fitted.terms, fitted.powers, fitted.degree,
                                    std::max<int64_t>(1, options.sample_stride));
   const size_t n = sample.size();
   if (static_cast<int64_t>(n) < kMinSamples) return fitted;
+  const std::vector<double> gram = GramMatrix(sample, n_terms);
 
   // Alternately, per channel: the classes and outliers under the current fit, then the fit
   // without the outliers. (Leaving a voxel that is an outlier in any channel out of every
   // channel's fit was measured as well: 2-4 Dice points lower in distribution.)
   ForEachChannel(count, [&](size_t c) {
     std::vector<double> at_samples(n, 0.0);
+    FitBuffers buffers;
     for (int iteration = 0; iteration < std::max(1, options.iterations); ++iteration) {
-      std::vector<uint8_t> outlier(n, 0);
-      const std::vector<double> target =
-          MarkOutliers(sample.log_value[c], at_samples, options, &outlier);
-      fitted.coefficients[c] = FitPolynomial(sample.basis, n_terms, target, outlier);
+      MarkOutliers(sample.log_value[c], at_samples, options, &buffers);
+      fitted.coefficients[c] =
+          FitPolynomial(sample.basis, n_terms, gram, buffers.residual, buffers.outlier);
       for (size_t s = 0; s < n; ++s) {
         const double* phi = &sample.basis[s * n_terms];
         double f = 0;
@@ -286,8 +312,7 @@ void VisitField(const FittedFields& fitted, size_t c, const std::vector<float>& 
   if (fitted.coefficients[c].empty()) return;
   const int degree = fitted.degree;
   const int width = degree + 1;
-  std::array<std::vector<double>, 3> powers;
-  for (int axis = 0; axis < 3; ++axis) powers[axis] = AxisPowers(dims[axis], degree);
+  const std::array<std::vector<double>, 3>& powers = fitted.powers;
   std::vector<double> row_coefficients(width);
   for (int64_t z = 0; z < dims[2]; ++z) {
     for (int64_t y = 0; y < dims[1]; ++y) {
@@ -334,6 +359,18 @@ void CorrectBiasField(MultiModalVolume* volume, const BiasCorrectionOptions& opt
       channel[v] = static_cast<float>(channel[v] * std::exp(-f));
     });
   });
+}
+
+absl::StatusOr<int> ParseBiasCorrection(const std::string& text) {
+  if (text.empty() || text == "none") return 0;
+  absl::string_view rest = text;
+  int degree = 0;
+  if (absl::ConsumePrefix(&rest, "poly") && absl::SimpleAtoi(rest, &degree) && degree >= 1 &&
+      degree <= kMaxBiasDegree && absl::StrCat("poly", degree) == text) {
+    return degree;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", text, "' is not one of: none, poly1 .. poly", kMaxBiasDegree));
 }
 
 }  // namespace danet::volume

@@ -1,6 +1,6 @@
 // Bias-field correction: a known smooth field is removed, an image without one is left nearly as
-// it is, a bright lesion does not pull the field, background is untouched, and the setting's
-// text is parsed strictly.
+// it is, a bright lesion does not pull the field, background is untouched, a volume larger than
+// the fit's sample is thinned and still corrected, and the setting's text is parsed strictly.
 #include "models/volume/bias.h"
 
 #include <gmock/gmock.h>
@@ -161,6 +161,42 @@ TEST(BiasCorrectionTest, TooFewVoxelsLeaveTheChannelAlone) {
       FitLogBiasFields({&image}, kDims, BiasCorrectionOptions{});
   ASSERT_EQ(fields.size(), 1u);
   for (float f : fields[0]) ASSERT_EQ(f, 0.0f);
+}
+
+TEST(BiasCorrectionTest, LargeVolumeIsThinnedAndStillCorrected) {
+  // Every voxel of a 72 x 64 x 40 box is positive and sampled at stride 1: more than the fit
+  // keeps, so the stride doubles while the volume is read, and the field is still found.
+  const std::array<int64_t, 3> dims = {72, 64, 40};
+  std::mt19937 rng(5);
+  std::normal_distribution<double> noise(0.0, 0.02);
+  const double levels[3] = {100, 160, 220};
+  std::vector<float> image(dims[0] * dims[1] * dims[2]);
+  std::vector<double> truth(image.size());
+  for (int64_t z = 0; z < dims[2]; ++z) {
+    for (int64_t y = 0; y < dims[1]; ++y) {
+      for (int64_t x = 0; x < dims[0]; ++x) {
+        const size_t v = static_cast<size_t>((z * dims[1] + y) * dims[0] + x);
+        truth[v] = 0.2 * Coordinate(x, dims[0]) - 0.15 * Coordinate(z, dims[2]);
+        image[v] = static_cast<float>(levels[(x / 3 + y / 3 + z / 3) % 3] *
+                                      std::exp(truth[v] + noise(rng)));
+      }
+    }
+  }
+  const std::vector<std::vector<float>> fields =
+      FitLogBiasFields({&image}, dims, BiasCorrectionOptions{.degree = 1, .sample_stride = 1});
+  ASSERT_EQ(fields.size(), 1u);
+  double sum = 0, sq = 0, truth_sum = 0, truth_sq = 0;
+  for (size_t v = 0; v < image.size(); ++v) {
+    const double d = fields[0][v] - truth[v];
+    sum += d;
+    sq += d * d;
+    truth_sum += truth[v];
+    truth_sq += truth[v] * truth[v];
+  }
+  const double n = static_cast<double>(image.size());
+  const double truth_spread = std::sqrt(truth_sq / n - (truth_sum / n) * (truth_sum / n));
+  ASSERT_GT(truth_spread, 0.1);
+  EXPECT_LT(std::sqrt(sq / n - (sum / n) * (sum / n)), 0.05 * truth_spread);
 }
 
 TEST(BiasCorrectionTest, SettingIsParsedStrictly) {
