@@ -89,17 +89,26 @@ void ClassMeans(const std::vector<double>& values, int classes, std::vector<doub
     centres[c] = *at;
     from = at;
   }
-  // Each round assigns the values to the centres (by the midpoints between them: a tie goes to
-  // the lower class) and moves each centre to its values' mean; Lloyd's rounds keep 1-D centres
-  // in order. A value's class is the one of the last round's assignment.
-  std::vector<double> midpoints(classes - 1);
-  const auto nearest = [&midpoints](double value) {
-    int c = 0;
-    for (double m : midpoints) c += value > m ? 1 : 0;
-    return c;
+  // Each round assigns the values to the nearest centre and moves each centre to its values'
+  // mean; Lloyd's rounds keep 1-D centres in order, so the nearest centre is found by counting
+  // the midpoints between distinct centres that a value lies above. A tie goes to the lower
+  // class, and of equal centres the lowest takes every value. A value's class is the one of the
+  // last round's assignment.
+  std::vector<double> midpoints;
+  std::vector<int> level_class;  // the class of each distinct centre
+  const auto nearest = [&midpoints, &level_class](double value) {
+    size_t level = 0;
+    for (double m : midpoints) level += value > m ? 1 : 0;
+    return level_class[level];
   };
   for (int round = 0; round < 8; ++round) {
-    for (int c = 0; c + 1 < classes; ++c) midpoints[c] = 0.5 * (centres[c] + centres[c + 1]);
+    midpoints.clear();
+    level_class.assign(1, 0);
+    for (int c = 1; c < classes; ++c) {
+      if (!(centres[c] > centres[level_class.back()])) continue;
+      midpoints.push_back(0.5 * (centres[level_class.back()] + centres[c]));
+      level_class.push_back(c);
+    }
     std::vector<double> total(classes, 0.0);
     std::vector<int64_t> count(classes, 0);
     for (double value : values) {
@@ -226,19 +235,24 @@ std::vector<double> GramMatrix(const Sample& sample, int n_terms) {
 }
 
 // Least-squares coefficients of the polynomial through `target` over the samples not marked
-// `excluded`; `gram` is GramMatrix of the whole sample.
+// `excluded` (0 or 1); `gram` is GramMatrix of the whole sample.
 std::vector<double> FitPolynomial(const std::vector<double>& basis, int n_terms,
                                   const std::vector<double>& gram,
                                   const std::vector<double>& target,
                                   const std::vector<uint8_t>& excluded) {
-  std::vector<double> normal = gram;
+  // Fewer outliers than inliers (as the default limit gives): the Gram matrix less the outliers'
+  // terms; otherwise the inliers' terms summed, so that little is left to cancellation.
+  const size_t outliers = static_cast<size_t>(std::count(excluded.begin(), excluded.end(), 1));
+  const bool from_gram = 2 * outliers < target.size();
+  std::vector<double> normal = from_gram ? gram : std::vector<double>(gram.size(), 0.0);
   std::vector<double> right(n_terms, 0.0);
   for (size_t s = 0; s < target.size(); ++s) {
     const double* phi = &basis[s * n_terms];
     if (excluded[s]) {
-      AddOuterProduct(phi, n_terms, -1.0, normal.data());
+      if (from_gram) AddOuterProduct(phi, n_terms, -1.0, normal.data());
       continue;
     }
+    if (!from_gram) AddOuterProduct(phi, n_terms, 1.0, normal.data());
     for (int a = 0; a < n_terms; ++a) right[a] += phi[a] * target[s];
   }
   for (int a = 0; a < n_terms; ++a) {

@@ -99,9 +99,13 @@ set_tests_properties(bench_eager_reference PROPERTIES
   ENVIRONMENT "DANET_BANK=$<TARGET_FILE:danet-bank>")
 
 # danet-bench-bias: its report, a deterministic checksum, and a clear error for a missing case.
-add_test(NAME bench_bias_tool
-  COMMAND ${DANET_PYTHON} -m unittest -v test_bench_bias
-  WORKING_DIRECTORY ${_models}/bench)
-set_tests_properties(bench_bias_tool PROPERTIES
-  TIMEOUT 300
-  ENVIRONMENT "DANET_BENCH_BIAS=$<TARGET_FILE:danet-bench-bias>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}")
+# (The benchmark programs are not built with DANET_BUILD_BENCHMARKS off, as scripts/sanitize
+# configures.)
+if(DANET_BUILD_BENCHMARKS)
+  add_test(NAME bench_bias_tool
+    COMMAND ${DANET_PYTHON} -m unittest -v test_bench_bias
+    WORKING_DIRECTORY ${_models}/bench)
+  set_tests_properties(bench_bias_tool PROPERTIES
+    TIMEOUT 300
+    ENVIRONMENT "DANET_BENCH_BIAS=$<TARGET_FILE:danet-bench-bias>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}")
+endif()
