@@ -7,9 +7,12 @@
 // what each stage does and docs/training.md for the flags and the defaults' reasons.
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <random>
 #include <type_traits>
 
 #include "absl/flags/flag.h"
@@ -37,6 +40,10 @@ ABSL_FLAG(std::string, bias_correction, "",
           "The bundle's preprocessing.bias_correction (none or polyN: each modality divided by a "
           "fitted smooth field before normalisation, in training and in serving; "
           "docs/training.md). Empty: the starting bundle's (none for a preset).");
+ABSL_FLAG(double, uncorrected_share, 0,
+          "Share of the training cases prepared without the bias correction (a per-case draw "
+          "from --seed; validation cases always as the bundle serves them), so that a bank served "
+          "with the correction also sees uncorrected images. 0..1; needs a bias correction.");
 ABSL_FLAG(int, bank_steps, 300, "Stage 1 steps.");
 ABSL_FLAG(int, batch, 8, "Stage 1 batch size.");
 ABSL_FLAG(int, crop, 128, "Stage 1 crop side (the paper uses 128).");
@@ -113,16 +120,31 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// Loads up to `max_cases` case folders of `dir`; a share `uncorrected_share` of them, drawn per
+// case from `seed`, without the bias correction (LoadTrainCases).
 absl::StatusOr<std::vector<TrainCase>> Load(const std::string& dir, int max_cases,
                                             const v1::Preprocessing& preprocessing,
-                                            const char* what) {
+                                            const char* what, double uncorrected_share = 0,
+                                            uint64_t seed = 0) {
   absl::StatusOr<std::vector<std::filesystem::path>> dirs = ListCaseDirs(dir);
   if (!dirs.ok()) return dirs.status();
   if (max_cases > 0 && static_cast<int>(dirs->size()) > max_cases) dirs->resize(max_cases);
-  return LoadTrainCases(*dirs, preprocessing, [what](int done, int total) {
-    std::fprintf(stderr, "\rloading %s cases %d/%d", what, done, total);
-    if (done == total) std::fprintf(stderr, "\n");
-  });
+  std::vector<bool> uncorrected;
+  if (uncorrected_share > 0) {
+    std::mt19937_64 rng(seed ^ 0x756e636f72726563ULL);  // its own stream: "uncorrec"
+    std::bernoulli_distribution draw(uncorrected_share);
+    for (size_t i = 0; i < dirs->size(); ++i) uncorrected.push_back(draw(rng));
+    std::fprintf(stderr, "%s cases without the bias correction: %zu of %zu\n", what,
+                 static_cast<size_t>(std::count(uncorrected.begin(), uncorrected.end(), true)),
+                 dirs->size());
+  }
+  return LoadTrainCases(
+      *dirs, preprocessing,
+      [what](int done, int total) {
+        std::fprintf(stderr, "\rloading %s cases %d/%d", what, done, total);
+        if (done == total) std::fprintf(stderr, "\n");
+      },
+      uncorrected);
 }
 
 // "ID=VALUE,ID=VALUE" into a map; `flag` and `what` name the flag and the value in errors.
@@ -216,9 +238,19 @@ int Main(const std::string& command_line) {
     (*bank)->mutable_config()->mutable_preprocessing()->set_bias_correction(bias);
   }
 
-  absl::StatusOr<std::vector<TrainCase>> train =
-      Load(absl::GetFlag(FLAGS_train_data), absl::GetFlag(FLAGS_max_train_cases),
-           (*bank)->config().preprocessing(), "training");
+  const double uncorrected_share = absl::GetFlag(FLAGS_uncorrected_share);
+  if (!(uncorrected_share >= 0 && uncorrected_share <= 1)) {
+    return Fail(absl::InvalidArgumentError("--uncorrected_share: must be in 0..1"));
+  }
+  if (absl::StatusOr<int> degree =
+          volume::ParseBiasCorrection((*bank)->config().preprocessing().bias_correction());
+      uncorrected_share > 0 && (!degree.ok() || *degree == 0)) {
+    return Fail(absl::InvalidArgumentError(
+        "--uncorrected_share: the bundle has no bias correction (set --bias_correction)"));
+  }
+  absl::StatusOr<std::vector<TrainCase>> train = Load(
+      absl::GetFlag(FLAGS_train_data), absl::GetFlag(FLAGS_max_train_cases),
+      (*bank)->config().preprocessing(), "training", uncorrected_share, absl::GetFlag(FLAGS_seed));
   if (!train.ok()) return Fail(train.status());
   std::vector<TrainCase> validation;
   if (const std::string val = absl::GetFlag(FLAGS_val_data); !val.empty()) {

@@ -24,9 +24,17 @@ absl::StatusOr<std::vector<std::filesystem::path>> ListCaseDirs(const std::files
 
 absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     const std::vector<std::filesystem::path>& dirs, const v1::Preprocessing& preprocessing,
-    const std::function<void(int done, int total)>& on_case) {
+    const std::function<void(int done, int total)>& on_case, const std::vector<bool>& uncorrected) {
+  if (!uncorrected.empty() && uncorrected.size() != dirs.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("LoadTrainCases: ", uncorrected.size(),
+                                                   " uncorrected flags for ", dirs.size(),
+                                                   " case folders"));
+  }
+  v1::Preprocessing without_correction = preprocessing;
+  without_correction.clear_bias_correction();
   std::vector<TrainCase> cases;
   for (const auto& dir : dirs) {
+    const bool plain = !uncorrected.empty() && uncorrected[cases.size()];
     absl::StatusOr<volume::BratsCase> loaded = volume::LoadBratsCase(dir);
     if (!loaded.ok()) return loaded.status();
     if (!loaded->seg) {
@@ -35,8 +43,8 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     }
     TrainCase c;
     c.id = loaded->case_id;
-    absl::StatusOr<volume::MultiModalVolume> input =
-        engine::PrepareBankInput(preprocessing, std::move(loaded->image));
+    absl::StatusOr<volume::MultiModalVolume> input = engine::PrepareBankInput(
+        plain ? without_correction : preprocessing, std::move(loaded->image));
     if (!input.ok()) return input.status();
     c.image = *std::move(input);
     c.labels = std::move(loaded->seg->labels);

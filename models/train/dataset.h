@@ -33,10 +33,13 @@ absl::StatusOr<std::vector<std::filesystem::path>> ListCaseDirs(const std::files
 
 // Loads and checks case folders that have a seg, and prepares each as the bank's input as
 // `preprocessing` (the bundle's block) says (engine::PrepareBankInput). `on_case` reports
-// progress.
+// progress. `uncorrected`, when given, holds one flag per folder: a set flag prepares that case
+// without the block's bias correction (the images as the scanner wrote them, z-scored), so that
+// a bank served with the correction also learns from images it has not flattened.
 absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     const std::vector<std::filesystem::path>& dirs, const v1::Preprocessing& preprocessing,
-    const std::function<void(int done, int total)>& on_case = nullptr);
+    const std::function<void(int done, int total)>& on_case = nullptr,
+    const std::vector<bool>& uncorrected = {});
 
 struct Batch {
   at::Tensor images;   // N x 4 x h x w

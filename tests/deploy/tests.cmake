@@ -15,27 +15,31 @@ add_test(NAME prometheus_rules_unit
 # schemas offline (npm kubernetes-models), and match the server's real flags and ports. The npm
 # packages and kubectl come from scripts/setup (build/deploy-tools; see tests/deploy/tools.py).
 set(DANET_DEPLOY_TOOLS ${CMAKE_BINARY_DIR}/deploy-tools)
-add_test(NAME k8s_manifests
-  COMMAND ${DANET_PYTHON} -m unittest -v test_k8s
-  WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/deploy)
-set_tests_properties(k8s_manifests PROPERTIES
+danet_python_test(k8s_manifests MODULE test_k8s DIR ${CMAKE_CURRENT_SOURCE_DIR}/deploy
   TIMEOUT 300
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_BRIDGE_BIN=$<TARGET_FILE:danet-pacs-bridge>;DANET_DEPLOY_TOOLS=${DANET_DEPLOY_TOOLS}")
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>"
+              "DANET_BRIDGE_BIN=$<TARGET_FILE:danet-pacs-bridge>"
+              "DANET_DEPLOY_TOOLS=${DANET_DEPLOY_TOOLS}")
 
 # deploy/grafana: the dashboard type-checks against @grafana/schema (tsc), and every metric it
 # queries exists in a live scrape of danet-server; every query runs on a real Prometheus.
-add_test(NAME grafana_dashboard
-  COMMAND ${DANET_PYTHON} -m unittest -v test_grafana
-  WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/deploy)
-set_tests_properties(grafana_dashboard PROPERTIES
+danet_python_test(grafana_dashboard MODULE test_grafana DIR ${CMAKE_CURRENT_SOURCE_DIR}/deploy
   TIMEOUT 600
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_BRIDGE_BIN=$<TARGET_FILE:danet-pacs-bridge>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_DEPLOY_TOOLS=${DANET_DEPLOY_TOOLS};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/grafana_dashboard")
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>"
+              "DANET_BRIDGE_BIN=$<TARGET_FILE:danet-pacs-bridge>"
+              "DANET_CLI=$<TARGET_FILE:danet>"
+              "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>"
+              "DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact"
+              "DANET_DEPLOY_TOOLS=${DANET_DEPLOY_TOOLS}"
+              "DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/grafana_dashboard")
 
 # Scale-out: two real replicas behind one multi-address gRPC target; the danet client's
 # round-robin balancing spreads calls over both (docs/deploy.md).
-add_test(NAME scale_out_round_robin
-  COMMAND ${DANET_PYTHON} -m unittest -v test_scale_out
-  WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/deploy)
-set_tests_properties(scale_out_round_robin PROPERTIES
+danet_python_test(scale_out_round_robin MODULE test_scale_out DIR ${CMAKE_CURRENT_SOURCE_DIR}/deploy
   TIMEOUT 600
-  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_BRIDGE_BIN=$<TARGET_FILE:danet-pacs-bridge>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/scale_out")
+  ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>"
+              "DANET_BRIDGE_BIN=$<TARGET_FILE:danet-pacs-bridge>"
+              "DANET_CLI=$<TARGET_FILE:danet>"
+              "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>"
+              "DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact"
+              "DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/scale_out")

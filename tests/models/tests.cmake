@@ -56,45 +56,40 @@ danet_gtest(train_test
   TORCH
   SOURCES ${_models}/train/objectives_test.cc ${_models}/train/augment_test.cc
           ${_models}/train/dataset_test.cc
-  LIBS danet_train)
+  LIBS danet_train danet_data)
 
 # Our NIfTI code against nibabel, a second independent reader and writer.
-add_test(NAME nifti_second_reader
-  COMMAND ${DANET_PYTHON} -m unittest -v test_nifti_second_reader
-  WORKING_DIRECTORY ${_models}/volume)
-set_tests_properties(nifti_second_reader PROPERTIES ENVIRONMENT
-  "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_VOLUME=$<TARGET_FILE:danet-volume>;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/nifti")
+danet_python_test(nifti_second_reader MODULE test_nifti_second_reader DIR ${_models}/volume
+  ENVIRONMENT "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>"
+              "DANET_VOLUME=$<TARGET_FILE:danet-volume>"
+              "DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/nifti")
 
 # A tiny end-to-end training run (both stages, kill and resume, evaluation).
-add_test(NAME training_e2e
-  COMMAND ${DANET_PYTHON} -m unittest -v test_training_e2e
-  WORKING_DIRECTORY ${_models}/train)
-set_tests_properties(training_e2e PROPERTIES
+danet_python_test(training_e2e MODULE test_training_e2e DIR ${_models}/train
   TIMEOUT 900
-  RUN_SERIAL TRUE
-  ENVIRONMENT "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_TRAIN=$<TARGET_FILE:danet-train>;DANET_EVAL=$<TARGET_FILE:danet-eval>;DANET_BANK=$<TARGET_FILE:danet-bank>;DANET_SEGMENT=$<TARGET_FILE:danet-segment>;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/training_e2e")
+  RUN_SERIAL
+  ENVIRONMENT "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>"
+              "DANET_TRAIN=$<TARGET_FILE:danet-train>"
+              "DANET_EVAL=$<TARGET_FILE:danet-eval>"
+              "DANET_BANK=$<TARGET_FILE:danet-bank>"
+              "DANET_SEGMENT=$<TARGET_FILE:danet-segment>"
+              "DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/training_e2e")
 
 # The command-line tools as a user meets them: danet-bank, and the engine alone (danet-segment)
 # with the shipped default bundle.
-add_test(NAME danet_bank_cli
-  COMMAND ${DANET_PYTHON} -m unittest -v test_danet_bank_cli
-  WORKING_DIRECTORY ${_models}/tools)
-set_tests_properties(danet_bank_cli PROPERTIES
-  ENVIRONMENT "DANET_BANK=$<TARGET_FILE:danet-bank>;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/cli")
+danet_python_test(danet_bank_cli MODULE test_danet_bank_cli DIR ${_models}/tools
+  ENVIRONMENT "DANET_BANK=$<TARGET_FILE:danet-bank>" "DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/cli")
 
-add_test(NAME danet_segment_cli
-  COMMAND ${DANET_PYTHON} -m unittest -v test_danet_segment
-  WORKING_DIRECTORY ${_models}/tools)
-set_tests_properties(danet_segment_cli PROPERTIES
+danet_python_test(danet_segment_cli MODULE test_danet_segment DIR ${_models}/tools
   TIMEOUT 900
-  ENVIRONMENT "DANET_SEGMENT=$<TARGET_FILE:danet-segment>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/segment_cli")
+  ENVIRONMENT "DANET_SEGMENT=$<TARGET_FILE:danet-segment>"
+              "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>"
+              "DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact"
+              "DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/segment_cli")
 
 # The PyTorch eager reference of the model benchmark (scripts/bench-eager) builds the networks
 # the C++ bank builds: shapes, parameter counts, the shipped state dicts, BatchNorm folding.
-add_test(NAME bench_eager_reference
-  COMMAND ${DANET_PYTHON} -m unittest -v test_bench_eager
-  WORKING_DIRECTORY ${_models}/bench)
-set_tests_properties(bench_eager_reference PROPERTIES
+danet_python_test(bench_eager_reference MODULE test_bench_eager DIR ${_models}/bench
   TIMEOUT 300
   ENVIRONMENT "DANET_BANK=$<TARGET_FILE:danet-bank>")
 
@@ -102,10 +97,9 @@ set_tests_properties(bench_eager_reference PROPERTIES
 # (The benchmark programs are not built with DANET_BUILD_BENCHMARKS off, as scripts/sanitize
 # configures.)
 if(DANET_BUILD_BENCHMARKS)
-  add_test(NAME bench_bias_tool
-    COMMAND ${DANET_PYTHON} -m unittest -v test_bench_bias
-    WORKING_DIRECTORY ${_models}/bench)
-  set_tests_properties(bench_bias_tool PROPERTIES
+  danet_python_test(bench_bias_tool MODULE test_bench_bias DIR ${_models}/bench
     TIMEOUT 300
-    ENVIRONMENT "DANET_BENCH_BIAS=$<TARGET_FILE:danet-bench-bias>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}")
+    ENVIRONMENT "DANET_BENCH_BIAS=$<TARGET_FILE:danet-bench-bias>"
+                "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>"
+                "DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}")
 endif()

@@ -6,11 +6,14 @@ set(_server ${CMAKE_CURRENT_SOURCE_DIR}/server)
 # environment, its own DANET_TMP), alone: RUN_SERIAL because it times nothing but shares the
 # 2 cores badly.
 function(danet_python_e2e name module dir timeout)
-  add_test(NAME ${name} COMMAND ${DANET_PYTHON} -m unittest -v ${module} WORKING_DIRECTORY ${dir})
-  set_tests_properties(${name} PROPERTIES
-    TIMEOUT ${timeout}
-    RUN_SERIAL TRUE
-    ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>;DANET_CLI=$<TARGET_FILE:danet>;DANET_PACS_BRIDGE=$<TARGET_FILE:danet-pacs-bridge>;DANET_PHANTOM=$<TARGET_FILE:danet-phantom>;DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact;DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto;DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR};DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/${name}")
+  danet_python_test(${name} MODULE ${module} DIR ${dir} TIMEOUT ${timeout} RUN_SERIAL
+    ENVIRONMENT "DANET_SERVER_BIN=$<TARGET_FILE:danet-server>" "DANET_CLI=$<TARGET_FILE:danet>"
+                "DANET_PACS_BRIDGE=$<TARGET_FILE:danet-pacs-bridge>"
+                "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>"
+                "DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact"
+                "DANET_PROTO_DIR=${PROJECT_SOURCE_DIR}/proto"
+                "DANET_GRPC_PROTO_DIR=${DANET_GRPC_PROTO_DIR}"
+                "DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/${name}")
 endfunction()
 
 # server/metrics: the registry (prometheus-cpp), its text format (also checked by promtool when

@@ -1,11 +1,15 @@
-// The decision network's batches: half tumour, half other slices, each pool drawn by weight.
+// The decision network's batches: half tumour, half other slices, each pool drawn by weight;
+// training cases prepared with or without the bundle's bias correction, per case.
 #include "models/train/dataset.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <random>
 
+#include "models/data/phantom.h"
 #include "models/train/augment.h"
 
 namespace danet::train {
@@ -68,6 +72,37 @@ TEST(SampleDecisionBatchTest, TumourMasksMoveWithTheImageAndLeaveTheDrawsAlone) 
     EXPECT_GT(mask.sum().item<float>(), 50.0f) << i;
     EXPECT_GT(agree, 0.98) << i;
   }
+}
+
+TEST(LoadTrainCasesTest, UncorrectedCasesSkipOnlyTheBiasCorrection) {
+  absl::StatusOr<data::PhantomGenerator> generator =
+      data::PhantomGenerator::Create(data::kColin27Path, {.dims = {64, 64, 24}});
+  ASSERT_TRUE(generator.ok()) << generator.status();
+  const std::filesystem::path root =
+      std::filesystem::temp_directory_path() / ("danet_dataset_test_" + std::to_string(::getpid()));
+  std::vector<std::filesystem::path> dirs;
+  for (int i = 0; i < 2; ++i) {
+    const data::PhantomCase phantom = generator->Generate(3, i);
+    ASSERT_TRUE(data::WritePhantomCase(phantom, root).ok());
+    dirs.push_back(root / phantom.case_id);
+  }
+  v1::Preprocessing corrected;
+  corrected.set_bias_correction("poly2");
+  absl::StatusOr<std::vector<TrainCase>> plain = LoadTrainCases(dirs, v1::Preprocessing());
+  absl::StatusOr<std::vector<TrainCase>> all = LoadTrainCases(dirs, corrected);
+  absl::StatusOr<std::vector<TrainCase>> mixed =
+      LoadTrainCases(dirs, corrected, nullptr, {false, true});
+  absl::StatusOr<std::vector<TrainCase>> wrong = LoadTrainCases(dirs, corrected, nullptr, {true});
+  std::filesystem::remove_all(root);
+  ASSERT_TRUE(plain.ok() && all.ok() && mixed.ok()) << mixed.status();
+  EXPECT_FALSE(torch::equal((*plain)[0].slices, (*all)[0].slices));  // the correction acts
+  EXPECT_TRUE(torch::equal((*mixed)[0].slices, (*all)[0].slices));
+  EXPECT_TRUE(torch::equal((*mixed)[1].slices, (*plain)[1].slices));
+  EXPECT_TRUE(torch::equal((*mixed)[1].classes, (*all)[1].classes));  // labels never change
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong.status().message().find("1 uncorrected flags for 2 case folders"),
+            std::string::npos);
 }
 
 }  // namespace

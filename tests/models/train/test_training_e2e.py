@@ -235,6 +235,17 @@ class TrainingEndToEnd(unittest.TestCase):
         self.assertNotEqual(refused.returncode, 0)
         self.assertIn("--bias_correction: 'n4' is not one of: none, poly1", refused.stderr)
 
+    def test_uncorrected_share_is_checked(self):
+        cases = ((["--uncorrected_share", "1.5"], "--uncorrected_share: must be in 0..1"),
+                 (["--bias_correction", "none", "--uncorrected_share", "0.5"],
+                  "--uncorrected_share: the bundle has no bias correction"))
+        for extra, message in cases:
+            refused = subprocess.run(train_command(os.path.join(TMP, "bad_share"),
+                                                   os.path.join(TMP, "bad_share.work")) + extra,
+                                     capture_output=True, text=True, timeout=120)
+            self.assertNotEqual(refused.returncode, 0, extra)
+            self.assertIn(message, refused.stderr)
+
     def test_eval_json_has_the_documented_names(self):
         out = os.path.join(TMP, "eval.json")
         result = subprocess.run([TOOLS["eval"], "--bundle", self.out, "--data",
