@@ -8,11 +8,11 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <optional>
-#include <random>
 #include <type_traits>
 
 #include "absl/flags/flag.h"
@@ -129,11 +129,8 @@ absl::StatusOr<std::vector<TrainCase>> Load(const std::string& dir, int max_case
   absl::StatusOr<std::vector<std::filesystem::path>> dirs = ListCaseDirs(dir);
   if (!dirs.ok()) return dirs.status();
   if (max_cases > 0 && static_cast<int>(dirs->size()) > max_cases) dirs->resize(max_cases);
-  std::vector<bool> uncorrected;
-  if (uncorrected_share > 0) {
-    std::mt19937_64 rng(seed ^ 0x756e636f72726563ULL);  // its own stream: "uncorrec"
-    std::bernoulli_distribution draw(uncorrected_share);
-    for (size_t i = 0; i < dirs->size(); ++i) uncorrected.push_back(draw(rng));
+  const std::vector<bool> uncorrected = DrawUncorrected(dirs->size(), uncorrected_share, seed);
+  if (!uncorrected.empty()) {
     std::fprintf(stderr, "%s cases without the bias correction: %zu of %zu\n", what,
                  static_cast<size_t>(std::count(uncorrected.begin(), uncorrected.end(), true)),
                  dirs->size());
@@ -179,6 +176,11 @@ int Main(const std::string& command_line) {
   const double foreground_fraction = absl::GetFlag(FLAGS_foreground_fraction);
   if (!(foreground_fraction >= 0 && foreground_fraction <= 1)) {
     std::cerr << "danet-train: --foreground_fraction must be in 0..1\n";
+    return 2;
+  }
+  const double uncorrected_share = absl::GetFlag(FLAGS_uncorrected_share);
+  if (!(uncorrected_share >= 0 && uncorrected_share <= 1)) {
+    std::cerr << "danet-train: --uncorrected_share must be in 0..1\n";
     return 2;
   }
   absl::StatusOr<c10::Device> device = models::ParseDevice(absl::GetFlag(FLAGS_device));
@@ -238,10 +240,6 @@ int Main(const std::string& command_line) {
     (*bank)->mutable_config()->mutable_preprocessing()->set_bias_correction(bias);
   }
 
-  const double uncorrected_share = absl::GetFlag(FLAGS_uncorrected_share);
-  if (!(uncorrected_share >= 0 && uncorrected_share <= 1)) {
-    return Fail(absl::InvalidArgumentError("--uncorrected_share: must be in 0..1"));
-  }
   if (absl::StatusOr<int> degree =
           volume::ParseBiasCorrection((*bank)->config().preprocessing().bias_correction());
       uncorrected_share > 0 && (!degree.ok() || *degree == 0)) {

@@ -22,6 +22,15 @@ absl::StatusOr<std::vector<std::filesystem::path>> ListCaseDirs(const std::files
   return dirs;
 }
 
+std::vector<bool> DrawUncorrected(size_t count, double share, uint64_t seed) {
+  if (share <= 0) return {};
+  std::mt19937_64 rng(seed ^ 0x756e636f72726563ULL);  // "uncorrec": apart from other streams
+  std::bernoulli_distribution draw(std::min(share, 1.0));
+  std::vector<bool> uncorrected(count);
+  for (size_t i = 0; i < count; ++i) uncorrected[i] = draw(rng);
+  return uncorrected;
+}
+
 absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     const std::vector<std::filesystem::path>& dirs, const v1::Preprocessing& preprocessing,
     const std::function<void(int done, int total)>& on_case, const std::vector<bool>& uncorrected) {
@@ -33,8 +42,9 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
   v1::Preprocessing without_correction = preprocessing;
   without_correction.clear_bias_correction();
   std::vector<TrainCase> cases;
-  for (const auto& dir : dirs) {
-    const bool plain = !uncorrected.empty() && uncorrected[cases.size()];
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    const std::filesystem::path& dir = dirs[i];
+    const bool plain = !uncorrected.empty() && uncorrected[i];
     absl::StatusOr<volume::BratsCase> loaded = volume::LoadBratsCase(dir);
     if (!loaded.ok()) return loaded.status();
     if (!loaded->seg) {
@@ -43,6 +53,7 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     }
     TrainCase c;
     c.id = loaded->case_id;
+    c.uncorrected = plain;
     absl::StatusOr<volume::MultiModalVolume> input = engine::PrepareBankInput(
         plain ? without_correction : preprocessing, std::move(loaded->image));
     if (!input.ok()) return input.status();

@@ -6,6 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <random>
@@ -26,6 +27,7 @@ struct TrainCase {
   at::Tensor slices;                // Z x 4 x H' x W' float32 (SliceStack: padded, slice-major)
   at::Tensor classes;               // Z x H' x W' uint8, classes 0..3 (padded with 0)
   std::vector<uint8_t> foreground;  // per slice: any tumour voxel
+  bool uncorrected = false;  // prepared without the bundle's bias correction (LoadTrainCases)
 };
 
 // The case folders directly under `dir`, sorted by name (NotFound when there are none).
@@ -36,6 +38,11 @@ absl::StatusOr<std::vector<std::filesystem::path>> ListCaseDirs(const std::files
 // progress. `uncorrected`, when given, holds one flag per folder: a set flag prepares that case
 // without the block's bias correction (the images as the scanner wrote them, z-scored), so that
 // a bank served with the correction also learns from images it has not flattened.
+// Which of `count` training cases LoadTrainCases prepares without the bias correction: each
+// with probability `share`, from a random stream of `seed`'s own, so that the same seed draws
+// the same cases and a shorter list keeps the leading draws. Empty when `share` is 0.
+std::vector<bool> DrawUncorrected(size_t count, double share, uint64_t seed);
+
 absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     const std::vector<std::filesystem::path>& dirs, const v1::Preprocessing& preprocessing,
     const std::function<void(int done, int total)>& on_case = nullptr,

@@ -133,7 +133,19 @@ Trainer::Trainer(std::unique_ptr<models::Bank> bank, std::vector<TrainCase> trai
       train_(std::move(train)),
       validation_(std::move(validation)),
       options_(std::move(options)) {
-  state_ = {{"bank_step", 0}, {"labels_done", false}, {"decision_step", 0}, {"validated", false}};
+  state_ = {{"bank_step", 0},
+            {"labels_done", false},
+            {"decision_step", 0},
+            {"validated", false},
+            {"uncorrected_cases", UncorrectedCaseIds()}};
+}
+
+std::vector<std::string> Trainer::UncorrectedCaseIds() const {
+  std::vector<std::string> ids;
+  for (const TrainCase& c : train_) {
+    if (c.uncorrected) ids.push_back(c.id);
+  }
+  return ids;
 }
 
 void Trainer::Log(const nlohmann::json& line) {
@@ -156,10 +168,21 @@ absl::Status Trainer::LoadState() {
   }
   std::ifstream in(options_.work_dir / kStateFile);
   if (!in) return absl::OkStatus();  // a fresh run
+  // The interrupted run's training cases without the bias correction (none before the option
+  // existed): a resumed run that drew others (another --uncorrected_share, --seed or case list)
+  // would train on other data than its checkpoint.
+  std::vector<std::string> recorded;
   try {
     state_ = nlohmann::json::parse(in);
+    recorded = state_.value("uncorrected_cases", std::vector<std::string>());
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(kStateFile, " is corrupt: ", e.what()));
+  }
+  if (const std::vector<std::string> drawn = UncorrectedCaseIds(); recorded != drawn) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        (options_.work_dir / kStateFile).string(), ": the interrupted run trained ",
+        recorded.size(), " cases without the bias correction, this one would train ", drawn.size(),
+        " (or other ones): resume with its --uncorrected_share, --seed and cases"));
   }
   models::BankOptions options;
   options.device = bank_->device();

@@ -138,6 +138,9 @@ class Trainer {
 
  private:
   absl::Status LoadState();
+  // The ids of the training cases prepared without the bias correction (TrainCase::uncorrected),
+  // recorded in the state so that a resumed run trains on the same data.
+  std::vector<std::string> UncorrectedCaseIds() const;
   absl::Status SaveState();
   absl::Status Checkpoint(
       const std::vector<std::pair<std::string, torch::optim::Optimizer*>>& optimizers);

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 
@@ -74,6 +75,17 @@ TEST(SampleDecisionBatchTest, TumourMasksMoveWithTheImageAndLeaveTheDrawsAlone) 
   }
 }
 
+TEST(DrawUncorrectedTest, SeededPerCaseAndPrefixStable) {
+  EXPECT_TRUE(DrawUncorrected(10, 0.0, 1).empty());
+  EXPECT_EQ(DrawUncorrected(10, 1.0, 1), std::vector<bool>(10, true));
+  const std::vector<bool> draw = DrawUncorrected(1000, 0.5, 7);
+  EXPECT_EQ(DrawUncorrected(1000, 0.5, 7), draw);  // the same seed, the same cases
+  EXPECT_NE(DrawUncorrected(1000, 0.5, 8), draw);
+  const std::vector<bool> fewer = DrawUncorrected(10, 0.5, 7);  // --max_train_cases 10
+  EXPECT_EQ(fewer, std::vector<bool>(draw.begin(), draw.begin() + 10));
+  EXPECT_NEAR(std::count(draw.begin(), draw.end(), true), 500, 60);
+}
+
 TEST(LoadTrainCasesTest, UncorrectedCasesSkipOnlyTheBiasCorrection) {
   absl::StatusOr<data::PhantomGenerator> generator =
       data::PhantomGenerator::Create(data::kColin27Path, {.dims = {64, 64, 24}});
@@ -81,9 +93,10 @@ TEST(LoadTrainCasesTest, UncorrectedCasesSkipOnlyTheBiasCorrection) {
   const std::filesystem::path root =
       std::filesystem::temp_directory_path() / ("danet_dataset_test_" + std::to_string(::getpid()));
   std::vector<std::filesystem::path> dirs;
-  for (int i = 0; i < 2; ++i) {
+  bool written = true;
+  for (int i = 0; i < 2 && written; ++i) {
     const data::PhantomCase phantom = generator->Generate(3, i);
-    ASSERT_TRUE(data::WritePhantomCase(phantom, root).ok());
+    written = data::WritePhantomCase(phantom, root).ok();
     dirs.push_back(root / phantom.case_id);
   }
   v1::Preprocessing corrected;
@@ -94,7 +107,12 @@ TEST(LoadTrainCasesTest, UncorrectedCasesSkipOnlyTheBiasCorrection) {
       LoadTrainCases(dirs, corrected, nullptr, {false, true});
   absl::StatusOr<std::vector<TrainCase>> wrong = LoadTrainCases(dirs, corrected, nullptr, {true});
   std::filesystem::remove_all(root);
-  ASSERT_TRUE(plain.ok() && all.ok() && mixed.ok()) << mixed.status();
+  ASSERT_TRUE(written);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_FALSE((*mixed)[0].uncorrected);
+  EXPECT_TRUE((*mixed)[1].uncorrected);
   EXPECT_FALSE(torch::equal((*plain)[0].slices, (*all)[0].slices));  // the correction acts
   EXPECT_TRUE(torch::equal((*mixed)[0].slices, (*all)[0].slices));
   EXPECT_TRUE(torch::equal((*mixed)[1].slices, (*plain)[1].slices));

@@ -236,7 +236,7 @@ class TrainingEndToEnd(unittest.TestCase):
         self.assertIn("--bias_correction: 'n4' is not one of: none, poly1", refused.stderr)
 
     def test_uncorrected_share_is_checked(self):
-        cases = ((["--uncorrected_share", "1.5"], "--uncorrected_share: must be in 0..1"),
+        cases = ((["--uncorrected_share", "1.5"], "--uncorrected_share must be in 0..1"),
                  (["--bias_correction", "none", "--uncorrected_share", "0.5"],
                   "--uncorrected_share: the bundle has no bias correction"))
         for extra, message in cases:
@@ -245,6 +245,17 @@ class TrainingEndToEnd(unittest.TestCase):
                                      capture_output=True, text=True, timeout=120)
             self.assertNotEqual(refused.returncode, 0, extra)
             self.assertIn(message, refused.stderr)
+
+    def test_a_resume_with_other_uncorrected_cases_is_refused(self):
+        work, out = self.copy_of_work("share")
+        with open(os.path.join(work, "state.json")) as f:
+            self.assertEqual(json.load(f)["uncorrected_cases"], [])  # all were corrected
+        refused = subprocess.run(train_command(out, work) + ["--uncorrected_share", "1"],
+                                 capture_output=True, text=True, timeout=300)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("training cases without the bias correction: 2 of 2", refused.stderr)
+        self.assertIn("the interrupted run trained 0 cases without the bias correction, this one "
+                      "would train 2", refused.stderr)
 
     def test_eval_json_has_the_documented_names(self):
         out = os.path.join(TMP, "eval.json")
