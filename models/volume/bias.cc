@@ -193,9 +193,10 @@ struct FitBuffers {
 
 // Marks (sets to 1) the samples whose log intensity, less the current fit and its class mean,
 // lies further than options.outlier_sigmas robust standard deviations from the median, the rest
-// 0; buffers->residual gets what the classes leave (the fit's target).
-void MarkOutliers(const std::vector<double>& log_value, const std::vector<double>& fitted,
-                  const BiasCorrectionOptions& options, FitBuffers* buffers) {
+// 0; buffers->residual gets what the classes leave (the fit's target). Returns how many were
+// marked.
+size_t MarkOutliers(const std::vector<double>& log_value, const std::vector<double>& fitted,
+                    const BiasCorrectionOptions& options, FitBuffers* buffers) {
   const size_t n = log_value.size();
   FitBuffers& b = *buffers;
   b.corrected.resize(n);
@@ -213,7 +214,12 @@ void MarkOutliers(const std::vector<double>& log_value, const std::vector<double
   b.scratch = b.error;
   const double limit = options.outlier_sigmas * 1.4826 * Median(&b.scratch) + 1e-9;
   b.outlier.resize(n);
-  for (size_t s = 0; s < n; ++s) b.outlier[s] = b.error[s] >= limit ? 1 : 0;
+  size_t outliers = 0;
+  for (size_t s = 0; s < n; ++s) {
+    b.outlier[s] = b.error[s] >= limit ? 1 : 0;
+    outliers += b.outlier[s];
+  }
+  return outliers;
 }
 
 // Adds weight * phi phi^T to the lower triangle of `normal` (n_terms x n_terms, row-major).
@@ -235,14 +241,14 @@ std::vector<double> GramMatrix(const Sample& sample, int n_terms) {
 }
 
 // Least-squares coefficients of the polynomial through `target` over the samples not marked
-// `excluded` (0 or 1); `gram` is GramMatrix of the whole sample.
+// `excluded` (0 or 1; `outliers` of them are 1, as MarkOutliers counts); `gram` is GramMatrix of
+// the whole sample.
 std::vector<double> FitPolynomial(const std::vector<double>& basis, int n_terms,
                                   const std::vector<double>& gram,
                                   const std::vector<double>& target,
-                                  const std::vector<uint8_t>& excluded) {
+                                  const std::vector<uint8_t>& excluded, size_t outliers) {
   // Fewer outliers than inliers (as the default limit gives): the Gram matrix less the outliers'
   // terms; otherwise the inliers' terms summed, so that little is left to cancellation.
-  const size_t outliers = static_cast<size_t>(std::count(excluded.begin(), excluded.end(), 1));
   const bool from_gram = 2 * outliers < target.size();
   std::vector<double> normal = from_gram ? gram : std::vector<double>(gram.size(), 0.0);
   std::vector<double> right(n_terms, 0.0);
@@ -301,9 +307,9 @@ FittedFields FitFields(const std::vector<const std::vector<float>*>& channels,
     std::vector<double> at_samples(n, 0.0);
     FitBuffers buffers;
     for (int iteration = 0; iteration < std::max(1, options.iterations); ++iteration) {
-      MarkOutliers(sample.log_value[c], at_samples, options, &buffers);
+      const size_t outliers = MarkOutliers(sample.log_value[c], at_samples, options, &buffers);
       fitted.coefficients[c] =
-          FitPolynomial(sample.basis, n_terms, gram, buffers.residual, buffers.outlier);
+          FitPolynomial(sample.basis, n_terms, gram, buffers.residual, buffers.outlier, outliers);
       for (size_t s = 0; s < n; ++s) {
         const double* phi = &sample.basis[s * n_terms];
         double f = 0;
