@@ -33,16 +33,16 @@ struct TrainCase {
 // The case folders directly under `dir`, sorted by name (NotFound when there are none).
 absl::StatusOr<std::vector<std::filesystem::path>> ListCaseDirs(const std::filesystem::path& dir);
 
-// Loads and checks case folders that have a seg, and prepares each as the bank's input as
-// `preprocessing` (the bundle's block) says (engine::PrepareBankInput). `on_case` reports
-// progress. `uncorrected`, when given, holds one flag per folder: a set flag prepares that case
-// without the block's bias correction (the images as the scanner wrote them, z-scored), so that
-// a bank served with the correction also learns from images it has not flattened.
 // Which of `count` training cases LoadTrainCases prepares without the bias correction: each
 // with probability `share`, from a random stream of `seed`'s own, so that the same seed draws
 // the same cases and a shorter list keeps the leading draws. Empty when `share` is 0.
 std::vector<bool> DrawUncorrected(size_t count, double share, uint64_t seed);
 
+// Loads and checks case folders that have a seg, and prepares each as the bank's input as
+// `preprocessing` (the bundle's block) says (engine::PrepareBankInput). `on_case` reports
+// progress. `uncorrected`, when given, holds one flag per folder: a set flag prepares that case
+// without the block's bias correction (the images as the scanner wrote them, z-scored), so that
+// a bank served with the correction also learns from images it has not flattened.
 absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     const std::vector<std::filesystem::path>& dirs, const v1::Preprocessing& preprocessing,
     const std::function<void(int done, int total)>& on_case = nullptr,
