@@ -25,7 +25,56 @@ absl::Status VoxelCountError(const std::string& text, const char* what, char let
                    "' is not a whole number in 0..", kMaxMinComponent));
 }
 
+// The bank's model ids, "M1, M2, ...", for messages that name an unknown model.
+std::string KnownModels(const models::Bank& bank) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < bank.size(); ++i) ids.push_back(bank.model_config(i).id());
+  return absl::StrJoin(ids, ", ");
+}
+
+// A '+p<model id>:<preference>' part: the model's bank index and its preference, a finite number
+// with |value| <= kMaxModelPreference.
+absl::Status ParsePreference(const std::string& text, const std::string& part,
+                             const models::Bank& bank, std::vector<bool>* seen,
+                             std::vector<double>* preference) {
+  const size_t colon = part.rfind(':');
+  const std::string id = part.substr(1, colon == std::string::npos ? std::string::npos : colon - 1);
+  const std::optional<int> index = bank.FindModel(id);
+  if (!index) {
+    return absl::InvalidArgumentError(absl::StrCat("policy '", text, "': '+", part,
+                                                   "' names no bank model (the bank has ",
+                                                   KnownModels(bank), ")"));
+  }
+  double value = 0;
+  if (colon == std::string::npos || !absl::SimpleAtod(part.substr(colon + 1), &value) ||
+      !(std::abs(value) <= kMaxModelPreference)) {
+    return absl::InvalidArgumentError(absl::StrCat("policy '", text, "': the preference in '+",
+                                                   part, "' is not ':<number>' with a number in -",
+                                                   kMaxModelPreference, "..", kMaxModelPreference));
+  }
+  seen->resize(bank.size(), false);
+  if ((*seen)[*index]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("policy '", text, "': model '", id, "' has two preferences"));
+  }
+  (*seen)[*index] = true;
+  if (preference->empty()) preference->assign(bank.size(), 0.0);
+  (*preference)[*index] = value;
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+std::string Policy::PreferenceName(const models::Bank& bank) const {
+  std::string name;
+  for (size_t i = 0; i < model_preference.size(); ++i) {
+    if (model_preference[i] != 0) {
+      absl::StrAppend(&name, "+p", bank.model_config(static_cast<int>(i)).id(), ":",
+                      model_preference[i]);
+    }
+  }
+  return name;
+}
 
 std::string Policy::Name(const models::Bank& bank) const {
   if (kind == Kind::kDynamic) {
@@ -33,7 +82,7 @@ std::string Policy::Name(const models::Bank& bank) const {
         "dynamic", cost_bias == 0 ? "" : absl::StrCat("@", cost_bias),
         skip_margin == 0 ? "" : absl::StrCat("+m", skip_margin),
         skip_margin == 0 || margin_min_run <= 1 ? "" : absl::StrCat("r", margin_min_run),
-        skip_threshold == 0 ? "" : absl::StrCat("+s", skip_threshold),
+        skip_threshold == 0 ? "" : absl::StrCat("+s", skip_threshold), PreferenceName(bank),
         follow_tumour == 0 ? "" : absl::StrCat("+f", follow_tumour),
         follow_tumour == 0 || follow_min_voxels == kDefaultFollowMinVoxels
             ? ""
@@ -68,6 +117,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     bool follow_seen = false;
     bool clean_seen = false;
     bool enhancing_seen = false;
+    std::vector<bool> preference_seen;
     for (size_t i = 1; i < parts.size(); ++i) {
       const std::string& part = parts[i];
       if (!part.empty() && part[0] == 'm' && !margin_seen) {
@@ -94,6 +144,12 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
             !(policy.skip_threshold >= 0 && policy.skip_threshold <= 1)) {
           return absl::InvalidArgumentError(absl::StrCat(
               "policy '", text, "': the skip threshold after '+s' is not a number in 0..1"));
+        }
+      } else if (!part.empty() && part[0] == 'p') {
+        if (absl::Status status =
+                ParsePreference(text, part, bank, &preference_seen, &policy.model_preference);
+            !status.ok()) {
+          return status;
         }
       } else if (!part.empty() && part[0] == 'f' && !follow_seen) {
         follow_seen = true;
@@ -127,29 +183,34 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             "policy '", text, "': '+", part,
-            "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>', a tumour-following "
-            "depth '+f<K>[v<N>]', a smallest tumour component '+c<K>' or a smallest "
-            "enhancing-tumour volume '+e<K>' (each at most once)"));
+            "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>', a model preference "
+            "'+p<model id>:<P>', a tumour-following depth '+f<K>[v<N>]', a smallest tumour "
+            "component '+c<K>' or a smallest enhancing-tumour volume '+e<K>' (each at most "
+            "once, '+p' once per model)"));
       }
+    }
+    // Preferences of 0 only are none: the plain argmax, bit for bit.
+    if (std::all_of(policy.model_preference.begin(), policy.model_preference.end(),
+                    [](double p) { return p == 0; })) {
+      policy.model_preference.clear();
     }
     return policy;
   }
   if (text.rfind("static:", 0) == 0) {
     const std::string id = text.substr(7);
     if (std::optional<int> index = bank.FindModel(id)) {
-      return Policy{Policy::Kind::kStatic, *index};
+      Policy policy;
+      policy.kind = Policy::Kind::kStatic;
+      policy.static_model = *index;
+      return policy;
     }
-    std::vector<std::string> ids;
-    for (int i = 0; i < bank.size(); ++i) ids.push_back(bank.model_config(i).id());
     return absl::InvalidArgumentError(absl::StrCat("policy '", text, "': no bank model '", id,
-                                                   "' (the bank has ", absl::StrJoin(ids, ", "),
-                                                   ")"));
+                                                   "' (the bank has ", KnownModels(bank), ")"));
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "policy '", text,
-      "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>][+f<follow>[v<voxels>]]"
-      "[+c<voxels>]' or "
-      "'static:<model id>'"));
+      "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>][+p<model>:<preference>]"
+      "[+f<follow>[v<voxels>]][+c<voxels>][+e<voxels>]' or 'static:<model id>'"));
 }
 
 absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy* policy) {
@@ -172,15 +233,18 @@ absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy*
 }
 
 int BiasedRoute(const float* probabilities, const std::vector<double>& route_gmacs,
-                double cost_bias) {
+                double cost_bias, const std::vector<double>& preference) {
   int best = 0;
   double best_score = -std::numeric_limits<double>::infinity();
   const double largest = *std::max_element(route_gmacs.begin(), route_gmacs.end());
+  const bool plain = cost_bias == 0 && preference.empty();
   for (size_t i = 0; i < route_gmacs.size(); ++i) {
-    // With no bias this is argmax p_i (ties to the first), exactly the unbiased route.
-    const double score = cost_bias == 0 ? probabilities[i]
-                                        : std::log(std::max(probabilities[i], 1e-30f)) -
-                                              cost_bias * route_gmacs[i] / largest;
+    // With neither a bias nor a preference this is argmax p_i (ties to the first), exactly the
+    // unbiased route.
+    const double score = plain ? probabilities[i]
+                               : std::log(std::max(probabilities[i], 1e-30f)) -
+                                     cost_bias * route_gmacs[i] / largest +
+                                     (preference.empty() ? 0.0 : preference[i]);
     if (score > best_score) {
       best_score = score;
       best = static_cast<int>(i);
@@ -191,15 +255,20 @@ int BiasedRoute(const float* probabilities, const std::vector<double>& route_gma
 
 int DecideRoute(const float* probabilities, const std::vector<double>& route_gmacs,
                 const Policy& policy) {
-  if (policy.skip_threshold <= 0) return BiasedRoute(probabilities, route_gmacs, policy.cost_bias);
-  if (probabilities[0] >= policy.skip_threshold) return 0;
+  if (policy.skip_threshold <= 0) {
+    const int route = BiasedRoute(probabilities, route_gmacs, policy.cost_bias);
+    // Without a preference the argmax over every route, when not skip, is already the best model.
+    if (route == 0 || policy.model_preference.empty()) return route;
+  } else if (probabilities[0] >= policy.skip_threshold) {
+    return 0;
+  }
   const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());
-  return 1 + BiasedRoute(probabilities + 1, model_gmacs, policy.cost_bias);
+  return 1 + BiasedRoute(probabilities + 1, model_gmacs, policy.cost_bias, policy.model_preference);
 }
 
 std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<SliceResult>& slices,
                              const std::vector<double>& route_gmacs, double cost_bias, int margin,
-                             int min_run) {
+                             int min_run, const std::vector<double>& model_preference) {
   std::vector<int> widened = routes;
   const int64_t depth = static_cast<int64_t>(routes.size());
   const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());
@@ -219,7 +288,8 @@ std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<S
       near_routed = run[n] >= std::max(min_run, 1);
     }
     if (near_routed) {
-      widened[z] = 1 + BiasedRoute(slices[z].probabilities.data() + 1, model_gmacs, cost_bias);
+      widened[z] = 1 + BiasedRoute(slices[z].probabilities.data() + 1, model_gmacs, cost_bias,
+                                   model_preference);
     }
   }
   return widened;

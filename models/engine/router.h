@@ -23,6 +23,7 @@ namespace danet::engine {
 inline constexpr int kMaxSkipMargin = 32;
 inline constexpr int kDefaultFollowMinVoxels = 5;
 inline constexpr int kMaxMinComponent = 100000;
+inline constexpr double kMaxModelPreference = 100;
 
 // Which slices go where.
 struct Policy {
@@ -75,16 +76,25 @@ struct Policy {
   // enhancing-tumour score (docs/routing.md). The masks then reach SegmentOptions::on_slice only
   // at the end. 0: off.
   int min_enhancing = 0;
+  // kDynamic only: a preference among the bank models, added to log p_i when a slice that is not
+  // skipped picks its model (argmax over the models of log p_i - cost bias term + preference_i).
+  // Indexed by bank model; empty: none. The skip decision never changes. A decision network
+  // trained against an earlier bank keeps that bank's ranking of the models; a preference
+  // re-ranks them for the bank it now serves without retraining (docs/routing.md).
+  std::vector<double> model_preference;
   // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "dynamic+m2r2", "dynamic+m2+s0.9",
-  // "dynamic+f4", "dynamic+f4v20", "dynamic+f4+c30", "dynamic+f4+c30+e10", "static:<id>"
+  // "dynamic+f4", "dynamic+f4v20", "dynamic+f4+c30", "dynamic+f4+c30+e10", "dynamic+pM2:1+f4",
+  // "static:<id>"
   std::string Name(const models::Bank& bank) const;
+  // The '+p<model id>:<preference>' parts of Name, in bank order ("" without a preference).
+  std::string PreferenceName(const models::Bank& bank) const;
 };
 
 // Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]][+s<skip threshold>]
-// [+f<follow tumour>[v<follow min voxels>]][+c<min component>][+e<min enhancing>]" (the '+' parts
-// in any order, each at most once) or "static:<model id>"; InvalidArgument names an unknown model
-// and lists the known ones. An empty text is the bundle's default_policy ("dynamic" when it has
-// none).
+// [+p<model id>:<preference>]...[+f<follow tumour>[v<follow min voxels>]][+c<min component>]
+// [+e<min enhancing>]" (the '+' parts in any order, each at most once, '+p' once per model) or
+// "static:<model id>"; InvalidArgument names an unknown model and lists the known ones. An empty
+// text is the bundle's default_policy ("dynamic" when it has none).
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
 
 // A request's separate cost bias and skip margin over a parsed policy (0 keeps the policy's
@@ -94,23 +104,26 @@ absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy*
 
 // The route of one slice from the decision network's probabilities under a cost bias
 // (Policy::cost_bias); route_gmacs[i] is route i's model cost (route 0, skip, costs 0).
+// `preference`, empty or one value per route, is added to each route's log-probability score.
+// With neither a bias nor a preference this is argmax p_i (ties to the first).
 int BiasedRoute(const float* probabilities, const std::vector<double>& route_gmacs,
-                double cost_bias);
+                double cost_bias, const std::vector<double>& preference = {});
 
-// The route of one slice under a dynamic policy's cost bias and skip threshold (before the skip
-// margin): BiasedRoute, except that with a skip threshold the slice is skipped only when its
-// skip probability reaches it, and otherwise takes its best non-skip route.
+// The route of one slice under a dynamic policy's cost bias, skip threshold and model preference
+// (before the skip margin): BiasedRoute, except that with a skip threshold the slice is skipped
+// only when its skip probability reaches it, and that a slice not skipped takes its best model
+// under the preference (the preference never decides skip).
 int DecideRoute(const float* probabilities, const std::vector<double>& route_gmacs,
                 const Policy& policy);
 
 // Applies Policy::skip_margin to the decision network's routes (slices[z].probabilities holds
 // slice z's): every skipped slice within `margin` slices of a routed one, in a run of at least
-// `min_run` consecutive routed slices, gets its best non-skip route under the cost bias.
-// Decided from the original routes, so margins do not grow from slices that the margin itself
-// routed.
+// `min_run` consecutive routed slices, gets its best non-skip route under the cost bias and the
+// model preference (Policy::model_preference, empty: none). Decided from the original routes,
+// so margins do not grow from slices that the margin itself routed.
 std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<SliceResult>& slices,
                              const std::vector<double>& route_gmacs, double cost_bias, int margin,
-                             int min_run = 1);
+                             int min_run = 1, const std::vector<double>& model_preference = {});
 
 // One step of Policy::follow_tumour: the skipped slices (routes[z] == 0, eligible[z]) next to a
 // slice of `grown_from` whose tumour_voxels reach `min_voxels`, each with that slice's route

@@ -186,7 +186,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
       }
       if (policy.skip_margin > 0) {
         routes = WidenRoutes(routes, result.slices, route_gmacs, policy.cost_bias,
-                             policy.skip_margin, policy.margin_min_run);
+                             policy.skip_margin, policy.margin_min_run, policy.model_preference);
         for (int64_t z = 0; z < depth; ++z) {
           if (!has_tissue[z]) routes[z] = 0;
         }

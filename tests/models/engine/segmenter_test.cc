@@ -523,6 +523,57 @@ TEST_F(SegmenterTest, SkipThresholdSkipsOnlyConfidentSlices) {
   }
 }
 
+TEST_F(SegmenterTest, ModelPreferenceReranksTheModelsButNeverDecidesSkip) {
+  const Policy prefer = *ParsePolicy("dynamic+pM2:1.5+f4+pM4:-2", *bank_);
+  EXPECT_EQ(prefer.model_preference, (std::vector<double>{0, 1.5, 0, -2}));
+  EXPECT_EQ(prefer.Name(*bank_), "dynamic+pM2:1.5+pM4:-2+f4");
+  EXPECT_EQ(ParsePolicy(prefer.Name(*bank_), *bank_)->Name(*bank_), prefer.Name(*bank_));
+  EXPECT_EQ(ParsePolicy("dynamic+pM2:0", *bank_)->Name(*bank_), "dynamic");
+  EXPECT_TRUE(ParsePolicy("dynamic+pM2:0", *bank_)->model_preference.empty());
+  EXPECT_THAT(ParsePolicy("dynamic+pM9:1", *bank_).status().message(),
+              ::testing::HasSubstr("'+pM9:1' names no bank model (the bank has M1, M2, M3, M4)"));
+  for (const char* bad : {"dynamic+pM2", "dynamic+pM2:x", "dynamic+pM2:101", "dynamic+pM2:nan",
+                          "dynamic+pM2:1+pM2:2", "dynamic+pM2:0+pM2:1"}) {
+    EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+
+  // M3 is the network's best model by a factor of 2 (log 2 = 0.69): a preference of 1 for M2
+  // takes the slice to M2, 0.5 does not; skip wins over both and keeps winning.
+  const std::vector<double> costs = {0, 1, 2, 4, 8};
+  const float routed[] = {0.1f, 0.1f, 0.25f, 0.5f, 0.05f};
+  const float skipped[] = {0.5f, 0.05f, 0.2f, 0.2f, 0.05f};
+  Policy policy;
+  policy.model_preference = {0, 0.5, 0, 0};
+  EXPECT_EQ(DecideRoute(routed, costs, policy), 3);
+  policy.model_preference = {0, 1, 0, 0};
+  EXPECT_EQ(DecideRoute(routed, costs, policy), 2);
+  EXPECT_EQ(DecideRoute(skipped, costs, policy), 0);
+  policy.model_preference = {0, 100, 0, 0};
+  EXPECT_EQ(DecideRoute(skipped, costs, policy), 0) << "no preference makes a skip a model";
+  policy.skip_threshold = 0.6;
+  EXPECT_EQ(DecideRoute(skipped, costs, policy), 2) << "under the threshold: the preferred model";
+  // The skip margin's non-skip choice takes the preference too.
+  std::vector<SliceResult> p(3);
+  for (SliceResult& s : p) s.probabilities.assign(skipped, skipped + 5);
+  EXPECT_EQ(WidenRoutes({0, 3, 0}, p, costs, 0, 1), (std::vector<int>{2, 3, 2}));
+  EXPECT_EQ(WidenRoutes({0, 3, 0}, p, costs, 0, 1, 1, {0, 0, 1, 0}), (std::vector<int>{3, 3, 3}));
+
+  // In the engine: the same slices are skipped with and without a preference, and a large
+  // preference sends every routed slice to its model.
+  const VolumeResult plain = *SegmentVolume(*bank_, volume_, *ParsePolicy("dynamic", *bank_));
+  const VolumeResult to_m1 =
+      *SegmentVolume(*bank_, volume_, *ParsePolicy("dynamic+pM1:50", *bank_));
+  int routed_slices = 0;
+  for (int z = 0; z < 24; ++z) {
+    EXPECT_EQ(to_m1.slices[z].route == 0, plain.slices[z].route == 0) << z;
+    if (plain.slices[z].route != 0) {
+      ++routed_slices;
+      EXPECT_EQ(to_m1.slices[z].route, 1) << z;
+    }
+  }
+  EXPECT_GT(routed_slices, 0);
+}
+
 TEST_F(SegmenterTest, CancellationStopsBetweenSlices) {
   int reported = 0;
   SegmentOptions options;
