@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "models/volume/parallel.h"
 
 namespace danet::volume {
 namespace {
@@ -265,14 +265,6 @@ std::vector<double> FitPolynomial(const std::vector<double>& basis, int n_terms,
     for (int b = a + 1; b < n_terms; ++b) normal[a * n_terms + b] = normal[b * n_terms + a];
   }
   return SolveSymmetric(std::move(normal), std::move(right), n_terms);
-}
-
-// Runs fn(c) for every channel c, one thread each.
-template <typename Fn>
-void ForEachChannel(size_t channels, Fn fn) {
-  std::vector<std::thread> threads;
-  for (size_t c = 0; c < channels; ++c) threads.emplace_back([&fn, c] { fn(c); });
-  for (std::thread& t : threads) t.join();
 }
 
 // Each channel's fitted polynomial (empty coefficients: no field), and its mean over the sample.

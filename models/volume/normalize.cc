@@ -2,18 +2,23 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+
+#include "models/volume/parallel.h"
 
 namespace danet::volume {
 
 void NormalizeZScoreBrain(MultiModalVolume* volume) {
   const size_t n = volume->channels[0].size();
-  std::vector<bool> brain(n);
+  // One byte per voxel (not std::vector<bool>'s bits): read by every channel's thread below.
+  std::vector<uint8_t> brain(n);
   for (size_t v = 0; v < n; ++v) {
     float sum = 0;
     for (const auto& channel : volume->channels) sum += channel[v];
     brain[v] = sum > 0;
   }
-  for (auto& channel : volume->channels) {
+  ForEachChannel(volume->channels.size(), [&](size_t c) {
+    std::vector<float>& channel = volume->channels[c];
     double total = 0, total_sq = 0;
     int64_t count = 0;
     for (size_t v = 0; v < n; ++v) {
@@ -28,7 +33,7 @@ void NormalizeZScoreBrain(MultiModalVolume* volume) {
     for (size_t v = 0; v < n; ++v) {
       channel[v] = brain[v] ? static_cast<float>((channel[v] - mean) * scale) : 0.0f;
     }
-  }
+  });
 }
 
 }  // namespace danet::volume

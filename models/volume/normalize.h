@@ -2,7 +2,7 @@
 // networks. Which normalisation a bundle was trained with is its config's business: the engine
 // (models/engine/preprocess.h) reads the bundle's `preprocessing` block and calls one of these.
 //
-// Thread safety: pure functions of their argument.
+// Thread safety: pure functions of their argument (each call runs one thread per channel).
 #ifndef DANET_MODELS_VOLUME_NORMALIZE_H_
 #define DANET_MODELS_VOLUME_NORMALIZE_H_
 

@@ -154,6 +154,49 @@ TEST(BiasCorrectionTest, BackgroundUntouchedAndDeterministic) {
   }
 }
 
+// The correction divides by exp of the very field FitLogBiasFields reports (the two share the fit
+// but evaluate the field separately), for every degree, and for a volume narrower than the
+// polynomial's degree (3 voxels wide, degree 6).
+TEST(BiasCorrectionTest, CorrectionIsTheImageOverExpOfTheFittedField) {
+  const std::vector<float> image = WithField(Tissue(/*lesion=*/true, 6));
+  for (int degree = 1; degree <= kMaxBiasDegree; ++degree) {
+    BiasCorrectionOptions options;
+    options.degree = degree;
+    const std::vector<std::vector<float>> fields = FitLogBiasFields({&image}, kDims, options);
+    MultiModalVolume v = Volume(image);
+    CorrectBiasField(&v, options);
+    double worst = 0;
+    int64_t changed = 0;
+    for (size_t i = 0; i < image.size(); ++i) {
+      if (image[i] <= 0) continue;
+      const double expected = image[i] * std::exp(-static_cast<double>(fields[0][i]));
+      worst = std::max(worst, std::abs(v.channels[0][i] / expected - 1.0));
+      changed += v.channels[0][i] != image[i];
+    }
+    EXPECT_LT(worst, 1e-6) << "poly" << degree;
+    EXPECT_GT(changed, 1000) << "poly" << degree;
+  }
+  // A volume 3 voxels wide, fitted with degree 6.
+  const std::array<int64_t, 3> narrow = {3, 60, 60};
+  std::mt19937 rng(8);
+  std::uniform_real_distribution<float> tissue(100, 200);
+  std::vector<float> thin(3 * 60 * 60);
+  for (size_t i = 0; i < thin.size(); ++i) {
+    thin[i] = tissue(rng) * static_cast<float>(std::exp(0.002 * static_cast<double>(i % 3600)));
+  }
+  BiasCorrectionOptions options;
+  options.degree = kMaxBiasDegree;
+  const std::vector<std::vector<float>> fields = FitLogBiasFields({&thin}, narrow, options);
+  MultiModalVolume v;
+  v.geometry = MakeGeometry(narrow, {1, 1, 1}, {0, 0, 0});
+  for (auto& channel : v.channels) channel = thin;
+  CorrectBiasField(&v, options);
+  for (size_t i = 0; i < thin.size(); ++i) {
+    const double expected = thin[i] * std::exp(-static_cast<double>(fields[0][i]));
+    ASSERT_NEAR(v.channels[0][i] / expected, 1.0, 1e-6) << i;
+  }
+}
+
 TEST(BiasCorrectionTest, TooFewVoxelsLeaveTheChannelAlone) {
   std::vector<float> image(kDims[0] * kDims[1] * kDims[2], 0.0f);
   for (int i = 0; i < 50; ++i) image[i * 7] = 100.0f + i;
