@@ -1,8 +1,12 @@
 #include "models/volume/gzip.h"
 
+#include <libdeflate.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <memory>
+#include <optional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -82,9 +86,34 @@ absl::StatusOr<std::string> Inflate(std::string_view bytes, int64_t max_bytes, b
   return out;
 }
 
+// libdeflate inflates a whole buffer about 4x faster than zlib's streaming inflate
+// (docs/benchmarks.md, session 27), but only into an output of known size: the trailer's hint.
+// Empty when it cannot (no hint, the hint too small, corrupt data): zlib then decides, with its
+// errors and its bounds, so the fast path never changes what is accepted or what an error says.
+// Like zlib's inflate, it reads the first gzip member only. The output is filled to the hint
+// before it is known to be right, which touches no more memory than zlib would for a stream
+// that really inflates to max_bytes (the hint is capped as InflatedSizeHint says).
+std::optional<std::string> FastGunzip(std::string_view bytes, int64_t max_bytes) {
+  const int64_t hint = InflatedSizeHint(bytes, max_bytes);
+  if (hint <= 0) return std::nullopt;
+  const std::unique_ptr<libdeflate_decompressor, decltype(&libdeflate_free_decompressor)>
+      decompressor(libdeflate_alloc_decompressor(), &libdeflate_free_decompressor);
+  if (decompressor == nullptr) return std::nullopt;
+  std::string out(static_cast<size_t>(hint), '\0');
+  size_t used = 0;
+  size_t written = 0;
+  if (libdeflate_gzip_decompress_ex(decompressor.get(), bytes.data(), bytes.size(), out.data(),
+                                    out.size(), &used, &written) != LIBDEFLATE_SUCCESS) {
+    return std::nullopt;
+  }
+  out.resize(written);
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> Gunzip(std::string_view bytes, int64_t max_bytes) {
+  if (std::optional<std::string> fast = FastGunzip(bytes, max_bytes)) return *std::move(fast);
   return Inflate(bytes, max_bytes, /*prefix=*/false);
 }
 

@@ -14,8 +14,9 @@ namespace danet::volume {
 // True when `bytes` starts with the gzip magic (1f 8b).
 bool IsGzip(std::string_view bytes);
 
-// Inflates a gzip stream. InvalidArgument for corrupt or truncated data, or when the output
-// would exceed `max_bytes`.
+// Inflates a gzip stream (its first member, as gzip -d would read a single-member file):
+// libdeflate in one pass when the trailer's size is right, else zlib. InvalidArgument for corrupt
+// or truncated data, or when the output would exceed `max_bytes`.
 absl::StatusOr<std::string> Gunzip(std::string_view bytes, int64_t max_bytes);
 
 // The first `max_bytes` bytes a gzip stream inflates to (fewer when it is shorter), inflating

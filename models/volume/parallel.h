@@ -1,7 +1,7 @@
 // Running per-channel work of a multi-modal volume on threads: the channels of a case are
-// independent in the bias fit, its application and the z-scoring, and a case's preprocessing runs
-// while no model does, so each channel gets a thread of its own (four on the two-core machine
-// measured in docs/benchmarks.md).
+// independent in decoding (one file each), the bias fit, its application and the z-scoring, and a
+// case's decoding and preprocessing run while no model does, so each channel gets a thread of its
+// own (four on the two-core machine measured in docs/benchmarks.md).
 //
 // Thread safety: fn(c) runs concurrently for different c; it must touch only channel c's data
 // (and read shared inputs).

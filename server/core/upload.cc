@@ -1,13 +1,13 @@
 #include "server/core/upload.h"
 
 #include <algorithm>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "models/dicom/element_scan.h"
 #include "models/engine/preprocess.h"
+#include "models/volume/parallel.h"
 
 namespace danet::service {
 namespace {
@@ -267,22 +267,20 @@ absl::StatusOr<volume::MultiModalVolume> Upload::DecodeNiftiFiles() {
   std::array<volume::Volume, volume::kNumModalities> volumes;
   std::array<std::string, volume::kNumModalities> names;
   std::vector<absl::Status> errors(files_.size());
-  std::vector<std::thread> threads;
   for (size_t i = 0; i < files_.size(); ++i) {
-    const int m = modality_of_file_[i];
-    names[m] = FileLabel(header_, static_cast<int>(i));
-    threads.emplace_back([this, i, m, &volumes, &names, &errors] {
-      absl::StatusOr<volume::Volume> decoded =
-          volume::DecodeNifti(files_[i], names[m], limits_.nifti);
-      std::string().swap(files_[i]);
-      if (decoded.ok()) {
-        volumes[m] = *std::move(decoded);
-      } else {
-        errors[i] = decoded.status();
-      }
-    });
+    names[modality_of_file_[i]] = FileLabel(header_, static_cast<int>(i));
   }
-  for (std::thread& t : threads) t.join();
+  volume::ForEachChannel(files_.size(), [this, &volumes, &names, &errors](size_t i) {
+    const int m = modality_of_file_[i];
+    absl::StatusOr<volume::Volume> decoded =
+        volume::DecodeNifti(files_[i], names[m], limits_.nifti);
+    std::string().swap(files_[i]);
+    if (decoded.ok()) {
+      volumes[m] = *std::move(decoded);
+    } else {
+      errors[i] = decoded.status();
+    }
+  });
   for (const absl::Status& e : errors) {
     if (!e.ok()) return e;
   }

@@ -249,6 +249,23 @@ TEST(NiftiTest, GunzipWritesItsOutputIntoOneBufferOfTheTrailersSize) {
   EXPECT_THAT(Gunzip(forged, 1024 * 1024).status().message(), HasSubstr("gzip"));
 }
 
+TEST(NiftiTest, GunzipReadsTheFirstMemberWhateverTheLastTrailerSays) {
+  // The trailer's size hint comes from the last member: larger than the first member's output
+  // (libdeflate inflates the first member into a buffer too big, cut to size) or smaller (it
+  // does not fit, and zlib's streaming inflate reads it). Both read the first member only.
+  const std::string first(200'000, 'a');
+  for (const size_t second_size : {size_t{10}, size_t{900'000}}) {
+    const std::string gz = *Gzip(first) + *Gzip(std::string(second_size, 'b'));
+    absl::StatusOr<std::string> out = Gunzip(gz, 64 * 1024 * 1024);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(*out, first) << "second member of " << second_size << " bytes";
+  }
+  // A trailer whose size is wrong but within the bound fails zlib's length check too.
+  std::string wrong = *Gzip(first);
+  wrong[wrong.size() - 4] = static_cast<char>(wrong[wrong.size() - 4] ^ 1);
+  EXPECT_THAT(Gunzip(wrong, 64 * 1024 * 1024).status().message(), HasSubstr("gzip"));
+}
+
 TEST(NiftiTest, LabelsMustBeSmallIntegers) {
   std::vector<float> voxels(24, 1.0f);
   voxels[5] = 2.5f;
