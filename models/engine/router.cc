@@ -63,6 +63,15 @@ absl::Status ParsePreference(const std::string& text, const std::string& part,
   return absl::OkStatus();
 }
 
+// The q-th quantile of `sorted` (ascending, not empty), linearly interpolated between the values
+// around position q * (size - 1).
+double SortedQuantile(const std::vector<float>& sorted, double q) {
+  const double at = q * static_cast<double>(sorted.size() - 1);
+  const size_t below = static_cast<size_t>(std::floor(at));
+  const size_t above = std::min(below + 1, sorted.size() - 1);
+  return sorted[below] + (at - static_cast<double>(below)) * (sorted[above] - sorted[below]);
+}
+
 }  // namespace
 
 std::string Policy::PreferenceName(const models::Bank& bank) const {
@@ -82,7 +91,8 @@ std::string Policy::Name(const models::Bank& bank) const {
         "dynamic", cost_bias == 0 ? "" : absl::StrCat("@", cost_bias),
         skip_margin == 0 ? "" : absl::StrCat("+m", skip_margin),
         skip_margin == 0 || margin_min_run <= 1 ? "" : absl::StrCat("r", margin_min_run),
-        skip_threshold == 0 ? "" : absl::StrCat("+s", skip_threshold), PreferenceName(bank),
+        skip_threshold == 0 ? "" : absl::StrCat("+s", skip_threshold),
+        skip_dip == 0 ? "" : absl::StrCat("+d", skip_dip), PreferenceName(bank),
         follow_tumour == 0 ? "" : absl::StrCat("+f", follow_tumour),
         follow_tumour == 0 || follow_min_voxels == kDefaultFollowMinVoxels
             ? ""
@@ -114,6 +124,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     }
     bool margin_seen = false;
     bool threshold_seen = false;
+    bool dip_seen = false;
     bool follow_seen = false;
     bool clean_seen = false;
     bool enhancing_seen = false;
@@ -144,6 +155,14 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
             !(policy.skip_threshold >= 0 && policy.skip_threshold <= 1)) {
           return absl::InvalidArgumentError(absl::StrCat(
               "policy '", text, "': the skip threshold after '+s' is not a number in 0..1"));
+        }
+      } else if (!part.empty() && part[0] == 'd' && !dip_seen) {
+        dip_seen = true;
+        if (!absl::SimpleAtod(part.substr(1), &policy.skip_dip) ||
+            !(policy.skip_dip == 0 || (policy.skip_dip >= 1 && policy.skip_dip <= kMaxSkipDip))) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("policy '", text,
+                           "': the skip dip after '+d' is not 0 or a number in 1..", kMaxSkipDip));
         }
       } else if (!part.empty() && part[0] == 'p') {
         if (absl::Status status =
@@ -183,8 +202,9 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             "policy '", text, "': '+", part,
-            "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>', a model preference "
-            "'+p<model id>:<P>', a tumour-following depth '+f<K>[v<N>]', a smallest tumour "
+            "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>', a skip dip '+d<K>', a "
+            "model preference '+p<model id>:<P>', a tumour-following depth '+f<K>[v<N>]', a "
+            "smallest tumour "
             "component '+c<K>' or a smallest enhancing-tumour volume '+e<K>' (each at most "
             "once, '+p' once per model)"));
       }
@@ -207,10 +227,11 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     return absl::InvalidArgumentError(absl::StrCat("policy '", text, "': no bank model '", id,
                                                    "' (the bank has ", KnownModels(bank), ")"));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "policy '", text,
-      "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>][+p<model>:<preference>]"
-      "[+f<follow>[v<voxels>]][+c<voxels>][+e<voxels>]' or 'static:<model id>'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("policy '", text,
+                   "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>][+d<dip>]"
+                   "[+p<model>:<preference>]"
+                   "[+f<follow>[v<voxels>]][+c<voxels>][+e<voxels>]' or 'static:<model id>'"));
 }
 
 absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy* policy) {
@@ -264,6 +285,29 @@ int DecideRoute(const float* probabilities, const std::vector<double>& route_gma
   }
   const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());
   return 1 + BiasedRoute(probabilities + 1, model_gmacs, policy.cost_bias, policy.model_preference);
+}
+
+std::vector<int> RouteSkipDips(const std::vector<int>& routes,
+                               const std::vector<SliceResult>& slices,
+                               const std::vector<bool>& eligible,
+                               const std::vector<double>& route_gmacs, const Policy& policy) {
+  std::vector<float> skipped;
+  for (size_t z = 0; z < routes.size(); ++z) {
+    if (routes[z] == 0 && eligible[z]) skipped.push_back(slices[z].probabilities[0]);
+  }
+  if (policy.skip_dip <= 0 || static_cast<int>(skipped.size()) < kSkipDipMinSlices) return routes;
+  std::sort(skipped.begin(), skipped.end());
+  const double median = SortedQuantile(skipped, 0.5);
+  const double limit =
+      median - policy.skip_dip * (median - SortedQuantile(skipped, kSkipDipQuantile));
+  const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());
+  std::vector<int> dipped = routes;
+  for (size_t z = 0; z < routes.size(); ++z) {
+    if (routes[z] != 0 || !eligible[z] || !(slices[z].probabilities[0] < limit)) continue;
+    dipped[z] = 1 + BiasedRoute(slices[z].probabilities.data() + 1, model_gmacs, policy.cost_bias,
+                                policy.model_preference);
+  }
+  return dipped;
 }
 
 std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<SliceResult>& slices,

@@ -24,6 +24,11 @@ inline constexpr int kMaxSkipMargin = 32;
 inline constexpr int kDefaultFollowMinVoxels = 5;
 inline constexpr int kMaxMinComponent = 100000;
 inline constexpr double kMaxModelPreference = 100;
+inline constexpr double kMaxSkipDip = 100;
+// Policy::skip_dip's reference: the median and this quantile of the skipped slices' skip
+// probabilities, over at least kSkipDipMinSlices such slices.
+inline constexpr double kSkipDipQuantile = 0.1;
+inline constexpr int kSkipDipMinSlices = 20;
 
 // Which slices go where.
 struct Policy {
@@ -49,6 +54,17 @@ struct Policy {
   // not below the other routes'; a threshold above 0.5 trades a few tumour-free slices for
   // tumour-slice recall (docs/routing.md).
   double skip_threshold = 0;
+  // kDynamic only: route the volume's dips. Among the tissue slices the decision network skips,
+  // with m the median of their skip probabilities and q the kSkipDipQuantile-th quantile, a
+  // slice whose skip probability is under m - skip_dip * (m - q) takes its best model (cost
+  // bias and preference as above). The network gives a small lesion's slices a lower skip
+  // probability than the same volume's healthy slices, but often not under one half; under an
+  // appearance shift every slice's skip probability falls and spreads, and the rule, measured
+  // against the volume's own slices, asks for a deeper dip there. With skip_dip >= 1 it routes
+  // only slices under the quantile: at most about a tenth of the skipped slices. Combined with
+  // follow_tumour, one routed slice of a lesion is enough to segment the rest of it
+  // (docs/routing.md). 0: off; otherwise 1..kMaxSkipDip.
+  double skip_dip = 0;
   // kDynamic only: follow the tumour. Once the routed slices are segmented, a skipped slice
   // next to (z +/- 1) a segmented slice whose mask holds at least follow_min_voxels tumour
   // voxels is segmented too, with that slice's model, and so on outward, at most follow_tumour
@@ -83,15 +99,16 @@ struct Policy {
   // re-ranks them for the bank it now serves without retraining (docs/routing.md).
   std::vector<double> model_preference;
   // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "dynamic+m2r2", "dynamic+m2+s0.9",
-  // "dynamic+f4", "dynamic+f4v20", "dynamic+f4+c30", "dynamic+f4+c30+e10", "dynamic+pM2:1+f4",
-  // "static:<id>"
+  // "dynamic+d1.5", "dynamic+f4", "dynamic+f4v20", "dynamic+f4+c30", "dynamic+f4+c30+e10",
+  // "dynamic+pM2:1+f4", "static:<id>"
   std::string Name(const models::Bank& bank) const;
   // The '+p<model id>:<preference>' parts of Name, in bank order ("" without a preference).
   std::string PreferenceName(const models::Bank& bank) const;
 };
 
 // Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]][+s<skip threshold>]
-// [+p<model id>:<preference>]...[+f<follow tumour>[v<follow min voxels>]][+c<min component>]
+// [+d<skip dip>][+p<model id>:<preference>]...[+f<follow tumour>[v<follow min voxels>]][+c<min
+// component>]
 // [+e<min enhancing>]" (the '+' parts in any order, each at most once, '+p' once per model) or
 // "static:<model id>"; InvalidArgument names an unknown model and lists the known ones. An empty
 // text is the bundle's default_policy ("dynamic" when it has none).
@@ -115,6 +132,15 @@ int BiasedRoute(const float* probabilities, const std::vector<double>& route_gma
 // under the preference (the preference never decides skip).
 int DecideRoute(const float* probabilities, const std::vector<double>& route_gmacs,
                 const Policy& policy);
+
+// Applies Policy::skip_dip to the decision network's routes (slices[z].probabilities holds slice
+// z's; eligible[z]: slice z holds tissue): the skipped eligible slices whose skip probability
+// lies under the dip limit get their best model under the policy's cost bias and preference.
+// Unchanged when the policy has no dip or fewer than kSkipDipMinSlices slices are skipped.
+std::vector<int> RouteSkipDips(const std::vector<int>& routes,
+                               const std::vector<SliceResult>& slices,
+                               const std::vector<bool>& eligible,
+                               const std::vector<double>& route_gmacs, const Policy& policy);
 
 // Applies Policy::skip_margin to the decision network's routes (slices[z].probabilities holds
 // slice z's): every skipped slice within `margin` slices of a routed one, in a run of at least

@@ -184,6 +184,9 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
           routes[z] = DecideRoute(p.data_ptr<float>(), route_gmacs, policy);
         }
       }
+      if (policy.skip_dip > 0) {
+        routes = RouteSkipDips(routes, result.slices, has_tissue, route_gmacs, policy);
+      }
       if (policy.skip_margin > 0) {
         routes = WidenRoutes(routes, result.slices, route_gmacs, policy.cost_bias,
                              policy.skip_margin, policy.margin_min_run, policy.model_preference);

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <random>
 #include <set>
@@ -521,6 +523,140 @@ TEST_F(SegmenterTest, SkipThresholdSkipsOnlyConfidentSlices) {
     EXPECT_LE(skipped, previous_skipped) << t;
     previous_skipped = skipped;
   }
+}
+
+TEST_F(SegmenterTest, SkipDipRoutesOnlyTheVolumesDeepDips) {
+  const Policy dip = *ParsePolicy("dynamic+pM2:1+d1.5+f4", *bank_);
+  EXPECT_EQ(dip.skip_dip, 1.5);
+  EXPECT_EQ(dip.Name(*bank_), "dynamic+d1.5+pM2:1+f4");
+  EXPECT_EQ(ParsePolicy(dip.Name(*bank_), *bank_)->Name(*bank_), dip.Name(*bank_));
+  EXPECT_EQ(ParsePolicy("dynamic+d0", *bank_)->Name(*bank_), "dynamic");
+  for (const char* bad : {"dynamic+d", "dynamic+d0.5", "dynamic+d101", "dynamic+dx", "dynamic+dnan",
+                          "dynamic+d-1", "dynamic+d1+d2"}) {
+    EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_THAT(ParsePolicy("dynamic+d0.5", *bank_).status().message(),
+              ::testing::HasSubstr("the skip dip after '+d' is not 0 or a number in 1..100"));
+
+  // 40 slices: 0 and 39 without tissue, 10..19 routed to M3, the other 28 skipped with skip
+  // probabilities 0.8 + 0.005 z, except 25..27, which dip to 0.5, 0.6 and 0.75. Over the 28
+  // skipped slices the median is 0.9075 and the tenth percentile 0.7885.
+  const std::vector<double> costs = {0, 1, 2, 4, 8};
+  std::vector<int> routes(40, 0);
+  std::vector<bool> eligible(40, true);
+  eligible[0] = eligible[39] = false;
+  std::vector<SliceResult> slices(40);
+  std::vector<float> skipped;
+  for (int z = 0; z < 40; ++z) {
+    float skip = 0.8f + 0.005f * static_cast<float>(z);
+    if (z >= 25 && z <= 27) skip = std::array<float, 3>{0.5f, 0.6f, 0.75f}[z - 25];
+    if (!eligible[z]) skip = 1.0f;
+    const float rest = (1.0f - skip) / 4;
+    slices[z].probabilities = {skip, rest, rest * 1.5f, rest * 0.5f, rest};  // best model: M2
+    if (z >= 10 && z < 20) {
+      routes[z] = 3;
+      slices[z].probabilities = {0.1f, 0.1f, 0.2f, 0.5f, 0.1f};
+    } else if (eligible[z]) {
+      skipped.push_back(skip);
+    }
+  }
+  ASSERT_EQ(skipped.size(), 28u);
+  std::sort(skipped.begin(), skipped.end());
+  const auto quantile = [&skipped](double q) {
+    const double at = q * 27;
+    const size_t below = static_cast<size_t>(at);
+    return skipped[below] + (at - below) * (skipped[below + 1] - skipped[below]);
+  };
+  const double median = quantile(0.5), tenth = quantile(0.1);
+  Policy policy;
+  policy.skip_dip = 1.5;
+  const std::vector<int> dipped = RouteSkipDips(routes, slices, eligible, costs, policy);
+  for (int z = 0; z < 40; ++z) {
+    const bool under = eligible[z] && routes[z] == 0 &&
+                       slices[z].probabilities[0] < median - 1.5 * (median - tenth);
+    EXPECT_EQ(dipped[z], under ? 2 : routes[z]) << z;
+  }
+  EXPECT_EQ(dipped[25], 2) << "the 0.5 dip is routed, to the network's best model";
+  EXPECT_EQ(dipped[26], 2);
+  EXPECT_EQ(dipped[27], 0) << "0.75 is not deep enough for a dip of 1.5 in this volume";
+  policy.skip_dip = 1;
+  EXPECT_EQ(RouteSkipDips(routes, slices, eligible, costs, policy)[27], 2);
+  // The preference and the cost bias pick the model, as for every other route.
+  policy.model_preference = {0, 0, 0, 5};
+  EXPECT_EQ(RouteSkipDips(routes, slices, eligible, costs, policy)[25], 4);
+  policy.model_preference.clear();
+  policy.cost_bias = 1000;
+  EXPECT_EQ(RouteSkipDips(routes, slices, eligible, costs, policy)[25], 1);
+  policy.cost_bias = 0;
+  // A very deep limit routes nothing; so do too few skipped slices, or no dip.
+  policy.skip_dip = 100;
+  EXPECT_EQ(RouteSkipDips(routes, slices, eligible, costs, policy), routes);
+  policy.skip_dip = 1;
+  std::vector<int> mostly_routed = routes;
+  for (int z = 20; z < 30; ++z) mostly_routed[z] = 3;
+  EXPECT_EQ(RouteSkipDips(mostly_routed, slices, eligible, costs, policy), mostly_routed)
+      << "18 skipped slices are too few to say what is typical";
+  policy.skip_dip = 0;
+  EXPECT_EQ(RouteSkipDips(routes, slices, eligible, costs, policy), routes);
+
+  // Whatever the probabilities, a dip of at least 1 routes only slices under the skipped
+  // slices' tenth percentile: never more than a tenth of them.
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<SliceResult> random(200);
+    for (SliceResult& s : random) {
+      const float skip = std::pow(uniform(rng), trial % 5 == 0 ? 0.05f : 1.0f);
+      s.probabilities = {skip, (1 - skip) / 4, (1 - skip) / 4, (1 - skip) / 4, (1 - skip) / 4};
+    }
+    policy.skip_dip = 1 + trial % 3;
+    const std::vector<int> r = RouteSkipDips(std::vector<int>(200, 0), random,
+                                             std::vector<bool>(200, true), costs, policy);
+    EXPECT_LE(std::count_if(r.begin(), r.end(), [](int route) { return route != 0; }), 20) << trial;
+  }
+
+  // In the engine: a taller volume (the fixture's slices repeated) with the dip routes exactly
+  // what RouteSkipDips adds to the plain routes, and skips nothing the plain policy routes.
+  volume::MultiModalVolume tall;
+  tall.geometry = volume::MakeGeometry({64, 48, 72}, {1, 1, 1}, {0, 0, 0});
+  for (size_t c = 0; c < 4; ++c) {
+    for (int64_t z = 0; z < 72; ++z) {
+      const auto from = volume_.channels[c].begin() + (z % 24) * 64 * 48;
+      tall.channels[c].insert(tall.channels[c].end(), from, from + 64 * 48);
+    }
+  }
+  // A softer classifier than the fixture's, leaning to skip, so that most slices are skipped
+  // with skip probabilities that spread.
+  std::unique_ptr<models::Bank> soft = MakeBank(/*channels_last=*/false);
+  for (auto& [name, tensor] : soft->decision().NamedState()) {
+    if (name == "classifier.weight") {
+      torch::NoGradGuard no_grad;
+      tensor.div_(200.0);  // the fixture's scale undone
+      tensor[0].add_(2.0);
+    }
+  }
+  const VolumeResult plain = *SegmentVolume(*soft, tall, *ParsePolicy("dynamic", *soft));
+  const VolumeResult with_dip = *SegmentVolume(*soft, tall, *ParsePolicy("dynamic+d1", *soft));
+  std::vector<int> plain_routes;
+  std::vector<bool> tissue;
+  for (const SliceResult& s : plain.slices) {
+    plain_routes.push_back(s.route);
+    tissue.push_back(s.index % 24 >= 2);
+  }
+  std::vector<double> route_gmacs = {0};
+  for (int i = 0; i < soft->size(); ++i)
+    route_gmacs.push_back(soft->model_config(i).gmacs_per_slice());
+  Policy d1;
+  d1.skip_dip = 1;
+  const std::vector<int> expected =
+      RouteSkipDips(plain_routes, plain.slices, tissue, route_gmacs, d1);
+  int added = 0;
+  for (int z = 0; z < 72; ++z) {
+    EXPECT_EQ(with_dip.slices[z].route, expected[z]) << z;
+    if (plain_routes[z] != 0) EXPECT_EQ(with_dip.slices[z].route, plain_routes[z]) << z;
+    added += with_dip.slices[z].route != 0 && plain_routes[z] == 0;
+  }
+  EXPECT_GT(added, 0) << "the test volume should have a dip to route";
 }
 
 TEST_F(SegmenterTest, ModelPreferenceReranksTheModelsButNeverDecidesSkip) {
