@@ -204,8 +204,8 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
             "policy '", text, "': '+", part,
             "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>', a skip dip '+d<K>', a "
             "model preference '+p<model id>:<P>', a tumour-following depth '+f<K>[v<N>]', a "
-            "smallest tumour "
-            "component '+c<K>' or a smallest enhancing-tumour volume '+e<K>' (each at most "
+            "smallest tumour component '+c<K>' or a smallest enhancing-tumour volume '+e<K>' (each "
+            "at most "
             "once, '+p' once per model)"));
       }
     }
@@ -291,11 +291,12 @@ std::vector<int> RouteSkipDips(const std::vector<int>& routes,
                                const std::vector<SliceResult>& slices,
                                const std::vector<bool>& eligible,
                                const std::vector<double>& route_gmacs, const Policy& policy) {
+  if (policy.skip_dip <= 0) return routes;
   std::vector<float> skipped;
   for (size_t z = 0; z < routes.size(); ++z) {
     if (routes[z] == 0 && eligible[z]) skipped.push_back(slices[z].probabilities[0]);
   }
-  if (policy.skip_dip <= 0 || static_cast<int>(skipped.size()) < kSkipDipMinSlices) return routes;
+  if (static_cast<int>(skipped.size()) < kSkipDipMinSlices) return routes;
   std::sort(skipped.begin(), skipped.end());
   const double median = SortedQuantile(skipped, 0.5);
   const double limit =
