@@ -72,6 +72,37 @@ double SortedQuantile(const std::vector<float>& sorted, double q) {
   return sorted[below] + (at - static_cast<double>(below)) * (sorted[above] - sorted[below]);
 }
 
+// The best of routes first..N-1 (N = route_gmacs.size()) by BiasedRoute's score, with
+// preference[i - first] added to route i's (preference empty: none). Route 0 costs 0, so the
+// costliest route is the costliest model whatever `first` is.
+int BestRouteFrom(int first, const float* probabilities, const std::vector<double>& route_gmacs,
+                  double cost_bias, const std::vector<double>& preference) {
+  int best = first;
+  double best_score = -std::numeric_limits<double>::infinity();
+  const double largest = *std::max_element(route_gmacs.begin(), route_gmacs.end());
+  const bool plain = cost_bias == 0 && preference.empty();
+  for (size_t i = static_cast<size_t>(first); i < route_gmacs.size(); ++i) {
+    // With neither a bias nor a preference this is argmax p_i (ties to the first), exactly the
+    // unbiased route.
+    const double score = plain ? probabilities[i]
+                               : std::log(std::max(probabilities[i], 1e-30f)) -
+                                     cost_bias * route_gmacs[i] / largest +
+                                     (preference.empty() ? 0.0 : preference[i - first]);
+    if (score > best_score) {
+      best_score = score;
+      best = static_cast<int>(i);
+    }
+  }
+  return best;
+}
+
+// The best model (a route >= 1) for a slice that is not skipped, under the cost bias and the
+// model preference (one value per model, or empty).
+int BestModelRoute(const float* probabilities, const std::vector<double>& route_gmacs,
+                   double cost_bias, const std::vector<double>& model_preference) {
+  return BestRouteFrom(1, probabilities, route_gmacs, cost_bias, model_preference);
+}
+
 }  // namespace
 
 std::string Policy::PreferenceName(const models::Bank& bank) const {
@@ -255,23 +286,7 @@ absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy*
 
 int BiasedRoute(const float* probabilities, const std::vector<double>& route_gmacs,
                 double cost_bias, const std::vector<double>& preference) {
-  int best = 0;
-  double best_score = -std::numeric_limits<double>::infinity();
-  const double largest = *std::max_element(route_gmacs.begin(), route_gmacs.end());
-  const bool plain = cost_bias == 0 && preference.empty();
-  for (size_t i = 0; i < route_gmacs.size(); ++i) {
-    // With neither a bias nor a preference this is argmax p_i (ties to the first), exactly the
-    // unbiased route.
-    const double score = plain ? probabilities[i]
-                               : std::log(std::max(probabilities[i], 1e-30f)) -
-                                     cost_bias * route_gmacs[i] / largest +
-                                     (preference.empty() ? 0.0 : preference[i]);
-    if (score > best_score) {
-      best_score = score;
-      best = static_cast<int>(i);
-    }
-  }
-  return best;
+  return BestRouteFrom(0, probabilities, route_gmacs, cost_bias, preference);
 }
 
 int DecideRoute(const float* probabilities, const std::vector<double>& route_gmacs,
@@ -283,8 +298,7 @@ int DecideRoute(const float* probabilities, const std::vector<double>& route_gma
   } else if (probabilities[0] >= policy.skip_threshold) {
     return 0;
   }
-  const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());
-  return 1 + BiasedRoute(probabilities + 1, model_gmacs, policy.cost_bias, policy.model_preference);
+  return BestModelRoute(probabilities, route_gmacs, policy.cost_bias, policy.model_preference);
 }
 
 std::vector<int> RouteSkipDips(const std::vector<int>& routes,
@@ -301,12 +315,11 @@ std::vector<int> RouteSkipDips(const std::vector<int>& routes,
   const double median = SortedQuantile(skipped, 0.5);
   const double limit =
       median - policy.skip_dip * (median - SortedQuantile(skipped, kSkipDipQuantile));
-  const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());
   std::vector<int> dipped = routes;
   for (size_t z = 0; z < routes.size(); ++z) {
     if (routes[z] != 0 || !eligible[z] || !(slices[z].probabilities[0] < limit)) continue;
-    dipped[z] = 1 + BiasedRoute(slices[z].probabilities.data() + 1, model_gmacs, policy.cost_bias,
-                                policy.model_preference);
+    dipped[z] = BestModelRoute(slices[z].probabilities.data(), route_gmacs, policy.cost_bias,
+                               policy.model_preference);
   }
   return dipped;
 }
@@ -316,7 +329,6 @@ std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<S
                              int min_run, const std::vector<double>& model_preference) {
   std::vector<int> widened = routes;
   const int64_t depth = static_cast<int64_t>(routes.size());
-  const std::vector<double> model_gmacs(route_gmacs.begin() + 1, route_gmacs.end());
   // run[z]: the length of the run of consecutive routed slices that holds z (0 when skipped).
   std::vector<int64_t> run(depth, 0);
   for (int64_t begin = 0; begin < depth;) {
@@ -333,8 +345,8 @@ std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<S
       near_routed = run[n] >= std::max(min_run, 1);
     }
     if (near_routed) {
-      widened[z] = 1 + BiasedRoute(slices[z].probabilities.data() + 1, model_gmacs, cost_bias,
-                                   model_preference);
+      widened[z] =
+          BestModelRoute(slices[z].probabilities.data(), route_gmacs, cost_bias, model_preference);
     }
   }
   return widened;
