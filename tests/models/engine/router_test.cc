@@ -19,7 +19,9 @@ TEST(ApplyPolicyOverridesTest, ZeroKeepsThePolicysOwnValues) {
   ASSERT_TRUE(ApplyPolicyOverrides(0, 0, &policy).ok());
   EXPECT_EQ(policy.cost_bias, 0.25);
   EXPECT_EQ(policy.skip_margin, 3);
-  Policy fixed{Policy::Kind::kStatic, 2};
+  Policy fixed;
+  fixed.kind = Policy::Kind::kStatic;
+  fixed.static_model = 2;
   EXPECT_TRUE(ApplyPolicyOverrides(0, 0, &fixed).ok()) << "nothing asked of a static policy";
 }
 
@@ -31,7 +33,9 @@ TEST(ApplyPolicyOverridesTest, SetsBiasAndMarginOnDynamicPolicies) {
 }
 
 TEST(ApplyPolicyOverridesTest, ErrorsNameTheField) {
-  Policy fixed{Policy::Kind::kStatic, 0};
+  Policy fixed;
+  fixed.kind = Policy::Kind::kStatic;
+  fixed.static_model = 0;
   EXPECT_THAT(ApplyPolicyOverrides(1, 0, &fixed).message(),
               HasSubstr("cost_bias: must be a finite number, and only applies to the dynamic"));
   EXPECT_THAT(ApplyPolicyOverrides(0, 1, &fixed).message(),

@@ -653,7 +653,9 @@ TEST_F(SegmenterTest, SkipDipRoutesOnlyTheVolumesDeepDips) {
   int added = 0;
   for (int z = 0; z < 72; ++z) {
     EXPECT_EQ(with_dip.slices[z].route, expected[z]) << z;
-    if (plain_routes[z] != 0) EXPECT_EQ(with_dip.slices[z].route, plain_routes[z]) << z;
+    if (plain_routes[z] != 0) {
+      EXPECT_EQ(with_dip.slices[z].route, plain_routes[z]) << z;
+    }
     added += with_dip.slices[z].route != 0 && plain_routes[z] == 0;
   }
   EXPECT_GT(added, 0) << "the test volume should have a dip to route";
