@@ -236,8 +236,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
             "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>', a skip dip '+d<K>', a "
             "model preference '+p<model id>:<P>', a tumour-following depth '+f<K>[v<N>]', a "
             "smallest tumour component '+c<K>' or a smallest enhancing-tumour volume '+e<K>' (each "
-            "at most "
-            "once, '+p' once per model)"));
+            "at most once, '+p' once per model)"));
       }
     }
     // Preferences of 0 only are none: the plain argmax, bit for bit.
