@@ -19,6 +19,8 @@
 
 ABSL_FLAG(std::string, case_dir, "", "BraTS-layout case folder (four modalities).");
 ABSL_FLAG(int, degree, 2, "Polynomial degree of the field (the bundle's polyN).");
+ABSL_FLAG(int64_t, max_samples, danet::volume::BiasCorrectionOptions{}.max_samples,
+          "At most this many voxels enter the fit (BiasCorrectionOptions.max_samples).");
 ABSL_FLAG(int, repeats, 7, "Timed runs, each on a fresh copy of the decoded case.");
 
 namespace {
@@ -41,6 +43,7 @@ int main(int argc, char** argv) {
   }
   danet::volume::BiasCorrectionOptions options;
   options.degree = absl::GetFlag(FLAGS_degree);
+  options.max_samples = absl::GetFlag(FLAGS_max_samples);
   const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
   double best_wall = 1e30, total_wall = 0, best_cpu = 1e30;
   danet::volume::MultiModalVolume volume;

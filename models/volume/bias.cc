@@ -13,10 +13,6 @@ namespace {
 
 // Fewer non-zero voxels than this in the fit's sample: no field.
 constexpr int64_t kMinSamples = 200;
-// At most this many samples (the stride doubles for large volumes): enough for a field with a
-// few dozen coefficients, and the sample's memory bounded whatever the volume (its monomials and
-// log intensities in doubles: 17 MB for poly2, 106 MB for poly6).
-constexpr int64_t kMaxSamples = 150000;
 
 // The monomials x^i y^j z^k with i + j + k <= degree, as exponent triples.
 std::vector<std::array<int, 3>> Monomials(int degree) {
@@ -146,11 +142,12 @@ std::vector<double> AxisPowers(int64_t size, int degree) {
 
 Sample TakeSample(const std::vector<const std::vector<float>*>& channels,
                   const std::array<int64_t, 3>& dims, const std::vector<std::array<int, 3>>& terms,
-                  const std::array<std::vector<double>, 3>& powers, int degree, int64_t stride) {
+                  const std::array<std::vector<double>, 3>& powers, int degree, int64_t stride,
+                  int64_t max_samples) {
   // One pass picks the voxels: every stride-th positive one, the stride doubled (and every other
-  // pick dropped) whenever there would be more than kMaxSamples.
+  // pick dropped) whenever there would be more than max_samples.
   std::vector<size_t> picked;
-  picked.reserve(kMaxSamples + 1);
+  picked.reserve(max_samples + 1);
   int64_t positive = 0;
   const size_t size = channels[0]->size();
   for (size_t v = 0; v < size; ++v) {
@@ -158,7 +155,7 @@ Sample TakeSample(const std::vector<const std::vector<float>*>& channels,
     for (const std::vector<float>* channel : channels) inside = inside && (*channel)[v] > 0;
     if (!inside || positive++ % stride != 0) continue;
     picked.push_back(v);
-    if (static_cast<int64_t>(picked.size()) > kMaxSamples) {
+    if (static_cast<int64_t>(picked.size()) > max_samples) {
       for (size_t i = 0; 2 * i < picked.size(); ++i) picked[i] = picked[2 * i];
       picked.resize((picked.size() + 1) / 2);
       stride *= 2;
@@ -287,7 +284,8 @@ FittedFields FitFields(const std::vector<const std::vector<float>*>& channels,
   fitted.mean.assign(count, 0.0);
   const int n_terms = static_cast<int>(fitted.terms.size());
   const Sample sample = TakeSample(channels, dims, fitted.terms, fitted.powers, fitted.degree,
-                                   std::max<int64_t>(1, options.sample_stride));
+                                   std::max<int64_t>(1, options.sample_stride),
+                                   std::max(kMinSamples, options.max_samples));
   const size_t n = sample.size();
   if (static_cast<int64_t>(n) < kMinSamples) return fitted;
   const std::vector<double> gram = GramMatrix(sample, n_terms);
