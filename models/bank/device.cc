@@ -83,6 +83,8 @@ void SetUpProcess(int threads) {
   TuneHostMemory();
 }
 
+void RunOnOwnThread(const std::function<void()>& work) { std::thread(work).join(); }
+
 void ReleaseFreeHostMemory() {
 #if defined(__linux__) && defined(__GLIBC__)
   malloc_trim(0);

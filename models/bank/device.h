@@ -6,6 +6,7 @@
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
 
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -41,6 +42,18 @@ void TuneHostMemory();
 // What every binary does first, once its flags are parsed: SetThreads(threads), then
 // TuneHostMemory().
 void SetUpProcess(int threads);
+
+// Runs `work` on a thread of its own and returns when it is done. For a process whose models
+// run on other threads than the main one (the server's workers): do the LibTorch start-up work
+// (loading, the warm-up pass) here, not on the main thread. LibTorch's parallel loops run on
+// OpenMP, and GNU OpenMP keeps a pool of threads for every thread that has run one, until that
+// thread ends. Once the process holds more such threads than cores, every pool's threads sleep
+// at once when a parallel region ends instead of spinning briefly, and each of the thousands of
+// small regions of a case then waits for the kernel to wake them: on the 2-core machine the
+// server's worker ran the decision pass 2x and the bank 1.5x slower after the main thread had
+// loaded the bank (docs/benchmarks.md, "One OpenMP pool"). A thread that ends takes its pool with
+// it, so the worker's pool is then the only one.
+void RunOnOwnThread(const std::function<void()>& work);
 
 // Hands the heap's free memory back to the kernel (malloc_trim): for a server that has gone
 // idle, so that its resident size falls back after a case.

@@ -60,7 +60,9 @@ ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
 ABSL_FLAG(std::string, bundle, "models/bundles/phantom-compact", "Bundle directory.");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads per segmentation (0: all cores).");
-ABSL_FLAG(int, workers, 1, "Segmentations running at once.");
+ABSL_FLAG(int, workers, 1,
+          "Segmentations running at once, each with --threads LibTorch threads (keep workers x "
+          "threads at most the cores: docs/deploy.md).");
 ABSL_FLAG(bool, prepare_ahead, false,
           "Decode and preprocess the next request on a thread of its own as soon as its upload "
           "is complete, so it is ready while a worker computes (one request ahead, when the "
@@ -314,7 +316,14 @@ int Run(const sigset_t& signals) {
   bank_options.channels_last = absl::GetFlag(FLAGS_channels_last);
   if (absl::GetFlag(FLAGS_int8_linear))
     bank_options.int8_linear = true;  // else the bundle's choice
-  auto bank = danet::models::Bank::Load(options.bundle_path, bank_options);
+  // Loaded and warmed up on a thread that then ends, so that the worker's LibTorch thread pool
+  // is the process's only one (device.h, RunOnOwnThread).
+  absl::StatusOr<std::unique_ptr<danet::models::Bank>> bank;
+  absl::Status warm;
+  danet::models::RunOnOwnThread([&] {
+    bank = danet::models::Bank::Load(options.bundle_path, bank_options);
+    if (bank.ok()) warm = danet::service::WarmUp(**bank);
+  });
   if (!bank.ok()) {
     Log("error", std::string(bank.status().message()));
     listeners->Shutdown(std::chrono::system_clock::now());
@@ -328,7 +337,7 @@ int Run(const sigset_t& signals) {
     listeners->Shutdown(std::chrono::system_clock::now());
     return 1;
   }
-  if (absl::Status warm = danet::service::WarmUp(*shared); !warm.ok()) {
+  if (!warm.ok()) {
     Log("error", std::string(warm.message()));
     listeners->Shutdown(std::chrono::system_clock::now());
     return 1;

@@ -1,13 +1,16 @@
-// Host memory settings (models/bank/device.h): what TuneHostMemory changes in glibc's malloc,
-// and when HugePageHint speaks.
+// Host memory and threads (models/bank/device.h): what TuneHostMemory changes in glibc's malloc,
+// when HugePageHint speaks, and that RunOnOwnThread's thread takes LibTorch's pool with it.
 #include "models/bank/device.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <torch/torch.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 
@@ -78,6 +81,38 @@ TEST(HostMemoryTest, HugePageHintIsQuietOnceTheTunableIsSet) {
   }
   if (saved != nullptr) setenv("GLIBC_TUNABLES", before.c_str(), 1);
 }
+
+#if defined(__linux__)
+// The threads of this process.
+int CountThreads() {
+  int threads = 0;
+  for ([[maybe_unused]] const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    ++threads;
+  }
+  return threads;
+}
+
+TEST(ThreadPoolTest, RunOnOwnThreadTakesLibTorchsPoolWithIt) {
+  const int saved = at::get_num_threads();
+  const int before = CountThreads();
+  int during = 0;
+  RunOnOwnThread([&during] {
+    at::set_num_threads(2);
+    const torch::Tensor x = torch::ones({1 << 22});
+    EXPECT_EQ((x * 2).sum().item<float>(), 2.0f * (1 << 22));  // a parallel loop: a pool starts
+    during = CountThreads();
+  });
+  at::set_num_threads(saved);
+  EXPECT_GE(during, before + 2);  // the thread itself and at least one thread of its pool
+  // The pool's threads leave once their master has ended (a bounded wait: they exit on their own).
+  int after = CountThreads();
+  for (int i = 0; i < 200 && after > before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    after = CountThreads();
+  }
+  EXPECT_EQ(after, before);
+}
+#endif
 
 }  // namespace
 }  // namespace danet::models
