@@ -52,7 +52,8 @@ void SetUpProcess(int threads);
 // small regions of a case then waits for the kernel to wake them: on the 2-core machine the
 // server's worker ran the decision pass 2x and the bank 1.5x slower after the main thread had
 // loaded the bank (docs/benchmarks.md, "One OpenMP pool"). A thread that ends takes its pool with
-// it, so the worker's pool is then the only one.
+// it, so the worker's pool is then the only one. `work` must not throw (an exception that leaves
+// it ends the process, as on any thread): return its result through what it captures.
 void RunOnOwnThread(const std::function<void()>& work);
 
 // Hands the heap's free memory back to the kernel (malloc_trim): for a server that has gone

@@ -147,9 +147,10 @@ Sample TakeSample(const std::vector<const std::vector<float>*>& channels,
   // One pass picks the voxels: every stride-th positive one, the stride doubled (and every other
   // pick dropped) whenever there would be more than max_samples.
   std::vector<size_t> picked;
-  picked.reserve(max_samples + 1);
-  int64_t positive = 0;
   const size_t size = channels[0]->size();
+  picked.reserve(
+      static_cast<size_t>(std::min<int64_t>(max_samples, static_cast<int64_t>(size) / stride)) + 1);
+  int64_t positive = 0;
   for (size_t v = 0; v < size; ++v) {
     bool inside = true;
     for (const std::vector<float>* channel : channels) inside = inside && (*channel)[v] > 0;

@@ -39,7 +39,8 @@ struct BiasCorrectionOptions {
   // At most this many voxels enter the fit: the stride doubles (every other pick dropped) until
   // the sample fits. 50 000 (a stride of 32-64 in a BraTS-size head) is plenty for poly2's 10
   // coefficients and keeps the fit's time and memory bounded whatever the volume; 150 000 until
-  // session 30 (Dice within 0.14 points on five sets, docs/benchmarks.md).
+  // session 30 (Dice within 0.14 points on five sets, docs/benchmarks.md). At least 200 (fewer
+  // samples than that fit no field).
   int64_t max_samples = 50000;
   double outlier_sigmas = 2.0;  // robust standard deviations from the fit that count as outliers
 };

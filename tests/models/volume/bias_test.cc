@@ -237,6 +237,13 @@ TEST(BiasCorrectionTest, LargeVolumeIsThinnedAndStillCorrected) {
                              .degree = 1, .sample_stride = stride, .max_samples = max_samples}))
         << "at most " << max_samples;
   }
+  // ... and the cap is the caller's: the two samples differ, and so do their fits.
+  EXPECT_NE(FitLogBiasFields(
+                {&image}, dims,
+                BiasCorrectionOptions{.degree = 1, .sample_stride = 1, .max_samples = 150000}),
+            FitLogBiasFields(
+                {&image}, dims,
+                BiasCorrectionOptions{.degree = 1, .sample_stride = 1, .max_samples = 50000}));
   const std::vector<std::vector<float>> fields =
       FitLogBiasFields({&image}, dims, BiasCorrectionOptions{.degree = 1, .sample_stride = 1});
   ASSERT_EQ(fields.size(), 1u);
