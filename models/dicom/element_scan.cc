@@ -18,13 +18,21 @@ constexpr uint16_t kSequenceDelimiter = 0xE0DD;
 
 enum class Encoding { kExplicitLittle, kImplicitLittle, kExplicitBig };
 
-// Value representations whose explicit-VR header has two reserved bytes and a 32-bit length.
+// Value representations whose explicit-VR header has two reserved bytes and a 32-bit length. As
+// DCMTK reads them (DcmVR::setVR): a VR it does not know that is two capital letters is taken for
+// a future VR, with a 32-bit length (the upload_fuzz finding: "WS" declaring 4 GB); any other
+// unknown VR has a 16-bit length.
 bool HasLongLength(std::string_view vr) {
   for (const char* long_vr :
        {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}) {
     if (vr == long_vr) return true;
   }
-  return false;
+  for (const char* short_vr : {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+                               "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"}) {
+    if (vr == short_vr) return false;
+  }
+  return vr.size() == 2 && absl::ascii_isupper(static_cast<unsigned char>(vr[0])) &&
+         absl::ascii_isupper(static_cast<unsigned char>(vr[1]));
 }
 
 class Walker {

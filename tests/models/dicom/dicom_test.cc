@@ -538,6 +538,18 @@ TEST_F(DicomTest, ValueLengthsPastTheEndAreRefusedBeforeAllocating) {
   EXPECT_THAT(std::string(status.message()), HasSubstr("element (0008,1155)"));
   EXPECT_THAT(std::string(status.message()), HasSubstr("declares 65535 bytes"));
 
+  // A VR that DCMTK does not know, two capital letters: DCMTK reads a 32-bit length after two
+  // reserved bytes (a future VR), so the walk does too (the upload_fuzz finding: "WS" and 4 GB).
+  const size_t samples = good[1].find(std::string("\x28\x00\x02\x00US\x02\x00", 8));
+  ASSERT_NE(samples, std::string::npos);
+  std::vector<std::string> unknown = good;
+  unknown[1][samples + 4] = 'W';
+  unknown[1][samples + 5] = 'S';
+  unknown[1] = patch32(unknown[1], samples + 8, 0xFFFBFFD8u);
+  status = DecodeDicomSeries(Files(unknown)).status();
+  EXPECT_THAT(std::string(status.message()), HasSubstr("element (0028,0002)"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("declares 4294705112 bytes"));
+
   // Implicit VR and big endian files walk as well.
   for (const E_TransferSyntax xfer : {EXS_LittleEndianImplicit, EXS_BigEndianExplicit}) {
     std::vector<std::string> other;
