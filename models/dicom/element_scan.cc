@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -22,15 +23,22 @@ enum class Encoding { kExplicitLittle, kImplicitLittle, kExplicitBig };
 // DCMTK reads them (DcmVR::setVR): a VR it does not know that is two capital letters is taken for
 // a future VR, with a 32-bit length (the upload_fuzz finding: "WS" declaring 4 GB); any other
 // unknown VR has a 16-bit length.
-bool HasLongLength(std::string_view vr) {
+bool IsLongVr(std::string_view vr) {
   for (const char* long_vr :
        {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}) {
     if (vr == long_vr) return true;
   }
+  return false;
+}
+bool IsStandardVr(std::string_view vr) {
   for (const char* short_vr : {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
                                "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"}) {
-    if (vr == short_vr) return false;
+    if (vr == short_vr) return true;
   }
+  return IsLongVr(vr);
+}
+bool HasLongLength(std::string_view vr) {
+  if (IsStandardVr(vr)) return IsLongVr(vr);
   return vr.size() == 2 && absl::ascii_isupper(static_cast<unsigned char>(vr[0])) &&
          absl::ascii_isupper(static_cast<unsigned char>(vr[1]));
 }
@@ -44,6 +52,10 @@ class Walker {
   absl::Status Walk(Encoding encoding, bool meta_only, std::string* transfer_syntax,
                     DicomImageSize* size = nullptr) {
     bool in_fragments = false;  // inside encapsulated pixel data: items hold bytes, not elements
+    // The encoding outside each open undefined-length value: as DCMTK does (CP-246), a UN or
+    // unknown VR of undefined length in an explicit-VR data set holds a sequence in implicit VR
+    // (the dicom_fuzz finding: VR "BO" on the pixel data, an item holding a 3.7 GB element).
+    std::vector<Encoding> enclosing;
     while (pos_ < bytes_.size()) {
       if (bytes_.size() - pos_ < 8) return Short("an element header", pos_);
       const size_t start = pos_;
@@ -53,7 +65,13 @@ class Walker {
       if (group == kItemGroup) {  // item, item delimiter or sequence delimiter: no VR
         const uint32_t length = U32(pos_ + 4, encoding);
         pos_ += 8;
-        if (element == kSequenceDelimiter) in_fragments = false;
+        if (element == kSequenceDelimiter) {
+          in_fragments = false;
+          if (!enclosing.empty()) {
+            encoding = enclosing.back();
+            enclosing.pop_back();
+          }
+        }
         if (element == kItem && length != kUndefinedLength && in_fragments) {
           if (absl::Status s = Skip(group, element, length, start); !s.ok()) return s;
         }
@@ -76,7 +94,10 @@ class Walker {
         }
       }
       if (length == kUndefinedLength) {  // a sequence, or encapsulated pixel data: step in
-        in_fragments = group == 0x7FE0 && element == 0x0010;
+        enclosing.push_back(encoding);
+        const bool implicit_sequence = !vr.empty() && (vr == "UN" || !IsStandardVr(vr));
+        if (implicit_sequence) encoding = Encoding::kImplicitLittle;
+        in_fragments = !implicit_sequence && group == 0x7FE0 && element == 0x0010;
         continue;
       }
       if (vr == "SQ" || LooksLikeItem(length, encoding)) continue;  // step into its items
