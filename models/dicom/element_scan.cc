@@ -19,10 +19,7 @@ constexpr uint16_t kSequenceDelimiter = 0xE0DD;
 
 enum class Encoding { kExplicitLittle, kImplicitLittle, kExplicitBig };
 
-// Value representations whose explicit-VR header has two reserved bytes and a 32-bit length. As
-// DCMTK reads them (DcmVR::setVR): a VR it does not know that is two capital letters is taken for
-// a future VR, with a 32-bit length (the upload_fuzz finding: "WS" declaring 4 GB); any other
-// unknown VR has a 16-bit length.
+// The standard value representations with two reserved bytes and a 32-bit length.
 bool IsLongVr(std::string_view vr) {
   for (const char* long_vr :
        {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}) {
@@ -37,6 +34,10 @@ bool IsStandardVr(std::string_view vr) {
   }
   return IsLongVr(vr);
 }
+// Value representations whose explicit-VR header has two reserved bytes and a 32-bit length. As
+// DCMTK reads them (DcmVR::setVR): a VR it does not know that is two capital letters is taken for
+// a future VR, with a 32-bit length (the upload_fuzz finding: "WS" declaring 4 GB); any other
+// unknown VR has a 16-bit length.
 bool HasLongLength(std::string_view vr) {
   if (IsStandardVr(vr)) return IsLongVr(vr);
   return vr.size() == 2 && absl::ascii_isupper(static_cast<unsigned char>(vr[0])) &&
