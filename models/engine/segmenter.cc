@@ -71,15 +71,14 @@ TissueScan ScanTissue(const at::Tensor& slices) {
   return scan;
 }
 
-SliceBox PlaneBox(const at::Tensor& plane) {
+SliceBox PlaneBox(const at::Tensor& plane, int64_t multiple) {
   const int64_t height = plane.size(0), width = plane.size(1);
   const torch::Tensor rows = torch::nonzero(plane.any(1)), cols = torch::nonzero(plane.any(0));
   if (rows.numel() == 0) return {0, height, 0, width};
-  auto down = [](int64_t v) { return v / kSliceMultiple * kSliceMultiple; };
-  return {down(rows.min().item<int64_t>()),
-          std::min(height, PaddedSliceExtent(rows.max().item<int64_t>() + 1)),
-          down(cols.min().item<int64_t>()),
-          std::min(width, PaddedSliceExtent(cols.max().item<int64_t>() + 1))};
+  auto down = [multiple](int64_t v) { return v / multiple * multiple; };
+  auto up = [multiple](int64_t v) { return (v + multiple - 1) / multiple * multiple; };
+  return {down(rows.min().item<int64_t>()), std::min(height, up(rows.max().item<int64_t>() + 1)),
+          down(cols.min().item<int64_t>()), std::min(width, up(cols.max().item<int64_t>() + 1))};
 }
 
 int64_t RemoveSmallTumourComponents(uint8_t* labels, int64_t width, int64_t height, int64_t depth,
@@ -165,13 +164,19 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         }
       }
       const int64_t looked = static_cast<int64_t>(looked_at.size());
+      const SliceBox decision_box =
+          options.crop_decision.value_or(bank.config().decision().crop_to_brain())
+              ? PlaneBox(tissue.plane, kDecisionStride)
+              : SliceBox{0, slices.size(2), 0, slices.size(3)};
+      const torch::Tensor decision_input = slices.slice(2, decision_box.top, decision_box.bottom)
+                                               .slice(3, decision_box.left, decision_box.right);
       for (int64_t begin = 0; begin < looked; begin += options.decision_batch) {
         if (stop()) return absl::CancelledError("segmentation cancelled");
         const int64_t end = std::min<int64_t>(looked, begin + options.decision_batch);
         const torch::Tensor index = torch::tensor(
             std::vector<int64_t>(looked_at.begin() + begin, looked_at.begin() + end), torch::kLong);
         const torch::Tensor probs =
-            torch::softmax(bank.decision().Forward(slices.index_select(0, index)
+            torch::softmax(bank.decision().Forward(decision_input.index_select(0, index)
                                                        .to(bank.device())
                                                        .contiguous(bank.memory_format())),
                            1)

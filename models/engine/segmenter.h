@@ -15,15 +15,20 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "models/bank/bank.h"
+#include "models/engine/preprocess.h"
 #include "models/engine/result.h"
 #include "models/engine/router.h"
 #include "models/volume/brats.h"
 
 namespace danet::engine {
+
+// The decision network's output stride (stem, max pool and three stride-2 stages).
+inline constexpr int64_t kDecisionStride = 32;
 
 struct SegmentOptions {
   int decision_batch = 16;  // slices per decision-network forward pass
@@ -31,6 +36,12 @@ struct SegmentOptions {
   // Run the bank models that support it (Network::SupportsWindow) on BrainBox's box only;
   // outside it every label is background. docs/benchmarks.md measures time and label changes.
   bool crop_to_brain = true;
+  // Run the decision network on the brain's box as well, on the grid of its output stride
+  // (kDecisionStride), so that its cells line up with those on the full slice. Outside the box
+  // every input voxel is zero; what changes is the zero padding at the box's edge and the share of
+  // background cells in the global pooling. Unset: the bundle's decision.crop_to_brain.
+  // docs/training.md (session 31) measures routes and Dice, docs/benchmarks.md the time.
+  std::optional<bool> crop_decision;
   // Called as each slice's result is complete (skipped slices first, as their routes are
   // known, then masks; skipped slices last under Policy::follow_tumour; every slice at the
   // end, in z order, under Policy::min_component), in completion order, with that slice's labels
@@ -54,8 +65,9 @@ struct SliceBox {
   int64_t top, bottom, left, right;  // rows [top, bottom), columns [left, right)
 };
 SliceBox BrainBox(const at::Tensor& slices);
-// The same box from a height x width bool plane (true where any slice and channel is non-zero).
-SliceBox PlaneBox(const at::Tensor& plane);
+// The same box from a height x width bool plane (true where any slice and channel is non-zero),
+// on the grid of `multiple` voxels (clamped to the plane).
+SliceBox PlaneBox(const at::Tensor& plane, int64_t multiple = kSliceMultiple);
 
 // One read of a SliceStack tensor's voxels, with no temporary of its size: which slices hold a
 // non-zero voxel in any channel, and the height x width bool plane of the pixels non-zero in

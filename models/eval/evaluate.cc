@@ -38,6 +38,7 @@ nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
   const auto start = Clock::now();
   engine::SegmentOptions segment_options;
   segment_options.crop_to_brain = options.crop_to_brain;
+  segment_options.crop_decision = options.crop_decision;
   absl::StatusOr<engine::VolumeResult> result =
       engine::SegmentVolume(bank, normalized, policy, segment_options);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();

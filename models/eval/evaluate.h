@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@ struct EvalOptions {
   std::vector<std::string> policies;  // empty: dynamic and static:<each model>
   bool hd95 = true;                   // HD95 costs ~1 s per region per case
   bool crop_to_brain = true;          // engine::SegmentOptions.crop_to_brain
+  std::optional<bool> crop_decision;  // engine::SegmentOptions.crop_decision
   std::function<void(const std::string& policy, const std::string& case_id)> on_case;
 };
 

@@ -14,6 +14,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -42,6 +43,9 @@ ABSL_FLAG(bool, channels_last, true,
           "labels, 1.1-1.4x faster models (docs/benchmarks.md).");
 ABSL_FLAG(bool, crop_to_brain, true,
           "Run the bank models on the brain's bounding box (false: the whole slice).");
+ABSL_FLAG(std::optional<bool>, crop_decision, std::nullopt,
+          "Run the decision network on the brain's bounding box (true) or the whole slice "
+          "(false); unset: as the bundle says (decision.crop_to_brain).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 
@@ -90,6 +94,7 @@ int main(int argc, char** argv) {
   eval_options.policies = absl::GetFlag(FLAGS_policies);
   eval_options.hd95 = absl::GetFlag(FLAGS_hd95);
   eval_options.crop_to_brain = absl::GetFlag(FLAGS_crop_to_brain);
+  eval_options.crop_decision = absl::GetFlag(FLAGS_crop_decision);
   eval_options.on_case = [](const std::string& policy, const std::string& case_id) {
     std::cerr << "\r\033[Kevaluating " << case_id << " with " << policy << std::flush;
   };

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -45,6 +46,9 @@ ABSL_FLAG(int, repeats, 1,
           "(first-call allocations, cuDNN's algorithm search on a GPU) out of the timings.");
 ABSL_FLAG(bool, crop_to_brain, true,
           "Run the bank models on the brain's bounding box (false: the whole slice).");
+ABSL_FLAG(std::optional<bool>, crop_decision, std::nullopt,
+          "Run the decision network on the brain's bounding box (true) or the whole slice "
+          "(false); unset: as the bundle says (decision.crop_to_brain).");
 ABSL_FLAG(int, decision_batch, 16,
           "Slices per decision-network pass (as danet-server's flag; docs/benchmarks.md).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
@@ -93,6 +97,7 @@ int Run() {
 
   danet::engine::SegmentOptions segment_options;
   segment_options.crop_to_brain = absl::GetFlag(FLAGS_crop_to_brain);
+  segment_options.crop_decision = absl::GetFlag(FLAGS_crop_decision);
   segment_options.decision_batch = std::max(1, absl::GetFlag(FLAGS_decision_batch));
   absl::StatusOr<danet::engine::VolumeResult> result;
   for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_repeats)); ++i) {

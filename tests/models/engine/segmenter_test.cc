@@ -41,7 +41,7 @@ class SegmenterTest : public ::testing::Test {
 
   // The tiny preset with seeded random weights, the decision network's classifier scaled so that
   // small differences between slices change the argmax (choices spread over every route).
-  static std::unique_ptr<models::Bank> MakeBank(bool channels_last) {
+  static std::unique_ptr<models::Bank> MakeBank(bool channels_last, bool crop_decision = false) {
     models::BankOptions options;
     options.load_weights = false;
     options.seed = 21;
@@ -49,6 +49,7 @@ class SegmenterTest : public ::testing::Test {
     v1::BundleConfig config = *models::PresetConfig("tiny");
     config.mutable_preprocessing()->set_slice_height(48);
     config.mutable_preprocessing()->set_slice_width(64);
+    config.mutable_decision()->set_crop_to_brain(crop_decision);
     std::unique_ptr<models::Bank> bank = *models::Bank::Create(config, ".", options);
     for (auto& [name, tensor] : bank->decision().NamedState()) {
       if (name == "classifier.weight") {
@@ -57,6 +58,16 @@ class SegmenterTest : public ::testing::Test {
       }
     }
     return bank;
+  }
+
+  // Zeroes every voxel outside columns [left, right) and rows [top, bottom) of every slice.
+  void KeepOnlyPatch(int64_t left, int64_t right, int64_t top, int64_t bottom) {
+    for (auto& channel : volume_.channels) {
+      for (int64_t v = 0; v < static_cast<int64_t>(channel.size()); ++v) {
+        const int64_t x = v % 64, y = (v / 64) % 48;
+        if (x < left || x >= right || y < top || y >= bottom) channel[v] = 0;
+      }
+    }
   }
 
   // Route and mask of each slice, computed one slice at a time.
@@ -143,6 +154,29 @@ TEST(BrainBoxTest, IsTheNonZeroBoxOnTheSixteenVoxelGrid) {
   EXPECT_EQ(BrainBox(slices).right, 80);
 }
 
+TEST(BrainBoxTest, OnTheDecisionNetworksGridIsClampedToTheSlice) {
+  torch::Tensor plane = torch::zeros({48, 80}, torch::kBool);
+  plane.index_put_({36, 33}, true);
+  plane.index_put_({43, 70}, true);
+  const SliceBox box = PlaneBox(plane, kDecisionStride);
+  EXPECT_EQ(box.top, 32);
+  EXPECT_EQ(box.bottom, 48);  // 64 on the grid, clamped
+  EXPECT_EQ(box.left, 32);
+  EXPECT_EQ(box.right, 80);  // 96 on the grid, clamped
+  const SliceBox fine = PlaneBox(plane);
+  EXPECT_EQ(fine.left, 32);
+  EXPECT_EQ(fine.right, 80);
+  EXPECT_EQ(fine.top, 32);
+  EXPECT_EQ(fine.bottom, 48);
+  plane.index_put_({36, 33}, false);
+  plane.index_put_({43, 70}, false);
+  plane.index_put_({20, 40}, true);
+  EXPECT_EQ(PlaneBox(plane, kDecisionStride).top, 0);
+  EXPECT_EQ(PlaneBox(plane, kDecisionStride).bottom, 32);
+  EXPECT_EQ(PlaneBox(plane).top, 16);
+  EXPECT_EQ(PlaneBox(plane).bottom, 32);
+}
+
 TEST(ScanTissueTest, AgreesWithTheTensorReductions) {
   torch::manual_seed(3);
   // Sparse non-zeros (about one voxel in 2000), two slices left empty, one NaN.
@@ -162,14 +196,7 @@ TEST(ScanTissueTest, AgreesWithTheTensorReductions) {
 
 TEST_F(SegmenterTest, BrainBoxLeavesLabelsOutsideItBackgroundAndKeepsThemInside) {
   // Only a 20 x 10 patch of every slice is brain; the models see a 32 x 16 box.
-  for (auto& channel : volume_.channels) {
-    for (int64_t z = 0; z < 24; ++z) {
-      for (int64_t v = 0; v < 64 * 48; ++v) {
-        const int64_t x = v % 64, y = v / 64;
-        if (x < 17 || x >= 37 || y < 18 || y >= 28) channel[z * 64 * 48 + v] = 0;
-      }
-    }
-  }
+  KeepOnlyPatch(17, 37, 18, 28);
   const Policy policy = *ParsePolicy("static:M2", *bank_);
   SegmentOptions full;
   full.crop_to_brain = false;
@@ -190,6 +217,43 @@ TEST_F(SegmenterTest, BrainBoxLeavesLabelsOutsideItBackgroundAndKeepsThemInside)
   // A random-weight network: edge effects are larger than a trained one's (the 0.1% bound on
   // the shipped bundle is tests/models/tools/test_danet_segment.py's), but most labels agree.
   EXPECT_GT(static_cast<double>(inside_same) / inside, 0.5);
+}
+
+// With the decision network on the brain's box, each slice's probabilities are those of the
+// network on that box (rows 32-48, columns 32-64 on its 32-voxel grid) and no longer those of the
+// whole slice; unset, the bundle's decision.crop_to_brain decides.
+TEST_F(SegmenterTest, DecisionNetworkOnTheBrainBoxSeesTheBoxOnly) {
+  KeepOnlyPatch(40, 60, 36, 44);
+  const torch::Tensor stack = SliceStack(volume_);
+  auto expected = [&](const torch::Tensor& input) {
+    torch::NoGradGuard no_grad;
+    return torch::softmax(bank_->decision().Forward(input), 1);
+  };
+  const torch::Tensor on_box = expected(stack.slice(2, 32, 48).slice(3, 32, 64).contiguous());
+  const torch::Tensor on_slice = expected(stack);
+  SegmentOptions box_options, slice_options;
+  box_options.crop_decision = true;
+  slice_options.crop_decision = false;
+  const VolumeResult box = *SegmentVolume(*bank_, volume_, Policy{}, box_options);
+  const VolumeResult slice = *SegmentVolume(*bank_, volume_, Policy{}, slice_options);
+  const VolumeResult unset = *SegmentVolume(*bank_, volume_, Policy{});
+  float largest_change = 0;
+  for (int64_t z = 2; z < 24; ++z) {
+    for (int64_t r = 0; r < on_box.size(1); ++r) {
+      EXPECT_NEAR(box.slices[z].probabilities[r], on_box[z][r].item<float>(), 1e-5) << z;
+      EXPECT_NEAR(slice.slices[z].probabilities[r], on_slice[z][r].item<float>(), 1e-5) << z;
+      largest_change = std::max(
+          largest_change, std::abs(on_box[z][r].item<float>() - on_slice[z][r].item<float>()));
+    }
+    EXPECT_EQ(unset.slices[z].probabilities, slice.slices[z].probabilities) << z;
+  }
+  EXPECT_GT(largest_change, 0.01f) << "the box should change what the network sees";
+
+  const std::unique_ptr<models::Bank> cropping = MakeBank(false, /*crop_decision=*/true);
+  const VolumeResult from_bundle = *SegmentVolume(*cropping, volume_, Policy{});
+  for (int64_t z = 2; z < 24; ++z) {
+    EXPECT_EQ(from_bundle.slices[z].probabilities, box.slices[z].probabilities) << z;
+  }
 }
 
 TEST_F(SegmenterTest, ChannelsLastGivesTheSameRoutesAndNearlyTheSameLabels) {
