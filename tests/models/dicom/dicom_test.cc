@@ -561,6 +561,43 @@ TEST_F(DicomTest, ValueLengthsPastTheEndAreRefusedBeforeAllocating) {
   }
 }
 
+// CP-246, as DCMTK reads it: a UN value of undefined length in an explicit-VR data set holds a
+// sequence whose items are in implicit VR; the walk reads them so, and goes back to explicit VR
+// after the sequence's delimiter. Appended after the pixel data: a private (7FE1,1001) UN
+// sequence, then an explicit LO element.
+TEST_F(DicomTest, UndefinedLengthUnHoldsAnImplicitVrSequence) {
+  const std::vector<std::string> good = Write("AX FLAIR");
+  const auto le16 = [](uint16_t v) {
+    return std::string{static_cast<char>(v), static_cast<char>(v >> 8)};
+  };
+  const auto le32 = [&](uint32_t v) {
+    return le16(static_cast<uint16_t>(v)) + le16(static_cast<uint16_t>(v >> 16));
+  };
+  const auto tag = [&](uint16_t group, uint16_t element) { return le16(group) + le16(element); };
+  // The UN sequence with one item holding (7FE1,1002), 4 bytes in implicit VR (its length
+  // `inner_length`), then (7FE1,1003) LO "abcd" in explicit VR.
+  const auto appended = [&](uint32_t inner_length) {
+    return tag(0x7FE1, 0x1001) + "UN" + le16(0) + le32(0xFFFFFFFFu) +  // UN, undefined length
+           tag(0xFFFE, 0xE000) + le32(0xFFFFFFFFu) +                   // item, undefined length
+           tag(0x7FE1, 0x1002) + le32(inner_length) + "wxyz" +         // implicit VR element
+           tag(0xFFFE, 0xE00D) + le32(0) +                             // item delimiter
+           tag(0xFFFE, 0xE0DD) + le32(0) +                             // sequence delimiter
+           tag(0x7FE1, 0x1003) + "LO" + le16(4) + "abcd";              // explicit VR again
+  };
+  std::vector<std::string> fine = good;
+  fine[1] += appended(4);
+  absl::StatusOr<std::vector<DicomSeries>> series = DecodeDicomSeries(Files(fine));
+  ASSERT_TRUE(series.ok()) << series.status();
+  ExpectSameWorldImage(series->front().volume);
+
+  std::vector<std::string> huge = good;
+  huge[1] += appended(0xFFFFFFF0u);
+  const absl::Status status = DecodeDicomSeries(Files(huge)).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("element (7FE1,1002)"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("declares 4294967280 bytes"));
+}
+
 TEST_F(DicomTest, SegNeedsATumourAndTheSourceGrid) {
   std::vector<DicomSeries> series = *DecodeDicomSeries(Files(Write("AX FLAIR")));
   LabelVolume labels{series[0].volume.geometry,
