@@ -93,6 +93,13 @@ ABSL_FLAG(std::optional<int>, decision_input_downsample, std::nullopt,
 ABSL_FLAG(std::optional<bool>, decision_tumour_head, std::nullopt,
           "Decision network maps tumour on its head's grid and its classifier sees the map's "
           "maximum (DecisionArch.tumour_head; default: the bank's). Only for a fresh stage 2.");
+ABSL_FLAG(std::optional<bool>, decision_crop_to_brain, std::nullopt,
+          "Serve the decision network on the brain's bounding box (the bundle's "
+          "decision.crop_to_brain; default: the bank's), and train stage 2 on that box.");
+ABSL_FLAG(bool, decision_finetune, false,
+          "Stage 2 continues from --init_bundle's trained decision network instead of a fresh "
+          "one (with --decision_labels teacher: its routing kept while it learns, e.g., the "
+          "brain's box).");
 ABSL_FLAG(double, tumour_map_weight, 1,
           "Stage 2 weight of the tumour map's binary cross-entropy (with --decision_tumour_head).");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed (weights, sampling).");
@@ -199,17 +206,26 @@ int Main(const std::string& command_line) {
         absl::InvalidArgumentError(absl::StrCat("--loss: '", loss, "': choose dice_ce or dice")));
   }
 
+  // The flags that change the decision network's shape (a fresh network only).
+  const bool new_decision_arch = absl::GetFlag(FLAGS_decision_max_pool) ||
+                                 absl::GetFlag(FLAGS_decision_input_downsample) ||
+                                 absl::GetFlag(FLAGS_decision_tumour_head);
+  const bool no_init = absl::GetFlag(FLAGS_init_bundle).empty();
   if (absl::GetFlag(FLAGS_keep_decision) &&
-      (absl::GetFlag(FLAGS_init_bundle).empty() || absl::GetFlag(FLAGS_redo_decision) ||
-       absl::GetFlag(FLAGS_decision_max_pool) || absl::GetFlag(FLAGS_decision_input_downsample) ||
-       absl::GetFlag(FLAGS_decision_tumour_head))) {
+      (no_init || absl::GetFlag(FLAGS_redo_decision) || new_decision_arch)) {
     return Fail(absl::InvalidArgumentError(
         "--keep_decision keeps --init_bundle's trained decision network: it needs --init_bundle "
         "and excludes --redo_decision and the --decision_* architecture flags"));
   }
 
-  if (absl::GetFlag(FLAGS_decision_labels) == "teacher" &&
-      absl::GetFlag(FLAGS_init_bundle).empty()) {
+  if (absl::GetFlag(FLAGS_decision_finetune) &&
+      (no_init || absl::GetFlag(FLAGS_keep_decision) || new_decision_arch)) {
+    return Fail(absl::InvalidArgumentError(
+        "--decision_finetune trains --init_bundle's decision network further: it needs "
+        "--init_bundle and excludes --keep_decision and the --decision_* architecture flags"));
+  }
+
+  if (absl::GetFlag(FLAGS_decision_labels) == "teacher" && no_init) {
     return Fail(absl::InvalidArgumentError(
         "--decision_labels teacher learns the routes of --init_bundle's trained decision "
         "network: it needs --init_bundle"));
@@ -292,6 +308,8 @@ int Main(const std::string& command_line) {
   options.decision_input_downsample = absl::GetFlag(FLAGS_decision_input_downsample);
   options.decision_tumour_head = absl::GetFlag(FLAGS_decision_tumour_head);
   options.tumour_map_weight = absl::GetFlag(FLAGS_tumour_map_weight);
+  options.decision_crop_to_brain = absl::GetFlag(FLAGS_decision_crop_to_brain);
+  options.decision_finetune = absl::GetFlag(FLAGS_decision_finetune);
   options.small_lesion_exponent = absl::GetFlag(FLAGS_small_lesion_exponent);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);

@@ -260,6 +260,10 @@ absl::Status Trainer::Run() {
     }
   }
   if (absl::Status s = ApplyDecisionArch(); !s.ok()) return s;
+  if (options_.decision_crop_to_brain) {
+    bank_->mutable_config()->mutable_decision()->set_crop_to_brain(
+        *options_.decision_crop_to_brain);
+  }
   torch::manual_seed(options_.seed + state_["bank_step"].get<int>());
   if (absl::Status s = Guarded("stage 1", [&] { return RunBankStage(); }); !s.ok()) return s;
   if (paused()) return absl::OkStatus();
@@ -519,7 +523,9 @@ absl::Status Trainer::RunDecisionStage() {
     // stream seeded as after stage 1, whether it follows stage 1 in the same run or comes
     // from --redo_decision: both give the same network from the same bank and labels.
     torch::manual_seed(options_.seed);
-    if (absl::Status s = bank_->ReinitializeDecision(); !s.ok()) return s;
+    if (!options_.decision_finetune) {
+      if (absl::Status s = bank_->ReinitializeDecision(); !s.ok()) return s;
+    }
     torch::manual_seed(options_.seed + state_["bank_step"].get<int>());
   }
   models::Network& decision = bank_->decision();
@@ -535,12 +541,23 @@ absl::Status Trainer::RunDecisionStage() {
   Log({{"stage", 2}, {"route_weights", weights}});
   std::mt19937_64 rng(options_.seed * 104729 + first);
   const bool tumour_head = bank_->config().decision().arch().tumour_head();
+  const bool on_box = bank_->config().decision().crop_to_brain();
   Progress progress("stage 2: decision", total, first, options_.log_every);
   decision.SetTraining(true);
   for (int step = first; step < total; ++step) {
-    const Batch batch =
-        SampleDecisionBatch(train_, tumour_slices_, other_slices_, options_.decision_batch,
-                            options_.augment, rng, tumour_head);
+    Batch batch = SampleDecisionBatch(train_, tumour_slices_, other_slices_,
+                                      options_.decision_batch, options_.augment, rng, tumour_head);
+    if (on_box) {
+      const engine::SliceBox box =
+          engine::PlaneBox(engine::ScanTissue(batch.images).plane, engine::kDecisionStride);
+      auto crop = [&box](const torch::Tensor& t) {
+        return t.defined()
+                   ? t.slice(2, box.top, box.bottom).slice(3, box.left, box.right).contiguous()
+                   : t;
+      };
+      batch.images = crop(batch.images);
+      batch.tumour = crop(batch.tumour);
+    }
     const double lr = PolyLearningRate(options_.decision_lr, step, total, options_.warmup);
     SetLearningRate(optimizer, lr);
     optimizer.zero_grad();

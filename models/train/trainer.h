@@ -93,6 +93,14 @@ struct TrainOptions {
   // the map's binary cross-entropy against the slice's tumour mask, max-pooled to the map's grid.
   std::optional<bool> decision_tumour_head;
   double tumour_map_weight = 1;
+  // Sets the bundle's decision.crop_to_brain (unset keeps the bank's). Where it is set, stage 2
+  // trains on the brain's box as serving runs it: each batch cropped to its non-zero voxels'
+  // box on the decision network's 32-voxel grid (augmentation moves the brain first).
+  std::optional<bool> decision_crop_to_brain;
+  // Stage 2 continues from the starting bundle's trained decision network (--init_bundle)
+  // instead of a fresh one; with teacher labels it keeps the network's routing while it learns
+  // a new input, such as the brain's box.
+  bool decision_finetune = false;
   // Stage 2 draws a tumour slice with chance proportional to (its tumour voxels)^-exponent:
   // 0 draws them uniformly; 0.5 draws a 25-voxel slice 10 times as often as a 2500-voxel one,
   // for a decision network that must not skip small lesions.

@@ -216,6 +216,50 @@ class TrainingEndToEnd(unittest.TestCase):
             self.assertNotEqual(refused.returncode, 0)
             self.assertIn(message, refused.stderr)
 
+    def test_decision_finetune_on_the_box_starts_from_the_trained_network(self):
+        # --decision_finetune: stage 2 continues from --init_bundle's decision network instead
+        # of a fresh one; --decision_crop_to_brain sets the bundle's decision.crop_to_brain (and
+        # trains on the box). Two steps at a tiny learning rate: the fine-tuned network still
+        # routes like the starting one (only BatchNorm's running statistics move), a fresh one
+        # of the same seed does not.
+        def run(name, *flags):
+            work, out = os.path.join(TMP, name + ".work"), os.path.join(TMP, name)
+            shutil.rmtree(work, ignore_errors=True)
+            command = train_command(out, work)
+            command[command.index("--bank_steps") + 1] = "0"
+            command[command.index("--decision_steps") + 1] = "2"
+            command += ["--init_bundle", self.out, "--decision_labels", "teacher",
+                        "--decision_lr", "1e-9", "--decision_crop_to_brain=true", *flags]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+            with open(os.path.join(out, "bundle.pbtxt")) as f:
+                self.assertIn("crop_to_brain: true", f.read())
+            return out
+
+        def probabilities(bundle):
+            report = os.path.join(bundle, "segment.json")
+            case = os.path.join(TMP, "val", sorted(os.listdir(os.path.join(TMP, "val")))[0])
+            seg = subprocess.run([TOOLS["segment"], "--bundle", bundle, "--case_dir", case,
+                                  "--policy", "dynamic", "--threads", "2", "--json", report,
+                                  "--crop_decision=true"],
+                                 capture_output=True, text=True, timeout=300)
+            self.assertEqual(seg.returncode, 0, seg.stderr[-2000:])
+            with open(report) as f:
+                return [p for sl in json.load(f)["slices"] for p in sl["probabilities"]]
+
+        start = probabilities(self.out)
+        tuned = probabilities(run("finetune", "--decision_finetune"))
+        fresh = probabilities(run("fresh"))
+        moved = sum(abs(a - b) for a, b in zip(tuned, start))
+        self.assertLess(moved, 0.5 * sum(abs(a - b) for a, b in zip(fresh, start)))
+        # It needs a trained network to continue from.
+        refused = subprocess.run(train_command(os.path.join(TMP, "ft2"),
+                                               os.path.join(TMP, "ft2.work")) +
+                                 ["--decision_finetune"], capture_output=True, text=True,
+                                 timeout=120)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("--decision_finetune", refused.stderr)
+
     def test_bundle_loads_and_carries_validation(self):
         check = subprocess.run([TOOLS["bank"], "check", "--bundle", self.out],
                                capture_output=True, text=True, timeout=120)
