@@ -182,8 +182,17 @@ absl::Status Scan(std::string_view bytes, DicomImageSize* size) {
   if (bytes.size() < kMetaStart) return absl::InvalidArgumentError("not a DICOM file");
   Walker walker(bytes, kMetaStart);
   std::string transfer_syntax;
-  if (absl::Status s = walker.Walk(Encoding::kExplicitLittle, /*meta_only=*/true, &transfer_syntax);
-      !s.ok()) {
+  // The meta group is explicit VR little endian unless its first element's VR is not two
+  // letters: then DCMTK reads it in implicit VR (DcmMetaInfo's check; the dicom_fuzz finding of
+  // session 31: VR bytes 01 00 made the meta group end elsewhere, and DCMTK allocated 2.8 GB for
+  // the data set's first element).
+  const auto letter = [](char c) { return absl::ascii_isalpha(static_cast<unsigned char>(c)); };
+  const Encoding meta_encoding =
+      bytes.size() >= kMetaStart + 6 &&
+              !(letter(bytes[kMetaStart + 4]) && letter(bytes[kMetaStart + 5]))
+          ? Encoding::kImplicitLittle
+          : Encoding::kExplicitLittle;
+  if (absl::Status s = walker.Walk(meta_encoding, /*meta_only=*/true, &transfer_syntax); !s.ok()) {
     return s;
   }
   Encoding encoding = Encoding::kExplicitLittle;

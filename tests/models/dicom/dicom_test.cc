@@ -550,6 +550,17 @@ TEST_F(DicomTest, ValueLengthsPastTheEndAreRefusedBeforeAllocating) {
   EXPECT_THAT(std::string(status.message()), HasSubstr("element (0028,0002)"));
   EXPECT_THAT(std::string(status.message()), HasSubstr("declares 4294705112 bytes"));
 
+  // A meta group whose first VR is not two letters is read in implicit VR, as DCMTK reads it:
+  // (0002,0000)'s "UL" made 01 00 gives a 32-bit length of 0x00040001 (the dicom_fuzz finding).
+  ASSERT_EQ(good[1].substr(132, 6), std::string("\x02\x00\x00\x00UL", 6));
+  std::vector<std::string> meta = good;
+  meta[1][136] = '\x01';
+  meta[1][137] = '\x00';
+  status = DecodeDicomSeries(Files(meta)).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("element (0002,0000)"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("declares 262145 bytes"));
+
   // Implicit VR and big endian files walk as well.
   for (const E_TransferSyntax xfer : {EXS_LittleEndianImplicit, EXS_BigEndianExplicit}) {
     std::vector<std::string> other;
