@@ -81,6 +81,11 @@ SliceBox PlaneBox(const at::Tensor& plane, int64_t multiple) {
           down(cols.min().item<int64_t>()), std::min(width, up(cols.max().item<int64_t>() + 1))};
 }
 
+at::Tensor CropToBox(const at::Tensor& tensor, const SliceBox& box) {
+  if (!tensor.defined()) return tensor;
+  return tensor.slice(2, box.top, box.bottom).slice(3, box.left, box.right);
+}
+
 int64_t RemoveSmallTumourComponents(uint8_t* labels, int64_t width, int64_t height, int64_t depth,
                                     int64_t min_voxels) {
   constexpr uint8_t kSeen = 0x80;
@@ -168,8 +173,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
           options.crop_decision.value_or(bank.config().decision().crop_to_brain())
               ? PlaneBox(tissue.plane, kDecisionStride)
               : SliceBox{0, slices.size(2), 0, slices.size(3)};
-      const torch::Tensor decision_input = slices.slice(2, decision_box.top, decision_box.bottom)
-                                               .slice(3, decision_box.left, decision_box.right);
+      const torch::Tensor decision_input = CropToBox(slices, decision_box);
       for (int64_t begin = 0; begin < looked; begin += options.decision_batch) {
         if (stop()) return absl::CancelledError("segmentation cancelled");
         const int64_t end = std::min<int64_t>(looked, begin + options.decision_batch);
@@ -208,8 +212,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     const SliceBox box = options.crop_to_brain ? PlaneBox(tissue.plane)
                                                : SliceBox{0, padded_height, 0, padded_width};
     // A view: index_select below copies only each batch's slices.
-    const torch::Tensor cropped =
-        slices.slice(2, box.top, box.bottom).slice(3, box.left, box.right);
+    const torch::Tensor cropped = CropToBox(slices, box);
     const models::SliceWindow window{padded_height, padded_width, box.top, box.left};
     std::vector<int64_t> tumour_voxels(depth, 0);
     // Cleaning small components or enhancing tumour needs the whole volume: every mask is

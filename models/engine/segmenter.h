@@ -68,6 +68,8 @@ SliceBox BrainBox(const at::Tensor& slices);
 // The same box from a height x width bool plane (true where any slice and channel is non-zero),
 // on the grid of `multiple` voxels (clamped to the plane).
 SliceBox PlaneBox(const at::Tensor& plane, int64_t multiple = kSliceMultiple);
+// The box of an N x C x H x W tensor (a view; an undefined tensor stays undefined).
+at::Tensor CropToBox(const at::Tensor& tensor, const SliceBox& box);
 
 // One read of a SliceStack tensor's voxels, with no temporary of its size: which slices hold a
 // non-zero voxel in any channel, and the height x width bool plane of the pixels non-zero in

@@ -550,13 +550,9 @@ absl::Status Trainer::RunDecisionStage() {
     if (on_box) {
       const engine::SliceBox box =
           engine::PlaneBox(engine::ScanTissue(batch.images).plane, engine::kDecisionStride);
-      auto crop = [&box](const torch::Tensor& t) {
-        return t.defined()
-                   ? t.slice(2, box.top, box.bottom).slice(3, box.left, box.right).contiguous()
-                   : t;
-      };
-      batch.images = crop(batch.images);
-      batch.tumour = crop(batch.tumour);
+      batch.images = engine::CropToBox(batch.images, box).contiguous();
+      batch.tumour = engine::CropToBox(batch.tumour, box);
+      if (batch.tumour.defined()) batch.tumour = batch.tumour.contiguous();
     }
     const double lr = PolyLearningRate(options_.decision_lr, step, total, options_.warmup);
     SetLearningRate(optimizer, lr);
