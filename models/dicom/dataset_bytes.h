@@ -6,14 +6,29 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace danet::volume {
 
-// Reads the bytes of a DICOM file (meta header and dataset) into `format`. `what` starts the
-// error message ("DICOM SEG", "failure report").
+// Reads the bytes of a DICOM file (meta header and data set) into `format` with DCMTK, every value
+// loaded into memory before it returns (nothing in `format` refers to `bytes` afterwards).
+//
+// DCMTK's buffer stream makes it allocate each value from its declared length before it finds the
+// stream short (tests/fuzz: 1 kB files that declare 2-4 GB). This reads from a stream that can
+// hand DCMTK a factory for a later read, as a file stream does: DCMTK then skips a value longer
+// than `max_read_length`, refuses the file when fewer bytes remain than the value declares
+// ("larger than remaining bytes in file"), and loads the value only once its length is known to
+// fit. The guard rests on DCMTK's own parse, whatever encoding it chose; a deflated data set
+// (its stream inflated, so no factory) is the exception and keeps DCMTK's immediate loading.
+// The DCMTK condition on failure.
+OFCondition ReadFileFormat(std::string_view bytes, DcmFileFormat* format,
+                           Uint32 max_read_length = DCM_MaxReadLength);
+
+// ReadFileFormat with an InternalError whose message starts with `what` ("DICOM SEG", "failure
+// report").
 absl::Status ReadDatasetBytes(const std::string& bytes, const std::string& what,
                               DcmFileFormat* format);
 

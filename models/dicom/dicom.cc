@@ -2,7 +2,6 @@
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
-#include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcpixel.h>
 #include <dcmtk/dcmdata/dcpixseq.h>
 #include <dcmtk/dcmdata/dcpxitem.h>
@@ -23,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "models/dicom/dataset_bytes.h"
 #include "models/dicom/element_scan.h"
 #include "models/dicom/jpeg2000.h"
 
@@ -231,13 +231,8 @@ absl::StatusOr<std::vector<Slice>> DecodeInstance(const DicomFile& file, int ind
   if (absl::Status lengths = CheckDeclaredLengths(file.bytes); !lengths.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("unreadable (", lengths.message(), ")"));
   }
-  DcmInputBufferStream in;
-  in.setBuffer(file.bytes.data(), static_cast<offile_off_t>(file.bytes.size()));
-  in.setEos();
   DcmFileFormat format;
-  format.transferInit();
-  const OFCondition read = format.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
-  format.transferEnd();
+  const OFCondition read = ReadFileFormat(file.bytes, &format);
   if (read.bad()) return absl::InvalidArgumentError(absl::StrCat("unreadable (", read.text(), ")"));
   DcmDataset* ds = format.getDataset();
   Slice s;

@@ -2,11 +2,14 @@
 //
 // DCMTK allocates an element's value from its declared length before it finds the stream short:
 // a 1 kB file that declares a 2 GB value makes it request 2 GB (found by tests/fuzz/dicom_fuzz).
-// CheckDeclaredLengths refuses such a file first: every value length must fit in the bytes
-// that follow its header. Sequences and items are stepped into, so nested values are checked
-// too; encapsulated pixel data fragments are checked and skipped. The walk does not validate
-// anything else (DCMTK does); a deflated data set (transfer syntax 1.2.840.10008.1.2.1.99) is
-// checked up to its meta header only.
+// CheckDeclaredLengths refuses such a file first, with the offending tag named: every value
+// length must fit in the bytes that follow its header. It is not what keeps the allocation from
+// happening (ReadFileFormat, dataset_bytes.h, makes DCMTK check lengths itself before it
+// allocates, since this walk has disagreed with DCMTK's reading of odd encodings five times);
+// it gives the clear message and, below, the image size for the memory estimate. Sequences and
+// items are stepped into, so nested values are checked too; encapsulated pixel data fragments are
+// checked and skipped. The walk does not validate anything else (DCMTK does); a deflated data set
+// (transfer syntax 1.2.840.10008.1.2.1.99) is checked up to its meta header only.
 #ifndef DANET_MODELS_DICOM_ELEMENT_SCAN_H_
 #define DANET_MODELS_DICOM_ELEMENT_SCAN_H_
 

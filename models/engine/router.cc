@@ -131,7 +131,9 @@ std::string Policy::Name(const models::Bank& bank) const {
         min_component == 0 ? "" : absl::StrCat("+c", min_component),
         min_enhancing == 0 ? "" : absl::StrCat("+e", min_enhancing));
   }
-  return absl::StrCat("static:", bank.model_config(static_model).id());
+  return absl::StrCat("static:", bank.model_config(static_model).id(),
+                      min_component == 0 ? "" : absl::StrCat("+c", min_component),
+                      min_enhancing == 0 ? "" : absl::StrCat("+e", min_enhancing));
 }
 
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank) {
@@ -247,21 +249,46 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     return policy;
   }
   if (text.rfind("static:", 0) == 0) {
-    const std::string id = text.substr(7);
-    if (std::optional<int> index = bank.FindModel(id)) {
-      Policy policy;
-      policy.kind = Policy::Kind::kStatic;
-      policy.static_model = *index;
-      return policy;
+    // The model, then optionally the same clean-up of the final masks as a dynamic policy's.
+    const std::vector<std::string> parts = absl::StrSplit(text.substr(7), '+');
+    const std::optional<int> index = bank.FindModel(parts[0]);
+    if (!index) {
+      return absl::InvalidArgumentError(absl::StrCat("policy '", text, "': no bank model '",
+                                                     parts[0], "' (the bank has ",
+                                                     KnownModels(bank), ")"));
     }
-    return absl::InvalidArgumentError(absl::StrCat("policy '", text, "': no bank model '", id,
-                                                   "' (the bank has ", KnownModels(bank), ")"));
+    Policy policy;
+    policy.kind = Policy::Kind::kStatic;
+    policy.static_model = *index;
+    bool clean_seen = false;
+    bool enhancing_seen = false;
+    for (size_t i = 1; i < parts.size(); ++i) {
+      const std::string& part = parts[i];
+      if (!part.empty() && part[0] == 'c' && !clean_seen) {
+        clean_seen = true;
+        if (!ParseVoxelCount(part, &policy.min_component)) {
+          return VoxelCountError(text, "the smallest tumour component", 'c');
+        }
+      } else if (!part.empty() && part[0] == 'e' && !enhancing_seen) {
+        enhancing_seen = true;
+        if (!ParseVoxelCount(part, &policy.min_enhancing)) {
+          return VoxelCountError(text, "the smallest enhancing-tumour volume", 'e');
+        }
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "policy '", text, "': '+", part,
+            "' is not a smallest tumour component '+c<K>' or a smallest enhancing-tumour volume "
+            "'+e<K>', the only options of a static policy (each at most once)"));
+      }
+    }
+    return policy;
   }
   return absl::InvalidArgumentError(
       absl::StrCat("policy '", text,
                    "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>][+d<dip>]"
                    "[+p<model>:<preference>]"
-                   "[+f<follow>[v<voxels>]][+c<voxels>][+e<voxels>]' or 'static:<model id>'"));
+                   "[+f<follow>[v<voxels>]][+c<voxels>][+e<voxels>]' or "
+                   "'static:<model id>[+c<voxels>][+e<voxels>]'"));
 }
 
 absl::Status ApplyPolicyOverrides(double cost_bias, int64_t skip_margin, Policy* policy) {

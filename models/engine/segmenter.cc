@@ -217,8 +217,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     std::vector<int64_t> tumour_voxels(depth, 0);
     // Cleaning small components or enhancing tumour needs the whole volume: every mask is
     // reported at the end.
-    const bool clean = policy.kind == Policy::Kind::kDynamic &&
-                       (policy.min_component > 0 || policy.min_enhancing > 0);
+    const bool clean = policy.min_component > 0 || policy.min_enhancing > 0;
     // Runs `members` (slice indices, all routed to `route`) through the route's model.
     auto segment = [&](int route, const std::vector<int64_t>& members) -> absl::Status {
       models::Network& model = bank.model(route - 1);

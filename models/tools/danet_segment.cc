@@ -30,7 +30,8 @@ ABSL_FLAG(std::string, bundle, "models/bundles/phantom-compact", "Bundle directo
 ABSL_FLAG(std::string, case_dir, "", "BraTS-layout case folder (four modalities).");
 ABSL_FLAG(std::string, out, "", "Write the label map (BraTS labels) here (.nii or .nii.gz).");
 ABSL_FLAG(std::string, policy, "",
-          "dynamic[@bias][+m<margin>] or static:<model id>; empty: the bundle's default.");
+          "dynamic[@bias][+m<margin>]... or static:<model id>[+c<voxels>][+e<voxels>] "
+          "(docs/routing.md); empty: the bundle's default.");
 ABSL_FLAG(std::string, json, "", "Write a JSON report here.");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(bool, int8_linear, false,

@@ -15,13 +15,41 @@
 #include <openjpeg.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <filesystem>
+#include <new>
 #include <random>
 
+#include "models/dicom/dataset_bytes.h"
 #include "models/dicom/dicom_report.h"
 #include "models/dicom/dicom_seg.h"
 #include "models/dicom/element_scan.h"
 #include "models/volume/nifti.h"
+
+// DCMTK allocates element values with nothrow new[]. Outside the sanitizer build (ASan brings
+// its own operator new; there the fuzzers' malloc limit watches instead), this test binary
+// replaces it to record the largest request, so a test can show that a declared length was never
+// allocated.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DANET_TEST_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define DANET_TEST_ASAN 1
+#endif
+#ifndef DANET_TEST_ASAN
+namespace {
+std::atomic<size_t> largest_nothrow_array{0};
+}  // namespace
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  size_t seen = largest_nothrow_array.load();
+  while (size > seen && !largest_nothrow_array.compare_exchange_weak(seen, size)) {
+  }
+  return std::malloc(size == 0 ? 1 : size);  // released by operator delete[], which frees
+}
+#endif
 
 namespace danet::volume {
 namespace {
@@ -576,6 +604,44 @@ TEST_F(DicomTest, ValueLengthsPastTheEndAreRefusedBeforeAllocating) {
 // sequence whose items are in implicit VR; the walk reads them so, and goes back to explicit VR
 // after the sequence's delimiter. Appended after the pixel data: a private (7FE1,1001) UN
 // sequence, then an explicit LO element.
+// The guard that does not depend on the pre-scan's reading of the encoding: DCMTK reads from a
+// stream that can defer a value, so it skips a long one, finds the file short and refuses it
+// without allocating the declared length; a good file's values are all in memory afterwards.
+TEST_F(DicomTest, DcmtkChecksDeclaredLengthsBeforeAllocatingThem) {
+  const std::vector<std::string> good = Write("AX FLAIR");
+  const size_t pixels = good[1].rfind(std::string("\xE0\x7F\x10\x00OW", 6));
+  ASSERT_NE(pixels, std::string::npos);
+  std::string huge = good[1];
+  for (int b = 0; b < 4; ++b) huge[pixels + 8 + b] = static_cast<char>(0x7FFFFFF0u >> (8 * b));
+#ifndef DANET_TEST_ASAN
+  largest_nothrow_array = 0;
+#endif
+  DcmFileFormat refused;
+  const OFCondition c = ReadFileFormat(huge, &refused);  // no CheckDeclaredLengths before it
+  EXPECT_TRUE(c.bad());
+#ifndef DANET_TEST_ASAN
+  EXPECT_LT(largest_nothrow_array.load(), huge.size());  // checked to be 2 GB with a buffer stream
+#endif
+
+  // A good instance read from bytes that are gone before its pixels are used (its pixels, 1.5 kB,
+  // longer than the 256 bytes read at once here, deferred while reading).
+  DcmFileFormat read;
+  {
+    const std::string copy = good[1];
+    ASSERT_TRUE(ReadFileFormat(copy, &read, /*max_read_length=*/256).good());
+  }
+  DcmFileFormat reference;
+  ASSERT_TRUE(ReadDatasetBytes(good[1], "reference", &reference).ok());
+  const Uint16* a = nullptr;
+  const Uint16* b = nullptr;
+  unsigned long na = 0, nb = 0;
+  ASSERT_TRUE(read.getDataset()->findAndGetUint16Array(DCM_PixelData, a, &na).good());
+  ASSERT_TRUE(reference.getDataset()->findAndGetUint16Array(DCM_PixelData, b, &nb).good());
+  ASSERT_EQ(na, nb);
+  ASSERT_GT(na, 256u / 2);
+  EXPECT_TRUE(std::equal(a, a + na, b));
+}
+
 TEST_F(DicomTest, UndefinedLengthUnHoldsAnImplicitVrSequence) {
   const std::vector<std::string> good = Write("AX FLAIR");
   const auto le16 = [](uint16_t v) {

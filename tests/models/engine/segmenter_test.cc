@@ -790,6 +790,28 @@ TEST_F(SegmenterTest, UnknownPoliciesNameWhatExists) {
   EXPECT_THAT(ParsePolicy("static:M9", *bank_).status().message(),
               ::testing::HasSubstr("no bank model 'M9' (the bank has M1, M2, M3, M4)"));
   EXPECT_EQ(ParsePolicy("fastest", *bank_).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ParsePolicy("static:M9+c30", *bank_).status().message(),
+              ::testing::HasSubstr("no bank model 'M9'"));
+}
+
+// A static policy takes the dynamic policies' clean-up of the final masks, and nothing else.
+TEST_F(SegmenterTest, StaticPoliciesTakeOnlyTheMaskCleanUp) {
+  const Policy policy = *ParsePolicy("static:M3+c30+e20", *bank_);
+  EXPECT_EQ(policy.kind, Policy::Kind::kStatic);
+  EXPECT_EQ(policy.static_model, 2);
+  EXPECT_EQ(policy.min_component, 30);
+  EXPECT_EQ(policy.min_enhancing, 20);
+  EXPECT_EQ(policy.Name(*bank_), "static:M3+c30+e20");
+  EXPECT_EQ(ParsePolicy("static:M3+e5", *bank_)->Name(*bank_), "static:M3+e5");
+  EXPECT_EQ(ParsePolicy("static:M3", *bank_)->Name(*bank_), "static:M3");
+  for (const char* bad : {"static:M3+f4", "static:M3+c30+c30", "static:M3+m2", "static:M3+"}) {
+    const absl::Status status = ParsePolicy(bad, *bank_).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(status.message(), ::testing::HasSubstr("the only options of a static policy"))
+        << bad;
+  }
+  EXPECT_THAT(ParsePolicy("static:M3+c-1", *bank_).status().message(),
+              ::testing::HasSubstr("smallest tumour component"));
 }
 
 // Any in-plane size: a 57 x 41 crop of the test volume segments exactly as the same crop padded
@@ -890,7 +912,7 @@ TEST_F(SegmenterTest, RelabellingSmallEnhancingKeepsRoutesAndTheTumourCore) {
   // With and without small components cleared first; the largest volume relabels every
   // enhancing voxel of the untrained bank's masks.
   int64_t relabelled = 0;
-  for (const char* name : {"dynamic@0.5+f4", "dynamic@0.5+f4+c3"}) {
+  for (const char* name : {"dynamic@0.5+f4", "dynamic@0.5+f4+c3", "static:M2", "static:M2+c3"}) {
     const VolumeResult plain = *SegmentVolume(*bank_, volume_, *ParsePolicy(name, *bank_));
     const VolumeResult relabel = *SegmentVolume(
         *bank_, volume_, *ParsePolicy(absl::StrCat(name, "+e", kMaxMinComponent), *bank_));
@@ -909,7 +931,7 @@ TEST_F(SegmenterTest, CleaningSmallComponentsKeepsRoutesAndCleansTheFinalMasks) 
   // bank's masks are large blobs, so the largest threshold (more than the volume's voxels) is
   // what shows the cleaning applied.
   int64_t removed = 0;
-  for (const char* name : {"dynamic@0.5+f4", "dynamic@-1000"}) {
+  for (const char* name : {"dynamic@0.5+f4", "dynamic@-1000", "static:M1"}) {
     const VolumeResult plain = *SegmentVolume(*bank_, volume_, *ParsePolicy(name, *bank_));
     for (int min_voxels : {3, kMaxMinComponent}) {
       const VolumeResult clean = *SegmentVolume(
