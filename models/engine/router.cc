@@ -25,6 +25,31 @@ absl::Status VoxelCountError(const std::string& text, const char* what, char let
                    "' is not a whole number in 0..", kMaxMinComponent));
 }
 
+// The clean-up parts every policy takes, '+c<voxels>' and '+e<voxels>', each at most once (the
+// `seen` flags): nullopt when `part` is neither (or a repeat), else the parse's status.
+struct CleanUpSeen {
+  bool components = false;
+  bool enhancing = false;
+};
+std::optional<absl::Status> ParseCleanUp(const std::string& text, const std::string& part,
+                                         CleanUpSeen* seen, Policy* policy) {
+  if (!part.empty() && part[0] == 'c' && !seen->components) {
+    seen->components = true;
+    if (!ParseVoxelCount(part, &policy->min_component)) {
+      return VoxelCountError(text, "the smallest tumour component", 'c');
+    }
+    return absl::OkStatus();
+  }
+  if (!part.empty() && part[0] == 'e' && !seen->enhancing) {
+    seen->enhancing = true;
+    if (!ParseVoxelCount(part, &policy->min_enhancing)) {
+      return VoxelCountError(text, "the smallest enhancing-tumour volume", 'e');
+    }
+    return absl::OkStatus();
+  }
+  return std::nullopt;
+}
+
 // The bank's model ids, "M1, M2, ...", for messages that name an unknown model.
 std::string KnownModels(const models::Bank& bank) {
   std::vector<std::string> ids;
@@ -159,8 +184,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     bool threshold_seen = false;
     bool dip_seen = false;
     bool follow_seen = false;
-    bool clean_seen = false;
-    bool enhancing_seen = false;
+    CleanUpSeen clean_seen;
     std::vector<bool> preference_seen;
     for (size_t i = 1; i < parts.size(); ++i) {
       const std::string& part = parts[i];
@@ -222,16 +246,9 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
                            "': the tumour-following depth after '+f' is not a whole number in 0..",
                            kMaxSkipMargin));
         }
-      } else if (!part.empty() && part[0] == 'c' && !clean_seen) {
-        clean_seen = true;
-        if (!ParseVoxelCount(part, &policy.min_component)) {
-          return VoxelCountError(text, "the smallest tumour component", 'c');
-        }
-      } else if (!part.empty() && part[0] == 'e' && !enhancing_seen) {
-        enhancing_seen = true;
-        if (!ParseVoxelCount(part, &policy.min_enhancing)) {
-          return VoxelCountError(text, "the smallest enhancing-tumour volume", 'e');
-        }
+      } else if (std::optional<absl::Status> clean =
+                     ParseCleanUp(text, part, &clean_seen, &policy)) {
+        if (!clean->ok()) return *clean;
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             "policy '", text, "': '+", part,
@@ -260,20 +277,11 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     Policy policy;
     policy.kind = Policy::Kind::kStatic;
     policy.static_model = *index;
-    bool clean_seen = false;
-    bool enhancing_seen = false;
+    CleanUpSeen clean_seen;
     for (size_t i = 1; i < parts.size(); ++i) {
       const std::string& part = parts[i];
-      if (!part.empty() && part[0] == 'c' && !clean_seen) {
-        clean_seen = true;
-        if (!ParseVoxelCount(part, &policy.min_component)) {
-          return VoxelCountError(text, "the smallest tumour component", 'c');
-        }
-      } else if (!part.empty() && part[0] == 'e' && !enhancing_seen) {
-        enhancing_seen = true;
-        if (!ParseVoxelCount(part, &policy.min_enhancing)) {
-          return VoxelCountError(text, "the smallest enhancing-tumour volume", 'e');
-        }
+      if (std::optional<absl::Status> clean = ParseCleanUp(text, part, &clean_seen, &policy)) {
+        if (!clean->ok()) return *clean;
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             "policy '", text, "': '+", part,
