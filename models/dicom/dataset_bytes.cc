@@ -1,19 +1,29 @@
 #include "models/dicom/dataset_bytes.h"
 
 #include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcwcache.h>
 
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "models/volume/gzip.h"
 
 namespace danet::volume {
 namespace {
 
+// The most a deflated data set may inflate to: an Enhanced MR instance of 512 x 512 x 1000 16-bit
+// frames is 500 MiB. More is refused before it is inflated further (a small upload must not
+// inflate into gigabytes).
+constexpr int64_t kMaxInflatedDataSet = int64_t{512} << 20;
+
 // A buffer stream over `bytes` from `offset` on that, unlike DcmInputBufferStream, gives DCMTK a
-// factory for reading again at its current position (none once an inflating filter is on: the
-// position is then in the inflated stream).
+// factory for reading again at its current position. It refuses an inflating filter: over one,
+// no factory could point into the stream, and DCMTK would allocate values from their declared
+// lengths again. Where DCMTK asked for one (a deflated data set) is kept for ReadFileFormat.
 class MemoryInputStream : public DcmInputBufferStream {
  public:
   MemoryInputStream(std::string_view bytes, size_t offset) : bytes_(bytes), offset_(offset) {
@@ -21,15 +31,16 @@ class MemoryInputStream : public DcmInputBufferStream {
     setEos();
   }
   DcmInputStreamFactory* newFactory() const override;
-  OFCondition installCompressionFilter(E_StreamCompression filter) override {
-    compressed_ = true;
-    return DcmInputBufferStream::installCompressionFilter(filter);
+  OFCondition installCompressionFilter(E_StreamCompression) override {
+    deflated_at_ = offset_ + static_cast<size_t>(tell());
+    return EC_UnsupportedEncoding;
   }
+  std::optional<size_t> deflated_at() const { return deflated_at_; }
 
  private:
   std::string_view bytes_;
   size_t offset_;
-  bool compressed_ = false;
+  std::optional<size_t> deflated_at_;
 };
 
 class MemoryStreamFactory : public DcmInputStreamFactory {
@@ -46,9 +57,34 @@ class MemoryStreamFactory : public DcmInputStreamFactory {
 };
 
 DcmInputStreamFactory* MemoryInputStream::newFactory() const {
-  if (compressed_) return nullptr;
   const size_t at = offset_ + static_cast<size_t>(tell());
   return at <= bytes_.size() ? new MemoryStreamFactory(bytes_, at) : nullptr;
+}
+
+// A deflated data set (DCMTK asked for an inflating filter at `at`): the meta group read from
+// `bytes` up to there, the data set inflated here (bounded) and read from the inflated bytes as
+// Explicit VR Little Endian, both through factories, every value then loaded.
+OFCondition ReadDeflated(std::string_view bytes, size_t at, DcmFileFormat* format,
+                         Uint32 max_read_length) {
+  absl::StatusOr<std::string> inflated = InflateRaw(bytes.substr(at), kMaxInflatedDataSet);
+  if (!inflated.ok()) {
+    return makeOFCondition(OFM_dcmdata, 1, OF_error,
+                           std::string(inflated.status().message()).c_str());
+  }
+  format->clear();
+  MemoryInputStream meta_in(bytes.substr(0, at), 0);
+  DcmMetaInfo* meta = format->getMetaInfo();
+  meta->transferInit();
+  OFCondition c = meta->read(meta_in, EXS_Unknown, EGL_noChange, max_read_length);
+  meta->transferEnd();
+  if (c.bad()) return c;
+  MemoryInputStream data_in(*inflated, 0);
+  DcmDataset* dataset = format->getDataset();
+  dataset->transferInit();
+  c = dataset->read(data_in, EXS_LittleEndianExplicit, EGL_noChange, max_read_length);
+  dataset->transferEnd();
+  if (c.good()) c = format->loadAllDataIntoMemory();  // before `inflated` goes
+  return c;
 }
 
 }  // namespace
@@ -60,7 +96,8 @@ OFCondition ReadFileFormat(std::string_view bytes, DcmFileFormat* format, Uint32
   format->transferEnd();
   // Deferred values are loaded now, from lengths DCMTK's skip has checked, so that no element
   // keeps a factory pointing into `bytes`.
-  if (c.good()) c = format->loadAllDataIntoMemory();
+  if (c.good()) return format->loadAllDataIntoMemory();
+  if (in.deflated_at()) return ReadDeflated(bytes, *in.deflated_at(), format, max_read_length);
   return c;
 }
 

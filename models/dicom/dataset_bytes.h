@@ -21,8 +21,9 @@ namespace danet::volume {
 // hand DCMTK a factory for a later read, as a file stream does: DCMTK then skips a value longer
 // than `max_read_length`, refuses the file when fewer bytes remain than the value declares
 // ("larger than remaining bytes in file"), and loads the value only once its length is known to
-// fit. The guard rests on DCMTK's own parse, whatever encoding it chose; a deflated data set
-// (its stream inflated, so no factory) is the exception and keeps DCMTK's immediate loading.
+// fit. The guard rests on DCMTK's own parse, whatever encoding it chose. A deflated data set
+// (no factory can point into an inflating stream) is inflated here first, at most 512 MiB, and
+// read from the inflated bytes the same way.
 // The DCMTK condition on failure.
 OFCondition ReadFileFormat(std::string_view bytes, DcmFileFormat* format,
                            Uint32 max_read_length = DCM_MaxReadLength);

@@ -14,6 +14,7 @@ namespace danet::volume {
 namespace {
 
 constexpr int kGzipWindow = 15 + 16;  // zlib: gzip wrapper
+constexpr int kRawWindow = -15;       // zlib: raw deflate data, no wrapper
 
 }  // namespace
 
@@ -41,14 +42,18 @@ int64_t InflatedSizeHint(std::string_view bytes, int64_t max_bytes) {
 }
 
 // Inflates up to `max_bytes`. Whole: more is an error, and so is a stream that ends early.
-// Prefix: stops at `max_bytes` (the result cut there) or where the data ends.
-absl::StatusOr<std::string> Inflate(std::string_view bytes, int64_t max_bytes, bool prefix) {
+// Prefix: stops at `max_bytes` (the result cut there) or where the data ends. `window`: zlib's
+// windowBits, gzip-wrapped or raw; `kind` names the format in errors.
+absl::StatusOr<std::string> Inflate(std::string_view bytes, int64_t max_bytes, bool prefix,
+                                    int window = kGzipWindow, const char* kind = "gzip") {
   z_stream stream{};
-  if (inflateInit2(&stream, kGzipWindow) != Z_OK) return absl::InternalError("zlib init failed");
+  if (inflateInit2(&stream, window) != Z_OK) return absl::InternalError("zlib init failed");
   stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
   stream.avail_in = static_cast<uInt>(bytes.size());
   std::string out;
-  if (!prefix) out.reserve(static_cast<size_t>(InflatedSizeHint(bytes, max_bytes)));
+  if (!prefix && window == kGzipWindow) {
+    out.reserve(static_cast<size_t>(InflatedSizeHint(bytes, max_bytes)));
+  }
   char buffer[1 << 16];
   int rc = Z_OK;
   while (rc != Z_STREAM_END) {
@@ -64,8 +69,8 @@ absl::StatusOr<std::string> Inflate(std::string_view bytes, int64_t max_bytes, b
     if (rc != Z_OK && rc != Z_STREAM_END) {
       const std::string reason =
           (rc == Z_BUF_ERROR)
-              ? "truncated gzip stream (it ends before its end marker)"
-              : absl::StrCat("corrupt gzip data (",
+              ? absl::StrCat("truncated ", kind, " stream (it ends before its end marker)")
+              : absl::StrCat("corrupt ", kind, " data (",
                              stream.msg != nullptr ? stream.msg : "zlib error", ")");
       inflateEnd(&stream);
       return absl::InvalidArgumentError(reason);
@@ -75,11 +80,12 @@ absl::StatusOr<std::string> Inflate(std::string_view bytes, int64_t max_bytes, b
     if (static_cast<int64_t>(out.size()) > max_bytes) {
       inflateEnd(&stream);
       return absl::InvalidArgumentError(
-          absl::StrCat("gzip data inflates to more than ", max_bytes, " bytes"));
+          absl::StrCat(kind, " data inflates to more than ", max_bytes, " bytes"));
     }
     if (!prefix && truncated) {
       inflateEnd(&stream);
-      return absl::InvalidArgumentError("truncated gzip stream (it ends before its end marker)");
+      return absl::InvalidArgumentError(
+          absl::StrCat("truncated ", kind, " stream (it ends before its end marker)"));
     }
   }
   inflateEnd(&stream);
@@ -119,6 +125,10 @@ absl::StatusOr<std::string> Gunzip(std::string_view bytes, int64_t max_bytes) {
 
 absl::StatusOr<std::string> GunzipPrefix(std::string_view bytes, int64_t max_bytes) {
   return Inflate(bytes, max_bytes, /*prefix=*/true);
+}
+
+absl::StatusOr<std::string> InflateRaw(std::string_view bytes, int64_t max_bytes) {
+  return Inflate(bytes, max_bytes, /*prefix=*/false, kRawWindow, "deflate");
 }
 
 absl::StatusOr<std::string> Gzip(std::string_view bytes) {

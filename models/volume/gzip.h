@@ -23,6 +23,10 @@ absl::StatusOr<std::string> Gunzip(std::string_view bytes, int64_t max_bytes);
 // no more than that. InvalidArgument for corrupt data before that point.
 absl::StatusOr<std::string> GunzipPrefix(std::string_view bytes, int64_t max_bytes);
 
+// Inflates raw deflate data (no gzip or zlib wrapper, as in DICOM's Deflated Explicit VR Little
+// Endian transfer syntax). Errors and the bound as Gunzip's, named "deflate".
+absl::StatusOr<std::string> InflateRaw(std::string_view bytes, int64_t max_bytes);
+
 // Deflates into a gzip stream (level 6, what gzip(1) uses by default).
 absl::StatusOr<std::string> Gzip(std::string_view bytes);
 

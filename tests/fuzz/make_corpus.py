@@ -7,7 +7,6 @@ fuzzers mutate. Deterministic; re-run after a format change and commit the resul
 import gzip
 import io
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -157,6 +156,17 @@ def upload_records(files, kind=1, policy=b""):
     return b"".join(struct.pack("<H", len(r)) + r for r in records)
 
 
+def deflated_bytes(data):
+    """The instance again in Deflated Explicit VR Little Endian, written by DCMTK's dcmconv."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.dcm"), os.path.join(tmp, "out.dcm")
+        with open(src, "wb") as f:
+            f.write(data)
+        subprocess.run(["dcmconv", "+td", src, dst], check=True)
+        with open(dst, "rb") as f:
+            return f.read()
+
+
 def write(out, target, name, data):
     os.makedirs(os.path.join(out, target), exist_ok=True)
     with open(os.path.join(out, target, name), "wb") as f:
@@ -165,7 +175,8 @@ def write(out, target, name, data):
 
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "corpus")
-    shutil.rmtree(out, ignore_errors=True)
+    # Seeds are written over, not the folder cleared: the crashing inputs that fuzzing found are
+    # committed beside them as seeds (docs/reliability.md) and must stay.
     write(out, "nifti", "float32.nii", nifti_bytes((8, 8, 4), np.float32))
     write(out, "nifti", "int16.nii.gz", nifti_bytes((8, 6, 3), np.int16, gz=True, seed=1))
     write(out, "nifti", "labels_uint8.nii", nifti_bytes((8, 8, 2), np.uint8, labels=True))
@@ -178,6 +189,7 @@ def main():
           dicom_bytes(0) + sep + dicom_bytes(0, series_uid="1.2.826.0.1.3680043.2.2", desc="T2"))
     write(out, "dicom", "enhanced3.dcm", enhanced_bytes())
     write(out, "dicom", "jpeg2000.dcm", jpeg2000_bytes())
+    write(out, "dicom", "one_deflated.dcm", deflated_bytes(dicom_bytes(0)))
     with open(os.path.join(REPO, "models", "bundles", "phantom-compact", "bundle.pbtxt"), "rb") as f:
         write(out, "bundle_config", "phantom-compact.pbtxt", f.read())
     write(out, "bundle_config", "minimal.pbtxt",

@@ -10,7 +10,7 @@ danet_gtest(volume_test
 if(NOT DANET_ENGINE_ONLY)
   danet_gtest(dicom_test
     SOURCES ${_models}/dicom/dicom_test.cc
-    LIBS danet_dicom danet_volume DCMTK::dcmdata PkgConfig::OPENJP2)
+    LIBS danet_dicom danet_volume DCMTK::dcmdata PkgConfig::OPENJP2 ZLIB::ZLIB)
 endif()
 
 danet_gtest(models_test

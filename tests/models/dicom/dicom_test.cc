@@ -13,6 +13,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <openjpeg.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +26,7 @@
 #include "models/dicom/dicom_report.h"
 #include "models/dicom/dicom_seg.h"
 #include "models/dicom/element_scan.h"
+#include "models/volume/gzip.h"
 #include "models/volume/nifti.h"
 
 // DCMTK allocates element values with nothrow new[]. Outside the sanitizer build (ASan brings
@@ -640,6 +642,69 @@ TEST_F(DicomTest, DcmtkChecksDeclaredLengthsBeforeAllocatingThem) {
   ASSERT_EQ(na, nb);
   ASSERT_GT(na, 256u / 2);
   EXPECT_TRUE(std::equal(a, a + na, b));
+}
+
+// Raw deflate data (no wrapper), as the Deflated Explicit VR Little Endian transfer syntax holds.
+std::string DeflateRaw(const std::string& bytes) {
+  z_stream stream{};
+  EXPECT_EQ(deflateInit2(&stream, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&stream, bytes.size()), '\0');
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+  stream.avail_in = static_cast<uInt>(bytes.size());
+  stream.next_out = reinterpret_cast<Bytef*>(out.data());
+  stream.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&stream, Z_FINISH), Z_STREAM_END);
+  out.resize(stream.total_out);
+  deflateEnd(&stream);
+  return out;
+}
+
+// A deflated data set is inflated before DCMTK reads it, so the same guard holds: the series
+// decodes as its explicit-VR original does, and a value that declares 2 GB inside the deflated
+// data is refused without being allocated.
+TEST_F(DicomTest, DeflatedDataSetsDecodeAndAreGuardedToo) {
+  const std::vector<std::string> good = Write("AX FLAIR");
+  std::vector<std::string> deflated;
+  for (const std::string& b : good) deflated.push_back(Save(b, EXS_DeflatedLittleEndianExplicit));
+  ASSERT_NE(deflated[1].find("1.2.840.10008.1.2.1.99"), std::string::npos);
+  const absl::StatusOr<std::vector<DicomSeries>> plain = DecodeDicomSeries(Files(good));
+  const absl::StatusOr<std::vector<DicomSeries>> read = DecodeDicomSeries(Files(deflated));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->size(), plain->size());
+  EXPECT_EQ((*read)[0].volume.voxels, (*plain)[0].volume.voxels);
+
+  // The meta group ends 12 bytes after (0002,0000) plus its value; the deflated data set follows.
+  const std::string& one = deflated[1];
+  ASSERT_EQ(one.substr(132, 6), std::string("\x02\x00\x00\x00UL", 6));
+  uint32_t meta_length = 0;
+  for (int b = 0; b < 4; ++b)
+    meta_length |= uint32_t{static_cast<uint8_t>(one[140 + b])} << (8 * b);
+  const size_t data_set = 144 + meta_length;
+  std::string inflated = *InflateRaw(one.substr(data_set), 1 << 24);
+  const size_t pixels = inflated.rfind(std::string("\xE0\x7F\x10\x00OW", 6));
+  ASSERT_NE(pixels, std::string::npos);
+  for (int b = 0; b < 4; ++b) {
+    inflated[pixels + 8 + b] = static_cast<char>(0x7FFFFFF0u >> (8 * b));
+  }
+  const std::string huge = one.substr(0, data_set) + DeflateRaw(inflated);
+#ifndef DANET_TEST_ASAN
+  largest_nothrow_array = 0;
+#endif
+  DcmFileFormat refused;
+  EXPECT_TRUE(ReadFileFormat(huge, &refused).bad());
+#ifndef DANET_TEST_ASAN
+  EXPECT_LT(largest_nothrow_array.load(), inflated.size());
+#endif
+  std::vector<std::string> series = deflated;
+  series[1] = huge;
+  EXPECT_EQ(DecodeDicomSeries(Files(series)).status().code(), absl::StatusCode::kInvalidArgument);
+
+  // Deflate data that does not inflate is refused with zlib's reason.
+  std::string corrupt = one;
+  for (size_t i = data_set; i < corrupt.size(); ++i) corrupt[i] = '\xFF';
+  DcmFileFormat broken;
+  EXPECT_TRUE(ReadFileFormat(corrupt, &broken).bad());
 }
 
 TEST_F(DicomTest, UndefinedLengthUnHoldsAnImplicitVrSequence) {

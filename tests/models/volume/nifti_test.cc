@@ -235,6 +235,23 @@ TEST(NiftiTest, GzipBombIsBounded) {
   EXPECT_THAT(out.status().message(), HasSubstr("inflates to more than 1048576 bytes"));
 }
 
+// Raw deflate (DICOM's deflated transfer syntax): a gzip stream's body between its 10-byte header
+// and its 8-byte trailer; bounded and with errors as Gunzip's, named "deflate".
+TEST(NiftiTest, RawDeflateInflatesBoundedWithNamedErrors) {
+  std::string data(100'000, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 2654435761u) >> 17);
+  const std::string gz = *Gzip(data);
+  const std::string raw = gz.substr(10, gz.size() - 18);
+  absl::StatusOr<std::string> out = InflateRaw(raw, 1 << 20);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, data);
+  EXPECT_THAT(InflateRaw(raw, 50'000).status().message(),
+              HasSubstr("deflate data inflates to more than 50000 bytes"));
+  EXPECT_THAT(InflateRaw(raw.substr(0, raw.size() / 2), 1 << 20).status().message(),
+              HasSubstr("truncated deflate stream"));
+  EXPECT_FALSE(InflateRaw(gz, 1 << 20).ok());  // a gzip header is not raw deflate data
+}
+
 TEST(NiftiTest, GunzipWritesItsOutputIntoOneBufferOfTheTrailersSize) {
   std::string data(3'000'001, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
