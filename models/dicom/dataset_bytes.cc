@@ -1,7 +1,6 @@
 #include "models/dicom/dataset_bytes.h"
 
 #include <dcmtk/dcmdata/dcistrmb.h>
-#include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcwcache.h>
 
@@ -61,27 +60,21 @@ DcmInputStreamFactory* MemoryInputStream::newFactory() const {
   return at <= bytes_.size() ? new MemoryStreamFactory(bytes_, at) : nullptr;
 }
 
-// A deflated data set (DCMTK asked for an inflating filter at `at`): the meta group read from
-// `bytes` up to there, the data set inflated here (bounded) and read from the inflated bytes as
-// Explicit VR Little Endian, both through factories, every value then loaded.
-OFCondition ReadDeflated(std::string_view bytes, size_t at, DcmFileFormat* format,
-                         Uint32 max_read_length) {
+// A deflated data set (DCMTK asked for an inflating filter at `at`, once its meta group was read):
+// the data set inflated here (bounded) and read again from the inflated bytes as Explicit VR
+// Little Endian through factories, every value then loaded.
+OFCondition ReadDeflatedDataSet(std::string_view bytes, size_t at, DcmFileFormat* format,
+                                Uint32 max_read_length) {
   absl::StatusOr<std::string> inflated = InflateRaw(bytes.substr(at), kMaxInflatedDataSet);
   if (!inflated.ok()) {
     return makeOFCondition(OFM_dcmdata, 1, OF_error,
                            std::string(inflated.status().message()).c_str());
   }
-  format->clear();
-  MemoryInputStream meta_in(bytes.substr(0, at), 0);
-  DcmMetaInfo* meta = format->getMetaInfo();
-  meta->transferInit();
-  OFCondition c = meta->read(meta_in, EXS_Unknown, EGL_noChange, max_read_length);
-  meta->transferEnd();
-  if (c.bad()) return c;
-  MemoryInputStream data_in(*inflated, 0);
+  MemoryInputStream in(*inflated, 0);
   DcmDataset* dataset = format->getDataset();
+  dataset->clear();
   dataset->transferInit();
-  c = dataset->read(data_in, EXS_LittleEndianExplicit, EGL_noChange, max_read_length);
+  OFCondition c = dataset->read(in, EXS_LittleEndianExplicit, EGL_noChange, max_read_length);
   dataset->transferEnd();
   if (c.good()) c = format->loadAllDataIntoMemory();  // before `inflated` goes
   return c;
@@ -97,7 +90,9 @@ OFCondition ReadFileFormat(std::string_view bytes, DcmFileFormat* format, Uint32
   // Deferred values are loaded now, from lengths DCMTK's skip has checked, so that no element
   // keeps a factory pointing into `bytes`.
   if (c.good()) return format->loadAllDataIntoMemory();
-  if (in.deflated_at()) return ReadDeflated(bytes, *in.deflated_at(), format, max_read_length);
+  if (in.deflated_at()) {
+    return ReadDeflatedDataSet(bytes, *in.deflated_at(), format, max_read_length);
+  }
   return c;
 }
 

@@ -142,6 +142,10 @@ std::string Policy::PreferenceName(const models::Bank& bank) const {
 }
 
 std::string Policy::Name(const models::Bank& bank) const {
+  // The mask clean-up, which both kinds take, comes last.
+  const std::string clean_up =
+      absl::StrCat(min_component == 0 ? "" : absl::StrCat("+c", min_component),
+                   min_enhancing == 0 ? "" : absl::StrCat("+e", min_enhancing));
   if (kind == Kind::kDynamic) {
     return absl::StrCat(
         "dynamic", cost_bias == 0 ? "" : absl::StrCat("@", cost_bias),
@@ -153,12 +157,9 @@ std::string Policy::Name(const models::Bank& bank) const {
         follow_tumour == 0 || follow_min_voxels == kDefaultFollowMinVoxels
             ? ""
             : absl::StrCat("v", follow_min_voxels),
-        min_component == 0 ? "" : absl::StrCat("+c", min_component),
-        min_enhancing == 0 ? "" : absl::StrCat("+e", min_enhancing));
+        clean_up);
   }
-  return absl::StrCat("static:", bank.model_config(static_model).id(),
-                      min_component == 0 ? "" : absl::StrCat("+c", min_component),
-                      min_enhancing == 0 ? "" : absl::StrCat("+e", min_enhancing));
+  return absl::StrCat("static:", bank.model_config(static_model).id(), clean_up);
 }
 
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank) {

@@ -79,11 +79,10 @@ struct Policy {
   // that a few stray voxels of a model's noise do not pull in the next slice.
   int follow_min_voxels = kDefaultFollowMinVoxels;
   // Any policy (static ones since session 32): once every slice is segmented, tumour components
-  // (face-connected in 3D) of
-  // fewer than min_component voxels are set to background (RemoveSmallTumourComponents,
-  // segmenter.h). Under an appearance shift a model's false positives are often speckle of a
-  // few voxels each (docs/routing.md). The masks then reach SegmentOptions::on_slice only at
-  // the end, cleaned. 0: off.
+  // (face-connected in 3D) of fewer than min_component voxels are set to background
+  // (RemoveSmallTumourComponents, segmenter.h). Under an appearance shift a model's false positives
+  // are often speckle of a few voxels each (docs/routing.md). The masks then reach
+  // SegmentOptions::on_slice only at the end, cleaned. 0: off.
   int min_component = 0;
   // Any policy: once every slice is segmented (and small components cleared), when the whole
   // volume holds fewer than min_enhancing enhancing-tumour voxels (label 4) they are relabelled
