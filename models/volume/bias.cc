@@ -366,9 +366,8 @@ void CorrectBiasField(MultiModalVolume* volume, const BiasCorrectionOptions& opt
   // Applied as it is evaluated: no field volume is allocated (fresh pages cost on these VMs).
   ForEachChannel(channels.size(), [&](size_t c) {
     std::vector<float>& channel = volume->channels[c];
-    VisitField(fitted, c, channel, volume->geometry.dims, [&channel](size_t v, double f) {
-      channel[v] = static_cast<float>(channel[v] * std::exp(-f));
-    });
+    VisitField(fitted, c, channel, volume->geometry.dims,
+               [&channel](size_t v, double f) { channel[v] *= std::exp(static_cast<float>(-f)); });
   });
 }
 

@@ -4,7 +4,7 @@
 // own (four on the two-core machine measured in docs/benchmarks.md).
 //
 // Thread safety: fn(c) runs concurrently for different c; it must touch only channel c's data
-// (and read shared inputs).
+// (and read shared inputs). The same for ForEachPart's parts of a volume.
 #ifndef DANET_MODELS_VOLUME_PARALLEL_H_
 #define DANET_MODELS_VOLUME_PARALLEL_H_
 
@@ -14,13 +14,19 @@
 
 namespace danet::volume {
 
+// Runs fn(p) for every part p in 0..parts-1, one thread each, and returns when all are done.
+template <typename Fn>
+void ForEachPart(size_t parts, Fn fn) {
+  std::vector<std::thread> threads;
+  threads.reserve(parts);
+  for (size_t p = 0; p < parts; ++p) threads.emplace_back([&fn, p] { fn(p); });
+  for (std::thread& t : threads) t.join();
+}
+
 // Runs fn(c) for every channel c in 0..channels-1, one thread each, and returns when all are done.
 template <typename Fn>
 void ForEachChannel(size_t channels, Fn fn) {
-  std::vector<std::thread> threads;
-  threads.reserve(channels);
-  for (size_t c = 0; c < channels; ++c) threads.emplace_back([&fn, c] { fn(c); });
-  for (std::thread& t : threads) t.join();
+  ForEachPart(channels, fn);
 }
 
 }  // namespace danet::volume
