@@ -8,9 +8,11 @@
 //   danet-bench-bias --case_dir CASE [--stage bias|zscore|both] [--degree 2] [--repeats 7]
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -70,6 +72,22 @@ int main(int argc, char** argv) {
     best_wall = std::min(best_wall, wall);
     best_cpu = std::min(best_cpu, cpu);
     total_wall += wall;
+  }
+  // The fitted log field's range over each channel's positive voxels (outside the timing).
+  std::vector<const std::vector<float>*> channels;
+  for (const auto& channel : loaded->image.channels) channels.push_back(&channel);
+  const std::vector<std::vector<float>> fields =
+      danet::volume::FitLogBiasFields(channels, loaded->image.geometry.dims, options);
+  for (size_t c = 0; c < fields.size(); ++c) {
+    float low = 0, high = 0;
+    for (size_t v = 0; v < fields[c].size(); ++v) {
+      if (!((*channels[c])[v] > 0)) continue;
+      low = std::min(low, fields[c][v]);
+      high = std::max(high, fields[c][v]);
+    }
+    std::cout << absl::StrFormat("%s: log field %.3f .. %.3f (x%.2f .. x%.2f)\n",
+                                 danet::volume::kModalities[c], low, high, std::exp(low),
+                                 std::exp(high));
   }
   double checksum = 0;  // of the last run's output (every run's is the same)
   for (const auto& channel : volume.channels) {
