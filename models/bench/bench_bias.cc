@@ -25,6 +25,11 @@ ABSL_FLAG(std::string, case_dir, "", "BraTS-layout case folder (four modalities)
 ABSL_FLAG(int, degree, 2, "Polynomial degree of the field (the bundle's polyN).");
 ABSL_FLAG(int64_t, max_samples, danet::volume::BiasCorrectionOptions{}.max_samples,
           "At most this many voxels enter the fit (BiasCorrectionOptions.max_samples).");
+ABSL_FLAG(double, outlier_sigmas, danet::volume::BiasCorrectionOptions{}.outlier_sigmas,
+          "Robust standard deviations from the fit that count as outliers "
+          "(BiasCorrectionOptions.outlier_sigmas).");
+ABSL_FLAG(int, classes, danet::volume::BiasCorrectionOptions{}.classes,
+          "Intensity classes of the fit (BiasCorrectionOptions.classes).");
 ABSL_FLAG(int, repeats, 7, "Timed runs, each on a fresh copy of the decoded case.");
 ABSL_FLAG(std::string, stage, "bias",
           "What is timed: bias (the correction alone), zscore (the z-scoring alone, on the "
@@ -52,6 +57,8 @@ int main(int argc, char** argv) {
   danet::volume::BiasCorrectionOptions options;
   options.degree = absl::GetFlag(FLAGS_degree);
   options.max_samples = absl::GetFlag(FLAGS_max_samples);
+  options.outlier_sigmas = absl::GetFlag(FLAGS_outlier_sigmas);
+  options.classes = absl::GetFlag(FLAGS_classes);
   const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
   const std::string stage = absl::GetFlag(FLAGS_stage);
   if (stage != "bias" && stage != "zscore" && stage != "both") {
