@@ -6,6 +6,8 @@
 // for speed and for identical output on the same case.
 //
 //   danet-bench-bias --case_dir CASE [--stage bias|zscore|both] [--degree 2] [--repeats 7]
+//                    [--outlier_sigmas 2] [--classes 3] [--max_samples N]
+// Before the report line: each modality's fitted log field range over its positive voxels.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
