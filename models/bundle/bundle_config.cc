@@ -4,6 +4,7 @@
 #include <google/protobuf/text_format.h>
 #include <google/protobuf/util/message_differencer.h>
 
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -175,6 +176,10 @@ absl::Status CheckPreprocessing(const v1::Preprocessing& pre) {
   if (absl::StatusOr<int> degree = volume::ParseBiasCorrection(pre.bias_correction());
       !degree.ok()) {
     return Invalid("preprocessing.bias_correction", std::string(degree.status().message()));
+  }
+  if (!(pre.bias_refit_min_ml() >= 0) || !std::isfinite(pre.bias_refit_min_ml())) {
+    return Invalid("preprocessing.bias_refit_min_ml",
+                   absl::StrCat(pre.bias_refit_min_ml(), " is not a volume (mL, 0 or more)"));
   }
   for (const auto& [name, value] :
        {std::pair<const char*, int32_t>{"slice_height", pre.slice_height()},

@@ -31,7 +31,8 @@ absl::StatusOr<std::array<int, volume::kNumModalities>> ChannelOrder(
 }
 
 absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(const v1::Preprocessing& preprocessing,
-                                                          volume::MultiModalVolume decoded) {
+                                                          volume::MultiModalVolume decoded,
+                                                          const std::vector<uint8_t>* excluded) {
   absl::StatusOr<std::array<int, volume::kNumModalities>> order = ChannelOrder(preprocessing);
   if (!order.ok()) return order.status();
   const std::string& normalization = preprocessing.normalization();
@@ -52,6 +53,7 @@ absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(const v1::Preprocessin
   if (*degree > 0) {
     volume::BiasCorrectionOptions options;
     options.degree = *degree;
+    options.excluded = excluded;
     volume::CorrectBiasField(&input, options);
   }
   volume::NormalizeZScoreBrain(&input);

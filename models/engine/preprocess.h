@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -32,9 +33,11 @@ absl::StatusOr<std::array<int, volume::kNumModalities>> ChannelOrder(
 // ("zscore_brain", also when empty: volume::NormalizeZScoreBrain). Takes `decoded` by value: pass
 // it with std::move when the raw intensities are no longer needed. InvalidArgument for a block
 // that names an unknown modality, normalisation or bias correction. Any in-plane size:
-// SegmentVolume pads slices to what the networks take.
-absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(const v1::Preprocessing& preprocessing,
-                                                          volume::MultiModalVolume decoded);
+// SegmentVolume pads slices to what the networks take. Voxels marked non-zero in `excluded` (one
+// value per voxel; may be null) stay out of the bias fields' fit (BiasCorrectionOptions).
+absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(
+    const v1::Preprocessing& preprocessing, volume::MultiModalVolume decoded,
+    const std::vector<uint8_t>* excluded = nullptr);
 
 // The networks' in-plane size multiple (the UNets halve a slice four times), and the padded
 // size of an in-plane extent n: the next multiple of it.

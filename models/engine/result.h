@@ -27,6 +27,12 @@ struct VolumeResult {
   // brain's bounding box (SegmentOptions.crop_to_brain). Slice GMACs stay those of the full
   // slice, the cost the routing is measured in.
   double window_fraction = 1;
+  // SegmentCase (case.h): whether the bias fields were fitted again without the tumour and the
+  // case segmented a second time, the second fit's time, and the first pass's GMACs (gmacs and
+  // the times above then cover both passes; the slices are the second pass's).
+  bool bias_refitted = false;
+  double refit_seconds = 0;
+  double first_pass_gmacs = 0;
 };
 
 }  // namespace danet::engine

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "models/engine/case.h"
 #include "models/engine/preprocess.h"
 #include "models/engine/router.h"
 #include "models/engine/segmenter.h"
@@ -33,14 +34,14 @@ std::vector<std::string> DefaultPolicies(const models::Bank& bank) {
 
 // Scores of one case under one policy.
 nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
-                         const volume::MultiModalVolume& normalized, const engine::Policy& policy,
+                         const engine::PreparedCase& prepared, const engine::Policy& policy,
                          const EvalOptions& options) {
   const auto start = Clock::now();
   engine::SegmentOptions segment_options;
   segment_options.crop_to_brain = options.crop_to_brain;
   segment_options.crop_decision = options.crop_decision;
   absl::StatusOr<engine::VolumeResult> result =
-      engine::SegmentVolume(bank, normalized, policy, segment_options);
+      engine::SegmentCase(bank, prepared, policy, segment_options);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (!result.ok()) return {{"error", std::string(result.status().message())}};
   const auto& g = c.image.geometry;
@@ -76,6 +77,7 @@ nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
   out["tumour_slices_kept"] = kept;
   out["tumour_free_slices"] = free_slices;
   out["tumour_free_skipped"] = free_skipped;
+  out["bias_refitted"] = result->bias_refitted;
   return out;
 }
 
@@ -84,8 +86,9 @@ nlohmann::json Summarise(const std::vector<nlohmann::json>& cases, bool hd95) {
                       {"tumour_routes", nlohmann::json::object()}};
   const double n = static_cast<double>(cases.size());
   double gmacs = 0, seconds = 0;
-  int tumour = 0, kept = 0, free = 0, skipped = 0;
+  int tumour = 0, kept = 0, free = 0, skipped = 0, refits = 0;
   for (const auto& c : cases) {
+    refits += c.value("bias_refitted", false);
     gmacs += c["gmacs"].get<double>() / n;
     seconds += c["seconds"].get<double>() / n;
     tumour += c["tumour_slices"].get<int>();
@@ -113,6 +116,7 @@ nlohmann::json Summarise(const std::vector<nlohmann::json>& cases, bool hd95) {
   p["seconds_per_case"] = seconds;
   p["tumour_slice_recall"] = tumour > 0 ? static_cast<double>(kept) / tumour : 1.0;
   p["tumour_free_skip_rate"] = free > 0 ? static_cast<double>(skipped) / free : 0.0;
+  p["bias_refits"] = refits;  // cases segmented twice (engine::SegmentCase)
   p["per_case"] = cases;
   return p;
 }
@@ -154,8 +158,8 @@ absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
     if (!c->seg) {
       return absl::InvalidArgumentError(absl::StrCat(dir.string(), ": evaluation needs a seg"));
     }
-    absl::StatusOr<volume::MultiModalVolume> input =
-        engine::PrepareBankInput(bank.config().preprocessing(), c->image);
+    absl::StatusOr<engine::PreparedCase> input =
+        engine::PrepareCase(bank.config().preprocessing(), c->image);
     if (!input.ok()) return input.status();
     for (size_t p = 0; p < policies.size(); ++p) {
       if (options.on_case) options.on_case(names[p], c->case_id);
@@ -204,6 +208,11 @@ std::string FormatEvaluation(const nlohmann::json& e) {
                           100.0 * p.value("tumour_free_skip_rate", 0.0));
     if (p.contains("tumour_routes")) {
       absl::StrAppendFormat(&out, "%-*s tumour slices %s\n", w, "", p["tumour_routes"].dump());
+    }
+    if (const int refits = p.value("bias_refits", 0); refits > 0) {
+      absl::StrAppendFormat(&out,
+                            "%-*s bias fields refitted without the tumour on %d of %d cases\n", w,
+                            "", refits, e["cases"].get<int>());
     }
   }
   return out;

@@ -19,7 +19,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "models/bank/device.h"
-#include "models/engine/preprocess.h"
+#include "models/engine/case.h"
 #include "models/engine/router.h"
 #include "models/engine/segmenter.h"
 #include "models/engine/summary.h"
@@ -91,8 +91,8 @@ int Run() {
   for (const std::string& note : c->image.notes) std::cerr << "note: " << note << "\n";
   const double read_seconds = Seconds(read_start);
   const auto pre_start = Clock::now();
-  absl::StatusOr<danet::volume::MultiModalVolume> input =
-      danet::engine::PrepareBankInput((*bank)->config().preprocessing(), c->image);
+  absl::StatusOr<danet::engine::PreparedCase> input =
+      danet::engine::PrepareCase((*bank)->config().preprocessing(), c->image);
   if (!input.ok()) return Fail(input.status());
   const double preprocess_seconds = Seconds(pre_start);
 
@@ -102,7 +102,7 @@ int Run() {
   segment_options.decision_batch = std::max(1, absl::GetFlag(FLAGS_decision_batch));
   absl::StatusOr<danet::engine::VolumeResult> result;
   for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_repeats)); ++i) {
-    result = danet::engine::SegmentVolume(**bank, *input, *policy, segment_options);
+    result = danet::engine::SegmentCase(**bank, *input, *policy, segment_options);
     if (!result.ok()) return Fail(result.status());
   }
 
@@ -128,6 +128,10 @@ int Run() {
       result->segment_seconds, 100.0 * result->window_fraction);
   std::cout << absl::StrFormat("tumour volume (mL): WT %.2f  TC %.2f  ET %.2f\n", volumes.wt,
                                volumes.tc, volumes.et);
+  if (result->bias_refitted) {
+    std::cout << absl::StrFormat("note: %s (refit %.2f s; the times and GMACs above cover both)\n",
+                                 danet::engine::kBiasRefitNote, result->refit_seconds);
+  }
   if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) {
     const danet::volume::LabelVolume labels{g, result->labels};
     if (absl::Status s = danet::volume::WriteNiftiLabels(out, labels); !s.ok()) return Fail(s);
@@ -139,9 +143,11 @@ int Run() {
         {"gmacs", result->gmacs},
         {"gmacs_all_largest", all_largest},
         {"window_fraction", result->window_fraction},
+        {"bias_refitted", result->bias_refitted},
         {"seconds",
          {{"read", read_seconds},
           {"preprocess", preprocess_seconds},
+          {"refit", result->refit_seconds},
           {"decide", result->decide_seconds},
           {"segment", result->segment_seconds}}},
         {"volumes_ml", {{"wt", volumes.wt}, {"tc", volumes.tc}, {"et", volumes.et}}}};

@@ -120,8 +120,8 @@ void ClassMeans(const std::vector<double>& values, int classes, std::vector<doub
   for (size_t s = 0; s < values.size(); ++s) (*means)[s] = centres[nearest(values[s])];
 }
 
-// The sample the fit runs on: every stride-th voxel that is positive in every channel, with its
-// monomials (n_terms per sample) and each channel's log intensity there.
+// The sample the fit runs on: every stride-th voxel that is positive in every channel and not
+// excluded, with its monomials (n_terms per sample) and each channel's log intensity there.
 struct Sample {
   std::vector<double> basis;
   std::vector<std::vector<double>> log_value;  // [channel][sample]
@@ -143,7 +143,7 @@ std::vector<double> AxisPowers(int64_t size, int degree) {
 Sample TakeSample(const std::vector<const std::vector<float>*>& channels,
                   const std::array<int64_t, 3>& dims, const std::vector<std::array<int, 3>>& terms,
                   const std::array<std::vector<double>, 3>& powers, int degree, int64_t stride,
-                  int64_t max_samples) {
+                  int64_t max_samples, const std::vector<uint8_t>* excluded) {
   // One pass picks the voxels: every stride-th positive one, the stride doubled (and every other
   // pick dropped) whenever there would be more than max_samples.
   std::vector<size_t> picked;
@@ -154,6 +154,7 @@ Sample TakeSample(const std::vector<const std::vector<float>*>& channels,
   for (size_t v = 0; v < size; ++v) {
     bool inside = true;
     for (const std::vector<float>* channel : channels) inside = inside && (*channel)[v] > 0;
+    if (excluded != nullptr && (*excluded)[v] != 0) inside = false;
     if (!inside || positive++ % stride != 0) continue;
     picked.push_back(v);
     if (static_cast<int64_t>(picked.size()) > max_samples) {
@@ -286,7 +287,7 @@ FittedFields FitFields(const std::vector<const std::vector<float>*>& channels,
   const int n_terms = static_cast<int>(fitted.terms.size());
   const Sample sample = TakeSample(channels, dims, fitted.terms, fitted.powers, fitted.degree,
                                    std::max<int64_t>(1, options.sample_stride),
-                                   std::max(kMinSamples, options.max_samples));
+                                   std::max(kMinSamples, options.max_samples), options.excluded);
   const size_t n = sample.size();
   if (static_cast<int64_t>(n) < kMinSamples) return fitted;
   const std::vector<double> gram = GramMatrix(sample, n_terms);

@@ -43,6 +43,10 @@ struct BiasCorrectionOptions {
   // samples than that fit no field).
   int64_t max_samples = 50000;
   double outlier_sigmas = 2.0;  // robust standard deviations from the fit that count as outliers
+  // When set (one value per voxel, x fastest): voxels marked non-zero stay out of the fit, for
+  // example a tumour that a first segmentation found (models/engine/case.h). The field is still
+  // applied to them.
+  const std::vector<uint8_t>* excluded = nullptr;
 };
 
 // A bundle's preprocessing.bias_correction: "polyN" (N = 1..kMaxBiasDegree) is the polynomial

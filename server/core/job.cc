@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "models/dicom/dicom_seg.h"
+#include "models/engine/case.h"
 #include "models/engine/preprocess.h"
 #include "models/engine/router.h"
 #include "models/engine/segmenter.h"
@@ -115,12 +116,12 @@ absl::StatusOr<PreparedJob> PrepareJob(const models::Bank& bank, Upload* upload,
   if (context.cancelled && context.cancelled()) return absl::CancelledError("request cancelled");
 
   start = Clock::now();
-  absl::StatusOr<volume::MultiModalVolume> input =
-      engine::PrepareBankInput(bank.config().preprocessing(), *std::move(image));
+  absl::StatusOr<engine::PreparedCase> input =
+      engine::PrepareCase(bank.config().preprocessing(), *std::move(image));
   if (!input.ok()) return input.status();
   timing.set_preprocess(Since(start));
 
-  const volume::Geometry& g = input->geometry;
+  const volume::Geometry& g = input->input.geometry;
   const std::vector<std::string> routes = engine::RouteNames(bank);
   v1::SegmentResponse accepted;
   accepted.mutable_accepted()->set_request_id(header.request_id());
@@ -137,10 +138,9 @@ absl::Status ComputeJob(const models::Bank& bank, const Upload& upload, Prepared
                         const JobContext& context, const JobOptions& options) {
   const v1::Header& header = upload.header();
   const engine::Policy& policy = job.policy;
-  const volume::MultiModalVolume& input = job.input;
   v1::Timing& timing = job.timing;
   timing.set_queued(timing.queued() + context.queued_seconds);
-  const volume::Geometry& g = input.geometry;
+  const volume::Geometry g = job.input.input.geometry;  // a copy: SegmentCase frees the input
   const std::vector<std::string> routes = engine::RouteNames(bank);
 
   double encode_seconds = 0;
@@ -175,9 +175,10 @@ absl::Status ComputeJob(const models::Bank& bank, const Upload& upload, Prepared
     encode_seconds += Since(encode_start);
   };
   absl::StatusOr<engine::VolumeResult> result =
-      engine::SegmentVolume(bank, input, policy, engine_options);
+      engine::SegmentCase(bank, std::move(job.input), policy, engine_options);
   if (!encode_status.ok()) return encode_status;
   if (!result.ok()) return result.status();
+  timing.set_preprocess(timing.preprocess() + result->refit_seconds);
   timing.set_decide(result->decide_seconds);
   timing.set_segment(std::max(0.0, result->segment_seconds - encode_seconds));
 
@@ -185,6 +186,7 @@ absl::Status ComputeJob(const models::Bank& bank, const Upload& upload, Prepared
   v1::Summary* sum = summary.mutable_summary();
   sum->set_request_id(header.request_id());
   FillSummary(engine::SummarizeCase(bank, *result, g), sum);
+  sum->set_first_pass_gmacs(result->first_pass_gmacs);
   for (const std::string& note : job.input_notes) sum->add_notes(note);
 
   const auto start = Clock::now();
@@ -198,6 +200,8 @@ absl::Status ComputeJob(const models::Bank& bank, const Upload& upload, Prepared
       !s.ok()) {
     return s;
   }
+  // After the outputs' notes: the PACS bridge reports the first note when no SEG came back.
+  if (result->bias_refitted) sum->add_notes(std::string(engine::kBiasRefitNote));
   timing.set_encode(encode_seconds + Since(start));
   timing.set_total(Since(context.received));
   *sum->mutable_seconds() = timing;

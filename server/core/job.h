@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "danet/v1/segmentation.pb.h"
 #include "models/bank/bank.h"
+#include "models/engine/case.h"
 #include "models/engine/router.h"
 #include "models/volume/volume.h"
 #include "server/core/upload.h"
@@ -42,7 +43,7 @@ struct JobContext {
 // queued request while the worker computes the one before it (ServiceOptions.prepare_ahead).
 struct PreparedJob {
   engine::Policy policy;
-  volume::MultiModalVolume input;        // the bank input (engine::PrepareBankInput)
+  engine::PreparedCase input;            // the bank input (engine::PrepareCase)
   std::vector<std::string> input_notes;  // e.g. resampled modalities, for the summary
   v1::Timing timing;                     // receive, queued, decode and preprocess so far
 };

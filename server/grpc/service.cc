@@ -297,7 +297,7 @@ class SegmentReactor : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::Se
         service_->metrics_->Slice(s.route_name(), s.gmacs(), s.seconds());
       } else if (response.has_summary()) {
         const v1::Summary& s = response.summary();
-        service_->metrics_->Volume(s.gmacs(), s.gmacs_all_largest());
+        service_->metrics_->Volume(s.gmacs(), s.gmacs_all_largest(), s.first_pass_gmacs());
         const v1::Timing& t = s.seconds();
         for (auto [stage, seconds] : {std::pair{"receive", t.receive()},
                                       {"decode", t.decode()},

@@ -38,7 +38,9 @@ class ServiceMetrics {
   void BytesReceived(int64_t bytes);
   void QueueDepth(int waiting);
   void Slice(const std::string& route, double gmacs, double model_seconds);
-  void Volume(double gmacs, double gmacs_all_largest);
+  // A volume's summary: its GMACs (both passes when it was segmented twice), the all-largest
+  // baseline, and the first pass's GMACs (0 for one pass).
+  void Volume(double gmacs, double gmacs_all_largest, double first_pass_gmacs);
   void StageSeconds(const std::string& stage, double seconds);
 
  private:
@@ -52,6 +54,8 @@ class ServiceMetrics {
   prometheus::Family<prometheus::Counter>& slices_;
   prometheus::Family<prometheus::Counter>& macs_;
   prometheus::Counter& macs_all_largest_;
+  prometheus::Counter& first_passes_;
+  prometheus::Counter& first_pass_macs_;
   prometheus::Counter& macs_saved_;
   prometheus::Family<prometheus::Histogram>& model_seconds_;
   prometheus::Family<prometheus::Histogram>& stage_seconds_;

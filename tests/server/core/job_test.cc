@@ -15,6 +15,7 @@
 #include <random>
 
 #include "models/bundle/bundle_config.h"
+#include "models/engine/case.h"
 #include "models/engine/preprocess.h"
 #include "models/engine/segmenter.h"
 #include "models/volume/nifti.h"
@@ -50,7 +51,17 @@ class JobTest : public ::testing::Test {
  protected:
   void SetUp() override {
     torch::set_num_threads(2);
+    bank_ = MakeBank(/*refit_min_ml=*/0);
+  }
+
+  // The tiny preset with seeded random weights; with refit_min_ml > 0 its preprocessing corrects
+  // bias fields and fits them again without a tumour of that many mL (engine/case.h).
+  static std::unique_ptr<models::Bank> MakeBank(double refit_min_ml) {
     v1::BundleConfig config = *models::PresetConfig("tiny");
+    if (refit_min_ml > 0) {
+      config.mutable_preprocessing()->set_bias_correction("poly2");
+      config.mutable_preprocessing()->set_bias_refit_min_ml(refit_min_ml);
+    }
     config.mutable_preprocessing()->set_slice_height(kY);
     config.mutable_preprocessing()->set_slice_width(kX);
     // Stated costs whose largest is not the last model: the baseline is the costliest model.
@@ -59,11 +70,12 @@ class JobTest : public ::testing::Test {
     models::BankOptions options;
     options.load_weights = false;
     options.seed = 21;
-    bank_ = *models::Bank::Create(config, ".", options);
-    for (auto& [name, tensor] : bank_->decision().NamedState()) {
+    std::unique_ptr<models::Bank> bank = *models::Bank::Create(config, ".", options);
+    for (auto& [name, tensor] : bank->decision().NamedState()) {
       torch::NoGradGuard no_grad;
       if (name == "classifier.weight") tensor.mul_(200.0);  // spread routes
     }
+    return bank;
   }
 
   // An upload of `files` that is complete; `mutate` edits the header first.
@@ -345,6 +357,43 @@ TEST_F(JobTest, DescribeBankListsModelsPoliciesAndModalities) {
   EXPECT_THAT(response.policies(), ::testing::Contains("static:M4"));
   EXPECT_THAT(response.modalities(), ::testing::ElementsAre("flair", "t1ce", "t1", "t2"));
   EXPECT_THAT(response.slice_size(), ::testing::ElementsAre(kY, kX));
+}
+
+// A bundle that refits the bias fields around the tumour: the job streams the second pass's
+// slices once each (engine::SegmentCase's routes and masks), counts both passes' GMACs and says
+// so in the summary's notes, after the outputs' own notes.
+TEST_F(JobTest, ACaseSegmentedTwiceStreamsTheSecondPassAndSaysSo) {
+  bank_ = MakeBank(/*refit_min_ml=*/0.001);
+  const std::vector<std::string> files = MakeFiles();
+  const engine::Policy policy = *engine::ParsePolicy("static:M1", *bank_);
+  std::array<volume::Volume, 4> volumes;
+  for (int m = 0; m < 4; ++m) volumes[m] = *volume::DecodeNifti(files[m], "f");
+  const engine::PreparedCase prepared = *engine::PrepareCase(
+      bank_->config().preprocessing(), *volume::StackModalities(volumes, {"a", "b", "c", "d"}));
+  const engine::VolumeResult expected = *engine::SegmentCase(*bank_, prepared, policy);
+  ASSERT_TRUE(expected.bias_refitted);  // random weights label some voxels tumour
+
+  std::unique_ptr<Upload> upload =
+      Uploaded(files, [](v1::Header* h) { h->set_policy("static:M1"); });
+  std::vector<v1::SegmentResponse> messages;
+  ASSERT_TRUE(Run(upload.get(), &messages).ok());
+  std::vector<int> seen(kDepth, 0);
+  const v1::Summary* summary = nullptr;
+  for (const v1::SegmentResponse& m : messages) {
+    if (m.has_summary()) summary = &m.summary();
+    if (!m.has_slice()) continue;
+    const v1::SliceResult& s = m.slice();
+    ++seen[s.index()];
+    const auto begin = expected.labels.begin() + s.index() * kX * kY;
+    EXPECT_EQ(Inflate(s.mask(), kX * kY), std::string(begin, begin + kX * kY)) << s.index();
+  }
+  EXPECT_EQ(seen, std::vector<int>(kDepth, 1));
+  ASSERT_NE(summary, nullptr);
+  EXPECT_DOUBLE_EQ(summary->gmacs(), expected.gmacs);
+  EXPECT_GT(summary->first_pass_gmacs(), 0);
+  EXPECT_DOUBLE_EQ(summary->first_pass_gmacs(), expected.first_pass_gmacs);
+  ASSERT_GT(summary->notes_size(), 0);
+  EXPECT_EQ(summary->notes(summary->notes_size() - 1), engine::kBiasRefitNote);
 }
 
 }  // namespace

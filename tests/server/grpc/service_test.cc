@@ -980,5 +980,18 @@ TEST(StatusTextTest, EscapesControlBytesAndCutsLongMessages) {
   EXPECT_EQ((utf8.size() - 3) % 2, 0u) << utf8;
 }
 
+// A volume segmented twice (the bundle refitted its bias fields without the tumour) counts its
+// first pass apart from the routes, and as spent in the saving.
+TEST(ServiceMetricsTest, AVolumeSegmentedTwiceCountsItsFirstPassAsSpent) {
+  metrics::Registry registry;
+  ServiceMetrics metrics(&registry);
+  metrics.Volume(/*gmacs=*/3, /*gmacs_all_largest=*/10, /*first_pass_gmacs=*/0);
+  metrics.Volume(/*gmacs=*/5, /*gmacs_all_largest=*/10, /*first_pass_gmacs=*/2);
+  const std::string text = registry.Render();
+  EXPECT_THAT(text, HasSubstr("\ndanet_bias_refits_total 1\n"));
+  EXPECT_THAT(text, HasSubstr("\ndanet_first_pass_macs_total 2000000000\n"));
+  EXPECT_THAT(text, HasSubstr("\ndanet_macs_saved_total 12000000000\n"));  // 7 + 5 GMACs
+}
+
 }  // namespace
 }  // namespace danet::service

@@ -605,7 +605,8 @@ class ServiceE2E(unittest.TestCase):
                        "danet_request_duration_seconds_bucket{",
                        "danet_model_inference_duration_seconds", "danet_queue_depth",
                        "danet_inflight_requests", "danet_received_bytes_total",
-                       "danet_macs_total", "danet_macs_saved_total", "danet_build_info{",
+                       "danet_macs_total", "danet_macs_saved_total", "danet_bias_refits_total",
+                       "danet_first_pass_macs_total", "danet_build_info{",
                        "danet_bundle_info{", "process_resident_memory_bytes"):
             self.assertIn(needle, text)
         self.assertRegex(

@@ -1,0 +1,131 @@
+#include "models/engine/case.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <utility>
+
+#include "models/engine/preprocess.h"
+#include "models/volume/bias.h"
+
+namespace danet::engine {
+namespace {
+
+double Since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Millilitres of tumour (non-zero labels) on `geometry`'s grid.
+double TumourMl(const std::vector<uint8_t>& labels, const volume::Geometry& geometry) {
+  const int64_t voxels = std::count_if(labels.begin(), labels.end(), [](uint8_t l) { return l; });
+  const auto& s = geometry.spacing;
+  return static_cast<double>(voxels) * s[0] * s[1] * s[2] / 1000.0;
+}
+
+}  // namespace
+
+bool RefitsBias(const v1::Preprocessing& preprocessing) {
+  absl::StatusOr<int> degree = volume::ParseBiasCorrection(preprocessing.bias_correction());
+  return degree.ok() && *degree > 0 && preprocessing.bias_refit_min_ml() > 0;
+}
+
+absl::StatusOr<PreparedCase> PrepareCase(const v1::Preprocessing& preprocessing,
+                                         volume::MultiModalVolume decoded) {
+  PreparedCase prepared;
+  if (RefitsBias(preprocessing)) prepared.decoded = decoded;
+  absl::StatusOr<volume::MultiModalVolume> input =
+      PrepareBankInput(preprocessing, std::move(decoded));
+  if (!input.ok()) return input.status();
+  prepared.input = *std::move(input);
+  return prepared;
+}
+
+std::vector<uint8_t> WidenedTumour(const std::vector<uint8_t>& labels,
+                                   const volume::Geometry& geometry, double radius_mm) {
+  std::vector<uint8_t> mask(labels.size());
+  std::transform(labels.begin(), labels.end(), mask.begin(),
+                 [](uint8_t l) { return static_cast<uint8_t>(l != 0); });
+  const auto& dims = geometry.dims;
+  const int64_t strides[3] = {1, dims[0], dims[0] * dims[1]};
+  const int64_t total = static_cast<int64_t>(mask.size());
+  std::vector<uint8_t> widened(mask.size());
+  // A box is three one-axis widenings: along each axis, a voxel is set when a set voxel lies
+  // within r of it (a running count over the window).
+  for (int axis = 0; axis < 3; ++axis) {
+    const double spacing = geometry.spacing[axis] > 0 ? geometry.spacing[axis] : 1.0;
+    const int64_t r = std::max<int64_t>(1, std::llround(radius_mm / spacing));
+    const int64_t n = dims[axis], stride = strides[axis];
+    for (int64_t line = 0; line < total / n; ++line) {
+      const int64_t start = line / stride * stride * n + line % stride;  // the line's first voxel
+      int64_t in_window = 0;
+      for (int64_t i = 0; i < std::min(n, r); ++i) in_window += mask[start + i * stride];
+      for (int64_t i = 0; i < n; ++i) {
+        if (i + r < n) in_window += mask[start + (i + r) * stride];
+        if (i - r - 1 >= 0) in_window -= mask[start + (i - r - 1) * stride];
+        widened[start + i * stride] = in_window > 0;
+      }
+    }
+    mask.swap(widened);
+  }
+  return mask;
+}
+
+namespace {
+
+// SegmentCase on `prepared`; when `owned` is `prepared` itself (the caller gave it up), its input
+// is freed after the first pass and its decoded channels become the second input without a copy,
+// so that the second pass holds no more than the first.
+absl::StatusOr<VolumeResult> SegmentPrepared(const models::Bank& bank, const PreparedCase& prepared,
+                                             PreparedCase* owned, const Policy& policy,
+                                             const SegmentOptions& options) {
+  if (!prepared.decoded) return SegmentVolume(bank, prepared.input, policy, options);
+  SegmentOptions first_options = options;
+  first_options.on_slice = nullptr;
+  absl::StatusOr<VolumeResult> first = SegmentVolume(bank, prepared.input, policy, first_options);
+  if (!first.ok()) return first.status();
+  const volume::Geometry geometry = prepared.input.geometry;
+  const v1::Preprocessing& preprocessing = bank.config().preprocessing();
+  if (TumourMl(first->labels, geometry) < preprocessing.bias_refit_min_ml()) {
+    // Reported now, and timed with the segment stage as SegmentVolume's own reports are.
+    const auto report_start = std::chrono::steady_clock::now();
+    if (options.on_slice) {
+      const int64_t slice_voxels = geometry.SliceVoxels();
+      for (const SliceResult& s : first->slices) {
+        options.on_slice(s, first->labels.data() + s.index * slice_voxels);
+      }
+    }
+    first->segment_seconds += Since(report_start);
+    return first;
+  }
+  const auto refit_start = std::chrono::steady_clock::now();
+  const std::vector<uint8_t> excluded = WidenedTumour(first->labels, geometry, kRefitMarginMm);
+  if (owned != nullptr) owned->input = volume::MultiModalVolume();
+  absl::StatusOr<volume::MultiModalVolume> input =
+      owned != nullptr ? PrepareBankInput(preprocessing, *std::move(owned->decoded), &excluded)
+                       : PrepareBankInput(preprocessing, *prepared.decoded, &excluded);
+  if (!input.ok()) return input.status();
+  const double refit_seconds = Since(refit_start);
+  absl::StatusOr<VolumeResult> second = SegmentVolume(bank, *input, policy, options);
+  if (!second.ok()) return second.status();
+  second->bias_refitted = true;
+  second->refit_seconds = refit_seconds;
+  second->first_pass_gmacs = first->gmacs;
+  second->gmacs += first->gmacs;
+  second->decide_seconds += first->decide_seconds;
+  second->segment_seconds += first->segment_seconds;
+  return second;
+}
+
+}  // namespace
+
+absl::StatusOr<VolumeResult> SegmentCase(const models::Bank& bank, const PreparedCase& prepared,
+                                         const Policy& policy, const SegmentOptions& options) {
+  return SegmentPrepared(bank, prepared, nullptr, policy, options);
+}
+
+absl::StatusOr<VolumeResult> SegmentCase(const models::Bank& bank, PreparedCase&& prepared,
+                                         const Policy& policy, const SegmentOptions& options) {
+  return SegmentPrepared(bank, prepared, &prepared, policy, options);
+}
+
+}  // namespace danet::engine

@@ -1,0 +1,168 @@
+// One case through the bank with the bias fields refitted around the tumour a first
+// segmentation finds: the widened tumour mask against a brute-force search, and SegmentCase
+// against the two passes done by hand (labels, routes, cost, streamed slices), with and without
+// the second pass.
+#include "models/engine/case.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <random>
+
+#include "models/bundle/bundle_config.h"
+#include "models/engine/preprocess.h"
+
+namespace danet::engine {
+namespace {
+
+constexpr int64_t kWidth = 64, kHeight = 48, kDepth = 24;
+
+TEST(WidenedTumourTest, IsEveryVoxelWithinTheRadiusAlongEachAxis) {
+  // Spacing 1 x 2 x 5 mm and a 5 mm radius: 5, 3 (2.5 rounded away from zero) and 1 voxels.
+  const volume::Geometry g = volume::MakeGeometry({17, 13, 9}, {1, 2, 5}, {0, 0, 0});
+  const int64_t n = g.NumVoxels();
+  std::vector<uint8_t> labels(n, 0);
+  std::mt19937 rng(7);
+  for (int i = 0; i < 6; ++i) labels[rng() % n] = static_cast<uint8_t>(1 + i % 4);
+  labels[0] = 2;      // a corner
+  labels[n - 1] = 4;  // the opposite corner
+  const std::vector<uint8_t> widened = WidenedTumour(labels, g, 5.0);
+  const int64_t radius[3] = {5, 3, 1};
+  for (int64_t v = 0; v < n; ++v) {
+    const int64_t x = v % 17, y = v / 17 % 13, z = v / (17 * 13);
+    bool near = false;
+    for (int64_t u = 0; u < n && !near; ++u) {
+      near = labels[u] != 0 && std::abs(u % 17 - x) <= radius[0] &&
+             std::abs(u / 17 % 13 - y) <= radius[1] && std::abs(u / (17 * 13) - z) <= radius[2];
+    }
+    ASSERT_EQ(widened[v], near ? 1 : 0) << x << " " << y << " " << z;
+  }
+  EXPECT_EQ(WidenedTumour(std::vector<uint8_t>(n, 0), g, 5.0), std::vector<uint8_t>(n, 0));
+}
+
+class SegmentCaseTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    torch::set_num_threads(2);
+    // An ellipse of positive "tissue" in every slice, three intensity levels in 4-voxel
+    // stripes, a smooth multiplicative field and noise; 0 outside.
+    decoded_.geometry = volume::MakeGeometry({kWidth, kHeight, kDepth}, {1, 1, 1}, {0, 0, 0});
+    std::mt19937 rng(5);
+    std::normal_distribution<float> noise(1.0f, 0.05f);
+    for (int m = 0; m < volume::kNumModalities; ++m) {
+      auto& channel = decoded_.channels[m];
+      channel.assign(kWidth * kHeight * kDepth, 0.0f);
+      for (int64_t v = 0; v < static_cast<int64_t>(channel.size()); ++v) {
+        const double x = (v % kWidth) / 32.0 - 1.0, y = (v / kWidth % kHeight) / 24.0 - 1.0;
+        if (x * x + y * y > 0.8) continue;
+        const double level = 100.0 + 60.0 * ((v % kWidth / 4 + m) % 3);
+        channel[v] = static_cast<float>(level * std::exp(0.3 * x - 0.2 * y) * noise(rng));
+      }
+    }
+  }
+
+  // The tiny preset with seeded random weights, its preprocessing correcting bias fields and
+  // refitting them around at least `refit_min_ml` of tumour (0: never).
+  static std::unique_ptr<models::Bank> MakeBank(double refit_min_ml) {
+    models::BankOptions options;
+    options.load_weights = false;
+    options.seed = 21;
+    v1::BundleConfig config = *models::PresetConfig("tiny");
+    v1::Preprocessing* pre = config.mutable_preprocessing();
+    pre->set_slice_height(kHeight);
+    pre->set_slice_width(kWidth);
+    pre->set_bias_correction("poly2");
+    pre->set_bias_refit_min_ml(refit_min_ml);
+    return *models::Bank::Create(config, ".", options);
+  }
+
+  // SegmentCase on `bank` with a streaming callback: the result, and what was streamed.
+  VolumeResult Streamed(const models::Bank& bank, const Policy& policy, std::vector<int>* seen,
+                        std::vector<uint8_t>* streamed) {
+    seen->assign(kDepth, 0);
+    streamed->assign(decoded_.channels[0].size(), 255);
+    SegmentOptions options;
+    options.on_slice = [&](const SliceResult& s, const uint8_t* labels) {
+      ++(*seen)[s.index];
+      std::copy(labels, labels + kWidth * kHeight, streamed->begin() + s.index * kWidth * kHeight);
+    };
+    const PreparedCase prepared = *PrepareCase(bank.config().preprocessing(), decoded_);
+    absl::StatusOr<VolumeResult> result = SegmentCase(bank, prepared, policy, options);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return *std::move(result);
+  }
+
+  volume::MultiModalVolume decoded_;
+};
+
+TEST_F(SegmentCaseTest, ALargeEnoughTumourIsSegmentedAgainOnTheRefittedInput) {
+  const std::unique_ptr<models::Bank> bank = MakeBank(/*refit_min_ml=*/0.001);
+  const Policy policy = *ParsePolicy("static:M1", *bank);
+  const v1::Preprocessing& pre = bank->config().preprocessing();
+  ASSERT_TRUE(RefitsBias(pre));
+  // By hand: the first pass, its tumour widened by 5 mm left out of a second fit, the second.
+  const VolumeResult first = *SegmentVolume(*bank, *PrepareBankInput(pre, decoded_), policy);
+  const std::vector<uint8_t> excluded =
+      WidenedTumour(first.labels, decoded_.geometry, kRefitMarginMm);
+  const int64_t tumour =
+      std::count_if(first.labels.begin(), first.labels.end(), [](uint8_t l) { return l != 0; });
+  const int64_t left_out = std::count(excluded.begin(), excluded.end(), uint8_t{1});
+  ASSERT_GT(tumour, 0);  // random weights: some voxels are labelled tumour
+  ASSERT_LT(left_out, static_cast<int64_t>(excluded.size()));
+  const VolumeResult second =
+      *SegmentVolume(*bank, *PrepareBankInput(pre, decoded_, &excluded), policy);
+
+  std::vector<int> seen;
+  std::vector<uint8_t> streamed;
+  const VolumeResult result = Streamed(*bank, policy, &seen, &streamed);
+  EXPECT_TRUE(result.bias_refitted);
+  EXPECT_EQ(result.labels, second.labels);
+  EXPECT_NE(result.labels, first.labels);  // the second fit changed the input
+  EXPECT_NEAR(result.gmacs, first.gmacs + second.gmacs, 1e-9);
+  EXPECT_EQ(result.first_pass_gmacs, first.gmacs);
+  EXPECT_EQ(seen, std::vector<int>(kDepth, 1));  // each slice once, the final pass's
+  EXPECT_EQ(streamed, result.labels);
+  // A case given up (the server's jobs) gives the same, its first input freed on the way.
+  PreparedCase given = *PrepareCase(pre, decoded_);
+  const VolumeResult moved = *SegmentCase(*bank, std::move(given), policy);
+  EXPECT_TRUE(moved.bias_refitted);
+  EXPECT_EQ(moved.labels, second.labels);
+}
+
+TEST_F(SegmentCaseTest, ASmallerTumourKeepsTheFirstPassAndStreamsItAfterwards) {
+  const std::unique_ptr<models::Bank> bank = MakeBank(/*refit_min_ml=*/1e9);
+  const Policy policy = *ParsePolicy("static:M1", *bank);
+  const v1::Preprocessing& pre = bank->config().preprocessing();
+  const VolumeResult plain = *SegmentVolume(*bank, *PrepareBankInput(pre, decoded_), policy);
+  std::vector<int> seen;
+  std::vector<uint8_t> streamed;
+  const VolumeResult result = Streamed(*bank, policy, &seen, &streamed);
+  EXPECT_FALSE(result.bias_refitted);
+  EXPECT_EQ(result.refit_seconds, 0.0);
+  EXPECT_EQ(result.labels, plain.labels);
+  EXPECT_EQ(result.gmacs, plain.gmacs);
+  EXPECT_EQ(seen, std::vector<int>(kDepth, 1));
+  EXPECT_EQ(streamed, result.labels);
+}
+
+TEST_F(SegmentCaseTest, WithoutRefitNothingIsKeptAndOnePassRuns) {
+  const std::unique_ptr<models::Bank> bank = MakeBank(/*refit_min_ml=*/0);
+  EXPECT_FALSE(RefitsBias(bank->config().preprocessing()));
+  const PreparedCase prepared = *PrepareCase(bank->config().preprocessing(), decoded_);
+  EXPECT_FALSE(prepared.decoded.has_value());
+  v1::Preprocessing uncorrected;
+  uncorrected.set_bias_refit_min_ml(5);  // no correction: nothing to refit
+  EXPECT_FALSE(RefitsBias(uncorrected));
+  std::vector<int> seen;
+  std::vector<uint8_t> streamed;
+  const VolumeResult result = Streamed(*bank, *ParsePolicy("static:M1", *bank), &seen, &streamed);
+  EXPECT_FALSE(result.bias_refitted);
+  EXPECT_EQ(seen, std::vector<int>(kDepth, 1));
+  EXPECT_EQ(streamed, result.labels);
+}
+
+}  // namespace
+}  // namespace danet::engine
