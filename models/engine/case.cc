@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "models/engine/preprocess.h"
+#include "models/engine/summary.h"
 #include "models/volume/bias.h"
 
 namespace danet::engine {
@@ -13,13 +14,6 @@ namespace {
 
 double Since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-// Millilitres of tumour (non-zero labels) on `geometry`'s grid.
-double TumourMl(const std::vector<uint8_t>& labels, const volume::Geometry& geometry) {
-  const int64_t voxels = std::count_if(labels.begin(), labels.end(), [](uint8_t l) { return l; });
-  const auto& s = geometry.spacing;
-  return static_cast<double>(voxels) * s[0] * s[1] * s[2] / 1000.0;
 }
 
 }  // namespace
@@ -85,7 +79,7 @@ absl::StatusOr<VolumeResult> SegmentPrepared(const models::Bank& bank, const Pre
   if (!first.ok()) return first.status();
   const volume::Geometry geometry = prepared.input.geometry;
   const v1::Preprocessing& preprocessing = bank.config().preprocessing();
-  if (TumourMl(first->labels, geometry) < preprocessing.bias_refit_min_ml()) {
+  if (MeasureTumourVolumes(first->labels, geometry).wt < preprocessing.bias_refit_min_ml()) {
     // Reported now, and timed with the segment stage as SegmentVolume's own reports are.
     const auto report_start = std::chrono::steady_clock::now();
     if (options.on_slice) {

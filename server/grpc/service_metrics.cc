@@ -55,12 +55,12 @@ ServiceMetrics::ServiceMetrics(metrics::Registry* registry, const std::vector<st
                                   "with every slice through the largest bank model.")
                             .Register(registry->families())
                             .Add({})),
-      first_passes_(BuildCounter()
-                        .Name("danet_bias_refits_total")
-                        .Help("Volumes segmented twice: the bundle refitted their bias fields "
-                              "without the tumour the first pass found.")
-                        .Register(registry->families())
-                        .Add({})),
+      bias_refits_(BuildCounter()
+                       .Name("danet_bias_refits_total")
+                       .Help("Volumes segmented twice: the bundle refitted their bias fields "
+                             "without the tumour the first pass found.")
+                       .Register(registry->families())
+                       .Add({})),
       first_pass_macs_(BuildCounter()
                            .Name("danet_first_pass_macs_total")
                            .Help("Multiply-accumulate operations of those volumes' first passes "
@@ -142,7 +142,7 @@ void ServiceMetrics::Slice(const std::string& route, double gmacs, double model_
 
 void ServiceMetrics::Volume(double gmacs, double gmacs_all_largest, double first_pass_gmacs) {
   if (first_pass_gmacs > 0) {
-    first_passes_.Increment();
+    bias_refits_.Increment();
     first_pass_macs_.Increment(first_pass_gmacs * 1e9);
   }
   macs_all_largest_.Increment(gmacs_all_largest * 1e9);

@@ -54,7 +54,7 @@ class ServiceMetrics {
   prometheus::Family<prometheus::Counter>& slices_;
   prometheus::Family<prometheus::Counter>& macs_;
   prometheus::Counter& macs_all_largest_;
-  prometheus::Counter& first_passes_;
+  prometheus::Counter& bias_refits_;
   prometheus::Counter& first_pass_macs_;
   prometheus::Counter& macs_saved_;
   prometheus::Family<prometheus::Histogram>& model_seconds_;
