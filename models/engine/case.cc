@@ -34,8 +34,14 @@ absl::StatusOr<PreparedCase> PrepareCase(const v1::Preprocessing& preprocessing,
   return prepared;
 }
 
+int ProbeStride(const volume::Geometry& geometry) {
+  const double spacing = geometry.spacing[2] > 0 ? geometry.spacing[2] : 1.0;
+  return std::max(1, static_cast<int>(std::floor(kProbeSpacingMm / spacing + 1e-6)));
+}
+
 std::vector<uint8_t> WidenedTumour(const std::vector<uint8_t>& labels,
-                                   const volume::Geometry& geometry, double radius_mm) {
+                                   const volume::Geometry& geometry, double radius_mm,
+                                   int64_t extra_slices) {
   std::vector<uint8_t> mask(labels.size());
   std::transform(labels.begin(), labels.end(), mask.begin(),
                  [](uint8_t l) { return static_cast<uint8_t>(l != 0); });
@@ -47,7 +53,8 @@ std::vector<uint8_t> WidenedTumour(const std::vector<uint8_t>& labels,
   // within r of it (a running count over the window).
   for (int axis = 0; axis < 3; ++axis) {
     const double spacing = geometry.spacing[axis] > 0 ? geometry.spacing[axis] : 1.0;
-    const int64_t r = std::max<int64_t>(1, std::llround(radius_mm / spacing));
+    const int64_t r =
+        std::max<int64_t>(1, std::llround(radius_mm / spacing)) + (axis == 2 ? extra_slices : 0);
     const int64_t n = dims[axis], stride = strides[axis];
     for (int64_t line = 0; line < total / n; ++line) {
       const int64_t start = line / stride * stride * n + line % stride;  // the line's first voxel
@@ -67,32 +74,35 @@ std::vector<uint8_t> WidenedTumour(const std::vector<uint8_t>& labels,
 namespace {
 
 // SegmentCase on `prepared`; when `owned` is `prepared` itself (the caller gave it up), its input
-// is freed after the first pass and its decoded channels become the second input without a copy,
-// so that the second pass holds no more than the first.
+// is freed after the probe and its decoded channels become the second input without a copy, so
+// that the second pass holds no more than the first.
 absl::StatusOr<VolumeResult> SegmentPrepared(const models::Bank& bank, const PreparedCase& prepared,
                                              PreparedCase* owned, const Policy& policy,
                                              const SegmentOptions& options) {
   if (!prepared.decoded) return SegmentVolume(bank, prepared.input, policy, options);
-  SegmentOptions first_options = options;
-  first_options.on_slice = nullptr;
-  absl::StatusOr<VolumeResult> first = SegmentVolume(bank, prepared.input, policy, first_options);
-  if (!first.ok()) return first.status();
   const volume::Geometry geometry = prepared.input.geometry;
+  const int stride = ProbeStride(geometry);
+  SegmentOptions probe_options = options;
+  probe_options.on_slice = nullptr;
+  probe_options.probe_stride = stride;
+  absl::StatusOr<VolumeResult> probe = SegmentVolume(bank, prepared.input, policy, probe_options);
+  if (!probe.ok()) return probe.status();
   const v1::Preprocessing& preprocessing = bank.config().preprocessing();
-  if (MeasureTumourVolumes(first->labels, geometry).wt < preprocessing.bias_refit_min_ml()) {
-    // Reported now, and timed with the segment stage as SegmentVolume's own reports are.
-    const auto report_start = std::chrono::steady_clock::now();
-    if (options.on_slice) {
-      const int64_t slice_voxels = geometry.SliceVoxels();
-      for (const SliceResult& s : first->slices) {
-        options.on_slice(s, first->labels.data() + s.index * slice_voxels);
-      }
-    }
-    first->segment_seconds += Since(report_start);
-    return first;
+  if (MeasureTumourVolumes(probe->labels, geometry).wt * stride <
+      preprocessing.bias_refit_min_ml()) {
+    // The same pass as without the probe, taking its decisions and masks.
+    SegmentOptions resume_options = options;
+    resume_options.resume = &*probe;
+    absl::StatusOr<VolumeResult> result =
+        SegmentVolume(bank, prepared.input, policy, resume_options);
+    if (!result.ok()) return result.status();
+    result->decide_seconds += probe->decide_seconds;
+    result->segment_seconds += probe->segment_seconds;
+    return result;
   }
   const auto refit_start = std::chrono::steady_clock::now();
-  const std::vector<uint8_t> excluded = WidenedTumour(first->labels, geometry, kRefitMarginMm);
+  const std::vector<uint8_t> excluded =
+      WidenedTumour(probe->labels, geometry, kRefitMarginMm, stride / 2);
   if (owned != nullptr) owned->input = volume::MultiModalVolume();
   absl::StatusOr<volume::MultiModalVolume> input =
       owned != nullptr ? PrepareBankInput(preprocessing, *std::move(owned->decoded), &excluded)
@@ -103,10 +113,10 @@ absl::StatusOr<VolumeResult> SegmentPrepared(const models::Bank& bank, const Pre
   if (!second.ok()) return second.status();
   second->bias_refitted = true;
   second->refit_seconds = refit_seconds;
-  second->first_pass_gmacs = first->gmacs;
-  second->gmacs += first->gmacs;
-  second->decide_seconds += first->decide_seconds;
-  second->segment_seconds += first->segment_seconds;
+  second->first_pass_gmacs = probe->gmacs;
+  second->gmacs += probe->gmacs;
+  second->decide_seconds += probe->decide_seconds;
+  second->segment_seconds += probe->segment_seconds;
   return second;
 }
 

@@ -4,8 +4,12 @@
 // it, and the correction then dims the tumour (a 175 mL tumour lost 60 points of whole-tumour
 // Dice that way). So the case is segmented once; when that finds at least the bundle's volume
 // of tumour, the fields are fitted again with the tumour, widened by kRefitMarginMm, left out of
-// the fit, and the case is segmented again on that input. docs/training.md ("Session 34") has
-// the measurements; the time is a second pass on such cases (docs/benchmarks.md).
+// the fit, and the case is segmented again on that input. The first look is a probe: only the
+// routed slices kProbeSpacingMm apart are segmented, which is enough to measure and place a
+// tumour that large; when no refit follows, the pass that does follow takes the probe's
+// decisions and masks, so such a case costs what one pass costs. docs/training.md ("Session 34",
+// "Session 35") has the measurements; the time is about one pass more on cases refitted
+// (docs/benchmarks.md).
 //
 // Thread safety: pure functions of their arguments; SegmentCase only reads the bank.
 #ifndef DANET_MODELS_ENGINE_CASE_H_
@@ -29,6 +33,10 @@ namespace danet::engine {
 // edge is uncertain and oedema fades over a few millimetres.
 inline constexpr double kRefitMarginMm = 5.0;
 
+// How far apart the probe's segmented slices are, at most (every routed slice when slices are
+// thicker). 4 mm saved more and placed a large, dimmed tumour worse (docs/training.md, session 35).
+inline constexpr double kProbeSpacingMm = 2.0;
+
 // What a summary says about a case segmented twice (VolumeResult::bias_refitted).
 inline constexpr char kBiasRefitNote[] =
     "bias fields fitted again without the tumour found; the case was segmented twice";
@@ -47,19 +55,26 @@ bool RefitsBias(const v1::Preprocessing& preprocessing);
 absl::StatusOr<PreparedCase> PrepareCase(const v1::Preprocessing& preprocessing,
                                          volume::MultiModalVolume decoded);
 
-// 1 for every voxel within radius_mm of a non-zero label along each axis (a box, at least one
-// voxel each way), 0 elsewhere; same layout as `labels` (x fastest on `geometry`'s grid).
-std::vector<uint8_t> WidenedTumour(const std::vector<uint8_t>& labels,
-                                   const volume::Geometry& geometry, double radius_mm);
+// The probe's stride on `geometry`: kProbeSpacingMm in slices, rounded down, at least 1.
+int ProbeStride(const volume::Geometry& geometry);
 
-// SegmentVolume on the case's input, then, when the case kept its decoded channels and that
-// segmentation found at least the bundle's preprocessing.bias_refit_min_ml of tumour, the
-// second fit and segmentation described above. options.on_slice sees the final segmentation's
-// slices only: when a second pass is possible nothing is reported until the first has ended,
-// and when it does not happen every slice is reported then, in z order (that time counted in
-// segment_seconds, as SegmentVolume counts its own reports). The result's gmacs,
-// decide_seconds and segment_seconds cover both passes; bias_refitted and refit_seconds (the
-// second fit and normalisation) say what the second cost. Errors as SegmentVolume's.
+// 1 for every voxel within radius_mm of a non-zero label along each axis (a box, at least one
+// voxel each way), and along z extra_slices further (the slices a probe did not segment, half its
+// stride), 0 elsewhere; same layout as `labels` (x fastest on `geometry`'s grid).
+std::vector<uint8_t> WidenedTumour(const std::vector<uint8_t>& labels,
+                                   const volume::Geometry& geometry, double radius_mm,
+                                   int64_t extra_slices = 0);
+
+// SegmentVolume on the case's input. When the case kept its decoded channels, a probe first
+// (SegmentOptions::probe_stride = ProbeStride): when it finds at least the bundle's
+// preprocessing.bias_refit_min_ml of tumour (its volume times its stride), the second fit
+// without that tumour (widened by kRefitMarginMm, and along z by half the stride) and a
+// segmentation of the refitted input; otherwise the probe resumed on the same input
+// (SegmentOptions::resume: the same labels as without the probe). options.on_slice sees the
+// final segmentation's slices only, as that pass reports them. The result's decide_seconds and
+// segment_seconds cover the probe too; its gmacs all the work done (the probe's counted apart
+// only when a refit follows: first_pass_gmacs); bias_refitted and refit_seconds (the second fit
+// and normalisation) say what the refit cost. Errors as SegmentVolume's.
 absl::StatusOr<VolumeResult> SegmentCase(const models::Bank& bank, const PreparedCase& prepared,
                                          const Policy& policy, const SegmentOptions& options = {});
 // The same, for a caller that gives the case up: the first input is freed before the second fit,

@@ -139,6 +139,16 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
   VolumeResult result;
   result.labels.assign(normalized.channels[0].size(), 0);
   result.slices.resize(depth);
+  const VolumeResult* resume = options.resume;
+  const bool probe = options.probe_stride > 1;  // segments a sample of the routed slices only
+  const std::function<void(const SliceResult&, const uint8_t*)> on_slice =
+      probe ? nullptr : options.on_slice;
+  if (options.probe_stride < 1 ||
+      (resume != nullptr && (static_cast<int64_t>(resume->slices.size()) != depth ||
+                             resume->labels.size() != result.labels.size()))) {
+    return absl::InvalidArgumentError(
+        "SegmentVolume: probe_stride under 1, or a probe of another volume to resume");
+  }
   try {
     torch::NoGradGuard no_grad;
     const torch::Tensor slices = SliceStack(normalized);
@@ -169,12 +179,22 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         }
       }
       const int64_t looked = static_cast<int64_t>(looked_at.size());
+      if (resume != nullptr) looked_at.clear();  // the probe's probabilities, below
+      for (int64_t z = 0; resume != nullptr && z < depth; ++z) {
+        if (!has_tissue[z]) continue;
+        result.slices[z].probabilities = resume->slices[z].probabilities;
+        if (result.slices[z].probabilities.size() != route_gmacs.size()) {
+          return absl::InvalidArgumentError("SegmentVolume: the probe to resume was static");
+        }
+        routes[z] = DecideRoute(result.slices[z].probabilities.data(), route_gmacs, policy);
+      }
       const SliceBox decision_box =
           options.crop_decision.value_or(bank.config().decision().crop_to_brain())
               ? PlaneBox(tissue.plane, kDecisionStride)
               : SliceBox{0, slices.size(2), 0, slices.size(3)};
       const torch::Tensor decision_input = CropToBox(slices, decision_box);
-      for (int64_t begin = 0; begin < looked; begin += options.decision_batch) {
+      for (int64_t begin = 0; resume == nullptr && begin < looked;
+           begin += options.decision_batch) {
         if (stop()) return absl::CancelledError("segmentation cancelled");
         const int64_t end = std::min<int64_t>(looked, begin + options.decision_batch);
         const torch::Tensor index = torch::tensor(
@@ -217,11 +237,28 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     std::vector<int64_t> tumour_voxels(depth, 0);
     // Cleaning small components or enhancing tumour needs the whole volume: every mask is
     // reported at the end.
-    const bool clean = policy.min_component > 0 || policy.min_enhancing > 0;
-    // Runs `members` (slice indices, all routed to `route`) through the route's model.
+    const bool clean = !probe && (policy.min_component > 0 || policy.min_enhancing > 0);
+    // Runs `members` (slice indices, all routed to `route`) through the route's model, or takes
+    // their masks from the probe being resumed where it segmented them.
+    std::vector<int64_t> to_run;
     auto segment = [&](int route, const std::vector<int64_t>& members) -> absl::Status {
       models::Network& model = bank.model(route - 1);
       const double model_gmacs = bank.model_config(route - 1).gmacs_per_slice();
+      to_run.clear();
+      for (const int64_t z : members) {
+        if (resume == nullptr || resume->slices[z].route != route) {
+          to_run.push_back(z);
+          continue;
+        }
+        const uint8_t* src = resume->labels.data() + z * slice_voxels;
+        uint8_t* dst = result.labels.data() + z * slice_voxels;
+        std::copy(src, src + slice_voxels, dst);
+        tumour_voxels[z] = slice_voxels - std::count(src, src + slice_voxels, uint8_t{0});
+        result.slices[z].route = route;
+        result.slices[z].gmacs += model_gmacs;
+        result.slices[z].seconds = resume->slices[z].seconds;
+        if (on_slice && !clean) on_slice(result.slices[z], dst);
+      }
       const bool windowed = model.SupportsWindow();
       const torch::Tensor& input = windowed ? cropped : slices;
       // The output's rows and columns that hold the volume's slice, and where they go.
@@ -232,11 +269,11 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         result.window_fraction = static_cast<double>(input.size(2) * input.size(3)) /
                                  static_cast<double>(padded_height * padded_width);
       }
-      for (size_t begin = 0; begin < members.size(); begin += options.model_batch) {
+      for (size_t begin = 0; begin < to_run.size(); begin += options.model_batch) {
         if (stop()) return absl::CancelledError("segmentation cancelled");
-        const size_t end = std::min(members.size(), begin + options.model_batch);
+        const size_t end = std::min(to_run.size(), begin + options.model_batch);
         const torch::Tensor index = torch::tensor(
-            std::vector<int64_t>(members.begin() + begin, members.begin() + end), torch::kLong);
+            std::vector<int64_t>(to_run.begin() + begin, to_run.begin() + end), torch::kLong);
         const auto start = Clock::now();
         const torch::Tensor batch =
             input.index_select(0, index).to(bank.device()).contiguous(bank.memory_format());
@@ -249,7 +286,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
                 .contiguous();
         const double seconds = Since(start) / static_cast<double>(end - begin);
         for (size_t m = begin; m < end; ++m) {
-          const int64_t z = members[m];
+          const int64_t z = to_run[m];
           const uint8_t* src = classes[m - begin].data_ptr<uint8_t>();
           uint8_t* dst = result.labels.data() + z * slice_voxels;
           for (int64_t y = 0; y < rows; ++y) {
@@ -262,7 +299,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
           result.slices[z].route = route;
           result.slices[z].gmacs += model_gmacs;
           result.slices[z].seconds = seconds;
-          if (options.on_slice && !clean) options.on_slice(result.slices[z], dst);
+          if (on_slice && !clean) on_slice(result.slices[z], dst);
         }
       }
       return absl::OkStatus();
@@ -272,8 +309,8 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
       result.slices[z].index = static_cast<int>(z);
       result.slices[z].gmacs = policy.kind == Policy::Kind::kDynamic ? decision_gmacs : 0.0;
       // Skipped slices are final now, unless following the tumour may still route them.
-      if (routes[z] == 0 && options.on_slice && !follow && !clean) {
-        options.on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
+      if (routes[z] == 0 && on_slice && !follow && !clean) {
+        on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
       }
     }
     // Segments (slice, route) pairs route by route; `segmented` gets the slices in that order.
@@ -292,11 +329,12 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     };
     std::vector<std::pair<int64_t, int>> routed;
     for (int64_t z = 0; z < depth; ++z) {
-      if (routes[z] != 0) routed.emplace_back(z, routes[z]);
+      if (routes[z] != 0 && z % options.probe_stride == 0) routed.emplace_back(z, routes[z]);
     }
     if (absl::Status status = segment_all(routed); !status.ok()) return status;
     // 3. Following the tumour outward from the slices where a model found it.
-    for (int step = 0; follow && step < policy.follow_tumour && !segmented.empty(); ++step) {
+    for (int step = 0; follow && !probe && step < policy.follow_tumour && !segmented.empty();
+         ++step) {
       routed = FollowTumour(routes, has_tissue, segmented, tumour_voxels, route_gmacs,
                             policy.follow_min_voxels);
       const std::vector<int> before = routes;
@@ -327,10 +365,10 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
       RelabelSmallEnhancing(result.labels.data(), static_cast<int64_t>(result.labels.size()),
                             policy.min_enhancing);
     }
-    if ((follow || clean) && options.on_slice) {
+    if ((follow || clean) && on_slice) {
       for (int64_t z = 0; z < depth; ++z) {
         if (routes[z] == 0 || clean) {
-          options.on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
+          on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
         }
       }
     }

@@ -51,6 +51,15 @@ struct SegmentOptions {
   // Polled between slices; when it returns true the work stops with CancelledError (the
   // caller's deadline or cancellation). May be empty.
   std::function<bool()> cancelled;
+  // Above 1, a probe (case.h's first look at a case): of the routed slices only those whose index
+  // is a multiple of probe_stride are segmented, nothing follows the tumour or cleans the labels,
+  // and on_slice is not called. The other slices keep background labels and route 0.
+  int probe_stride = 1;
+  // A probe of the same input with the same policy: its decision-network probabilities and the
+  // masks of the slices it segmented are taken instead of computed again, and everything else
+  // is done as without it, so the result is the same, GMACs included; its times are those of
+  // what was left (the slices taken keep the probe's seconds). May be null.
+  const VolumeResult* resume = nullptr;
 };
 
 // The volume's axial slices as one Z x 4 x Y' x X' float tensor (a copy), the networks' input:

@@ -1,7 +1,7 @@
-// One case through the bank with the bias fields refitted around the tumour a first
-// segmentation finds: the widened tumour mask against a brute-force search, and SegmentCase
-// against the two passes done by hand (labels, routes, cost, streamed slices), with and without
-// the second pass.
+// One case through the bank with the bias fields refitted around the tumour a probe finds: the
+// widened tumour mask against a brute-force search, the probe's stride, and SegmentCase against
+// the passes done by hand (labels, routes, cost, streamed slices), with and without the second
+// pass.
 #include "models/engine/case.h"
 
 #include <gmock/gmock.h>
@@ -41,6 +41,27 @@ TEST(WidenedTumourTest, IsEveryVoxelWithinTheRadiusAlongEachAxis) {
     ASSERT_EQ(widened[v], near ? 1 : 0) << x << " " << y << " " << z;
   }
   EXPECT_EQ(WidenedTumour(std::vector<uint8_t>(n, 0), g, 5.0), std::vector<uint8_t>(n, 0));
+  // A probe's unsegmented slices: along z two slices further.
+  std::vector<uint8_t> one(n, 0);
+  one[4 * 17 * 13 + 6 * 17 + 8] = 1;  // x 8, y 6, z 4
+  const std::vector<uint8_t> deeper = WidenedTumour(one, g, 5.0, /*extra_slices=*/2);
+  for (int64_t z = 0; z < 9; ++z) {
+    EXPECT_EQ(deeper[z * 17 * 13 + 6 * 17 + 8], std::abs(z - 4) <= 3 ? 1 : 0) << z;
+  }
+}
+
+TEST(ProbeStrideTest, IsTheProbeSpacingInSlices) {
+  auto stride = [](double dz) {
+    return ProbeStride(volume::MakeGeometry({8, 8, 8}, {1, 1, dz}, {0, 0, 0}));
+  };
+  ASSERT_EQ(kProbeSpacingMm, 2.0);
+  EXPECT_EQ(stride(1.0), 2);
+  EXPECT_EQ(stride(0.9), 2);
+  EXPECT_EQ(stride(0.6), 3);
+  EXPECT_EQ(stride(0.5), 4);
+  EXPECT_EQ(stride(2.0), 1);
+  EXPECT_EQ(stride(5.0), 1);
+  EXPECT_EQ(stride(0.0), 2);  // no spacing: read as 1 mm
 }
 
 class SegmentCaseTest : public ::testing::Test {
@@ -103,10 +124,15 @@ TEST_F(SegmentCaseTest, ALargeEnoughTumourIsSegmentedAgainOnTheRefittedInput) {
   const Policy policy = *ParsePolicy("static:M1", *bank);
   const v1::Preprocessing& pre = bank->config().preprocessing();
   ASSERT_TRUE(RefitsBias(pre));
-  // By hand: the first pass, its tumour widened by 5 mm left out of a second fit, the second.
-  const VolumeResult first = *SegmentVolume(*bank, *PrepareBankInput(pre, decoded_), policy);
+  // By hand: the probe (every other slice at 1 mm), its tumour widened by 5 mm (and a slice more
+  // along z) left out of a second fit, the second pass.
+  ASSERT_EQ(ProbeStride(decoded_.geometry), 2);
+  SegmentOptions probe_options;
+  probe_options.probe_stride = 2;
+  const VolumeResult first =
+      *SegmentVolume(*bank, *PrepareBankInput(pre, decoded_), policy, probe_options);
   const std::vector<uint8_t> excluded =
-      WidenedTumour(first.labels, decoded_.geometry, kRefitMarginMm);
+      WidenedTumour(first.labels, decoded_.geometry, kRefitMarginMm, 1);
   const int64_t tumour =
       std::count_if(first.labels.begin(), first.labels.end(), [](uint8_t l) { return l != 0; });
   const int64_t left_out = std::count(excluded.begin(), excluded.end(), uint8_t{1});
@@ -120,7 +146,8 @@ TEST_F(SegmentCaseTest, ALargeEnoughTumourIsSegmentedAgainOnTheRefittedInput) {
   const VolumeResult result = Streamed(*bank, policy, &seen, &streamed);
   EXPECT_TRUE(result.bias_refitted);
   EXPECT_EQ(result.labels, second.labels);
-  EXPECT_NE(result.labels, first.labels);  // the second fit changed the input
+  // The second fit changed the input: not the labels of one pass on the first.
+  EXPECT_NE(result.labels, SegmentVolume(*bank, *PrepareBankInput(pre, decoded_), policy)->labels);
   EXPECT_NEAR(result.gmacs, first.gmacs + second.gmacs, 1e-9);
   EXPECT_EQ(result.first_pass_gmacs, first.gmacs);
   EXPECT_EQ(seen, std::vector<int>(kDepth, 1));  // each slice once, the final pass's
@@ -132,7 +159,7 @@ TEST_F(SegmentCaseTest, ALargeEnoughTumourIsSegmentedAgainOnTheRefittedInput) {
   EXPECT_EQ(moved.labels, second.labels);
 }
 
-TEST_F(SegmentCaseTest, ASmallerTumourKeepsTheFirstPassAndStreamsItAfterwards) {
+TEST_F(SegmentCaseTest, ASmallerTumourGetsOnePassTheProbeResumed) {
   const std::unique_ptr<models::Bank> bank = MakeBank(/*refit_min_ml=*/1e9);
   const Policy policy = *ParsePolicy("static:M1", *bank);
   const v1::Preprocessing& pre = bank->config().preprocessing();
@@ -142,8 +169,9 @@ TEST_F(SegmentCaseTest, ASmallerTumourKeepsTheFirstPassAndStreamsItAfterwards) {
   const VolumeResult result = Streamed(*bank, policy, &seen, &streamed);
   EXPECT_FALSE(result.bias_refitted);
   EXPECT_EQ(result.refit_seconds, 0.0);
-  EXPECT_EQ(result.labels, plain.labels);
-  EXPECT_EQ(result.gmacs, plain.gmacs);
+  EXPECT_EQ(result.labels, plain.labels);  // the probe resumed: the plain pass's labels
+  EXPECT_NEAR(result.gmacs, plain.gmacs, 1e-9);
+  for (int z = 0; z < kDepth; ++z) EXPECT_EQ(result.slices[z].route, plain.slices[z].route);
   EXPECT_EQ(seen, std::vector<int>(kDepth, 1));
   EXPECT_EQ(streamed, result.labels);
 }

@@ -315,6 +315,103 @@ TEST_F(SegmenterTest, EverySliceIsReportedOnceWithItsFinalMask) {
   }
 }
 
+// A probe (probe_stride) segments only the routed slices on its stride, reports nothing and
+// neither follows nor cleans; resuming it gives what one plain pass gives, streamed the same
+// way, and runs the models only on the routed slices the probe left.
+TEST_F(SegmenterTest, AResumedProbeGivesThePlainPass) {
+  for (const char* name : {"dynamic", "dynamic@0.5+f4+c30+e20", "static:M2"}) {
+    const Policy policy = *ParsePolicy(name, *bank_);
+    const VolumeResult plain = *SegmentVolume(*bank_, volume_, policy);
+    SegmentOptions probe_options;
+    probe_options.probe_stride = 3;
+    int probe_reports = 0;
+    probe_options.on_slice = [&](const SliceResult&, const uint8_t*) { ++probe_reports; };
+    const VolumeResult probe = *SegmentVolume(*bank_, volume_, policy, probe_options);
+    EXPECT_EQ(probe_reports, 0) << name;
+    int probed = 0;
+    double model_gmacs_left = 0;
+    for (int z = 0; z < 24; ++z) {
+      EXPECT_EQ(probe.slices[z].probabilities, plain.slices[z].probabilities) << name << z;
+      const auto begin = z * 64 * 48, end = (z + 1) * 64 * 48;
+      const bool sampled = z % 3 == 0 && plain.slices[z].route != 0;
+      // Following the tumour may route a slice the probe's routes skip: not sampled either.
+      if (sampled && probe.slices[z].route == plain.slices[z].route) {
+        ++probed;
+        EXPECT_TRUE(std::equal(probe.labels.begin() + begin, probe.labels.begin() + end,
+                               plain.labels.begin() + begin) ||
+                    policy.min_component > 0)
+            << name << z;
+      } else {
+        EXPECT_EQ(probe.slices[z].route, 0) << name << z;
+        EXPECT_EQ(std::count(probe.labels.begin() + begin, probe.labels.begin() + end, 0), 64 * 48)
+            << name << z;
+        if (plain.slices[z].route != 0) {
+          model_gmacs_left += bank_->model_config(plain.slices[z].route - 1).gmacs_per_slice();
+        }
+      }
+    }
+    EXPECT_GT(probed, 0) << name;
+
+    std::vector<int> seen(24, 0);
+    std::vector<uint8_t> streamed(64 * 48 * 24, 255);
+    SegmentOptions resume_options;
+    resume_options.resume = &probe;
+    resume_options.on_slice = [&](const SliceResult& s, const uint8_t* labels) {
+      ++seen[s.index];
+      std::copy(labels, labels + 64 * 48, streamed.begin() + s.index * 64 * 48);
+    };
+    const VolumeResult resumed = *SegmentVolume(*bank_, volume_, policy, resume_options);
+    EXPECT_EQ(resumed.labels, plain.labels) << name;
+    EXPECT_NEAR(resumed.gmacs, plain.gmacs, 1e-9) << name;
+    for (int z = 0; z < 24; ++z) {
+      EXPECT_EQ(resumed.slices[z].route, plain.slices[z].route) << name << z;
+      EXPECT_EQ(resumed.slices[z].probabilities, plain.slices[z].probabilities) << name << z;
+    }
+    EXPECT_EQ(seen, std::vector<int>(24, 1)) << name;
+    EXPECT_EQ(streamed, resumed.labels) << name;
+    // The models ran on the rest only: the probe's GMACs and what it left add up to the pass's.
+    EXPECT_NEAR(probe.gmacs + model_gmacs_left, plain.gmacs, 1e-9) << name;
+  }
+  // What is taken from the probe: a probe whose masks and decisions were altered shows through.
+  const Policy policy = *ParsePolicy("dynamic", *bank_);
+  SegmentOptions probe_options;
+  probe_options.probe_stride = 2;
+  VolumeResult altered = *SegmentVolume(*bank_, volume_, policy, probe_options);
+  int marked = -1, redirected = -1;
+  for (int z = 2; z < 24; ++z) {
+    if (altered.slices[z].route != 0 && marked < 0) {
+      marked = z;
+      std::fill(altered.labels.begin() + z * 64 * 48, altered.labels.begin() + (z + 1) * 64 * 48,
+                uint8_t{2});
+    } else if (z % 2 == 1 && z != marked && redirected < 0) {
+      redirected = z;
+      std::fill(altered.slices[z].probabilities.begin(), altered.slices[z].probabilities.end(), 0);
+      altered.slices[z].probabilities.back() = 1;  // the last model, surely
+    }
+  }
+  ASSERT_GE(marked, 0);
+  ASSERT_GE(redirected, 0);
+  SegmentOptions resume_options;
+  resume_options.resume = &altered;
+  const VolumeResult resumed = *SegmentVolume(*bank_, volume_, policy, resume_options);
+  EXPECT_EQ(std::count(resumed.labels.begin() + marked * 64 * 48,
+                       resumed.labels.begin() + (marked + 1) * 64 * 48, 2),
+            64 * 48);
+  EXPECT_EQ(resumed.slices[marked].seconds, altered.slices[marked].seconds);
+  EXPECT_EQ(resumed.slices[redirected].route, bank_->size());
+
+  SegmentOptions bad;
+  bad.probe_stride = 0;
+  EXPECT_EQ(SegmentVolume(*bank_, volume_, Policy{}, bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  VolumeResult other;
+  other.slices.resize(3);
+  bad.probe_stride = 1;
+  bad.resume = &other;
+  EXPECT_EQ(SegmentVolume(*bank_, volume_, Policy{}, bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(SegmenterTest, CostBiasMovesRoutesTowardCheaperOrStrongerModels) {
   const VolumeResult plain = *SegmentVolume(*bank_, volume_, *ParsePolicy("dynamic@0", *bank_));
   Policy cheap = *ParsePolicy("dynamic@1000", *bank_);
