@@ -3,7 +3,9 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <utility>
 
 #include "models/bank/device.h"
 #include "models/engine/preprocess.h"
@@ -131,6 +133,254 @@ int64_t RelabelSmallEnhancing(uint8_t* labels, int64_t voxels, int64_t min_voxel
   return enhancing;
 }
 
+namespace {
+
+using OnSlice = std::function<void(const SliceResult&, const uint8_t*)>;
+
+// The decision network's softmax for the slices `looked_at` of `slices`, in batches of
+// options.decision_batch, on the brain's box (on the network's stride grid) or the whole slice
+// as the options and the bundle say: each slice's probabilities into `out`.
+absl::Status RunDecisionNetwork(const models::Bank& bank, const torch::Tensor& slices,
+                                const TissueScan& tissue, const std::vector<int64_t>& looked_at,
+                                const SegmentOptions& options, std::vector<SliceResult>* out) {
+  const SliceBox box = options.crop_decision.value_or(bank.config().decision().crop_to_brain())
+                           ? PlaneBox(tissue.plane, kDecisionStride)
+                           : SliceBox{0, slices.size(2), 0, slices.size(3)};
+  const torch::Tensor input = CropToBox(slices, box);
+  const int64_t looked = static_cast<int64_t>(looked_at.size());
+  for (int64_t begin = 0; begin < looked; begin += options.decision_batch) {
+    if (options.cancelled && options.cancelled()) {
+      return absl::CancelledError("segmentation cancelled");
+    }
+    const int64_t end = std::min<int64_t>(looked, begin + options.decision_batch);
+    const torch::Tensor index = torch::tensor(
+        std::vector<int64_t>(looked_at.begin() + begin, looked_at.begin() + end), torch::kLong);
+    const torch::Tensor probs =
+        torch::softmax(
+            bank.decision().Forward(
+                input.index_select(0, index).to(bank.device()).contiguous(bank.memory_format())),
+            1)
+            .to(torch::kCPU);
+    for (int64_t i = begin; i < end; ++i) {
+      const float* p = probs[i - begin].data_ptr<float>();
+      (*out)[looked_at[i]].probabilities.assign(p, p + probs.size(1));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Stage 1: every slice's route, and under a dynamic policy its decision-network probabilities in
+// `out` (taken from options.resume when it is set). A slice without one non-zero voxel holds no
+// tissue, hence no tumour: it is skipped without the decision network (skip probability 1) and
+// never widened into.
+absl::StatusOr<std::vector<int>> DecideRoutes(const models::Bank& bank, const torch::Tensor& slices,
+                                              const TissueScan& tissue, const Policy& policy,
+                                              const SegmentOptions& options,
+                                              const std::vector<double>& route_gmacs,
+                                              std::vector<SliceResult>* out) {
+  const int64_t depth = slices.size(0);
+  if (policy.kind == Policy::Kind::kStatic) {
+    return std::vector<int>(depth, policy.static_model + 1);
+  }
+  const std::vector<bool>& has_tissue = tissue.has_tissue;
+  std::vector<int64_t> looked_at;
+  for (int64_t z = 0; z < depth; ++z) {
+    if (has_tissue[z]) {
+      looked_at.push_back(z);
+    } else {
+      (*out)[z].probabilities.assign(route_gmacs.size(), 0.0f);
+      (*out)[z].probabilities[0] = 1.0f;
+    }
+  }
+  if (options.resume == nullptr) {
+    if (absl::Status s = RunDecisionNetwork(bank, slices, tissue, looked_at, options, out);
+        !s.ok()) {
+      return s;
+    }
+  } else {
+    for (const int64_t z : looked_at) {
+      (*out)[z].probabilities = options.resume->slices[z].probabilities;
+      if ((*out)[z].probabilities.size() != route_gmacs.size()) {
+        return absl::InvalidArgumentError("SegmentVolume: the probe to resume was static");
+      }
+    }
+  }
+  std::vector<int> routes(depth, 0);
+  for (const int64_t z : looked_at) {
+    routes[z] = DecideRoute((*out)[z].probabilities.data(), route_gmacs, policy);
+  }
+  if (policy.skip_dip > 0) routes = RouteSkipDips(routes, *out, has_tissue, route_gmacs, policy);
+  if (policy.skip_margin > 0) {
+    routes = WidenRoutes(routes, *out, route_gmacs, policy.cost_bias, policy.skip_margin,
+                         policy.margin_min_run, policy.model_preference);
+    for (int64_t z = 0; z < depth; ++z) {
+      if (!has_tissue[z]) routes[z] = 0;
+    }
+  }
+  return routes;
+}
+
+// Stage 2: routed slices through their models, on the brain's box where a model allows, or
+// taken from the probe being resumed where it segmented them; labels, routes, GMACs and seconds
+// into the result, and each slice's tumour voxel count (FollowTumour's input).
+class RouteRunner {
+ public:
+  // `report` is called for each slice as it is done (may be empty).
+  RouteRunner(const models::Bank& bank, const torch::Tensor& slices, const TissueScan& tissue,
+              const std::array<int64_t, 3>& dims, const SegmentOptions& options, OnSlice report,
+              VolumeResult* result)
+      : bank_(bank),
+        slices_(slices),
+        dims_(dims),
+        options_(options),
+        report_(std::move(report)),
+        result_(*result),
+        box_(options.crop_to_brain ? PlaneBox(tissue.plane)
+                                   : SliceBox{0, slices.size(2), 0, slices.size(3)}),
+        cropped_(CropToBox(slices, box_)),  // a view: index_select copies each batch only
+        window_{slices.size(2), slices.size(3), box_.top, box_.left},
+        tumour_voxels_(dims[2], 0) {}
+
+  // Runs the (slice, route) pairs route by route; `done` gets the slices in that order.
+  absl::Status RunAll(const std::vector<std::pair<int64_t, int>>& routed,
+                      std::vector<int64_t>* done) {
+    done->clear();
+    for (int route = 1; route <= bank_.size(); ++route) {
+      std::vector<int64_t> members;
+      for (const auto& [z, r] : routed) {
+        if (r == route) members.push_back(z);
+      }
+      if (absl::Status status = Run(route, members); !status.ok()) return status;
+      done->insert(done->end(), members.begin(), members.end());
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<int64_t>& tumour_voxels() { return tumour_voxels_; }
+
+ private:
+  int64_t SliceVoxels() const { return dims_[0] * dims_[1]; }
+
+  // `members` (slice indices, all routed to `route`) through the route's model, or taken.
+  absl::Status Run(int route, const std::vector<int64_t>& members) {
+    const VolumeResult* resume = options_.resume;
+    std::vector<int64_t> to_run;
+    for (const int64_t z : members) {
+      if (resume != nullptr && resume->slices[z].route == route) {
+        Take(z, route);
+      } else {
+        to_run.push_back(z);
+      }
+    }
+    models::Network& model = bank_.model(route - 1);
+    const bool windowed = model.SupportsWindow();
+    const torch::Tensor& input = windowed ? cropped_ : slices_;
+    // The output's rows and columns that hold the volume's slice, and where they go.
+    const int64_t top = windowed ? box_.top : 0, left = windowed ? box_.left : 0;
+    const int64_t rows = std::min(dims_[1], top + input.size(2)) - top;
+    const int64_t cols = std::min(dims_[0], left + input.size(3)) - left;
+    if (!members.empty() && windowed) {
+      result_.window_fraction = static_cast<double>(input.size(2) * input.size(3)) /
+                                static_cast<double>(slices_.size(2) * slices_.size(3));
+    }
+    for (size_t begin = 0; begin < to_run.size(); begin += options_.model_batch) {
+      if (options_.cancelled && options_.cancelled()) {
+        return absl::CancelledError("segmentation cancelled");
+      }
+      const size_t end = std::min(to_run.size(), begin + options_.model_batch);
+      const torch::Tensor index = torch::tensor(
+          std::vector<int64_t>(to_run.begin() + begin, to_run.begin() + end), torch::kLong);
+      const auto start = Clock::now();
+      const torch::Tensor batch =
+          input.index_select(0, index).to(bank_.device()).contiguous(bank_.memory_format());
+      const torch::Tensor classes =
+          (windowed ? model.ForwardWindow(batch, window_) : model.Forward(batch))
+              .argmax(1)
+              .slice(1, 0, rows)  // the padding off
+              .slice(2, 0, cols)
+              .to(torch::kCPU, torch::kUInt8)
+              .contiguous();
+      const double seconds = Since(start) / static_cast<double>(end - begin);
+      for (size_t m = begin; m < end; ++m) {
+        const int64_t z = to_run[m];
+        const uint8_t* src = classes[m - begin].data_ptr<uint8_t>();
+        uint8_t* dst = result_.labels.data() + z * SliceVoxels();
+        for (int64_t y = 0; y < rows; ++y) {
+          uint8_t* row = dst + (top + y) * dims_[0] + left;
+          for (int64_t x = 0; x < cols; ++x) {
+            row[x] = volume::ClassToLabel(src[y * cols + x]);
+            tumour_voxels_[z] += row[x] != 0;
+          }
+        }
+        Done(z, route, seconds);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Slice z's mask taken from the probe being resumed.
+  void Take(int64_t z, int route) {
+    const uint8_t* src = options_.resume->labels.data() + z * SliceVoxels();
+    std::copy(src, src + SliceVoxels(), result_.labels.data() + z * SliceVoxels());
+    tumour_voxels_[z] = SliceVoxels() - std::count(src, src + SliceVoxels(), uint8_t{0});
+    Done(z, route, options_.resume->slices[z].seconds);
+  }
+
+  void Done(int64_t z, int route, double seconds) {
+    SliceResult& s = result_.slices[z];
+    s.route = route;
+    s.gmacs += bank_.model_config(route - 1).gmacs_per_slice();
+    s.seconds = seconds;
+    if (report_) report_(s, result_.labels.data() + z * SliceVoxels());
+  }
+
+  const models::Bank& bank_;
+  const torch::Tensor& slices_;
+  const std::array<int64_t, 3> dims_;
+  const SegmentOptions& options_;
+  const OnSlice report_;
+  VolumeResult& result_;
+  const SliceBox box_;
+  const torch::Tensor cropped_;
+  const models::SliceWindow window_;
+  std::vector<int64_t> tumour_voxels_;
+};
+
+// Stage 3: up to policy.follow_tumour steps outward from the slices where a model found tumour
+// (FollowTumour), each step's slices through `runner`; `routes` updated.
+absl::Status FollowTheTumour(const Policy& policy, const std::vector<bool>& has_tissue,
+                             const std::vector<double>& route_gmacs, int64_t slice_voxels,
+                             std::vector<int64_t> segmented, std::vector<int>* routes,
+                             RouteRunner* runner, VolumeResult* result) {
+  std::vector<int64_t>& tumour_voxels = runner->tumour_voxels();
+  const int64_t depth = static_cast<int64_t>(routes->size());
+  for (int step = 0; step < policy.follow_tumour && !segmented.empty(); ++step) {
+    const std::vector<std::pair<int64_t, int>> routed = FollowTumour(
+        *routes, has_tissue, segmented, tumour_voxels, route_gmacs, policy.follow_min_voxels);
+    const std::vector<int> before = *routes;
+    for (const auto& [z, route] : routed) (*routes)[z] = route;
+    if (absl::Status status = runner->RunAll(routed, &segmented); !status.ok()) return status;
+    // A followed slice is followed further only as far as its tumour continues the tumour it
+    // was reached from (3D connectivity): a model's false positives elsewhere in the slice do
+    // not pull in the next one.
+    for (const auto& [z, route] : routed) {
+      tumour_voxels[z] = 0;
+      for (const int64_t n : {z - 1, z + 1}) {
+        if (n < 0 || n >= depth || before[n] == 0 || tumour_voxels[n] < policy.follow_min_voxels) {
+          continue;
+        }
+        tumour_voxels[z] =
+            std::max(tumour_voxels[z],
+                     SharedTumourVoxels(result->labels.data() + z * slice_voxels,
+                                        result->labels.data() + n * slice_voxels, slice_voxels));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
                                            const volume::MultiModalVolume& normalized,
                                            const Policy& policy, const SegmentOptions& options) {
@@ -140,221 +390,58 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
   result.labels.assign(normalized.channels[0].size(), 0);
   result.slices.resize(depth);
   const VolumeResult* resume = options.resume;
-  const bool probe = options.probe_stride > 1;  // segments a sample of the routed slices only
-  const std::function<void(const SliceResult&, const uint8_t*)> on_slice =
-      probe ? nullptr : options.on_slice;
   if (options.probe_stride < 1 ||
       (resume != nullptr && (static_cast<int64_t>(resume->slices.size()) != depth ||
                              resume->labels.size() != result.labels.size()))) {
     return absl::InvalidArgumentError(
         "SegmentVolume: probe_stride under 1, or a probe of another volume to resume");
   }
+  const bool probe = options.probe_stride > 1;  // a sample of the routed slices only
+  const OnSlice on_slice = probe ? nullptr : options.on_slice;
+  const bool follow = !probe && policy.kind == Policy::Kind::kDynamic && policy.follow_tumour > 0;
+  // Cleaning small components or enhancing tumour needs the whole volume: every mask is
+  // reported at the end.
+  const bool clean = !probe && (policy.min_component > 0 || policy.min_enhancing > 0);
   try {
     torch::NoGradGuard no_grad;
     const torch::Tensor slices = SliceStack(normalized);
-    const double decision_gmacs = bank.config().decision().gmacs_per_slice();
     std::vector<double> route_gmacs = {0.0};
     for (int i = 0; i < bank.size(); ++i) {
       route_gmacs.push_back(bank.model_config(i).gmacs_per_slice());
     }
-    auto stop = [&] { return options.cancelled && options.cancelled(); };
 
-    // 1. Routes. A slice without one non-zero voxel holds no tissue, hence no tumour: it is
-    // skipped without the decision network (skip probability 1) and never widened into.
+    // 1. Routes. One pass over the voxels serves the tissue check and the brain's box.
     const auto decide_start = Clock::now();
-    std::vector<int> routes(depth, 0);
-    // One pass over the voxels serves the tissue check here and the brain's box below.
     const TissueScan tissue = ScanTissue(slices);
-    const std::vector<bool>& has_tissue = tissue.has_tissue;
-    if (policy.kind == Policy::Kind::kStatic) {
-      std::fill(routes.begin(), routes.end(), policy.static_model + 1);
-    } else {
-      std::vector<int64_t> looked_at;
-      for (int64_t z = 0; z < depth; ++z) {
-        if (has_tissue[z]) {
-          looked_at.push_back(z);
-        } else {
-          result.slices[z].probabilities.assign(route_gmacs.size(), 0.0f);
-          result.slices[z].probabilities[0] = 1.0f;
-        }
-      }
-      const int64_t looked = static_cast<int64_t>(looked_at.size());
-      if (resume != nullptr) looked_at.clear();  // the probe's probabilities, below
-      for (int64_t z = 0; resume != nullptr && z < depth; ++z) {
-        if (!has_tissue[z]) continue;
-        result.slices[z].probabilities = resume->slices[z].probabilities;
-        if (result.slices[z].probabilities.size() != route_gmacs.size()) {
-          return absl::InvalidArgumentError("SegmentVolume: the probe to resume was static");
-        }
-        routes[z] = DecideRoute(result.slices[z].probabilities.data(), route_gmacs, policy);
-      }
-      const SliceBox decision_box =
-          options.crop_decision.value_or(bank.config().decision().crop_to_brain())
-              ? PlaneBox(tissue.plane, kDecisionStride)
-              : SliceBox{0, slices.size(2), 0, slices.size(3)};
-      const torch::Tensor decision_input = CropToBox(slices, decision_box);
-      for (int64_t begin = 0; resume == nullptr && begin < looked;
-           begin += options.decision_batch) {
-        if (stop()) return absl::CancelledError("segmentation cancelled");
-        const int64_t end = std::min<int64_t>(looked, begin + options.decision_batch);
-        const torch::Tensor index = torch::tensor(
-            std::vector<int64_t>(looked_at.begin() + begin, looked_at.begin() + end), torch::kLong);
-        const torch::Tensor probs =
-            torch::softmax(bank.decision().Forward(decision_input.index_select(0, index)
-                                                       .to(bank.device())
-                                                       .contiguous(bank.memory_format())),
-                           1)
-                .to(torch::kCPU);
-        for (int64_t i = begin; i < end; ++i) {
-          const torch::Tensor p = probs[i - begin];
-          const int64_t z = looked_at[i];
-          result.slices[z].probabilities.assign(p.data_ptr<float>(),
-                                                p.data_ptr<float>() + p.numel());
-          routes[z] = DecideRoute(p.data_ptr<float>(), route_gmacs, policy);
-        }
-      }
-      if (policy.skip_dip > 0) {
-        routes = RouteSkipDips(routes, result.slices, has_tissue, route_gmacs, policy);
-      }
-      if (policy.skip_margin > 0) {
-        routes = WidenRoutes(routes, result.slices, route_gmacs, policy.cost_bias,
-                             policy.skip_margin, policy.margin_min_run, policy.model_preference);
-        for (int64_t z = 0; z < depth; ++z) {
-          if (!has_tissue[z]) routes[z] = 0;
-        }
-      }
-    }
+    absl::StatusOr<std::vector<int>> routes =
+        DecideRoutes(bank, slices, tissue, policy, options, route_gmacs, &result.slices);
+    if (!routes.ok()) return routes.status();
     result.decide_seconds = Since(decide_start);
 
-    // 2. Each route's slices through its model, on the brain's box where the model allows.
+    // 2. Each route's slices through its model.
     const auto segment_start = Clock::now();
-    const int64_t padded_height = slices.size(2), padded_width = slices.size(3);
-    const SliceBox box = options.crop_to_brain ? PlaneBox(tissue.plane)
-                                               : SliceBox{0, padded_height, 0, padded_width};
-    // A view: index_select below copies only each batch's slices.
-    const torch::Tensor cropped = CropToBox(slices, box);
-    const models::SliceWindow window{padded_height, padded_width, box.top, box.left};
-    std::vector<int64_t> tumour_voxels(depth, 0);
-    // Cleaning small components or enhancing tumour needs the whole volume: every mask is
-    // reported at the end.
-    const bool clean = !probe && (policy.min_component > 0 || policy.min_enhancing > 0);
-    // Runs `members` (slice indices, all routed to `route`) through the route's model, or takes
-    // their masks from the probe being resumed where it segmented them.
-    std::vector<int64_t> to_run;
-    auto segment = [&](int route, const std::vector<int64_t>& members) -> absl::Status {
-      models::Network& model = bank.model(route - 1);
-      const double model_gmacs = bank.model_config(route - 1).gmacs_per_slice();
-      to_run.clear();
-      for (const int64_t z : members) {
-        if (resume == nullptr || resume->slices[z].route != route) {
-          to_run.push_back(z);
-          continue;
-        }
-        const uint8_t* src = resume->labels.data() + z * slice_voxels;
-        uint8_t* dst = result.labels.data() + z * slice_voxels;
-        std::copy(src, src + slice_voxels, dst);
-        tumour_voxels[z] = slice_voxels - std::count(src, src + slice_voxels, uint8_t{0});
-        result.slices[z].route = route;
-        result.slices[z].gmacs += model_gmacs;
-        result.slices[z].seconds = resume->slices[z].seconds;
-        if (on_slice && !clean) on_slice(result.slices[z], dst);
-      }
-      const bool windowed = model.SupportsWindow();
-      const torch::Tensor& input = windowed ? cropped : slices;
-      // The output's rows and columns that hold the volume's slice, and where they go.
-      const int64_t top = windowed ? box.top : 0, left = windowed ? box.left : 0;
-      const int64_t rows = std::min(dims[1], top + input.size(2)) - top;
-      const int64_t cols = std::min(dims[0], left + input.size(3)) - left;
-      if (!members.empty() && windowed) {
-        result.window_fraction = static_cast<double>(input.size(2) * input.size(3)) /
-                                 static_cast<double>(padded_height * padded_width);
-      }
-      for (size_t begin = 0; begin < to_run.size(); begin += options.model_batch) {
-        if (stop()) return absl::CancelledError("segmentation cancelled");
-        const size_t end = std::min(to_run.size(), begin + options.model_batch);
-        const torch::Tensor index = torch::tensor(
-            std::vector<int64_t>(to_run.begin() + begin, to_run.begin() + end), torch::kLong);
-        const auto start = Clock::now();
-        const torch::Tensor batch =
-            input.index_select(0, index).to(bank.device()).contiguous(bank.memory_format());
-        const torch::Tensor classes =
-            (windowed ? model.ForwardWindow(batch, window) : model.Forward(batch))
-                .argmax(1)
-                .slice(1, 0, rows)  // the padding off
-                .slice(2, 0, cols)
-                .to(torch::kCPU, torch::kUInt8)
-                .contiguous();
-        const double seconds = Since(start) / static_cast<double>(end - begin);
-        for (size_t m = begin; m < end; ++m) {
-          const int64_t z = to_run[m];
-          const uint8_t* src = classes[m - begin].data_ptr<uint8_t>();
-          uint8_t* dst = result.labels.data() + z * slice_voxels;
-          for (int64_t y = 0; y < rows; ++y) {
-            uint8_t* row = dst + (top + y) * dims[0] + left;
-            for (int64_t x = 0; x < cols; ++x) {
-              row[x] = volume::ClassToLabel(src[y * cols + x]);
-              tumour_voxels[z] += row[x] != 0;
-            }
-          }
-          result.slices[z].route = route;
-          result.slices[z].gmacs += model_gmacs;
-          result.slices[z].seconds = seconds;
-          if (on_slice && !clean) on_slice(result.slices[z], dst);
-        }
-      }
-      return absl::OkStatus();
-    };
-    const bool follow = policy.kind == Policy::Kind::kDynamic && policy.follow_tumour > 0;
-    for (int64_t z = 0; z < depth; ++z) {
-      result.slices[z].index = static_cast<int>(z);
-      result.slices[z].gmacs = policy.kind == Policy::Kind::kDynamic ? decision_gmacs : 0.0;
-      // Skipped slices are final now, unless following the tumour may still route them.
-      if (routes[z] == 0 && on_slice && !follow && !clean) {
-        on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
-      }
-    }
-    // Segments (slice, route) pairs route by route; `segmented` gets the slices in that order.
-    std::vector<int64_t> segmented;
-    auto segment_all = [&](const std::vector<std::pair<int64_t, int>>& routed) -> absl::Status {
-      segmented.clear();
-      for (int route = 1; route <= bank.size(); ++route) {
-        std::vector<int64_t> members;
-        for (const auto& [z, r] : routed) {
-          if (r == route) members.push_back(z);
-        }
-        if (absl::Status status = segment(route, members); !status.ok()) return status;
-        segmented.insert(segmented.end(), members.begin(), members.end());
-      }
-      return absl::OkStatus();
-    };
+    RouteRunner runner(bank, slices, tissue, dims, options, clean ? nullptr : on_slice, &result);
     std::vector<std::pair<int64_t, int>> routed;
     for (int64_t z = 0; z < depth; ++z) {
-      if (routes[z] != 0 && z % options.probe_stride == 0) routed.emplace_back(z, routes[z]);
+      result.slices[z].index = static_cast<int>(z);
+      result.slices[z].gmacs =
+          policy.kind == Policy::Kind::kDynamic ? bank.config().decision().gmacs_per_slice() : 0.0;
+      // Skipped slices are final now, unless following the tumour may still route them.
+      if ((*routes)[z] == 0 && on_slice && !follow && !clean) {
+        on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
+      }
+      if ((*routes)[z] != 0 && z % options.probe_stride == 0) routed.emplace_back(z, (*routes)[z]);
     }
-    if (absl::Status status = segment_all(routed); !status.ok()) return status;
+    std::vector<int64_t> segmented;
+    if (absl::Status status = runner.RunAll(routed, &segmented); !status.ok()) return status;
+
     // 3. Following the tumour outward from the slices where a model found it.
-    for (int step = 0; follow && !probe && step < policy.follow_tumour && !segmented.empty();
-         ++step) {
-      routed = FollowTumour(routes, has_tissue, segmented, tumour_voxels, route_gmacs,
-                            policy.follow_min_voxels);
-      const std::vector<int> before = routes;
-      for (const auto& [z, route] : routed) routes[z] = route;
-      if (absl::Status status = segment_all(routed); !status.ok()) return status;
-      // A followed slice is followed further only as far as its tumour continues the tumour
-      // it was reached from (3D connectivity): a model's false positives elsewhere in the
-      // slice do not pull in the next one.
-      for (const auto& [z, route] : routed) {
-        tumour_voxels[z] = 0;
-        for (const int64_t n : {z - 1, z + 1}) {
-          if (n < 0 || n >= depth || before[n] == 0 ||
-              tumour_voxels[n] < policy.follow_min_voxels) {
-            continue;
-          }
-          tumour_voxels[z] =
-              std::max(tumour_voxels[z],
-                       SharedTumourVoxels(result.labels.data() + z * slice_voxels,
-                                          result.labels.data() + n * slice_voxels, slice_voxels));
-        }
+    if (follow) {
+      if (absl::Status status =
+              FollowTheTumour(policy, tissue.has_tissue, route_gmacs, slice_voxels,
+                              std::move(segmented), &*routes, &runner, &result);
+          !status.ok()) {
+        return status;
       }
     }
     if (clean && policy.min_component > 0) {
@@ -367,7 +454,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     }
     if ((follow || clean) && on_slice) {
       for (int64_t z = 0; z < depth; ++z) {
-        if (routes[z] == 0 || clean) {
+        if ((*routes)[z] == 0 || clean) {
           on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
         }
       }
