@@ -181,6 +181,10 @@ absl::Status CheckPreprocessing(const v1::Preprocessing& pre) {
     return Invalid("preprocessing.bias_refit_min_ml",
                    absl::StrCat(pre.bias_refit_min_ml(), " is not a volume (mL, 0 or more)"));
   }
+  if (!(pre.inplane_spacing_mm() >= 0 && pre.inplane_spacing_mm() <= 10)) {
+    return Invalid("preprocessing.inplane_spacing_mm",
+                   absl::StrCat(pre.inplane_spacing_mm(), " is not a voxel size (mm, 0 to 10)"));
+  }
   for (const auto& [name, value] :
        {std::pair<const char*, int32_t>{"slice_height", pre.slice_height()},
         {"slice_width", pre.slice_width()}}) {

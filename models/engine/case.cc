@@ -26,6 +26,10 @@ bool RefitsBias(const v1::Preprocessing& preprocessing) {
 absl::StatusOr<PreparedCase> PrepareCase(const v1::Preprocessing& preprocessing,
                                          volume::MultiModalVolume decoded) {
   PreparedCase prepared;
+  prepared.geometry = decoded.geometry;
+  if (const std::optional<volume::Geometry> grid = BankGrid(preprocessing, decoded.geometry)) {
+    decoded = ResampleInPlane(decoded, *grid);
+  }
   if (RefitsBias(preprocessing)) prepared.decoded = decoded;
   absl::StatusOr<volume::MultiModalVolume> input =
       PrepareBankInput(preprocessing, std::move(decoded));
@@ -73,12 +77,13 @@ std::vector<uint8_t> WidenedTumour(const std::vector<uint8_t>& labels,
 
 namespace {
 
-// SegmentCase on `prepared`; when `owned` is `prepared` itself (the caller gave it up), its input
-// is freed after the probe and its decoded channels become the second input without a copy, so
-// that the second pass holds no more than the first.
-absl::StatusOr<VolumeResult> SegmentPrepared(const models::Bank& bank, const PreparedCase& prepared,
-                                             PreparedCase* owned, const Policy& policy,
-                                             const SegmentOptions& options) {
+// SegmentCase on `prepared`'s grid; when `owned` is `prepared` itself (the caller gave it up), its
+// input is freed after the probe and its decoded channels become the second input without a
+// copy, so that the second pass holds no more than the first.
+absl::StatusOr<VolumeResult> SegmentOnBankGrid(const models::Bank& bank,
+                                               const PreparedCase& prepared, PreparedCase* owned,
+                                               const Policy& policy,
+                                               const SegmentOptions& options) {
   if (!prepared.decoded) return SegmentVolume(bank, prepared.input, policy, options);
   const volume::Geometry geometry = prepared.input.geometry;
   const int stride = ProbeStride(geometry);
@@ -118,6 +123,29 @@ absl::StatusOr<VolumeResult> SegmentPrepared(const models::Bank& bank, const Pre
   second->decide_seconds += probe->decide_seconds;
   second->segment_seconds += probe->segment_seconds;
   return second;
+}
+
+// SegmentOnBankGrid, its labels brought back onto the case's grid when it differs.
+absl::StatusOr<VolumeResult> SegmentPrepared(const models::Bank& bank, const PreparedCase& prepared,
+                                             PreparedCase* owned, const Policy& policy,
+                                             const SegmentOptions& options) {
+  const volume::Geometry case_grid = prepared.geometry;
+  if (prepared.input.geometry.dims == case_grid.dims) {
+    return SegmentOnBankGrid(bank, prepared, owned, policy, options);
+  }
+  const LabelsToCaseGrid to_case(prepared.input.geometry, case_grid);
+  SegmentOptions bank_options = options;
+  std::vector<uint8_t> slice(case_grid.SliceVoxels());
+  if (options.on_slice) {
+    bank_options.on_slice = [&](const SliceResult& s, const uint8_t* labels) {
+      to_case.Slice(labels, slice.data());
+      options.on_slice(s, slice.data());
+    };
+  }
+  absl::StatusOr<VolumeResult> result =
+      SegmentOnBankGrid(bank, prepared, owned, policy, bank_options);
+  if (result.ok()) result->labels = to_case.Volume(result->labels);
+  return result;
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "danet/v1/bundle.pb.h"
 #include "models/bank/bank.h"
+#include "models/engine/inplane.h"
 #include "models/engine/result.h"
 #include "models/engine/router.h"
 #include "models/engine/segmenter.h"
@@ -42,16 +43,19 @@ inline constexpr char kBiasRefitNote[] =
     "bias fields fitted again without the tumour found; the case was segmented twice";
 
 struct PreparedCase {
-  volume::MultiModalVolume input;  // the bank input (PrepareBankInput)
+  // The bank input (PrepareBankInput), on the bank's grid: the case's own, or BankGrid's
+  // (inplane.h) when the bundle's in-plane spacing asks for another.
+  volume::MultiModalVolume input;
   // The decoded channels, kept for the second fit when the preprocessing refits (RefitsBias).
   std::optional<volume::MultiModalVolume> decoded;
+  volume::Geometry geometry;  // the case's own grid: SegmentCase's labels lie on it
 };
 
 // Whether `preprocessing` corrects bias fields and refits them around a large tumour.
 bool RefitsBias(const v1::Preprocessing& preprocessing);
 
-// PrepareBankInput, keeping a copy of `decoded` when RefitsBias(preprocessing). Errors as
-// PrepareBankInput's.
+// PrepareBankInput, on BankGrid's grid when there is one (ResampleInPlane first), keeping a copy
+// of the decoded channels when RefitsBias(preprocessing). Errors as PrepareBankInput's.
 absl::StatusOr<PreparedCase> PrepareCase(const v1::Preprocessing& preprocessing,
                                          volume::MultiModalVolume decoded);
 
@@ -74,7 +78,9 @@ std::vector<uint8_t> WidenedTumour(const std::vector<uint8_t>& labels,
 // final segmentation's slices only, as that pass reports them. The result's decide_seconds and
 // segment_seconds cover the probe too; its gmacs all the work done (the probe's counted apart
 // only when a refit follows: first_pass_gmacs); bias_refitted and refit_seconds (the second fit
-// and normalisation) say what the refit cost. Errors as SegmentVolume's.
+// and normalisation) say what the refit cost. On a case prepared on another in-plane grid, the
+// labels (streamed and returned) are brought back onto the case's own (LabelsToCaseGrid).
+// Errors as SegmentVolume's.
 absl::StatusOr<VolumeResult> SegmentCase(const models::Bank& bank, const PreparedCase& prepared,
                                          const Policy& policy, const SegmentOptions& options = {});
 // The same, for a caller that gives the case up: the first input is freed before the second fit,

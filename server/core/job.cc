@@ -121,7 +121,7 @@ absl::StatusOr<PreparedJob> PrepareJob(const models::Bank& bank, Upload* upload,
   if (!input.ok()) return input.status();
   timing.set_preprocess(Since(start));
 
-  const volume::Geometry& g = input->input.geometry;
+  const volume::Geometry& g = input->geometry;
   const std::vector<std::string> routes = engine::RouteNames(bank);
   v1::SegmentResponse accepted;
   accepted.mutable_accepted()->set_request_id(header.request_id());
@@ -140,7 +140,8 @@ absl::Status ComputeJob(const models::Bank& bank, const Upload& upload, Prepared
   const engine::Policy& policy = job.policy;
   v1::Timing& timing = job.timing;
   timing.set_queued(timing.queued() + context.queued_seconds);
-  const volume::Geometry g = job.input.input.geometry;  // a copy: SegmentCase frees the input
+  const volume::Geometry g = job.input.geometry;  // the case's grid (a copy: SegmentCase frees)
+  const bool inplane_resampled = job.input.input.geometry.dims != g.dims;
   const std::vector<std::string> routes = engine::RouteNames(bank);
 
   double encode_seconds = 0;
@@ -202,6 +203,7 @@ absl::Status ComputeJob(const models::Bank& bank, const Upload& upload, Prepared
   }
   // After the outputs' notes: the PACS bridge reports the first note when no SEG came back.
   if (result->bias_refitted) sum->add_notes(std::string(engine::kBiasRefitNote));
+  if (inplane_resampled) sum->add_notes(std::string(engine::kInplaneNote));
   timing.set_encode(encode_seconds + Since(start));
   timing.set_total(Since(context.received));
   *sum->mutable_seconds() = timing;

@@ -35,7 +35,8 @@ danet_gtest(torchscript_test
 danet_gtest(engine_test
   TORCH
   SOURCES ${_models}/bank/device_test.cc ${_models}/engine/preprocess_test.cc
-          ${_models}/engine/case_test.cc ${_models}/engine/router_test.cc
+          ${_models}/engine/case_test.cc ${_models}/engine/inplane_test.cc
+          ${_models}/engine/router_test.cc
           ${_models}/engine/segmenter_test.cc ${_models}/engine/summary_test.cc
   LIBS danet_engine danet_bank danet_bundle danet_volume)
 

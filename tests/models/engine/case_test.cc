@@ -192,5 +192,55 @@ TEST_F(SegmentCaseTest, WithoutRefitNothingIsKeptAndOnePassRuns) {
   EXPECT_EQ(streamed, result.labels);
 }
 
+// A case at half the bundle's in-plane spacing (every voxel repeated 2 x 2): the bank runs on the
+// 1 mm grid (the resampled case is the 1 mm case exactly) and the labels, streamed and returned,
+// come back onto the case's own grid, each 1 mm label on its 2 x 2 voxels.
+TEST_F(SegmentCaseTest, ACaseAtAnotherInPlaneSpacingRunsOnTheBundlesAndComesBack) {
+  std::unique_ptr<models::Bank> bank = MakeBank(/*refit_min_ml=*/0.001);
+  v1::BundleConfig config = bank->config();
+  config.mutable_preprocessing()->set_inplane_spacing_mm(1.0);
+  models::BankOptions options;
+  options.load_weights = false;
+  options.seed = 21;
+  bank = *models::Bank::Create(config, ".", options);
+  const Policy policy = *ParsePolicy("static:M1", *bank);
+  const VolumeResult at_1mm =
+      *SegmentCase(*bank, *PrepareCase(config.preprocessing(), decoded_), policy);
+  ASSERT_TRUE(at_1mm.bias_refitted);  // the refit runs on the bank's grid too
+
+  volume::MultiModalVolume fine;
+  fine.geometry =
+      volume::MakeGeometry({2 * kWidth, 2 * kHeight, kDepth}, {0.5, 0.5, 1}, {-0.25, -0.25, 0});
+  for (int m = 0; m < volume::kNumModalities; ++m) {
+    fine.channels[m].resize(4 * kWidth * kHeight * kDepth);
+    for (int64_t v = 0; v < static_cast<int64_t>(fine.channels[m].size()); ++v) {
+      const int64_t x = v % (2 * kWidth), y = v / (2 * kWidth) % (2 * kHeight),
+                    z = v / (4 * kWidth * kHeight);
+      fine.channels[m][v] = decoded_.channels[m][(z * kHeight + y / 2) * kWidth + x / 2];
+    }
+  }
+  const PreparedCase prepared = *PrepareCase(config.preprocessing(), fine);
+  EXPECT_TRUE(prepared.geometry.SameGrid(fine.geometry));
+  EXPECT_EQ(prepared.input.geometry.dims, decoded_.geometry.dims);
+  std::vector<uint8_t> streamed(fine.channels[0].size(), 255);
+  SegmentOptions segment_options;
+  segment_options.on_slice = [&](const SliceResult& s, const uint8_t* labels) {
+    std::copy(labels, labels + 4 * kWidth * kHeight,
+              streamed.begin() + s.index * 4 * kWidth * kHeight);
+  };
+  const VolumeResult result = *SegmentCase(*bank, prepared, policy, segment_options);
+  ASSERT_EQ(result.labels.size(), fine.channels[0].size());
+  EXPECT_EQ(streamed, result.labels);
+  int64_t tumour = 0;
+  for (int64_t v = 0; v < static_cast<int64_t>(result.labels.size()); ++v) {
+    const int64_t x = v % (2 * kWidth), y = v / (2 * kWidth) % (2 * kHeight),
+                  z = v / (4 * kWidth * kHeight);
+    ASSERT_EQ(result.labels[v], at_1mm.labels[(z * kHeight + y / 2) * kWidth + x / 2]) << v;
+    tumour += result.labels[v] != 0;
+  }
+  EXPECT_GT(tumour, 0);
+  EXPECT_TRUE(result.bias_refitted);
+}
+
 }  // namespace
 }  // namespace danet::engine

@@ -56,8 +56,11 @@ class JobTest : public ::testing::Test {
 
   // The tiny preset with seeded random weights; with refit_min_ml > 0 its preprocessing corrects
   // bias fields and fits them again without a tumour of that many mL (engine/case.h).
-  static std::unique_ptr<models::Bank> MakeBank(double refit_min_ml) {
+  // inplane_spacing_mm > 0 sets the bank's in-plane voxel size (engine/inplane.h).
+  static std::unique_ptr<models::Bank> MakeBank(double refit_min_ml,
+                                                double inplane_spacing_mm = 0) {
     v1::BundleConfig config = *models::PresetConfig("tiny");
+    config.mutable_preprocessing()->set_inplane_spacing_mm(inplane_spacing_mm);
     if (refit_min_ml > 0) {
       config.mutable_preprocessing()->set_bias_correction("poly2");
       config.mutable_preprocessing()->set_bias_refit_min_ml(refit_min_ml);
@@ -394,6 +397,41 @@ TEST_F(JobTest, ACaseSegmentedTwiceStreamsTheSecondPassAndSaysSo) {
   EXPECT_DOUBLE_EQ(summary->first_pass_gmacs(), expected.first_pass_gmacs);
   ASSERT_GT(summary->notes_size(), 0);
   EXPECT_EQ(summary->notes(summary->notes_size() - 1), engine::kBiasRefitNote);
+}
+
+// A bundle whose bank runs at 0.5 mm in plane, a case at 1 mm: the bank sees it refined to twice
+// the matrix, the client the case's own grid (dims accepted, masks streamed: engine::SegmentCase's
+// labels brought back), and the summary says so.
+TEST_F(JobTest, ACaseResampledInPlaneStreamsMasksOnItsOwnGrid) {
+  bank_ = MakeBank(/*refit_min_ml=*/0, /*inplane_spacing_mm=*/0.5);
+  const std::vector<std::string> files = MakeFiles();
+  const engine::Policy policy = *engine::ParsePolicy("static:M1", *bank_);
+  std::array<volume::Volume, 4> volumes;
+  for (int m = 0; m < 4; ++m) volumes[m] = *volume::DecodeNifti(files[m], "f");
+  const engine::PreparedCase prepared = *engine::PrepareCase(
+      bank_->config().preprocessing(), *volume::StackModalities(volumes, {"a", "b", "c", "d"}));
+  ASSERT_EQ(prepared.input.geometry.dims[0], 2 * kX);
+  const engine::VolumeResult expected = *engine::SegmentCase(*bank_, prepared, policy);
+  ASSERT_EQ(expected.labels.size(), static_cast<size_t>(kX * kY * kDepth));
+
+  std::unique_ptr<Upload> upload =
+      Uploaded(files, [](v1::Header* h) { h->set_policy("static:M1"); });
+  std::vector<v1::SegmentResponse> messages;
+  ASSERT_TRUE(Run(upload.get(), &messages).ok());
+  ASSERT_TRUE(messages.front().has_accepted());
+  EXPECT_THAT(messages.front().accepted().dims(), ::testing::ElementsAre(kX, kY, kDepth));
+  int masks = 0;
+  const v1::Summary* summary = nullptr;
+  for (const v1::SegmentResponse& m : messages) {
+    if (m.has_summary()) summary = &m.summary();
+    if (!m.has_slice() || m.slice().mask().empty()) continue;
+    const auto begin = expected.labels.begin() + m.slice().index() * kX * kY;
+    EXPECT_EQ(Inflate(m.slice().mask(), kX * kY), std::string(begin, begin + kX * kY));
+    ++masks;
+  }
+  EXPECT_GT(masks, 0);
+  ASSERT_NE(summary, nullptr);
+  EXPECT_THAT(summary->notes(), ::testing::Contains(std::string(engine::kInplaneNote)));
 }
 
 }  // namespace
