@@ -12,16 +12,19 @@ std::optional<volume::Geometry> BankGrid(const v1::Preprocessing& preprocessing,
                                          const volume::Geometry& case_grid) {
   const double target = preprocessing.inplane_spacing_mm();
   if (!(target > 0)) return std::nullopt;
-  bool off = false;
+  // An axis is resized only when it is finer than the target by more than the tolerance: the
+  // bank's grid never holds more voxels than the case (the memory budget's premise).
+  std::array<bool, 2> finer{};
   for (int a = 0; a < 2; ++a) {
     const double s = case_grid.spacing[a];
-    off = off || (s > 0 && std::abs(s / target - 1.0) > kInplaneTolerance);
+    finer[a] = s > 0 && s < target * (1.0 - kInplaneTolerance);
   }
-  if (!off) return std::nullopt;
+  if (!finer[0] && !finer[1]) return std::nullopt;
   std::array<int64_t, 3> dims = case_grid.dims;
   volume::Matrix4 m = case_grid.VoxelToWorld();
   for (int a = 0; a < 2; ++a) {
-    const double s = case_grid.spacing[a] > 0 ? case_grid.spacing[a] : 1.0;
+    if (!finer[a]) continue;
+    const double s = case_grid.spacing[a];
     const int64_t n = case_grid.dims[a];
     dims[a] = std::max<int64_t>(1, std::llround(static_cast<double>(n) * s / target));
     // The same field of view: bank voxel c's centre lies at case index (c + 0.5) n / m - 0.5.

@@ -1,10 +1,11 @@
 // The in-plane grid the bank runs a case on. The networks learnt anatomy at the training data's
 // voxel size (BraTS and the phantoms: 1 mm); a study acquired at 0.45 mm in plane shows them every
-// structure twice as large, and they segment it badly (docs/training.md, "Session 35": on
-// phantoms resampled to 0.5 mm the default policy lost 8 Dice points in distribution and 20 under
-// shift). A bundle with preprocessing.inplane_spacing_mm set has such a case's slices resampled to
-// that spacing before the bank sees them, and the labels brought back onto the case's own grid;
-// the slices themselves (their number and thickness) are left as they are.
+// structure twice as large (docs/training.md, "Session 35": on phantoms zoomed to 0.5 mm with a
+// cubic spline the default policy lost 8 Dice points in distribution and 20 under shift; on a
+// version whose 2 x 2 blocks keep the 1 mm values one case gained and one lost). A bundle with
+// preprocessing.inplane_spacing_mm set has a finer case's slices resampled to that spacing before
+// the bank sees them, and the labels brought back onto the case's own grid; the slices themselves
+// (their number and thickness) are left as they are.
 //
 // Thread safety: pure functions of their arguments; LabelsToCaseGrid is immutable once made.
 #ifndef DANET_MODELS_ENGINE_INPLANE_H_
@@ -19,8 +20,8 @@
 
 namespace danet::engine {
 
-// How far a case's in-plane spacing may be from the bundle's (relative, on either axis) before
-// it is resampled: scanners' 0.94 mm (256 voxels over 240 mm) stays as it is.
+// How much finer than the bundle's a case's in-plane spacing may be (relative, on either axis)
+// before it is resampled: scanners' 0.94 mm (256 voxels over 240 mm) stays as it is.
 inline constexpr double kInplaneTolerance = 0.1;
 
 // What a summary says about a case the bank ran on a BankGrid.
@@ -28,10 +29,12 @@ inline constexpr char kInplaneNote[] =
     "slices resampled in plane to the bundle's voxel size for the bank; labels on the input grid";
 
 // The grid the bank runs a case of grid `case_grid` on, when preprocessing.inplane_spacing_mm is
-// set and the case's spacing along i or j is more than kInplaneTolerance from it: each in-plane
-// axis resized to round(extent / spacing) voxels (at least 1) over the same field of view (so
-// the spacing comes within half a voxel of the bundle's), k unchanged, the world transform
-// following. std::nullopt when the case runs on its own grid.
+// set and the case's spacing along i or j is finer than it by more than kInplaneTolerance: each
+// such axis resized to round(extent / spacing) voxels (at least 1) over the same field of view
+// (so the spacing comes within half a voxel of the bundle's), the other axes unchanged, the world
+// transform following. A coarser axis is never refined: the bank's grid then never holds more
+// voxels than the case, which the server's memory budget counts on (a small upload claiming a
+// large spacing must not become a huge grid). std::nullopt when the case runs on its own grid.
 std::optional<volume::Geometry> BankGrid(const v1::Preprocessing& preprocessing,
                                          const volume::Geometry& case_grid);
 

@@ -32,11 +32,16 @@ TEST(BankGridTest, ResamplesOnlyWhenTheSpacingIsOffByMoreThanTheTolerance) {
   EXPECT_NEAR(b[0][3], f[0][3] + 0.25, 1e-9);
   EXPECT_NEAR(b[1][3], f[1][3] + 0.25, 1e-9);
   EXPECT_NEAR(b[2][3], f[2][3], 1e-9);
-  // Only one axis off is enough; a coarse grid is refined.
-  const std::optional<volume::Geometry> coarse =
-      BankGrid(At(1), volume::MakeGeometry({100, 240, 3}, {2.0, 1.0, 1}, {0, 0, 0}));
-  ASSERT_TRUE(coarse.has_value());
-  EXPECT_EQ(coarse->dims, (std::array<int64_t, 3>{200, 240, 3}));
+  // Only the finer axis is resized; a coarser one is never refined (the grid never grows).
+  const std::optional<volume::Geometry> one =
+      BankGrid(At(1), volume::MakeGeometry({100, 480, 3}, {2.0, 0.5, 1}, {0, 0, 0}));
+  ASSERT_TRUE(one.has_value());
+  EXPECT_EQ(one->dims, (std::array<int64_t, 3>{100, 240, 3}));
+  EXPECT_NEAR(one->spacing[0], 2.0, 1e-9);
+  EXPECT_FALSE(
+      BankGrid(At(1), volume::MakeGeometry({100, 120, 3}, {2.0, 2.0, 1}, {0, 0, 0})).has_value());
+  EXPECT_FALSE(
+      BankGrid(At(1), volume::MakeGeometry({512, 512, 4}, {10, 10, 1}, {0, 0, 0})).has_value());
 }
 
 TEST(ResampleInPlaneTest, HalfTheSpacingRepeatedComesBackExactly) {

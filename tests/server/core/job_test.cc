@@ -399,18 +399,18 @@ TEST_F(JobTest, ACaseSegmentedTwiceStreamsTheSecondPassAndSaysSo) {
   EXPECT_EQ(summary->notes(summary->notes_size() - 1), engine::kBiasRefitNote);
 }
 
-// A bundle whose bank runs at 0.5 mm in plane, a case at 1 mm: the bank sees it refined to twice
-// the matrix, the client the case's own grid (dims accepted, masks streamed: engine::SegmentCase's
+// A bundle whose bank runs at 2 mm in plane, a case at 1 mm: the bank sees it at half the
+// matrix, the client the case's own grid (dims accepted, masks streamed: engine::SegmentCase's
 // labels brought back), and the summary says so.
 TEST_F(JobTest, ACaseResampledInPlaneStreamsMasksOnItsOwnGrid) {
-  bank_ = MakeBank(/*refit_min_ml=*/0, /*inplane_spacing_mm=*/0.5);
+  bank_ = MakeBank(/*refit_min_ml=*/0, /*inplane_spacing_mm=*/2);
   const std::vector<std::string> files = MakeFiles();
   const engine::Policy policy = *engine::ParsePolicy("static:M1", *bank_);
   std::array<volume::Volume, 4> volumes;
   for (int m = 0; m < 4; ++m) volumes[m] = *volume::DecodeNifti(files[m], "f");
   const engine::PreparedCase prepared = *engine::PrepareCase(
       bank_->config().preprocessing(), *volume::StackModalities(volumes, {"a", "b", "c", "d"}));
-  ASSERT_EQ(prepared.input.geometry.dims[0], 2 * kX);
+  ASSERT_EQ(prepared.input.geometry.dims[0], kX / 2);
   const engine::VolumeResult expected = *engine::SegmentCase(*bank_, prepared, policy);
   ASSERT_EQ(expected.labels.size(), static_cast<size_t>(kX * kY * kDepth));
 
