@@ -93,36 +93,34 @@ absl::StatusOr<VolumeResult> SegmentOnBankGrid(const models::Bank& bank,
   absl::StatusOr<VolumeResult> probe = SegmentVolume(bank, prepared.input, policy, probe_options);
   if (!probe.ok()) return probe.status();
   const v1::Preprocessing& preprocessing = bank.config().preprocessing();
+  absl::StatusOr<VolumeResult> result;
   if (MeasureTumourVolumes(probe->labels, geometry).wt * stride <
       preprocessing.bias_refit_min_ml()) {
-    // The same pass as without the probe, taking its decisions and masks.
+    // The same pass as without the probe, taking its decisions and masks (and so its GMACs).
     SegmentOptions resume_options = options;
     resume_options.resume = &*probe;
-    absl::StatusOr<VolumeResult> result =
-        SegmentVolume(bank, prepared.input, policy, resume_options);
+    result = SegmentVolume(bank, prepared.input, policy, resume_options);
     if (!result.ok()) return result.status();
-    result->decide_seconds += probe->decide_seconds;
-    result->segment_seconds += probe->segment_seconds;
-    return result;
+  } else {
+    const auto refit_start = std::chrono::steady_clock::now();
+    const std::vector<uint8_t> excluded =
+        WidenedTumour(probe->labels, geometry, kRefitMarginMm, stride / 2);
+    if (owned != nullptr) owned->input = volume::MultiModalVolume();
+    absl::StatusOr<volume::MultiModalVolume> input =
+        owned != nullptr ? PrepareBankInput(preprocessing, *std::move(owned->decoded), &excluded)
+                         : PrepareBankInput(preprocessing, *prepared.decoded, &excluded);
+    if (!input.ok()) return input.status();
+    const double refit_seconds = Since(refit_start);
+    result = SegmentVolume(bank, *input, policy, options);
+    if (!result.ok()) return result.status();
+    result->bias_refitted = true;
+    result->refit_seconds = refit_seconds;
+    result->first_pass_gmacs = probe->gmacs;
+    result->gmacs += probe->gmacs;
   }
-  const auto refit_start = std::chrono::steady_clock::now();
-  const std::vector<uint8_t> excluded =
-      WidenedTumour(probe->labels, geometry, kRefitMarginMm, stride / 2);
-  if (owned != nullptr) owned->input = volume::MultiModalVolume();
-  absl::StatusOr<volume::MultiModalVolume> input =
-      owned != nullptr ? PrepareBankInput(preprocessing, *std::move(owned->decoded), &excluded)
-                       : PrepareBankInput(preprocessing, *prepared.decoded, &excluded);
-  if (!input.ok()) return input.status();
-  const double refit_seconds = Since(refit_start);
-  absl::StatusOr<VolumeResult> second = SegmentVolume(bank, *input, policy, options);
-  if (!second.ok()) return second.status();
-  second->bias_refitted = true;
-  second->refit_seconds = refit_seconds;
-  second->first_pass_gmacs = probe->gmacs;
-  second->gmacs += probe->gmacs;
-  second->decide_seconds += probe->decide_seconds;
-  second->segment_seconds += probe->segment_seconds;
-  return second;
+  result->decide_seconds += probe->decide_seconds;
+  result->segment_seconds += probe->segment_seconds;
+  return result;
 }
 
 // SegmentOnBankGrid, its labels brought back onto the case's grid when it differs.
@@ -144,7 +142,9 @@ absl::StatusOr<VolumeResult> SegmentPrepared(const models::Bank& bank, const Pre
   }
   absl::StatusOr<VolumeResult> result =
       SegmentOnBankGrid(bank, prepared, owned, policy, bank_options);
-  if (result.ok()) result->labels = to_case.Volume(result->labels);
+  if (!result.ok()) return result.status();
+  result->labels = to_case.Volume(result->labels);
+  result->inplane_resampled = true;
   return result;
 }
 

@@ -33,6 +33,9 @@ struct VolumeResult {
   bool bias_refitted = false;
   double refit_seconds = 0;
   double first_pass_gmacs = 0;
+  // SegmentCase: whether the bank ran on another in-plane grid than the case's (inplane.h); the
+  // labels are on the case's grid either way.
+  bool inplane_resampled = false;
 };
 
 }  // namespace danet::engine

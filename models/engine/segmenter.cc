@@ -137,6 +137,14 @@ namespace {
 
 using OnSlice = std::function<void(const SliceResult&, const uint8_t*)>;
 
+// CancelledError when the caller's options.cancelled says so (polled between batches).
+absl::Status CheckCancelled(const SegmentOptions& options) {
+  if (options.cancelled && options.cancelled()) {
+    return absl::CancelledError("segmentation cancelled");
+  }
+  return absl::OkStatus();
+}
+
 // The decision network's softmax for the slices `looked_at` of `slices`, in batches of
 // options.decision_batch, on the brain's box (on the network's stride grid) or the whole slice
 // as the options and the bundle say: each slice's probabilities into `out`.
@@ -149,9 +157,7 @@ absl::Status RunDecisionNetwork(const models::Bank& bank, const torch::Tensor& s
   const torch::Tensor input = CropToBox(slices, box);
   const int64_t looked = static_cast<int64_t>(looked_at.size());
   for (int64_t begin = 0; begin < looked; begin += options.decision_batch) {
-    if (options.cancelled && options.cancelled()) {
-      return absl::CancelledError("segmentation cancelled");
-    }
+    if (absl::Status status = CheckCancelled(options); !status.ok()) return status;
     const int64_t end = std::min<int64_t>(looked, begin + options.decision_batch);
     const torch::Tensor index = torch::tensor(
         std::vector<int64_t>(looked_at.begin() + begin, looked_at.begin() + end), torch::kLong);
@@ -284,9 +290,7 @@ class RouteRunner {
                                 static_cast<double>(slices_.size(2) * slices_.size(3));
     }
     for (size_t begin = 0; begin < to_run.size(); begin += options_.model_batch) {
-      if (options_.cancelled && options_.cancelled()) {
-        return absl::CancelledError("segmentation cancelled");
-      }
+      if (absl::Status status = CheckCancelled(options_); !status.ok()) return status;
       const size_t end = std::min(to_run.size(), begin + options_.model_batch);
       const torch::Tensor index = torch::tensor(
           std::vector<int64_t>(to_run.begin() + begin, to_run.begin() + end), torch::kLong);

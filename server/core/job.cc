@@ -141,7 +141,6 @@ absl::Status ComputeJob(const models::Bank& bank, const Upload& upload, Prepared
   v1::Timing& timing = job.timing;
   timing.set_queued(timing.queued() + context.queued_seconds);
   const volume::Geometry g = job.input.geometry;  // the case's grid (a copy: SegmentCase frees)
-  const bool inplane_resampled = job.input.input.geometry.dims != g.dims;
   const std::vector<std::string> routes = engine::RouteNames(bank);
 
   double encode_seconds = 0;
@@ -203,7 +202,7 @@ absl::Status ComputeJob(const models::Bank& bank, const Upload& upload, Prepared
   }
   // After the outputs' notes: the PACS bridge reports the first note when no SEG came back.
   if (result->bias_refitted) sum->add_notes(std::string(engine::kBiasRefitNote));
-  if (inplane_resampled) sum->add_notes(std::string(engine::kInplaneNote));
+  if (result->inplane_resampled) sum->add_notes(std::string(engine::kInplaneNote));
   timing.set_encode(encode_seconds + Since(start));
   timing.set_total(Since(context.received));
   *sum->mutable_seconds() = timing;

@@ -240,6 +240,8 @@ TEST_F(SegmentCaseTest, ACaseAtAnotherInPlaneSpacingRunsOnTheBundlesAndComesBack
   }
   EXPECT_GT(tumour, 0);
   EXPECT_TRUE(result.bias_refitted);
+  EXPECT_TRUE(result.inplane_resampled);
+  EXPECT_FALSE(at_1mm.inplane_resampled);
 }
 
 }  // namespace

@@ -115,15 +115,15 @@ class JobTest : public ::testing::Test {
     return RunJob(*bank_, upload, context, options);
   }
 
-  // What the engine computes for the same files, called directly.
+  // What the engine computes for the same files, called directly (engine::PrepareCase and
+  // engine::SegmentCase: one SegmentVolume pass unless the bank refits or resamples).
   engine::VolumeResult Expected(const std::vector<std::string>& files,
                                 const engine::Policy& policy) {
     std::array<volume::Volume, 4> volumes;
     for (int m = 0; m < 4; ++m) volumes[m] = *volume::DecodeNifti(files[m], "f");
-    volume::MultiModalVolume image = *volume::StackModalities(volumes, {"a", "b", "c", "d"});
-    const volume::MultiModalVolume input =
-        *engine::PrepareBankInput(bank_->config().preprocessing(), std::move(image));
-    return *engine::SegmentVolume(*bank_, input, policy);
+    const engine::PreparedCase prepared = *engine::PrepareCase(
+        bank_->config().preprocessing(), *volume::StackModalities(volumes, {"a", "b", "c", "d"}));
+    return *engine::SegmentCase(*bank_, prepared, policy);
   }
 
   std::unique_ptr<models::Bank> bank_;
@@ -369,11 +369,7 @@ TEST_F(JobTest, ACaseSegmentedTwiceStreamsTheSecondPassAndSaysSo) {
   bank_ = MakeBank(/*refit_min_ml=*/0.001);
   const std::vector<std::string> files = MakeFiles();
   const engine::Policy policy = *engine::ParsePolicy("static:M1", *bank_);
-  std::array<volume::Volume, 4> volumes;
-  for (int m = 0; m < 4; ++m) volumes[m] = *volume::DecodeNifti(files[m], "f");
-  const engine::PreparedCase prepared = *engine::PrepareCase(
-      bank_->config().preprocessing(), *volume::StackModalities(volumes, {"a", "b", "c", "d"}));
-  const engine::VolumeResult expected = *engine::SegmentCase(*bank_, prepared, policy);
+  const engine::VolumeResult expected = Expected(files, policy);
   ASSERT_TRUE(expected.bias_refitted);  // random weights label some voxels tumour
 
   std::unique_ptr<Upload> upload =
@@ -406,12 +402,12 @@ TEST_F(JobTest, ACaseResampledInPlaneStreamsMasksOnItsOwnGrid) {
   bank_ = MakeBank(/*refit_min_ml=*/0, /*inplane_spacing_mm=*/2);
   const std::vector<std::string> files = MakeFiles();
   const engine::Policy policy = *engine::ParsePolicy("static:M1", *bank_);
-  std::array<volume::Volume, 4> volumes;
-  for (int m = 0; m < 4; ++m) volumes[m] = *volume::DecodeNifti(files[m], "f");
-  const engine::PreparedCase prepared = *engine::PrepareCase(
-      bank_->config().preprocessing(), *volume::StackModalities(volumes, {"a", "b", "c", "d"}));
-  ASSERT_EQ(prepared.input.geometry.dims[0], kX / 2);
-  const engine::VolumeResult expected = *engine::SegmentCase(*bank_, prepared, policy);
+  const std::optional<volume::Geometry> grid = engine::BankGrid(
+      bank_->config().preprocessing(), volume::DecodeNifti(files[0], "f")->geometry);
+  ASSERT_TRUE(grid.has_value());
+  ASSERT_EQ(grid->dims[0], kX / 2);
+  const engine::VolumeResult expected = Expected(files, policy);
+  ASSERT_TRUE(expected.inplane_resampled);
   ASSERT_EQ(expected.labels.size(), static_cast<size_t>(kX * kY * kDepth));
 
   std::unique_ptr<Upload> upload =
