@@ -48,6 +48,10 @@ struct PhantomOptions {
   // that looks like tissue between white matter and edema, not like dark necrosis). Drawn from
   // a random stream of its own, so 0 (the default) leaves every case as it was.
   double solid_core_fraction = 0.0;
+  // With solid cores: their look drawn from wider ranges (SolidLook::kWide), e.g. T2 nearer
+  // white matter and T1 darker than the edema. kClassic leaves every case as it was.
+  enum class SolidLook { kClassic, kWide };
+  SolidLook solid_look = SolidLook::kClassic;
 };
 
 struct PhantomCase {

@@ -297,15 +297,25 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
   // white matter and edema: w + f (e - w), with f in [0.5, 0.9] on FLAIR and T2 (less bright
   // than edema) and in [0.6, 1.3] on T1 and T1ce (about edema's level, not enhancing). Its
   // contrast is 75-100% (not 40%): a faint solid core would look like grey matter, and a
-  // bank taught that grey matter can be tumour core marks healthy tissue as core.
+  // bank taught that grey matter can be tumour core marks healthy tissue as core. The wide look
+  // (session 36) draws f from [0.4, 0.95] on FLAIR, [0.1, 0.95] on T2 (down to near white
+  // matter) and [0.3, 2.0] on T1 and T1ce (down to twice edema's distance below white matter),
+  // from the same draws, so the classic cases are unchanged.
   std::array<double, 4> solid_blend{};
   if (options_.solid_core_fraction > 0) {
     std::seed_seq solid_seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
                             static_cast<uint32_t>(index), 0x534f4c44u};
     std::mt19937_64 solid_rng(solid_seq);
     auto solid_uniform = [&](double lo, double hi) { return lo + (hi - lo) * unit(solid_rng); };
+    const bool wide = options_.solid_look == PhantomOptions::SolidLook::kWide;
     for (int m = 0; m < 4; ++m) {
-      solid_blend[m] = (m == 0 || m == 3) ? solid_uniform(0.5, 0.9) : solid_uniform(0.6, 1.3);
+      if (m == 1 || m == 2) {
+        solid_blend[m] = wide ? solid_uniform(0.3, 2.0) : solid_uniform(0.6, 1.3);
+      } else if (wide) {
+        solid_blend[m] = m == 0 ? solid_uniform(0.4, 0.95) : solid_uniform(0.1, 0.95);
+      } else {
+        solid_blend[m] = solid_uniform(0.5, 0.9);
+      }
     }
     // Every tumour takes the same three draws, solid or not, so one tumour's outcome does not
     // shift the next one's.

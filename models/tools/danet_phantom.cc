@@ -2,6 +2,7 @@
 //
 //   danet-phantom --out DIR --cases N [--seed S] [--first I] [--dims X,Y,Z] [--dicom]
 //                 [--style randomized|classic] [--family training|shift] [--solid_cores F]
+//                 [--solid_look classic|wide]
 //
 // --dicom also writes each case as one DICOM study of four MR series (one file per slice,
 // int16, synthetic patient/study/series UIDs, ImagePositionPatient/Orientation, spacing,
@@ -38,6 +39,10 @@ ABSL_FLAG(double, solid_cores, 0.0,
           "Randomized style: the share (0..1) of tumours with a solid non-enhancing core (label 1 "
           "between white matter and edema in look, not dark necrosis). 0 keeps every case as "
           "before.");
+ABSL_FLAG(std::string, solid_look, "classic",
+          "With --solid_cores: classic, or wide (the cores' look per modality drawn from wider "
+          "ranges: T2 down to near white matter, T1 and T1ce darker than edema; "
+          "models/data/randomized_phantom.cc).");
 ABSL_FLAG(int, cases, 1, "Number of cases.");
 ABSL_FLAG(uint64_t, seed, 1, "Series seed.");
 ABSL_FLAG(int, first, 0, "Index of the first case.");
@@ -106,6 +111,12 @@ int main(int argc, char** argv) {
     std::cerr << "danet-phantom: --solid_cores needs --family training --style randomized\n";
     return 2;
   }
+  const std::string solid_look = absl::GetFlag(FLAGS_solid_look);
+  if (solid_look != "classic" && (solid_look != "wide" || options.solid_core_fraction == 0)) {
+    std::cerr << "danet-phantom: --solid_look is classic or wide (wide needs --solid_cores)\n";
+    return 2;
+  }
+  if (solid_look == "wide") options.solid_look = danet::data::PhantomOptions::SolidLook::kWide;
   const std::vector<std::string> dims = absl::GetFlag(FLAGS_dims);
   for (size_t a = 0; a < 3; ++a) {
     if (dims.size() != 3 || !absl::SimpleAtoi(dims[a], &options.dims[a]) || options.dims[a] < 16 ||

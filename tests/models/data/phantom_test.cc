@@ -286,6 +286,48 @@ TEST_F(RandomizedPhantomTest, SolidCoresChangeOnlyHowTheCoreLooks) {
   EXPECT_GE(compared, 2);
 }
 
+// The wide solid look (session 36) takes the classic look's draws: the same labels and the same
+// healthy tissue, and only the solid cores' look moves, over a wider spread of T1 against edema.
+TEST_F(RandomizedPhantomTest, WideSolidLookChangesOnlyTheCoresLook) {
+  PhantomOptions options;
+  options.style = PhantomStyle::kRandomized;
+  options.dims = {176, 176, 120};
+  options.solid_core_fraction = 1.0;
+  absl::StatusOr<PhantomGenerator> classic = PhantomGenerator::Create(kColin27Path, options);
+  options.solid_look = PhantomOptions::SolidLook::kWide;
+  absl::StatusOr<PhantomGenerator> wide = PhantomGenerator::Create(kColin27Path, options);
+  ASSERT_TRUE(classic.ok() && wide.ok());
+  constexpr int kT1 = 2;
+  double spread[2][2] = {{1e9, -1e9}, {1e9, -1e9}};  // [classic, wide][min, max] of core / edema
+  for (int i = 0; i < kCases; ++i) {
+    const PhantomCase looks[2] = {classic->Generate(31, i), wide->Generate(31, i)};
+    ASSERT_EQ(looks[0].seg.labels, looks[1].seg.labels) << looks[0].case_id;
+    const std::vector<uint8_t>& labels = looks[0].seg.labels;
+    for (int s = 0; s < 2; ++s) {
+      double core = 0, edema = 0;
+      int64_t cores = 0, edemas = 0;
+      for (size_t v = 0; v < labels.size(); ++v) {
+        const float value = looks[s].image.channels[kT1][v];
+        if (labels[v] == 1) core += value, ++cores;
+        if (labels[v] == 2) edema += value, ++edemas;
+      }
+      if (cores == 0 || edemas == 0) continue;
+      const double ratio = (core / cores) / (edema / edemas);
+      spread[s][0] = std::min(spread[s][0], ratio);
+      spread[s][1] = std::max(spread[s][1], ratio);
+    }
+    // Healthy voxels change only within the blur's reach of a core, so most stay as they were.
+    int64_t same = 0, healthy = 0;
+    for (size_t v = 0; v < labels.size(); ++v) {
+      if (labels[v] != 0) continue;
+      ++healthy;
+      same += looks[0].image.channels[kT1][v] == looks[1].image.channels[kT1][v];
+    }
+    EXPECT_GT(same, healthy * 99 / 100) << looks[0].case_id;
+  }
+  EXPECT_LT(spread[1][0], spread[0][0]);  // darker cores than the classic look draws
+}
+
 TEST(PhantomStyleTest, ParsesNamesAndRejectsOthers) {
   EXPECT_EQ(*ParsePhantomStyle("classic"), PhantomStyle::kClassic);
   EXPECT_EQ(*ParsePhantomStyle("randomized"), PhantomStyle::kRandomized);

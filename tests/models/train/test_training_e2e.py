@@ -515,6 +515,11 @@ class SolidCoreFlags(unittest.TestCase):
         self.assertEqual(run.returncode, 0, run.stderr)
         self.assertEqual(len(os.listdir(out)), 1)
 
+    def test_solid_look_needs_solid_cores_and_a_known_name(self):
+        needs = "--solid_look is classic or wide (wide needs --solid_cores)"
+        self.assertIn(needs, self.refused("--solid_look", "wide"))
+        self.assertIn(needs, self.refused("--solid_look", "bright", "--solid_cores", "0.5"))
+
 
 if __name__ == "__main__":
     unittest.main()
