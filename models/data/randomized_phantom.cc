@@ -307,16 +307,12 @@ PhantomCase PhantomGenerator::GenerateRandomized(uint64_t seed, int index) const
                             static_cast<uint32_t>(index), 0x534f4c44u};
     std::mt19937_64 solid_rng(solid_seq);
     auto solid_uniform = [&](double lo, double hi) { return lo + (hi - lo) * unit(solid_rng); };
-    const bool wide = options_.solid_look == PhantomOptions::SolidLook::kWide;
-    for (int m = 0; m < 4; ++m) {
-      if (m == 1 || m == 2) {
-        solid_blend[m] = wide ? solid_uniform(0.3, 2.0) : solid_uniform(0.6, 1.3);
-      } else if (wide) {
-        solid_blend[m] = m == 0 ? solid_uniform(0.4, 0.95) : solid_uniform(0.1, 0.95);
-      } else {
-        solid_blend[m] = solid_uniform(0.5, 0.9);
-      }
-    }
+    // f's range per look (classic, wide) and modality (FLAIR, T1ce, T1, T2).
+    constexpr double kBlendRange[2][4][2] = {{{0.5, 0.9}, {0.6, 1.3}, {0.6, 1.3}, {0.5, 0.9}},
+                                             {{0.4, 0.95}, {0.3, 2.0}, {0.3, 2.0}, {0.1, 0.95}}};
+    const auto& range =
+        kBlendRange[options_.solid_look == PhantomOptions::SolidLook::kWide ? 1 : 0];
+    for (int m = 0; m < 4; ++m) solid_blend[m] = solid_uniform(range[m][0], range[m][1]);
     // Every tumour takes the same three draws, solid or not, so one tumour's outcome does not
     // shift the next one's.
     for (RandomTumour& t : tumours) {
