@@ -19,8 +19,8 @@ ResBlockImpl::ResBlockImpl(int64_t channels)
 
 torch::Tensor ResBlockImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = ops::ConvBn(conv1_, bn2_, ops::Relu(ops::BatchNorm(bn1_, x)));
-  y = ops::Conv(conv2_, ops::Relu(y));
-  return ops::Add(y, x);
+  y = ops::Conv(conv2_, ops::Relu(std::move(y)));
+  return ops::Add(std::move(y), x);
 }
 
 void ResBlockImpl::FoldBatchNorm() { ops::FoldBatchNorm(conv1_, bn2_); }

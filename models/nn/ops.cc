@@ -16,6 +16,13 @@ namespace {
 
 double Numel(const torch::Tensor& t) { return static_cast<double>(t.numel()); }
 
+// Whether an op may write into `t`: autograd is off (nothing keeps t for a backward pass) and no
+// other tensor or view shares its buffer, so no one else sees the change.
+bool Reusable(const torch::Tensor& t) {
+  return !torch::GradMode::is_enabled() && t.use_count() == 1 && t.has_storage() &&
+         t.storage().use_count() == 1 && (!t.is_inference() || c10::InferenceMode::is_enabled());
+}
+
 }  // namespace
 
 torch::Tensor Conv(torch::nn::Conv2d& conv, const torch::Tensor& x) {
@@ -119,9 +126,9 @@ torch::Tensor LayerNorm(torch::nn::LayerNorm& norm, const torch::Tensor& x) {
   return y;
 }
 
-torch::Tensor Relu(const torch::Tensor& x) {
+torch::Tensor Relu(torch::Tensor x) {
   RecordCost(OpKind::kActivation, Numel(x));
-  return torch::relu(x);
+  return Reusable(x) ? x.relu_() : torch::relu(x);
 }
 
 torch::Tensor Gelu(const torch::Tensor& x) {
@@ -134,8 +141,9 @@ torch::Tensor Softmax(const torch::Tensor& x, int64_t dim) {
   return torch::softmax(x, dim);
 }
 
-torch::Tensor Add(const torch::Tensor& a, const torch::Tensor& b) {
-  torch::Tensor y = a + b;
+torch::Tensor Add(torch::Tensor a, const torch::Tensor& b) {
+  const bool in_place = Reusable(a) && a.sizes() == b.sizes() && a.dtype() == b.dtype();
+  torch::Tensor y = in_place ? a.add_(b) : a + b;
   RecordCost(OpKind::kElementwise, Numel(y));
   return y;
 }

@@ -31,11 +31,15 @@ torch::Tensor BatchNorm(torch::nn::BatchNorm2d& norm, const torch::Tensor& x);
 // (`norm` is then empty), the conv alone.
 torch::Tensor ConvBn(torch::nn::Conv2d& conv, torch::nn::BatchNorm2d& norm, const torch::Tensor& x);
 torch::Tensor LayerNorm(torch::nn::LayerNorm& norm, const torch::Tensor& x);
-torch::Tensor Relu(const torch::Tensor& x);
+// relu(x). With autograd off (inference) and `x` the only holder of its buffer (a fresh op
+// output handed over with std::move), in place: no new buffer and one pass less of memory.
+torch::Tensor Relu(torch::Tensor x);
 torch::Tensor Gelu(const torch::Tensor& x);
 torch::Tensor Softmax(const torch::Tensor& x, int64_t dim);
 // Element-wise a + b (residual connections, positional embeddings).
-torch::Tensor Add(const torch::Tensor& a, const torch::Tensor& b);
+// With autograd off and `a` the only holder of its buffer, of b's shape and dtype, a += b in
+// place (as Relu).
+torch::Tensor Add(torch::Tensor a, const torch::Tensor& b);
 torch::Tensor MaxPool(const torch::Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
 // Mean over k x k blocks (stride k; a ragged edge is dropped).
 torch::Tensor AvgPool(const torch::Tensor& x, int64_t k);

@@ -50,6 +50,11 @@ ABSL_FLAG(int, crop, 128, "Stage 1 crop side (the paper uses 128).");
 ABSL_FLAG(double, bank_lr, 1e-3, "Stage 1 Adam learning rate.");
 ABSL_FLAG(double, foreground_fraction, 0.7,
           "Stage 1: share of crops centred on tumour (the rest come from tumour-free slices).");
+ABSL_FLAG(std::string, tumour_crops, "slice",
+          "Stage 1: where a tumour crop is centred. slice: a random tumour slice (a case's share "
+          "grows with its tumour's height), then a random tumour voxel of it; class: nnU-Net's "
+          "foreground oversampling, a random case, one of its tumour classes, a random voxel of "
+          "that class (small lesions and small classes drawn as often as large ones).");
 ABSL_FLAG(int, warmup, 20, "Warm-up steps of the poly schedule (both stages).");
 ABSL_FLAG(std::string, stop_steps, "", "Per-model stage-1 stop step, e.g. M1=200,M2=200.");
 ABSL_FLAG(int, pause_after_bank_step, 0,
@@ -185,6 +190,11 @@ int Main(const std::string& command_line) {
     std::cerr << "danet-train: --foreground_fraction must be in 0..1\n";
     return 2;
   }
+  const std::string tumour_crops = absl::GetFlag(FLAGS_tumour_crops);
+  if (tumour_crops != "slice" && tumour_crops != "class") {
+    std::cerr << "danet-train: --tumour_crops: '" << tumour_crops << "': choose slice or class\n";
+    return 2;
+  }
   const double uncorrected_share = absl::GetFlag(FLAGS_uncorrected_share);
   if (!(uncorrected_share >= 0 && uncorrected_share <= 1)) {
     std::cerr << "danet-train: --uncorrected_share must be in 0..1\n";
@@ -276,6 +286,8 @@ int Main(const std::string& command_line) {
 
   TrainOptions options;
   options.foreground_fraction = foreground_fraction;
+  options.tumour_crops =
+      tumour_crops == "class" ? CropCentre::kTumourClass : CropCentre::kTumourSlice;
   options.bank_steps = absl::GetFlag(FLAGS_bank_steps);
   options.batch = absl::GetFlag(FLAGS_batch);
   options.crop = absl::GetFlag(FLAGS_crop);

@@ -69,6 +69,7 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
             torch::from_blob(classes.data(), {d[2], d[1], d[0]}, torch::kUInt8),
             {0, engine::PaddedSliceExtent(d[0]) - d[0], 0, engine::PaddedSliceExtent(d[1]) - d[1]})
             .clone();
+    IndexClassVoxels(c);
     c.foreground.resize(d[2]);
     for (int64_t z = 0; z < d[2]; ++z) {
       const auto begin = c.labels.begin() + z * d[0] * d[1];
@@ -80,30 +81,54 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
   return cases;
 }
 
+void IndexClassVoxels(TrainCase& c) {
+  for (std::vector<int32_t>& voxels : c.class_voxels) voxels.clear();
+  const torch::Tensor classes = c.classes.contiguous();
+  const uint8_t* at = classes.data_ptr<uint8_t>();
+  for (int64_t v = 0; v < classes.numel(); ++v) {
+    if (at[v] != 0) c.class_voxels[at[v] - 1].push_back(static_cast<int32_t>(v));
+  }
+}
+
 Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
                       double foreground_fraction, const AugmentOptions& augment,
-                      std::mt19937_64& rng) {
+                      std::mt19937_64& rng, CropCentre centre) {
   std::uniform_real_distribution<double> unit(0, 1);
   std::vector<torch::Tensor> images, targets;
   while (static_cast<int>(images.size()) < batch) {
     const TrainCase& c = cases[std::uniform_int_distribution<size_t>(0, cases.size() - 1)(rng)];
     const int64_t depth = c.slices.size(0), h = c.slices.size(2), w = c.slices.size(3);
     const bool want_tumour = unit(rng) < foreground_fraction;
-    const int64_t z = std::uniform_int_distribution<int64_t>(0, depth - 1)(rng);
-    if (c.foreground[z] != want_tumour) continue;  // rejection: cheap, slices are plenty
+    int64_t z = std::uniform_int_distribution<int64_t>(0, depth - 1)(rng);
+    const bool by_class = want_tumour && centre == CropCentre::kTumourClass;
+    if (!by_class && c.foreground[z] != want_tumour) continue;  // rejection: slices are plenty
     int64_t y0 = std::uniform_int_distribution<int64_t>(0, h - crop)(rng);
     int64_t x0 = std::uniform_int_distribution<int64_t>(0, w - crop)(rng);
     if (want_tumour) {
-      // Centre the crop on a random tumour pixel, jittered.
-      const torch::Tensor where = c.classes[z].nonzero();
-      const int64_t pick = std::uniform_int_distribution<int64_t>(0, where.size(0) - 1)(rng);
+      int64_t at = -1;  // the tumour voxel to centre on: (z * h + y) * w + x
+      if (by_class) {
+        std::vector<int> held;
+        for (int k = 0; k < 3; ++k) {
+          if (!c.class_voxels[k].empty()) held.push_back(k);
+        }
+        if (held.empty()) continue;  // a case without tumour: draw another
+        const std::vector<int32_t>& voxels =
+            c.class_voxels[held[std::uniform_int_distribution<size_t>(0, held.size() - 1)(rng)]];
+        at = voxels[std::uniform_int_distribution<size_t>(0, voxels.size() - 1)(rng)];
+        z = at / (h * w);
+      } else {
+        const torch::Tensor where = c.classes[z].nonzero();
+        const int64_t pick = std::uniform_int_distribution<int64_t>(0, where.size(0) - 1)(rng);
+        at = (z * h + where[pick][0].item<int64_t>()) * w + where[pick][1].item<int64_t>();
+      }
+      // Centre the crop on the tumour voxel, jittered.
       const int64_t jitter = crop / 4;
-      y0 = std::clamp<int64_t>(where[pick][0].item<int64_t>() - crop / 2 +
-                                   std::uniform_int_distribution<int64_t>(-jitter, jitter)(rng),
-                               0, h - crop);
-      x0 = std::clamp<int64_t>(where[pick][1].item<int64_t>() - crop / 2 +
-                                   std::uniform_int_distribution<int64_t>(-jitter, jitter)(rng),
-                               0, w - crop);
+      y0 = std::clamp<int64_t>(
+          (at / w) % h - crop / 2 + std::uniform_int_distribution<int64_t>(-jitter, jitter)(rng), 0,
+          h - crop);
+      x0 = std::clamp<int64_t>(
+          at % w - crop / 2 + std::uniform_int_distribution<int64_t>(-jitter, jitter)(rng), 0,
+          w - crop);
     } else if (c.slices[z].abs().sum().item<double>() == 0) {
       continue;  // an empty slice teaches nothing about tissue
     }

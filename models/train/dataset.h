@@ -6,6 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -27,6 +28,9 @@ struct TrainCase {
   at::Tensor slices;                // Z x 4 x H' x W' float32 (SliceStack: padded, slice-major)
   at::Tensor classes;               // Z x H' x W' uint8, classes 0..3 (padded with 0)
   std::vector<uint8_t> foreground;  // per slice: any tumour voxel
+  // Per tumour class 1..3 (index 0..2): the flat indices (z * H' + y) * W' + x into `classes`
+  // of its voxels, for crops centred on a class (CropCentre::kTumourClass).
+  std::array<std::vector<int32_t>, 3> class_voxels;
   bool uncorrected = false;  // prepared without the bundle's bias correction (LoadTrainCases)
 };
 
@@ -54,13 +58,28 @@ struct Batch {
   at::Tensor tumour;   // stage 2 with tumour masks: N x 1 x h x w float, 1 where tumour
 };
 
+// Fills `c.class_voxels` from `c.classes` (LoadTrainCases does this for every case).
+void IndexClassVoxels(TrainCase& c);
+
+// Where a stage-1 crop that should hold tumour is centred (`danet-train --tumour_crops`).
+enum class CropCentre {
+  // A tumour slice of a random case, drawn by rejection, so a case's share of the crops grows
+  // with its tumour's height; then a random tumour voxel of that slice. Small lesions are drawn
+  // seldom, and within a slice the larger classes (oedema) are centred on most.
+  kTumourSlice,
+  // nnU-Net's foreground oversampling: a random case with tumour, then one of the tumour classes
+  // it holds, then a random voxel of that class anywhere in the volume. Every case, however
+  // small its tumour, and every class it holds, are drawn alike.
+  kTumourClass,
+};
+
 // Random slices, random square crops of side `crop` (biased to contain tumour on tumour
-// slices), augmented by `augment` (models/train/augment.h; spatial transforms act on the whole
-// slice before cropping, so no zeros are pulled in at the crop's edges).
-// `foreground_fraction` of the slices are tumour slices.
+// slices, centred as `centre` says), augmented by `augment` (models/train/augment.h; spatial
+// transforms act on the whole slice before cropping, so no zeros are pulled in at the crop's
+// edges). `foreground_fraction` of the slices are tumour slices.
 Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
                       double foreground_fraction, const AugmentOptions& augment,
-                      std::mt19937_64& rng);
+                      std::mt19937_64& rng, CropCentre centre = CropCentre::kTumourSlice);
 
 // A slice reference with its decision label.
 struct LabelledSlice {

@@ -304,8 +304,9 @@ absl::Status Trainer::RunBankStage() {
   Progress progress("stage 1: bank", total, first, options_.log_every);
   const c10::Device device = bank_->device();
   for (int step = first; step < end; ++step) {
-    const Batch batch = SampleCropBatch(train_, options_.batch, options_.crop,
-                                        options_.foreground_fraction, options_.augment, rng);
+    const Batch batch =
+        SampleCropBatch(train_, options_.batch, options_.crop, options_.foreground_fraction,
+                        options_.augment, rng, options_.tumour_crops);
     const torch::Tensor images = batch.images.to(device), targets = batch.targets.to(device);
     const double lr = PolyLearningRate(options_.bank_lr, step, total, options_.warmup);
     std::vector<torch::Tensor> losses;

@@ -40,6 +40,7 @@ struct TrainOptions {
   int warmup = 20;
   double weight_decay = 1e-5;
   double foreground_fraction = 0.7;
+  CropCentre tumour_crops = CropCentre::kTumourSlice;  // where tumour crops are centred
   std::map<std::string, int> stop_step;  // model id -> steps it trains for (default: all)
   // Stop (checkpointed) after this stage-1 step and return, leaving the rest for a later run
   // (0: never). A resumed run with another bank_steps changes the schedule's length from here:

@@ -86,6 +86,45 @@ TEST_F(NetworksTest, DecisionNetworkWithTumourHeadMapsTheHeadGridAndClassifiesOn
   EXPECT_FALSE(plain->ForwardWithTumourMap(x).second.defined());
 }
 
+// ops::Relu and ops::Add write into their first argument only when autograd is off and nothing
+// else holds its buffer; otherwise they leave every input as it was.
+TEST_F(NetworksTest, ReluAndAddReuseOnlyBuffersNothingElseHolds) {
+  const torch::Tensor base = torch::randn({2, 3, 4, 4});
+  const torch::Tensor expected_relu = torch::relu(base), expected_sum = base + base;
+
+  torch::Tensor fresh = base.clone();
+  const void* buffer = fresh.data_ptr();
+  torch::Tensor y = ops::Relu(std::move(fresh));
+  EXPECT_EQ(y.data_ptr(), buffer);  // in place
+  EXPECT_TRUE(torch::equal(y, expected_relu));
+  torch::Tensor z = ops::Add(std::move(y), expected_relu);
+  EXPECT_EQ(z.data_ptr(), buffer);
+  EXPECT_TRUE(torch::allclose(z, 2 * expected_relu));
+
+  const torch::Tensor kept = base.clone();  // still held by the caller: a new buffer
+  EXPECT_NE(ops::Relu(kept).data_ptr(), kept.data_ptr());
+  EXPECT_NE(ops::Add(kept, base).data_ptr(), kept.data_ptr());
+  EXPECT_TRUE(torch::equal(kept, base));
+
+  const torch::Tensor whole = base.clone();  // a view shares its buffer with `whole`
+  EXPECT_NE(ops::Relu(whole.view({6, 16})).data_ptr(), whole.data_ptr());
+  EXPECT_TRUE(torch::equal(whole, base));
+
+  const torch::Tensor small = torch::randn({3, 4, 4});  // broadcast: a new buffer of a's shape
+  torch::Tensor broadcast = ops::Add(small.clone(), base);
+  EXPECT_EQ(broadcast.sizes(), base.sizes());
+
+  torch::AutoGradMode grad(true);  // with autograd on, never in place
+  torch::Tensor tracked = base.clone();
+  const void* tracked_buffer = tracked.data_ptr();
+  EXPECT_NE(ops::Relu(std::move(tracked)).data_ptr(), tracked_buffer);
+  torch::Tensor summand = base.clone();
+  const void* summand_buffer = summand.data_ptr();
+  torch::Tensor sum = ops::Add(std::move(summand), base);
+  EXPECT_NE(sum.data_ptr(), summand_buffer);
+  EXPECT_TRUE(torch::equal(sum, expected_sum));
+}
+
 TEST_F(NetworksTest, EvalModeIsDeterministicAndTrainingModeUsesDropout) {
   TransBTS net(TransBTSOptions(1).image_size(64));
   const torch::Tensor x = torch::randn({1, 4, 64, 64});

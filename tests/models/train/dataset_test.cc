@@ -1,4 +1,5 @@
 // The decision network's batches: half tumour, half other slices, each pool drawn by weight;
+// the bank's crops centred by tumour slice or by class;
 // training cases prepared with or without the bundle's bias correction, per case.
 #include "models/train/dataset.h"
 
@@ -75,6 +76,64 @@ TEST(SampleDecisionBatchTest, TumourMasksMoveWithTheImageAndLeaveTheDrawsAlone) 
   }
 }
 
+// Two cases: a large tumour (oedema on 20 slices, a small core on one) and a small lesion (a
+// 3 x 3 enhancing patch on one slice). Crops of tumour only, no augmentation.
+std::vector<TrainCase> LargeAndSmallTumour() {
+  std::vector<TrainCase> cases(2);
+  for (TrainCase& c : cases) {
+    c.slices = torch::ones({24, 4, 32, 32});
+    c.classes = torch::zeros({24, 32, 32}, torch::kUInt8);
+  }
+  cases[0].classes.slice(0, 2, 22).slice(1, 4, 28).slice(2, 4, 28).fill_(2);
+  cases[0].classes[10].slice(0, 14, 16).slice(1, 14, 16).fill_(1);
+  cases[1].classes[5].slice(0, 20, 23).slice(1, 6, 9).fill_(3);
+  for (TrainCase& c : cases) {
+    IndexClassVoxels(c);
+    c.foreground.resize(24);
+    for (int z = 0; z < 24; ++z) c.foreground[z] = c.classes[z].any().item<bool>();
+  }
+  return cases;
+}
+
+// The share of crops that hold class `k`, over `batches` batches of 8.
+double ShareHolding(const std::vector<TrainCase>& cases, CropCentre centre, int k, int batches,
+                    uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  int holding = 0;
+  for (int b = 0; b < batches; ++b) {
+    const Batch batch = SampleCropBatch(cases, 8, 16, 1.0, *AugmentPreset("none"), rng, centre);
+    for (int i = 0; i < 8; ++i) holding += batch.targets[i].eq(k).any().item<bool>();
+  }
+  return holding / (8.0 * batches);
+}
+
+TEST(SampleCropBatchTest, ClassCentredCropsDrawSmallLesionsAndSmallClassesAlike) {
+  const std::vector<TrainCase> cases = LargeAndSmallTumour();
+  EXPECT_EQ(cases[0].class_voxels[1].size(), 20u * 24 * 24 - 4);  // less the core
+  EXPECT_EQ(cases[0].class_voxels[0].size(), 4u);
+  EXPECT_EQ(cases[1].class_voxels[2].size(), 9u);
+  EXPECT_EQ(cases[1].class_voxels[2][0], (5 * 32 + 20) * 32 + 6);
+  // By slice: the small lesion's one slice against the large tumour's twenty, so about 1/21 of
+  // the crops; by class: half the crops come from the small lesion, and half of the large
+  // tumour's are centred on its core.
+  const double slice_small = ShareHolding(cases, CropCentre::kTumourSlice, 3, 100, 3);
+  const double class_small = ShareHolding(cases, CropCentre::kTumourClass, 3, 100, 3);
+  const double slice_core = ShareHolding(cases, CropCentre::kTumourSlice, 1, 100, 4);
+  const double class_core = ShareHolding(cases, CropCentre::kTumourClass, 1, 100, 4);
+  EXPECT_LT(slice_small, 0.1);
+  EXPECT_NEAR(class_small, 0.5, 0.08);
+  EXPECT_LT(slice_core, 0.1);
+  EXPECT_GT(class_core, 0.2);
+  // Every crop of either kind holds tumour, and the same seed draws the same batch.
+  std::mt19937_64 a(9), b(9);
+  const Batch first =
+      SampleCropBatch(cases, 8, 16, 1.0, *AugmentPreset("none"), a, CropCentre::kTumourClass);
+  const Batch again =
+      SampleCropBatch(cases, 8, 16, 1.0, *AugmentPreset("none"), b, CropCentre::kTumourClass);
+  EXPECT_TRUE(torch::equal(first.targets, again.targets));
+  for (int i = 0; i < 8; ++i) EXPECT_TRUE(first.targets[i].ne(0).any().item<bool>()) << i;
+}
+
 TEST(DrawUncorrectedTest, SeededPerCaseAndPrefixStable) {
   EXPECT_TRUE(DrawUncorrected(10, 0.0, 1).empty());
   EXPECT_EQ(DrawUncorrected(10, 1.0, 1), std::vector<bool>(10, true));
@@ -117,6 +176,11 @@ TEST(LoadTrainCasesTest, UncorrectedCasesSkipOnlyTheBiasCorrection) {
   EXPECT_TRUE(torch::equal((*mixed)[0].slices, (*all)[0].slices));
   EXPECT_TRUE(torch::equal((*mixed)[1].slices, (*plain)[1].slices));
   EXPECT_TRUE(torch::equal((*mixed)[1].classes, (*all)[1].classes));  // labels never change
+  for (int k = 0; k < 3; ++k) {  // the class index covers every tumour voxel of its class
+    EXPECT_EQ(static_cast<int64_t>((*all)[0].class_voxels[k].size()),
+              (*all)[0].classes.eq(k + 1).sum().item<int64_t>())
+        << k;
+  }
   ASSERT_FALSE(wrong.ok());
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(wrong.status().message().find("1 uncorrected flags for 2 case folders"),

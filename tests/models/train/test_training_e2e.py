@@ -521,5 +521,20 @@ class SolidCoreFlags(unittest.TestCase):
         self.assertIn(needs, self.refused("--solid_look", "bright", "--solid_cores", "0.5"))
 
 
+class TumourCropsFlag(unittest.TestCase):
+    """danet-train --tumour_crops: slice or class; anything else is refused before any case is
+    read (exit code 2, the flag and the choices named)."""
+
+    def test_an_unknown_value_is_refused(self):
+        out = os.path.join(TMP, "refused-tumour-crops")
+        shutil.rmtree(out, ignore_errors=True)
+        run = subprocess.run([TOOLS["train"], "--train_data", os.path.join(TMP, "no-such-data"),
+                              "--out", out, "--tumour_crops", "voxel"],
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(run.returncode, 2, run.stderr)
+        self.assertIn("--tumour_crops: 'voxel': choose slice or class", run.stderr)
+        self.assertFalse(os.path.exists(out), "an output was written")
+
+
 if __name__ == "__main__":
     unittest.main()
