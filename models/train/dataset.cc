@@ -86,7 +86,7 @@ void IndexClassVoxels(TrainCase& c) {
   const torch::Tensor classes = c.classes.contiguous();
   const uint8_t* at = classes.data_ptr<uint8_t>();
   for (int64_t v = 0; v < classes.numel(); ++v) {
-    if (at[v] != 0) c.class_voxels[at[v] - 1].push_back(static_cast<int32_t>(v));
+    if (at[v] >= 1 && at[v] <= 3) c.class_voxels[at[v] - 1].push_back(static_cast<int32_t>(v));
   }
 }
 
