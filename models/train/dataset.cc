@@ -105,7 +105,7 @@ Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
     int64_t y0 = std::uniform_int_distribution<int64_t>(0, h - crop)(rng);
     int64_t x0 = std::uniform_int_distribution<int64_t>(0, w - crop)(rng);
     if (want_tumour) {
-      int64_t at = -1;  // the tumour voxel to centre on: (z * h + y) * w + x
+      int64_t cy = 0, cx = 0;  // the tumour voxel to centre on, in slice z
       if (by_class) {
         std::vector<int> held;
         for (int k = 0; k < 3; ++k) {
@@ -114,20 +114,23 @@ Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
         if (held.empty()) continue;  // a case without tumour: draw another
         const std::vector<int32_t>& voxels =
             c.class_voxels[held[std::uniform_int_distribution<size_t>(0, held.size() - 1)(rng)]];
-        at = voxels[std::uniform_int_distribution<size_t>(0, voxels.size() - 1)(rng)];
+        const int64_t at = voxels[std::uniform_int_distribution<size_t>(0, voxels.size() - 1)(rng)];
         z = at / (h * w);
+        cy = (at / w) % h;
+        cx = at % w;
       } else {
         const torch::Tensor where = c.classes[z].nonzero();
         const int64_t pick = std::uniform_int_distribution<int64_t>(0, where.size(0) - 1)(rng);
-        at = (z * h + where[pick][0].item<int64_t>()) * w + where[pick][1].item<int64_t>();
+        cy = where[pick][0].item<int64_t>();
+        cx = where[pick][1].item<int64_t>();
       }
       // Centre the crop on the tumour voxel, jittered.
       const int64_t jitter = crop / 4;
       y0 = std::clamp<int64_t>(
-          (at / w) % h - crop / 2 + std::uniform_int_distribution<int64_t>(-jitter, jitter)(rng), 0,
+          cy - crop / 2 + std::uniform_int_distribution<int64_t>(-jitter, jitter)(rng), 0,
           h - crop);
       x0 = std::clamp<int64_t>(
-          at % w - crop / 2 + std::uniform_int_distribution<int64_t>(-jitter, jitter)(rng), 0,
+          cx - crop / 2 + std::uniform_int_distribution<int64_t>(-jitter, jitter)(rng), 0,
           w - crop);
     } else if (c.slices[z].abs().sum().item<double>() == 0) {
       continue;  // an empty slice teaches nothing about tissue
