@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <map>
+#include <memory>
+
 #include "absl/strings/str_cat.h"
 #include "models/bundle/bundle_config.h"
 
@@ -166,6 +169,32 @@ absl::Status Bank::ReinitializeDecision() {
   }
   (*decision)->SetTraining(false);
   decision_ = *std::move(decision);
+  return absl::OkStatus();
+}
+
+absl::Status Bank::RebuildDecisionKeepingWeights() {
+  std::map<std::string, at::Tensor> trained;
+  for (const auto& [name, tensor] : decision_->NamedState()) {
+    trained.emplace(name, tensor.detach().clone());
+  }
+  std::unique_ptr<Network> old = std::move(decision_);
+  if (absl::Status s = ReinitializeDecision(); !s.ok()) {
+    decision_ = std::move(old);
+    return s;
+  }
+  torch::NoGradGuard no_grad;
+  std::vector<std::pair<std::string, at::Tensor>> fresh = decision_->NamedState();
+  for (const auto& [name, tensor] : fresh) {
+    auto it = trained.find(name);
+    if (it == trained.end() || it->second.sizes() != tensor.sizes() ||
+        fresh.size() != trained.size()) {
+      decision_ = std::move(old);
+      return absl::FailedPreconditionError(
+          absl::StrCat("the decision network's new architecture changes its weights (at '", name,
+                       "'): train it again instead of fine-tuning it"));
+    }
+  }
+  for (auto& [name, tensor] : fresh) tensor.copy_(trained.at(name));
   return absl::OkStatus();
 }
 

@@ -77,6 +77,12 @@ class Bank {
   // retraining it over a trained bank.
   absl::Status ReinitializeDecision();
 
+  // Builds the decision network again from the config's architecture and keeps its trained
+  // weights, for a change that leaves every weight's shape as it was (input_downsample): to
+  // fine-tune a trained network on pooled input. FailedPrecondition, naming the weight, when
+  // the new architecture's weights differ; the old network then stays.
+  absl::Status RebuildDecisionKeepingWeights();
+
   // Index of the model with this id, or nullopt.
   std::optional<int> FindModel(const std::string& id) const;
 

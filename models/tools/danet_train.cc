@@ -68,6 +68,10 @@ ABSL_FLAG(std::string, augment, "nnunet",
           "Augmentation of both stages: nnunet (spatial + intensity, docs/training.md), strong "
           "(the appearance transforms more often and wider), flip (flips and brightness only) "
           "or none.");
+ABSL_FLAG(double, thick_slices, 0,
+          "Probability that a training slice (both stages) is replaced by the mean of a block of "
+          "2 to 5 whole slices holding it, its labels kept: thick-slice acquisitions on the thin "
+          "grid (0: off, and the random stream is that of a run without it).");
 ABSL_FLAG(double, alpha, 0.001, "Eq. 4 cost weight.");
 ABSL_FLAG(int, label_slices_per_case, 0,
           "Score at most this many tumour slices per case for the Eq. 4 labels, evenly spaced "
@@ -94,7 +98,8 @@ ABSL_FLAG(std::optional<bool>, decision_max_pool, std::nullopt,
           "default: the bank's). Only for a fresh stage 2 (new run or --redo_decision).");
 ABSL_FLAG(std::optional<int>, decision_input_downsample, std::nullopt,
           "Decision network input average-pooled by 1, 2 or 4 (DecisionArch.input_downsample; "
-          "default: the bank's): a cheaper pass. Only for a fresh stage 2, as above.");
+          "default: the bank's): a cheaper pass. A fresh stage 2, or with --decision_finetune the "
+          "trained network's weights on pooled input (the teacher's labels from it unpooled).");
 ABSL_FLAG(std::optional<bool>, decision_tumour_head, std::nullopt,
           "Decision network maps tumour on its head's grid and its classifier sees the map's "
           "maximum (DecisionArch.tumour_head; default: the bank's). Only for a fresh stage 2.");
@@ -210,6 +215,12 @@ int Main(const std::string& command_line) {
   if (!model_lr.ok()) return Fail(model_lr.status());
   absl::StatusOr<AugmentOptions> augment = AugmentPreset(absl::GetFlag(FLAGS_augment));
   if (!augment.ok()) return Fail(augment.status());
+  const double thick_slices = absl::GetFlag(FLAGS_thick_slices);
+  if (!(thick_slices >= 0 && thick_slices <= 1)) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--thick_slices: ", thick_slices, " is not a probability (0 to 1)")));
+  }
+  augment->thick_slices.p = thick_slices;
   const std::string loss = absl::GetFlag(FLAGS_loss);
   if (loss != "dice_ce" && loss != "dice") {
     return Fail(
@@ -228,11 +239,15 @@ int Main(const std::string& command_line) {
         "and excludes --redo_decision and the --decision_* architecture flags"));
   }
 
+  // --decision_input_downsample changes no weight's shape, so a trained network can be
+  // fine-tuned on pooled input; the other architecture flags need a fresh network.
   if (absl::GetFlag(FLAGS_decision_finetune) &&
-      (no_init || absl::GetFlag(FLAGS_keep_decision) || new_decision_arch)) {
+      (no_init || absl::GetFlag(FLAGS_keep_decision) || absl::GetFlag(FLAGS_decision_max_pool) ||
+       absl::GetFlag(FLAGS_decision_tumour_head))) {
     return Fail(absl::InvalidArgumentError(
         "--decision_finetune trains --init_bundle's decision network further: it needs "
-        "--init_bundle and excludes --keep_decision and the --decision_* architecture flags"));
+        "--init_bundle and excludes --keep_decision, --decision_max_pool and "
+        "--decision_tumour_head"));
   }
 
   if (absl::GetFlag(FLAGS_decision_labels) == "teacher" && no_init) {
@@ -299,6 +314,7 @@ int Main(const std::string& command_line) {
   options.loss = loss;
   options.augment = *augment;
   options.augment_name = absl::GetFlag(FLAGS_augment);
+  if (thick_slices > 0) absl::StrAppend(&options.augment_name, "+thick_slices:", thick_slices);
   options.alpha = absl::GetFlag(FLAGS_alpha);
   options.slice_score = absl::GetFlag(FLAGS_slice_score);
   if (options.slice_score != "dice" && options.slice_score != "errors") {

@@ -47,6 +47,12 @@ struct AugmentOptions {
   TransformRange blur_sigma{0.2, 0.5, 1.5};     // Gaussian blur, pixels, per channel
   TransformRange low_res{0.25, 0.5, 1.0};       // down-sample by this factor and back up
   TransformRange bias{0.3, 0, 0.4};             // peak of a smooth log bias field, per channel
+  // Through-plane, before the rest (it needs the volume: models/train/dataset.h,
+  // `SliceImage`): the slice replaced by the mean of a block of lo to hi whole slices that holds
+  // it at a random place, its labels kept: a thick-slice acquisition repeated on the thin grid.
+  // Off in every preset (`danet-train --thick_slices P` turns it on), so runs without it draw
+  // exactly the random stream they drew before it existed.
+  TransformRange thick_slices{0, 2, 5};
 };
 
 // Named presets: "none" (no transform), "flip" (the first release's flips and a mild

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "models/engine/preprocess.h"
@@ -90,6 +91,21 @@ void IndexClassVoxels(TrainCase& c) {
   }
 }
 
+at::Tensor SliceImage(const TrainCase& c, int64_t z, const AugmentOptions& augment,
+                      std::mt19937_64& rng) {
+  const TransformRange& thick = augment.thick_slices;
+  if (thick.p <= 0 || std::uniform_real_distribution<double>(0, 1)(rng) >= thick.p) {
+    return c.slices[z];
+  }
+  const int64_t lo = std::max<int64_t>(1, std::lround(thick.lo));
+  const int64_t size =
+      std::uniform_int_distribution<int64_t>(lo, std::max(lo, std::lround(thick.hi)))(rng);
+  const int64_t start = z - std::uniform_int_distribution<int64_t>(0, size - 1)(rng);
+  const int64_t begin = std::max<int64_t>(0, start);
+  const int64_t end = std::min<int64_t>(c.slices.size(0), start + size);
+  return c.slices.slice(0, begin, end).mean(0);
+}
+
 Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
                       double foreground_fraction, const AugmentOptions& augment,
                       std::mt19937_64& rng, CropCentre centre) {
@@ -141,7 +157,7 @@ Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
     namespace F = torch::nn::functional;
     const int64_t wy = y0 + crop / 2, wx = x0 + crop / 2;  // window start in padded coordinates
     const torch::Tensor padded_image =
-        F::pad(c.slices[z], F::PadFuncOptions({crop, crop, crop, crop}));
+        F::pad(SliceImage(c, z, augment, rng), F::PadFuncOptions({crop, crop, crop, crop}));
     const torch::Tensor padded_target =
         F::pad(c.classes[z].unsqueeze(0), F::PadFuncOptions({crop, crop, crop, crop}))[0];
     auto [image, target] = Augment(
@@ -172,8 +188,9 @@ Batch SampleDecisionBatch(const std::vector<TrainCase>& cases,
     const auto& pool = from_tumour ? tumour : other;
     const LabelledSlice& s = pool[from_tumour ? draw_tumour(rng) : draw_other(rng)];
     const TrainCase& c = cases[s.case_index];
-    auto [image, classes] = Augment(
-        c.slices[s.slice], tumour_masks ? c.classes[s.slice] : torch::Tensor(), augment, rng);
+    auto [image, classes] =
+        Augment(SliceImage(c, s.slice, augment, rng),
+                tumour_masks ? c.classes[s.slice] : torch::Tensor(), augment, rng);
     images.push_back(image);
     if (tumour_masks) masks.push_back(classes.gt(0).unsqueeze(0));
     routes.push_back(s.route);

@@ -61,6 +61,12 @@ struct Batch {
 // Fills `c.class_voxels` from `c.classes` (LoadTrainCases does this for every case).
 void IndexClassVoxels(TrainCase& c);
 
+// The image of slice z of `c` (C x H x W) after `augment.thick_slices`: the mean of a block of
+// whole slices holding z, clipped to the volume, when it fires; the slice itself otherwise.
+// Draws nothing from `rng` when the transform is off.
+at::Tensor SliceImage(const TrainCase& c, int64_t z, const AugmentOptions& augment,
+                      std::mt19937_64& rng);
+
 // Where a stage-1 crop that should hold tumour is centred (`danet-train --tumour_crops`).
 enum class CropCentre {
   // A tumour slice of a random case, drawn by rejection, so a case's share of the crops grows

@@ -246,6 +246,7 @@ absl::Status Trainer::ApplyDecisionArch() {
   v1::DecisionNetwork& decision = *bank_->mutable_config()->mutable_decision();
   *decision.mutable_arch() = arch;
   decision.set_gmacs_per_slice(0);  // counted again for the new network
+  decision_arch_changed_ = true;
   return absl::OkStatus();
 }
 
@@ -301,6 +302,11 @@ absl::Status Trainer::RunBankStage() {
   for (int i = 0; i < bank_->size(); ++i)
     named.emplace_back(bank_->model_config(i).id(), &optimizers[i]);
   std::mt19937_64 rng(options_.seed * 7919 + first);
+  // The sampling recipe, so that the log says how the bank was trained (resumed runs log again).
+  Log({{"stage", "bank_recipe"},
+       {"from_step", first},
+       {"augment", options_.augment_name},
+       {"tumour_crops", options_.tumour_crops == CropCentre::kTumourClass ? "class" : "slice"}});
   Progress progress("stage 1: bank", total, first, options_.log_every);
   const c10::Device device = bank_->device();
   for (int step = first; step < end; ++step) {
@@ -526,6 +532,10 @@ absl::Status Trainer::RunDecisionStage() {
     torch::manual_seed(options_.seed);
     if (!options_.decision_finetune) {
       if (absl::Status s = bank_->ReinitializeDecision(); !s.ok()) return s;
+    } else if (decision_arch_changed_) {
+      // Fine-tuned on pooled input: the trained weights in the network built for it (the
+      // teacher's labels above came from the network as it was).
+      if (absl::Status s = bank_->RebuildDecisionKeepingWeights(); !s.ok()) return s;
     }
     torch::manual_seed(options_.seed + state_["bank_step"].get<int>());
   }

@@ -174,6 +174,9 @@ class Trainer {
   nlohmann::json state_;  // {"bank_step", "labels_done", "decision_step", "validated"}
   nlohmann::json report_;
   std::vector<LabelledSlice> tumour_slices_, other_slices_;
+  // ApplyDecisionArch changed the decision network's architecture in the config: the network
+  // itself is built again when stage 2 starts.
+  bool decision_arch_changed_ = false;
 };
 
 }  // namespace danet::train

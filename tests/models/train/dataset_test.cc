@@ -1,5 +1,5 @@
 // The decision network's batches: half tumour, half other slices, each pool drawn by weight;
-// the bank's crops centred by tumour slice or by class;
+// the bank's crops centred by tumour slice or by class; thick slices from blocks of whole slices;
 // training cases prepared with or without the bundle's bias correction, per case.
 #include "models/train/dataset.h"
 
@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <random>
 
@@ -132,6 +133,54 @@ TEST(SampleCropBatchTest, ClassCentredCropsDrawSmallLesionsAndSmallClassesAlike)
       SampleCropBatch(cases, 8, 16, 1.0, *AugmentPreset("none"), b, CropCentre::kTumourClass);
   EXPECT_TRUE(torch::equal(first.targets, again.targets));
   for (int i = 0; i < 8; ++i) EXPECT_TRUE(first.targets[i].ne(0).any().item<bool>()) << i;
+}
+
+TEST(SliceImageTest, ThickSlicesAverageABlockHoldingTheSliceAndKeepItsLabels) {
+  // Ten slices whose every voxel holds the slice index, so a block's mean says where it lies.
+  TrainCase c;
+  c.slices = torch::arange(10, torch::kFloat).view({10, 1, 1, 1}).expand({10, 4, 8, 8}).clone();
+  AugmentOptions thick = *AugmentPreset("none");
+  thick.thick_slices = {1.0, 3, 3};
+  std::mt19937_64 rng(3);
+  std::vector<int> seen(3, 0);
+  for (int k = 0; k < 300; ++k) {
+    const torch::Tensor image = SliceImage(c, 5, thick, rng);
+    ASSERT_EQ(image.sizes(), (std::vector<int64_t>{4, 8, 8}));
+    const float mean = image[0][0][0].item<float>();
+    EXPECT_TRUE(torch::allclose(image, torch::full_like(image, mean)));
+    // Blocks 3..5, 4..6 or 5..7: means 4, 5 or 6.
+    ASSERT_TRUE(mean == 4.0f || mean == 5.0f || mean == 6.0f) << mean;
+    ++seen[static_cast<int>(mean) - 4];
+  }
+  for (int n : seen) EXPECT_GT(n, 60);
+  // At the volume's end the block is clipped: slice 0 averages 0..0, 0..1 or 0..2.
+  for (int k = 0; k < 50; ++k) {
+    const float mean = SliceImage(c, 0, thick, rng)[0][0][0].item<float>();
+    EXPECT_TRUE(mean == 0.0f || mean == 0.5f || mean == 1.0f) << mean;
+  }
+  // Off (every preset), it is the slice itself and draws nothing.
+  std::mt19937_64 off_rng(3), untouched(3);
+  EXPECT_TRUE(torch::equal(SliceImage(c, 5, *AugmentPreset("nnunet"), off_rng), c.slices[5]));
+  EXPECT_EQ(off_rng(), untouched());
+  // In a crop batch the labels stay those of the drawn slice, the same seed draws the same batch.
+  c.classes = torch::zeros({10, 8, 8}, torch::kUInt8);
+  for (int z = 0; z < 10; ++z) c.classes[z].fill_(z % 4);
+  for (int z = 0; z < 10; ++z) c.foreground.push_back(z % 4 != 0);
+  IndexClassVoxels(c);
+  const std::vector<TrainCase> cases = {c};
+  std::mt19937_64 a(11), b(11);
+  const Batch first = SampleCropBatch(cases, 8, 4, 1.0, thick, a);
+  const Batch again = SampleCropBatch(cases, 8, 4, 1.0, thick, b);
+  EXPECT_TRUE(torch::equal(first.images, again.images));
+  for (int i = 0; i < 8; ++i) {
+    // The image is the mean of a block of slices holding one labelled like the target.
+    const float mean = first.images[i][0][0][0].item<float>();
+    const int64_t label = first.targets[i][0][0].item<int64_t>();
+    EXPECT_TRUE(torch::all(first.targets[i].eq(label)).item<bool>()) << i;
+    bool fits = false;
+    for (int z = static_cast<int>(label); z < 10; z += 4) fits = fits || std::abs(mean - z) <= 1;
+    EXPECT_TRUE(fits) << i << ": mean " << mean << ", label " << label;
+  }
 }
 
 TEST(DrawUncorrectedTest, SeededPerCaseAndPrefixStable) {

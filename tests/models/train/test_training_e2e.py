@@ -20,6 +20,8 @@ import subprocess
 import time
 import unittest
 
+import torch
+
 TOOLS = {name: os.environ.get(f"DANET_{name.upper()}", f"danet-{name}")
          for name in ("phantom", "train", "eval", "bank", "segment")}
 TMP = os.environ.get("DANET_TMP", "/tmp/danet_training_e2e")
@@ -32,7 +34,7 @@ def train_command(out, work):
             "--preset", "tiny", "--bank_steps", "60", "--batch", "4", "--crop", "64",
             "--bank_lr", "0.005", "--warmup", "5", "--decision_steps", "30",
             "--decision_batch", "8", "--checkpoint_every", "20", "--threads", "2",
-            "--seed", "3", "--bias_correction", "poly3"]
+            "--seed", "3", "--bias_correction", "poly3", "--thick_slices", "0.2"]
 
 
 def eq4_costs(bundle):
@@ -124,6 +126,11 @@ class TrainingEndToEnd(unittest.TestCase):
     def test_stage1_loss_goes_down(self):
         losses = [line["loss"] for line in log_lines(self.work, 1)]
         self.assertGreaterEqual(len(losses), 5, losses)
+        # The sampling recipe is logged each time stage 1 starts (the run is resumed once).
+        recipes = log_lines(self.work, "bank_recipe")
+        self.assertEqual([r["from_step"] for r in recipes][0], 0)
+        self.assertTrue(all(r["tumour_crops"] == "slice" for r in recipes), recipes)
+        self.assertTrue(all(r["augment"] == "nnunet+thick_slices:0.2" for r in recipes), recipes)
         # Dice + cross-entropy on augmented crops is noisy from step to step: compare the
         # mean of the first two logged losses with the mean of the last three.
         first, last = sum(losses[:2]) / 2, sum(losses[-3:]) / 3
@@ -249,9 +256,27 @@ class TrainingEndToEnd(unittest.TestCase):
 
         start = probabilities(self.out)
         tuned = probabilities(run("finetune", "--decision_finetune"))
-        fresh = probabilities(run("fresh"))
+        fresh_bundle = run("fresh")
+        fresh = probabilities(fresh_bundle)
         moved = sum(abs(a - b) for a, b in zip(tuned, start))
         self.assertLess(moved, 0.5 * sum(abs(a - b) for a, b in zip(fresh, start)))
+        # On pooled input (--decision_input_downsample 2, which changes no weight's shape): the
+        # trained weights go into the rebuilt network (at this learning rate its convolutions are
+        # the starting network's, a fresh one's are not), and the bundle serves it pooled.
+        pooled = run("pooled", "--decision_finetune", "--decision_input_downsample", "2")
+        with open(os.path.join(pooled, "bundle.pbtxt")) as f:
+            self.assertIn("input_downsample: 2", f.read())
+        self.assertEqual(len(probabilities(pooled)), len(start))
+        weights = {name: torch.load(os.path.join(bundle, "decision.pt"))
+                   for name, bundle in (("start", self.out), ("pooled", pooled),
+                                        ("fresh", fresh_bundle))}
+        kernels = [k for k, v in weights["start"].items() if v.dim() == 4]
+        self.assertTrue(kernels)
+        for k in kernels:
+            start_k = weights["start"][k].float()
+            self.assertLess((weights["pooled"][k].float() - start_k).abs().max().item(), 1e-3, k)
+        self.assertGreater(max((weights["fresh"][k].float() - weights["start"][k].float())
+                               .abs().max().item() for k in kernels), 1e-2)
         # It needs a trained network to continue from.
         refused = subprocess.run(train_command(os.path.join(TMP, "ft2"),
                                                os.path.join(TMP, "ft2.work")) +
