@@ -184,15 +184,18 @@ absl::Status Bank::RebuildDecisionKeepingWeights() {
   }
   torch::NoGradGuard no_grad;
   std::vector<std::pair<std::string, at::Tensor>> fresh = decision_->NamedState();
+  std::string changed = fresh.size() == trained.size() ? "" : "the number of tensors";
   for (const auto& [name, tensor] : fresh) {
     auto it = trained.find(name);
-    if (it == trained.end() || it->second.sizes() != tensor.sizes() ||
-        fresh.size() != trained.size()) {
-      decision_ = std::move(old);
-      return absl::FailedPreconditionError(
-          absl::StrCat("the decision network's new architecture changes its weights (at '", name,
-                       "'): train it again instead of fine-tuning it"));
+    if (changed.empty() && (it == trained.end() || it->second.sizes() != tensor.sizes())) {
+      changed = absl::StrCat("'", name, "'");
     }
+  }
+  if (!changed.empty()) {
+    decision_ = std::move(old);
+    return absl::FailedPreconditionError(
+        absl::StrCat("the decision network's new architecture changes its weights (", changed,
+                     "): train it again instead of fine-tuning it"));
   }
   for (auto& [name, tensor] : fresh) tensor.copy_(trained.at(name));
   return absl::OkStatus();

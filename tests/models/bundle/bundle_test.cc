@@ -213,6 +213,29 @@ TEST_F(BundleTest, BankFoldedForInferenceRefusesToSave) {
   EXPECT_THAT(std::string(saved.message()), testing::HasSubstr("folded"));
 }
 
+// Rebuilding the decision network for pooled input keeps its weights (so its output is that of
+// the same weights on the pooled slice); a change of weight shapes is refused and the old
+// network stays.
+TEST_F(BundleTest, DecisionRebuiltForPooledInputKeepsItsWeights) {
+  std::unique_ptr<Bank> bank = NewBank(SmallConfig(), 5);
+  ASSERT_NE(bank, nullptr);
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(3);
+  const torch::Tensor x = torch::randn({2, 4, 64, 64});
+  const torch::Tensor pooled = torch::avg_pool2d(x, 2);
+  const torch::Tensor before = bank->decision().Forward(pooled);
+  bank->mutable_config()->mutable_decision()->mutable_arch()->set_input_downsample(2);
+  ASSERT_TRUE(bank->RebuildDecisionKeepingWeights().ok());
+  EXPECT_THAT(bank->decision().Describe(), HasSubstr("input /2"));
+  EXPECT_TRUE(torch::allclose(bank->decision().Forward(x), before, 1e-5, 1e-6));
+  // A head that changes the weights: refused, naming what changed; the pooled network stays.
+  bank->mutable_config()->mutable_decision()->mutable_arch()->set_tumour_head(true);
+  const absl::Status refused = bank->RebuildDecisionKeepingWeights();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("train it again"));
+  EXPECT_TRUE(torch::allclose(bank->decision().Forward(x), before, 1e-5, 1e-6));
+}
+
 // A bundle's int8_linear quantizes TransBTS's Linear layers on the CPU; BankOptions overrides
 // it (the training tools set false). UNets and the decision network have none to quantize.
 TEST_F(BundleTest, BundleInt8LinearQuantizesTheTransformersUnlessOverridden) {
