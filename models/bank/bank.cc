@@ -182,23 +182,12 @@ absl::Status Bank::RebuildDecisionKeepingWeights() {
     decision_ = std::move(old);
     return s;
   }
-  torch::NoGradGuard no_grad;
-  std::vector<std::pair<std::string, at::Tensor>> fresh = decision_->NamedState();
-  std::string changed = fresh.size() == trained.size() ? "" : "the number of tensors";
-  for (const auto& [name, tensor] : fresh) {
-    auto it = trained.find(name);
-    if (changed.empty() && (it == trained.end() || it->second.sizes() != tensor.sizes())) {
-      changed = absl::StrCat("'", name, "'");
-    }
-  }
-  if (!changed.empty()) {
-    decision_ = std::move(old);
-    return absl::FailedPreconditionError(
-        absl::StrCat("the decision network's new architecture changes its weights (", changed,
-                     "): train it again instead of fine-tuning it"));
-  }
-  for (auto& [name, tensor] : fresh) tensor.copy_(trained.at(name));
-  return absl::OkStatus();
+  absl::Status s = AssignState(*decision_, std::move(trained), "the trained decision network");
+  if (s.ok()) return s;
+  decision_ = std::move(old);
+  return absl::FailedPreconditionError(
+      absl::StrCat("the decision network's new architecture changes its weights (", s.message(),
+                   "): train it again instead of fine-tuning it"));
 }
 
 std::optional<int> Bank::FindModel(const std::string& id) const {

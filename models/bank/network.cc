@@ -265,26 +265,29 @@ absl::Status LoadWeights(Network& network, const std::filesystem::path& path) {
     return absl::InvalidArgumentError(absl::StrCat(
         "weight file ", path.string(), " is not readable: ", e.what_without_backtrace()));
   }
+  return AssignState(network, std::move(stored), absl::StrCat("weight file ", path.string()));
+}
+
+absl::Status AssignState(Network& network, std::map<std::string, at::Tensor> stored,
+                         const std::string& source) {
   torch::NoGradGuard no_grad;
   std::vector<std::pair<std::string, at::Tensor>> state = network.NamedState();
   for (auto& [name, tensor] : state) {
     auto it = stored.find(name);
     if (it == stored.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("weight file ", path.string(), " lacks tensor '", name, "'"));
+      return absl::InvalidArgumentError(absl::StrCat(source, " lacks tensor '", name, "'"));
     }
     if (it->second.sizes() != tensor.sizes()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("weight file ", path.string(), ": tensor '", name, "' has shape [",
-                       absl::StrJoin(it->second.sizes(), ","), "], the network expects [",
-                       absl::StrJoin(tensor.sizes(), ","), "]"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": tensor '", name, "' has shape [", absl::StrJoin(it->second.sizes(), ","),
+          "], the network expects [", absl::StrJoin(tensor.sizes(), ","), "]"));
     }
     tensor.copy_(it->second);
     stored.erase(it);
   }
   if (!stored.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "weight file ", path.string(), " has unexpected tensor '", stored.begin()->first, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, " has unexpected tensor '", stored.begin()->first, "'"));
   }
   return absl::OkStatus();
 }

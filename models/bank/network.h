@@ -11,6 +11,7 @@
 #include <c10/core/Device.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -102,6 +103,11 @@ absl::StatusOr<CostReport> CountCost(Network& network, int64_t channels, int64_t
 // torch.load). float16 storage halves the file; loading converts back to each tensor's own
 // dtype, so float16 round-trips are exact after the first save.
 absl::Status SaveWeights(Network& network, const std::filesystem::path& path, WeightDtype dtype);
+
+// Copies `stored` (tensors by NamedState name) into the network. Every tensor must be present
+// with the same shape and none left over: InvalidArgument names `source` and the tensor.
+absl::Status AssignState(Network& network, std::map<std::string, at::Tensor> stored,
+                         const std::string& source);
 
 // Loads a file written by SaveWeights into the network. Every tensor must be present with the
 // same shape: errors name the file and the tensor.

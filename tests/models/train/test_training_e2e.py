@@ -128,7 +128,7 @@ class TrainingEndToEnd(unittest.TestCase):
         self.assertGreaterEqual(len(losses), 5, losses)
         # The sampling recipe is logged each time stage 1 starts (the run is resumed once).
         recipes = log_lines(self.work, "bank_recipe")
-        self.assertEqual([r["from_step"] for r in recipes][0], 0)
+        self.assertEqual(recipes[0]["from_step"], 0)
         self.assertTrue(all(r["tumour_crops"] == "slice" for r in recipes), recipes)
         self.assertTrue(all(r["augment"] == "nnunet+thick_slices:0.2" for r in recipes), recipes)
         # Dice + cross-entropy on augmented crops is noisy from step to step: compare the
