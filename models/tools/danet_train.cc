@@ -138,11 +138,12 @@ int Fail(const absl::Status& status) {
 }
 
 // Loads up to `max_cases` case folders of `dir`; a share `uncorrected_share` of them, drawn per
-// case from `seed`, without the bias correction (LoadTrainCases).
+// case from `seed`, without the bias correction (LoadTrainCases). Training cases (`keep_channels`
+// false) keep their slices only; validation cases their whole volumes too.
 absl::StatusOr<std::vector<TrainCase>> Load(const std::string& dir, int max_cases,
                                             const v1::Preprocessing& preprocessing,
-                                            const char* what, double uncorrected_share = 0,
-                                            uint64_t seed = 0) {
+                                            const char* what, bool keep_channels,
+                                            double uncorrected_share = 0, uint64_t seed = 0) {
   absl::StatusOr<std::vector<std::filesystem::path>> dirs = ListCaseDirs(dir);
   if (!dirs.ok()) return dirs.status();
   if (max_cases > 0 && static_cast<int>(dirs->size()) > max_cases) dirs->resize(max_cases);
@@ -158,7 +159,7 @@ absl::StatusOr<std::vector<TrainCase>> Load(const std::string& dir, int max_case
         std::fprintf(stderr, "\rloading %s cases %d/%d", what, done, total);
         if (done == total) std::fprintf(stderr, "\n");
       },
-      uncorrected);
+      uncorrected, keep_channels);
 }
 
 // "ID=VALUE,ID=VALUE" into a map; `flag` and `what` name the flag and the value in errors.
@@ -287,14 +288,16 @@ int Main(const std::string& command_line) {
     return Fail(absl::InvalidArgumentError(
         "--uncorrected_share: the bundle has no bias correction (set --bias_correction)"));
   }
-  absl::StatusOr<std::vector<TrainCase>> train = Load(
-      absl::GetFlag(FLAGS_train_data), absl::GetFlag(FLAGS_max_train_cases),
-      (*bank)->config().preprocessing(), "training", uncorrected_share, absl::GetFlag(FLAGS_seed));
+  absl::StatusOr<std::vector<TrainCase>> train =
+      Load(absl::GetFlag(FLAGS_train_data), absl::GetFlag(FLAGS_max_train_cases),
+           (*bank)->config().preprocessing(), "training", /*keep_channels=*/false,
+           uncorrected_share, absl::GetFlag(FLAGS_seed));
   if (!train.ok()) return Fail(train.status());
   std::vector<TrainCase> validation;
   if (const std::string val = absl::GetFlag(FLAGS_val_data); !val.empty()) {
     absl::StatusOr<std::vector<TrainCase>> loaded = Load(
-        val, absl::GetFlag(FLAGS_max_val_cases), (*bank)->config().preprocessing(), "validation");
+        val, absl::GetFlag(FLAGS_max_val_cases), (*bank)->config().preprocessing(), "validation",
+        /*keep_channels=*/true);
     if (!loaded.ok()) return Fail(loaded.status());
     validation = *std::move(loaded);
   }

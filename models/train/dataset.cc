@@ -34,7 +34,8 @@ std::vector<bool> DrawUncorrected(size_t count, double share, uint64_t seed) {
 
 absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     const std::vector<std::filesystem::path>& dirs, const v1::Preprocessing& preprocessing,
-    const std::function<void(int done, int total)>& on_case, const std::vector<bool>& uncorrected) {
+    const std::function<void(int done, int total)>& on_case, const std::vector<bool>& uncorrected,
+    bool keep_channels) {
   if (!uncorrected.empty() && uncorrected.size() != dirs.size()) {
     return absl::InvalidArgumentError(absl::StrCat("LoadTrainCases: ", uncorrected.size(),
                                                    " uncorrected flags for ", dirs.size(),
@@ -62,6 +63,9 @@ absl::StatusOr<std::vector<TrainCase>> LoadTrainCases(
     c.labels = std::move(loaded->seg->labels);
     const auto& d = c.image.geometry.dims;
     c.slices = engine::SliceStack(c.image);
+    if (!keep_channels) {
+      for (std::vector<float>& channel : c.image.channels) std::vector<float>().swap(channel);
+    }
     std::vector<uint8_t> classes(c.labels.size());
     for (size_t v = 0; v < classes.size(); ++v) classes[v] = volume::LabelToClass(c.labels[v]);
     // Padded like the slices (SliceStack), with background, so crops index both alike.

@@ -214,6 +214,8 @@ TEST(LoadTrainCasesTest, UncorrectedCasesSkipOnlyTheBiasCorrection) {
   absl::StatusOr<std::vector<TrainCase>> mixed =
       LoadTrainCases(dirs, corrected, nullptr, {false, true});
   absl::StatusOr<std::vector<TrainCase>> wrong = LoadTrainCases(dirs, corrected, nullptr, {true});
+  absl::StatusOr<std::vector<TrainCase>> slices_only =
+      LoadTrainCases(dirs, corrected, nullptr, {false, true}, /*keep_channels=*/false);
   std::filesystem::remove_all(root);
   ASSERT_TRUE(written);
   ASSERT_TRUE(plain.ok()) << plain.status();
@@ -229,6 +231,22 @@ TEST(LoadTrainCasesTest, UncorrectedCasesSkipOnlyTheBiasCorrection) {
     EXPECT_EQ(static_cast<int64_t>((*all)[0].class_voxels[k].size()),
               (*all)[0].classes.eq(k + 1).sum().item<int64_t>())
         << k;
+  }
+  // Without its channels a case trains alike: the same slices, classes and geometry.
+  ASSERT_TRUE(slices_only.ok()) << slices_only.status();
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    const TrainCase& kept = (*mixed)[i];
+    const TrainCase& released = (*slices_only)[i];
+    EXPECT_FALSE(kept.image.channels[0].empty());
+    for (const std::vector<float>& channel : released.image.channels) {
+      EXPECT_TRUE(channel.empty());
+      EXPECT_EQ(channel.capacity(), 0u);
+    }
+    EXPECT_EQ(released.image.geometry.dims, kept.image.geometry.dims);
+    EXPECT_TRUE(torch::equal(released.slices, kept.slices));
+    EXPECT_TRUE(torch::equal(released.classes, kept.classes));
+    EXPECT_EQ(released.labels, kept.labels);
+    EXPECT_EQ(released.uncorrected, kept.uncorrected);
   }
   ASSERT_FALSE(wrong.ok());
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
