@@ -196,9 +196,10 @@ int Main(const std::string& command_line) {
     std::cerr << "danet-train: --foreground_fraction must be in 0..1\n";
     return 2;
   }
-  const std::string tumour_crops = absl::GetFlag(FLAGS_tumour_crops);
-  if (tumour_crops != "slice" && tumour_crops != "class") {
-    std::cerr << "danet-train: --tumour_crops: '" << tumour_crops << "': choose slice or class\n";
+  const absl::StatusOr<CropCentre> tumour_crops =
+      ParseCropCentre(absl::GetFlag(FLAGS_tumour_crops));
+  if (!tumour_crops.ok()) {
+    std::cerr << "danet-train: --tumour_crops: " << tumour_crops.status().message() << "\n";
     return 2;
   }
   const double uncorrected_share = absl::GetFlag(FLAGS_uncorrected_share);
@@ -304,8 +305,7 @@ int Main(const std::string& command_line) {
 
   TrainOptions options;
   options.foreground_fraction = foreground_fraction;
-  options.tumour_crops =
-      tumour_crops == "class" ? CropCentre::kTumourClass : CropCentre::kTumourSlice;
+  options.tumour_crops = *tumour_crops;
   options.bank_steps = absl::GetFlag(FLAGS_bank_steps);
   options.batch = absl::GetFlag(FLAGS_batch);
   options.crop = absl::GetFlag(FLAGS_crop);

@@ -110,6 +110,17 @@ at::Tensor SliceImage(const TrainCase& c, int64_t z, const AugmentOptions& augme
   return c.slices.slice(0, begin, end).mean(0);
 }
 
+const char* CropCentreName(CropCentre centre) {
+  return centre == CropCentre::kTumourClass ? "class" : "slice";
+}
+
+absl::StatusOr<CropCentre> ParseCropCentre(const std::string& name) {
+  for (CropCentre centre : {CropCentre::kTumourSlice, CropCentre::kTumourClass}) {
+    if (name == CropCentreName(centre)) return centre;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("'", name, "': choose slice or class"));
+}
+
 Batch SampleCropBatch(const std::vector<TrainCase>& cases, int batch, int crop,
                       double foreground_fraction, const AugmentOptions& augment,
                       std::mt19937_64& rng, CropCentre centre) {

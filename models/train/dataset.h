@@ -84,6 +84,11 @@ enum class CropCentre {
   kTumourClass,
 };
 
+// The name `danet-train --tumour_crops` gives `centre` ("slice" or "class"), as its log writes it.
+const char* CropCentreName(CropCentre centre);
+// The centre CropCentreName names; InvalidArgument quoting `name` and the choices otherwise.
+absl::StatusOr<CropCentre> ParseCropCentre(const std::string& name);
+
 // Random slices, random square crops of side `crop` (biased to contain tumour on tumour
 // slices, centred as `centre` says), augmented by `augment` (models/train/augment.h; spatial
 // transforms act on the whole slice before cropping, so no zeros are pulled in at the crop's

@@ -306,7 +306,7 @@ absl::Status Trainer::RunBankStage() {
   Log({{"stage", "bank_recipe"},
        {"from_step", first},
        {"augment", options_.augment_name},
-       {"tumour_crops", options_.tumour_crops == CropCentre::kTumourClass ? "class" : "slice"}});
+       {"tumour_crops", CropCentreName(options_.tumour_crops)}});
   Progress progress("stage 1: bank", total, first, options_.log_every);
   const c10::Device device = bank_->device();
   for (int step = first; step < end; ++step) {

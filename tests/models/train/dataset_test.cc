@@ -135,6 +135,20 @@ TEST(SampleCropBatchTest, ClassCentredCropsDrawSmallLesionsAndSmallClassesAlike)
   for (int i = 0; i < 8; ++i) EXPECT_TRUE(first.targets[i].ne(0).any().item<bool>()) << i;
 }
 
+TEST(CropCentreTest, NamesRoundTripAndOthersAreRefusedByName) {
+  for (CropCentre centre : {CropCentre::kTumourSlice, CropCentre::kTumourClass}) {
+    absl::StatusOr<CropCentre> parsed = ParseCropCentre(CropCentreName(centre));
+    ASSERT_TRUE(parsed.ok()) << CropCentreName(centre);
+    EXPECT_EQ(*parsed, centre);
+  }
+  EXPECT_STREQ(CropCentreName(CropCentre::kTumourClass), "class");
+  EXPECT_STREQ(CropCentreName(CropCentre::kTumourSlice), "slice");
+  const absl::StatusOr<CropCentre> bad = ParseCropCentre("Class");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(), "'Class': choose slice or class");
+}
+
 TEST(SliceImageTest, ThickSlicesAverageABlockHoldingTheSliceAndKeepItsLabels) {
   // Ten slices whose every voxel holds the slice index, so a block's mean says where it lies.
   TrainCase c;
