@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -120,8 +121,9 @@ void ClassMeans(const std::vector<double>& values, int classes, std::vector<doub
   for (size_t s = 0; s < values.size(); ++s) (*means)[s] = centres[nearest(values[s])];
 }
 
-// The sample the fit runs on: every stride-th voxel that is positive in every channel and not
-// excluded, with its monomials (n_terms per sample) and each channel's log intensity there.
+// The sample the fit runs on: about one in stride of the voxels that are positive in every channel
+// and not excluded (those whose SampleKey is under 2^64 / stride), with its monomials (n_terms per
+// sample) and each channel's log intensity there.
 struct Sample {
   std::vector<double> basis;
   std::vector<std::vector<double>> log_value;  // [channel][sample]
@@ -140,27 +142,42 @@ std::vector<double> AxisPowers(int64_t size, int degree) {
   return powers;
 }
 
+// Voxel index v's place in the sample: frac(v / golden ratio) in 64 bits (a Weyl sequence). A
+// voxel is sampled when its key is under 2^64 / stride, so whether it is sampled depends on its
+// position alone: a voxel that joins or leaves the mask (a channel resampled from another grid
+// positive at one more edge voxel, a tumour found one voxel larger) changes that voxel's place in
+// the sample and no other. And the sampled indices are as evenly spread as every stride-th voxel:
+// the gaps between them take at most three lengths around the stride (the three-gap theorem), so
+// the sample covers the volume as regularly as the storage-order sample did. That sample (every
+// stride-th positive voxel, until session 40) shifted as a whole with each voxel joining or
+// leaving, and a fit around a large excluded tumour moved with it; a hashed (random) one spread
+// less evenly and fitted worse (docs/training.md, "Session 40").
+uint64_t SampleKey(uint64_t v) { return v * 0x9e3779b97f4a7c15ULL; }
+
 Sample TakeSample(const std::vector<const std::vector<float>*>& channels,
                   const std::array<int64_t, 3>& dims, const std::vector<std::array<int, 3>>& terms,
                   const std::array<std::vector<double>, 3>& powers, int degree, int64_t stride,
                   int64_t max_samples, const std::vector<uint8_t>* excluded) {
-  // One pass picks the voxels: every stride-th positive one, the stride doubled (and every other
-  // pick dropped) whenever there would be more than max_samples.
+  // One pass picks the voxels, the stride doubled (and the picks whose key is not under the new
+  // limit dropped: the sample at that stride) whenever there would be more than max_samples.
   std::vector<size_t> picked;
   const size_t size = channels[0]->size();
   picked.reserve(
       static_cast<size_t>(std::min<int64_t>(max_samples, static_cast<int64_t>(size) / stride)) + 1);
-  int64_t positive = 0;
+  uint64_t divisor = static_cast<uint64_t>(stride);
+  uint64_t limit = UINT64_MAX / divisor;
   for (size_t v = 0; v < size; ++v) {
-    bool inside = true;
+    if (SampleKey(v) > limit) continue;
+    bool inside = excluded == nullptr || (*excluded)[v] == 0;
     for (const std::vector<float>* channel : channels) inside = inside && (*channel)[v] > 0;
-    if (excluded != nullptr && (*excluded)[v] != 0) inside = false;
-    if (!inside || positive++ % stride != 0) continue;
+    if (!inside) continue;
     picked.push_back(v);
-    if (static_cast<int64_t>(picked.size()) > max_samples) {
-      for (size_t i = 0; 2 * i < picked.size(); ++i) picked[i] = picked[2 * i];
-      picked.resize((picked.size() + 1) / 2);
-      stride *= 2;
+    while (static_cast<int64_t>(picked.size()) > max_samples) {
+      divisor *= 2;
+      limit = UINT64_MAX / divisor;
+      picked.erase(std::remove_if(picked.begin(), picked.end(),
+                                  [limit](size_t p) { return SampleKey(p) > limit; }),
+                   picked.end());
     }
   }
   const int width = degree + 1;

@@ -32,12 +32,14 @@ namespace danet::volume {
 inline constexpr int kMaxBiasDegree = 6;
 
 struct BiasCorrectionOptions {
-  int degree = 3;          // of the polynomial in the voxel coordinates (1..kMaxBiasDegree)
-  int iterations = 6;      // class assignment and fit, alternately
-  int classes = 3;         // intensity classes (grey matter, white matter, CSF)
-  int sample_stride = 16;  // every n-th voxel inside every channel (storage order) enters the fit
-  // At most this many voxels enter the fit: the stride doubles (every other pick dropped) until
-  // the sample fits. 50 000 (a stride of 32-64 in a BraTS-size head) is plenty for poly2's 10
+  int degree = 3;      // of the polynomial in the voxel coordinates (1..kMaxBiasDegree)
+  int iterations = 6;  // class assignment and fit, alternately
+  int classes = 3;     // intensity classes (grey matter, white matter, CSF)
+  // About one in n of the voxels inside every channel enters the fit, which ones fixed by their
+  // positions (a golden-ratio sequence over the voxel index, the same whatever the masks).
+  int sample_stride = 16;
+  // At most this many voxels enter the fit: the stride doubles (about every other pick dropped)
+  // until the sample fits. 50 000 (a stride of 32-64 in a BraTS-size head) is plenty for poly2's 10
   // coefficients and keeps the fit's time and memory bounded whatever the volume; 150 000 until
   // session 30 (Dice within 0.14 points on five sets, docs/benchmarks.md). At least 200 (fewer
   // samples than that fit no field).
