@@ -81,8 +81,10 @@ ABSL_FLAG(std::string, slice_score, "dice",
           "paper's) or errors (1 - wrong voxels / (3 x tumour voxels): regions weigh by size).");
 ABSL_FLAG(std::string, decision_labels, "eq4",
           "Where the tumour slices' routes come from: eq4 (the bank models' slice scores, "
-          "Eq. 4) or teacher (the model the --init_bundle's decision network ranks first; its "
-          "probabilities stored as the scores). Tumour-free slices are skip either way.");
+          "Eq. 4), teacher (the model the --init_bundle's decision network ranks first; its "
+          "probabilities stored as the scores) or teacher_policy (the model it picks under "
+          "--default_policy's model preference, +p<id>:<v>, as serving picks it). Tumour-free "
+          "slices are skip either way.");
 ABSL_FLAG(int, decision_steps, 300, "Stage 2 steps.");
 ABSL_FLAG(int, decision_batch, 16, "Stage 2 batch size (full slices).");
 ABSL_FLAG(double, decision_lr, 1e-3, "Stage 2 Adam learning rate.");
@@ -252,10 +254,11 @@ int Main(const std::string& command_line) {
         "--decision_tumour_head"));
   }
 
-  if (absl::GetFlag(FLAGS_decision_labels) == "teacher" && no_init) {
+  if (absl::GetFlag(FLAGS_decision_labels) != "eq4" && no_init) {
     return Fail(absl::InvalidArgumentError(
-        "--decision_labels teacher learns the routes of --init_bundle's trained decision "
-        "network: it needs --init_bundle"));
+        absl::StrCat("--decision_labels ", absl::GetFlag(FLAGS_decision_labels),
+                     " learns the routes of --init_bundle's trained decision network: it needs "
+                     "--init_bundle")));
   }
 
   models::BankOptions bank_options;
@@ -326,9 +329,11 @@ int Main(const std::string& command_line) {
   }
   options.label_slices_per_case = absl::GetFlag(FLAGS_label_slices_per_case);
   options.decision_labels = absl::GetFlag(FLAGS_decision_labels);
-  if (options.decision_labels != "eq4" && options.decision_labels != "teacher") {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "--decision_labels must be eq4 or teacher, not '", options.decision_labels, "'")));
+  if (options.decision_labels != "eq4" && options.decision_labels != "teacher" &&
+      options.decision_labels != "teacher_policy") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--decision_labels must be eq4, teacher or teacher_policy, not '",
+                     options.decision_labels, "'")));
   }
   options.decision_steps = absl::GetFlag(FLAGS_decision_steps);
   options.decision_batch = absl::GetFlag(FLAGS_decision_batch);

@@ -51,6 +51,21 @@ std::vector<double> InverseCostSoftmax(const std::vector<double>& gmacs) {
   return out;
 }
 
+std::vector<double> PreferredProbabilities(const std::vector<double>& probabilities,
+                                           const std::vector<double>& preference) {
+  if (preference.empty()) return probabilities;
+  std::vector<double> out(probabilities.size());
+  double sum = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = probabilities[i] * std::exp(i < preference.size() ? preference[i] : 0.0);
+    sum += out[i];
+  }
+  if (sum > 0) {
+    for (double& v : out) v /= sum;
+  }
+  return out;
+}
+
 int DecisionLabel(bool has_foreground, const std::vector<double>& scores,
                   const std::vector<double>& gmacs, double alpha) {
   if (!has_foreground) return 0;

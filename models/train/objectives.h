@@ -28,6 +28,13 @@ at::Tensor WeightedCrossEntropy(const at::Tensor& logits, const at::Tensor& targ
 // when any voxel under it (the mask max-pooled to h x w) is tumour.
 at::Tensor TumourMapLoss(const at::Tensor& map, const at::Tensor& tumour);
 
+// A teacher's probabilities of the bank models under a serving policy's model preference
+// (Policy::model_preference, one value per model; empty: unchanged): p_i * exp(preference_i),
+// renormalised, so that their argmax is the model the policy picks (argmax log p_i +
+// preference_i, router.h) and Eq. 4 at alpha 0 gives it.
+std::vector<double> PreferredProbabilities(const std::vector<double>& probabilities,
+                                           const std::vector<double>& preference);
+
 // Eq. 4. For a slice without foreground: 0 (skip). Otherwise 1 + argmax_i of
 // (1 - alpha) * S_i + alpha * softmax(1 / F)_i, with S_i model i's score on the slice (in
 // [0, 1]) and F_i its cost in GMACs. Ties go to the cheaper (lower) index.

@@ -449,8 +449,16 @@ absl::Status Trainer::ScoreSlices() {
     const int n = static_cast<int>(std::count(c.foreground.begin(), c.foreground.end(), 1));
     total += options_.label_slices_per_case > 0 ? std::min(n, options_.label_slices_per_case) : n;
   }
-  const bool teacher = options_.decision_labels == "teacher";
-  Progress progress(teacher ? "labels: teacher" : "labels: Eq. 4", total, 0, 20);
+  const bool teacher = options_.decision_labels != "eq4";
+  // teacher_policy: the default policy's model preference, one value per bank model.
+  std::vector<double> preference;
+  if (options_.decision_labels == "teacher_policy") {
+    absl::StatusOr<engine::Policy> policy = engine::ParsePolicy("", *bank_);
+    if (!policy.ok()) return policy.status();
+    preference = policy->model_preference;
+  }
+  Progress progress(teacher ? "labels: " + options_.decision_labels : "labels: Eq. 4", total, 0,
+                    20);
   int done = 0;
   std::vector<int> histogram(bank_->size() + 1, 0);
   const bool by_errors = options_.slice_score == "errors";
@@ -484,7 +492,7 @@ absl::Status Trainer::ScoreSlices() {
       std::vector<double> dice, errors;
       if (teacher) {
         const double* row = taught[t].data_ptr<double>();
-        dice.assign(row, row + bank_->size());
+        dice = PreferredProbabilities(std::vector<double>(row, row + bank_->size()), preference);
         errors = dice;
       }
       for (const torch::Tensor& p : predictions) {

@@ -69,7 +69,10 @@ struct TrainOptions {
   // models, renormalised over them, are stored as both scores, so Eq. 4 at alpha 0 gives the
   // model it ranks first). "teacher" keeps a network's routing among the models while stage 2
   // trains a new one, on other cases or with stronger augmentation; tumour-free slices are
-  // skip as always. The starting bundle's decision network must be trained (--init_bundle).
+  // skip as always. "teacher_policy": the same under the default policy's model preference
+  // (Policy::model_preference: PreferredProbabilities stored as the scores), so the labels are
+  // the models the teacher is served with, not its unpreferred ranking. The starting bundle's
+  // decision network must be trained (--init_bundle).
   std::string decision_labels = "eq4";
   int decision_steps = 300;
   int decision_batch = 16;

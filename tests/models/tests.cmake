@@ -57,7 +57,7 @@ danet_gtest(train_test
   TORCH
   SOURCES ${_models}/train/objectives_test.cc ${_models}/train/augment_test.cc
           ${_models}/train/dataset_test.cc
-  LIBS danet_train danet_data)
+  LIBS danet_train danet_data danet_engine)
 
 # Our NIfTI code against nibabel, a second independent reader and writer.
 danet_python_test(nifti_second_reader MODULE test_nifti_second_reader DIR ${_models}/volume

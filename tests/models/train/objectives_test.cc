@@ -8,6 +8,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "models/engine/router.h"
+
 namespace danet::train {
 namespace {
 
@@ -39,6 +41,35 @@ TEST(DecisionLabelTest, CostTermIsASoftmaxOfInverseCost) {
   // DESIGN.md: with F in GFLOPs the term spans only about 0.21 .. 0.32.
   EXPECT_NEAR(c.front(), 0.32, 0.01);
   EXPECT_NEAR(c.back(), 0.21, 0.01);
+}
+
+TEST(PreferredProbabilitiesTest, WithoutPreferenceTheTeachersRowIsKept) {
+  const std::vector<double> row = {0.1, 0.2, 0.6, 0.1};
+  EXPECT_EQ(PreferredProbabilities(row, {}), row);
+  EXPECT_EQ(PreferredProbabilities(row, {0, 0, 0, 0}), row);
+}
+
+TEST(PreferredProbabilitiesTest, EqFourAtAlphaZeroPicksWhatTheServingRouterPicks) {
+  // The router's pick for a slice that is not skipped: argmax log p_i + preference_i over the
+  // models (engine::DecideRoute with a model preference, skip probability below the others).
+  engine::Policy policy;
+  policy.model_preference = {0, 6, 0, 0};  // dynamic+pM2:6
+  const std::vector<double> route_gmacs = {0, 2.05, 3.62, 5.55, 8.95};
+  const std::vector<std::vector<double>> rows = {
+      {0.01, 0.01, 0.97, 0.01},    // M2 wins under the preference although M3 is ranked first
+      {0.0, 0.001, 0.998, 0.001},  // M3 beats M2 by more than e^6
+      {0.25, 0.25, 0.25, 0.25},    // a tie: M2 by its preference
+      {0.7, 0.001, 0.2, 0.099}};   // M1 beats M2 by more than e^6
+  const std::vector<int> expected = {2, 3, 2, 1};
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const std::vector<double> preferred = PreferredProbabilities(rows[r], policy.model_preference);
+    EXPECT_NEAR(std::accumulate(preferred.begin(), preferred.end(), 0.0), 1.0, 1e-12);
+    std::vector<float> routes = {0.0f};  // skip, then the models
+    for (double p : rows[r]) routes.push_back(static_cast<float>(p));
+    const int served = engine::DecideRoute(routes.data(), route_gmacs, policy);
+    EXPECT_EQ(DecisionLabel(true, preferred, {2.05, 3.62, 5.55, 8.95}, 0.0), served) << r;
+    EXPECT_EQ(served, expected[r]) << r;
+  }
 }
 
 TEST(SoftDiceLossTest, PerfectPredictionIsNearZeroAndWrongIsNearMax) {

@@ -214,10 +214,40 @@ class TrainingEndToEnd(unittest.TestCase):
         redo = subprocess.run(eq4, capture_output=True, text=True, timeout=600)
         self.assertNotEqual(redo.returncode, 0)
         self.assertIn("holds routes from teacher", redo.stderr)
+        # teacher_policy: the same teacher's routes under --default_policy's model preference
+        # (+pM2:3): its probabilities times e^preference, renormalised, so the route is the model
+        # the policy serves (M2 unless another has more than e^3 times its probability).
+        pwork, pout = work + "_policy", out + "_policy"
+        shutil.rmtree(pwork, ignore_errors=True)
+        pcommand = train_command(pout, pwork)
+        pcommand[pcommand.index("--bank_steps") + 1] = "0"
+        pcommand[pcommand.index("--decision_steps") + 1] = "1"
+        pcommand += ["--init_bundle", self.out, "--decision_labels", "teacher_policy",
+                     "--label_slices_per_case", "0", "--default_policy", "dynamic+pM2:3"]
+        preferred = subprocess.run(pcommand, capture_output=True, text=True, timeout=600)
+        self.assertEqual(preferred.returncode, 0, preferred.stderr[-3000:])
+        self.assertIn("labels: teacher_policy", preferred.stderr)
+        with open(os.path.join(pwork, "decision_labels.csv")) as f:
+            prows = [r for r in csv.DictReader(f) if r["foreground"] == "1"]
+        self.assertEqual(len(prows), len(tumour))
+        moved = 0
+        for r in prows:
+            theirs = engine[(r["case"], int(r["slice"]))]
+            weighted = [p * (math.exp(3) if i == 1 else 1) for i, p in enumerate(theirs)]
+            expected = [w / sum(weighted) for w in weighted]
+            scores = [float(r[f"S_M{i}"]) for i in range(1, 5)]
+            for mine, other in zip(scores, expected):
+                self.assertAlmostEqual(mine, other, delta=2e-3)
+            ranked = sorted(expected, reverse=True)
+            if ranked[0] - ranked[1] > 4e-3:
+                self.assertEqual(int(r["route"]), 1 + expected.index(ranked[0]))
+            moved += theirs.index(max(theirs)) != expected.index(max(expected))
+        print(f"teacher_policy: {moved} of {len(prows)} tumour slices' routes moved by +pM2:3")
         # A teacher must be a trained network, and the choice is checked.
         for flags, message in ((["--decision_labels", "teacher"], "--init_bundle"),
+                               (["--decision_labels", "teacher_policy"], "--init_bundle"),
                                (["--decision_labels", "oracle", "--init_bundle", self.out],
-                                "eq4 or teacher")):
+                                "eq4, teacher or teacher_policy")):
             refused = subprocess.run(train_command(out + "_x", work + "_x") + flags,
                                      capture_output=True, text=True, timeout=120)
             self.assertNotEqual(refused.returncode, 0)
