@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "models/bank/blas_kernels.h"
 
 #if defined(__linux__) && defined(__GLIBC__)
 #include <malloc.h>
@@ -79,6 +80,7 @@ std::string HugePageHint() {
 }
 
 void SetUpProcess(int threads) {
+  UseFasterBlasKernels();
   SetThreads(threads);
   TuneHostMemory();
 }

@@ -39,8 +39,8 @@ void SetThreads(int threads);
 // DANET_HOST_MEMORY_DEFAULTS=1 in the environment keeps glibc's defaults, for comparison.
 void TuneHostMemory();
 
-// What every binary does first, once its flags are parsed: SetThreads(threads), then
-// TuneHostMemory().
+// What every binary does first, once its flags are parsed: UseFasterBlasKernels() (which may
+// start the program again: models/bank/blas_kernels.h), SetThreads(threads), TuneHostMemory().
 void SetUpProcess(int threads);
 
 // Runs `work` on a thread of its own and returns when it is done. For a process whose models

@@ -25,6 +25,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
 #include "models/bank/bank.h"
+#include "models/bank/blas_kernels.h"
 #include "models/bank/device.h"
 #include "models/bundle/bundle_config.h"
 
@@ -86,6 +87,7 @@ struct Row {
 };
 
 int Run() {
+  UseFasterBlasKernels();  // as SetUpProcess does in the server and tools
   torch::set_num_threads(absl::GetFlag(FLAGS_threads));
   TuneHostMemory();  // as the server and tools run (the eager reference does the same)
   torch::NoGradGuard no_grad;
@@ -176,10 +178,10 @@ int Run() {
 
   std::cout << absl::StrFormat(
       "device %s, threads=%d, slice %dx%d, %s, %s, mkldnn %s, matmul %dx%d peak %.1f GFLOP/s "
-      "(best of before/after)\n\n",
+      "(best of before/after); BLAS: %s\n\n",
       device->str(), absl::GetFlag(FLAGS_threads), size, size, dtype_name, format,
       at::globalContext().userEnabledMkldnn() ? "on" : "off", absl::GetFlag(FLAGS_matmul_n),
-      absl::GetFlag(FLAGS_matmul_n), peak);
+      absl::GetFlag(FLAGS_matmul_n), peak, BlasKernelReport());
   std::cout << "| net | batch | GMACs/slice | ms/slice | GFLOP/s | % of matmul peak |\n"
                "|---|---:|---:|---:|---:|---:|\n";
   for (const Row& r : rows) {
@@ -190,7 +192,8 @@ int Run() {
     std::ofstream out(path);
     out << "{\"device\": \"" << device->str() << "\", \"dtype\": \"" << dtype_name
         << "\", \"threads\": " << absl::GetFlag(FLAGS_threads) << ", \"size\": " << size
-        << ", \"matmul_gflops\": " << peak << ", \"rows\": [";
+        << ", \"matmul_gflops\": " << peak << ", \"blas_core\": \"" << OpenBlasCore()
+        << "\", \"rows\": [";
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
       out << (i ? ", " : "")

@@ -43,6 +43,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "models/bank/blas_kernels.h"
 #include "models/bank/device.h"
 #include "models/dicom/series_rules.h"
 #include "models/engine/router.h"
@@ -221,6 +222,9 @@ int Run(const sigset_t& signals) {
   }
   danet::models::SetUpProcess(absl::GetFlag(FLAGS_threads));
   if (const std::string hint = danet::models::HugePageHint(); !hint.empty()) Log("hint", hint);
+  if (const std::string blas = danet::models::BlasKernelReport(); !blas.empty()) {
+    Log("blas", blas, {{"kernels", danet::models::OpenBlasCore()}});
+  }
   const danet::service::SecurityOptions security_options{
       absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
       absl::GetFlag(FLAGS_tls_client_ca_file), absl::GetFlag(FLAGS_auth_token_file)};

@@ -34,11 +34,18 @@ danet_gtest(torchscript_test
 
 danet_gtest(engine_test
   TORCH
-  SOURCES ${_models}/bank/device_test.cc ${_models}/engine/preprocess_test.cc
+  SOURCES ${_models}/bank/device_test.cc ${_models}/bank/blas_kernels_test.cc
+          ${_models}/engine/preprocess_test.cc
           ${_models}/engine/case_test.cc ${_models}/engine/inplane_test.cc
           ${_models}/engine/router_test.cc
           ${_models}/engine/segmenter_test.cc ${_models}/engine/summary_test.cc
   LIBS danet_engine danet_bank danet_bundle danet_volume)
+
+# UseFasterBlasKernels out of process: the probe runs SetUpProcess and reports its BLAS kernels.
+add_executable(blas-probe ${_models}/bank/blas_probe.cc)
+target_link_libraries(blas-probe PRIVATE danet_bank danet_warnings)
+danet_python_test(blas_kernels MODULE test_blas_kernels DIR ${_models}/bank
+  ENVIRONMENT "DANET_BLAS_PROBE=$<TARGET_FILE:blas-probe>")
 
 danet_gtest(data_test
   SOURCES ${_models}/data/phantom_test.cc ${_models}/data/shift_phantom_test.cc

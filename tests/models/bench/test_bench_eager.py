@@ -192,6 +192,8 @@ class BenchEagerTest(unittest.TestCase):
                 written = json.load(f)
         for key in ("threads", "size", "matmul_gflops", "rows"):
             self.assertIn(key, written)
+        self.assertTrue(written["blas_core"])  # OpenBLAS's core name (torch's BLAS here)
+        self.assertEqual(written["blas_core"], bench.openblas_core())
         self.assertEqual([(r["id"], r["batch"]) for r in written["rows"]],
                          [("D", 1), ("D", 2), ("M1", 1), ("M1", 2)])
         self.assertTrue(all(r["ms_per_slice"] > 0 for r in written["rows"]))

@@ -591,6 +591,11 @@ class ServiceE2E(unittest.TestCase):
         for line in lines:
             self.assertFalse(line.startswith("request forged"), line)
         self.assertTrue(any(e.get("event") == "ready" for e in events), events[:3])
+        # One start-up (the BLAS kernels' exec, if any, comes before the first line) names the
+        # kernels OpenBLAS runs.
+        blas = [e for e in events if e.get("event") == "blas"]
+        self.assertEqual(len(blas), 1, events[:5])
+        self.assertTrue(blas[0]["kernels"], blas[0])
         danet_lines = [line for line in lines if '"event"' in line]
         self.assertEqual(len(danet_lines), len(events))
 
