@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -72,10 +73,16 @@ void UseFasterBlasKernels() {
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
 
+  // The program's own path rather than /proc/self/exe, so that the process keeps its name
+  // (the kernel names it after the file executed: ps, top and pgrep would show "exe").
+  std::error_code error;
+  std::string program = std::filesystem::read_symlink("/proc/self/exe", error).string();
+  if (error || access(program.c_str(), X_OK) != 0) program = "/proc/self/exe";
+
   setenv(kCoreType, preferred.c_str(), 1);
   setenv(kFallback, detected.c_str(), 1);
   std::fflush(nullptr);
-  execv("/proc/self/exe", argv.data());
+  execv(program.c_str(), argv.data());
   unsetenv(kCoreType);  // the exec failed: go on as OpenBLAS chose, and tell no child otherwise
   unsetenv(kFallback);
 }

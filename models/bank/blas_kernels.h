@@ -36,11 +36,11 @@ std::string OpenBlasCore();
 
 // When OPENBLAS_CORETYPE is unset and PreferredBlasCore(OpenBlasCore(), CpuVectorIsa()) names
 // other kernels: sets OPENBLAS_CORETYPE to them (and DANET_OPENBLAS_FALLBACK to the core OpenBLAS
-// had chosen, for BlasKernelReport) and executes the same program again with the same arguments
-// (/proc/self/exe, /proc/self/cmdline); the process keeps its pid, open descriptors without
-// close-on-exec and signal mask. Returns when there is nothing to do or the exec failed (then
-// the process goes on with OpenBLAS's choice). Call it first in main, once the flags are
-// parsed, before any thread or file is made: SetUpProcess does. A user who sets
+// had chosen, for BlasKernelReport) and executes the same program file again with the same
+// arguments (/proc/self/exe's target, /proc/self/cmdline); the process keeps its pid, its name,
+// open descriptors without close-on-exec and signal mask. Returns when there is nothing to do or
+// the exec failed (then the process goes on with OpenBLAS's choice). Call it first in main, once
+// the flags are parsed, before any thread or file is made: SetUpProcess does. A user who sets
 // OPENBLAS_CORETYPE, to any value, keeps it.
 void UseFasterBlasKernels();
 

@@ -3,8 +3,8 @@
 The probe runs SetUpProcess and prints what it ends up with. Checked here against the CPU's
 flags read independently from /proc/cpuinfo: the process never runs one of OpenBLAS's pre-AVX2
 fallback cores on a CPU with AVX2 (on the Intel host that Debian's OpenBLAS 0.3.21 does not
-know, it would run Prescott's), it keeps its pid and its arguments byte for byte across the
-exec, and a user's OPENBLAS_CORETYPE is kept as given.
+know, it would run Prescott's), it keeps its pid, its name (not "exe") and its arguments byte
+for byte across the exec, and a user's OPENBLAS_CORETYPE is kept as given.
 
   cd tests/models/bank && DANET_BLAS_PROBE=../../../build/tests/blas-probe \
       python3 -m unittest -v test_blas_kernels
@@ -46,6 +46,7 @@ class BlasKernels(unittest.TestCase):
         r = probe(*args)
         self.assertEqual(r["args"], args)
         self.assertEqual(r["pid"], r["spawned_pid"])
+        self.assertEqual(r["comm"], os.path.basename(PROBE)[:15])  # not "exe"
         self.assertTrue(r["core"], "OpenBLAS is LibTorch's BLAS here (scripts/setup installs it)")
         self.assertEqual(r["still_preferred"], "", r)
         flags = cpu_flags()
