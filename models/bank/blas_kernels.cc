@@ -21,9 +21,12 @@ namespace {
 constexpr char kCoreType[] = "OPENBLAS_CORETYPE";
 constexpr char kFallback[] = "DANET_OPENBLAS_FALLBACK";
 
-// OpenBLAS's x86 cores whose kernels use AVX2 or AVX-512.
-constexpr std::string_view kWideCores[] = {"haswell",  "zen",        "excavator",
-                                           "skylakex", "cooperlake", "sapphirerapids"};
+// OpenBLAS's x86 cores whose kernels use nothing wider than AVX (its names, as
+// openblas_get_corename gives them): the generic fallbacks and older CPUs' kernels.
+constexpr std::string_view kNarrowCores[] = {
+    "Katmai", "Coppermine",  "Northwood", "Prescott",  "Banias",     "Atom",         "Core2",
+    "Penryn", "Dunnington",  "Nehalem",   "Athlon",    "Opteron",    "Opteron_SSE3", "Barcelona",
+    "Nano",   "Sandybridge", "Bobcat",    "Bulldozer", "Piledriver", "Steamroller"};
 
 }  // namespace
 
@@ -41,11 +44,13 @@ VectorIsa CpuVectorIsa() {
 }
 
 std::string PreferredBlasCore(std::string_view openblas_core, VectorIsa cpu) {
-  if (openblas_core.empty() || cpu == VectorIsa::kNone) return "";
-  for (std::string_view wide : kWideCores) {
-    if (absl::EqualsIgnoreCase(std::string(openblas_core), std::string(wide))) return "";
+  if (cpu == VectorIsa::kNone) return "";
+  for (std::string_view narrow : kNarrowCores) {
+    if (absl::EqualsIgnoreCase(std::string(openblas_core), std::string(narrow))) {
+      return cpu == VectorIsa::kAvx512 ? "SkylakeX" : "Haswell";
+    }
   }
-  return cpu == VectorIsa::kAvx512 ? "SkylakeX" : "Haswell";
+  return "";
 }
 
 std::string OpenBlasCore() {

@@ -1,13 +1,13 @@
 // Which matrix kernels OpenBLAS runs, and a start-up step that replaces a generic fallback with
 // the ones the CPU can run.
 //
-// OpenBLAS (the BLAS behind Debian's LibTorch, hence behind every convolution and Linear layer
-// on the CPU) picks its kernels once, when the library loads, from the CPU's model number. A CPU
-// newer than the library is not in its table: Debian 12's OpenBLAS 0.3.21 runs its SSE3
-// "Prescott" kernels on an Intel Xeon of family 6 model 207 that has AVX-512, at 64 GFLOP/s
-// instead of 310 (docs/benchmarks.md, "OpenBLAS kernels"). OPENBLAS_CORETYPE in the
-// environment overrides the choice, but only before the library loads, so a process that wants
-// other kernels must set it and start again.
+// OpenBLAS (the BLAS behind Debian's LibTorch: its Linear layers and matrix products, hence
+// most of the transformers' time; the convolutions go through oneDNN) picks its kernels once, when
+// the library loads, from the CPU's model number. A CPU newer than the library is not in its table:
+// Debian 12's OpenBLAS 0.3.21 runs its SSE3 "Prescott" kernels on an Intel Xeon of family 6 model
+// 207 that has AVX-512, at 64 GFLOP/s instead of 310 (docs/benchmarks.md, "OpenBLAS kernels").
+// OPENBLAS_CORETYPE in the environment overrides the choice, but only before the library loads, so
+// a process that wants other kernels must set it and start again.
 #ifndef DANET_MODELS_BANK_BLAS_KERNELS_H_
 #define DANET_MODELS_BANK_BLAS_KERNELS_H_
 
@@ -24,9 +24,10 @@ enum class VectorIsa { kNone, kAvx2, kAvx512 };
 VectorIsa CpuVectorIsa();
 
 // The kernels OpenBLAS should run instead of `openblas_core` (its core name, any case) on a CPU
-// offering `cpu`: "SkylakeX" or "Haswell" when `openblas_core` is one of its pre-AVX2 cores and
-// the CPU has AVX-512 or AVX2; empty otherwise. Cores that already use AVX2 or more (Haswell,
-// Zen, SkylakeX and later) are kept: choosing between those is left to OpenBLAS, and only the
+// offering `cpu`: "SkylakeX" or "Haswell" when `openblas_core` is one of its pre-AVX2 cores
+// (Prescott, its generic fallback, Nehalem, Sandybridge, ...) and the CPU has AVX-512 or AVX2;
+// empty otherwise. Cores that already use AVX2 or more (Haswell, Zen, SkylakeX and later) and
+// names it does not know are kept: choosing between those is left to OpenBLAS, and only the
 // fallback was measured.
 std::string PreferredBlasCore(std::string_view openblas_core, VectorIsa cpu);
 

@@ -24,6 +24,11 @@ TEST(BlasKernelsTest, CoresThatUseAvx2OrMoreAreKept) {
   }
 }
 
+TEST(BlasKernelsTest, CoreNamesItDoesNotKnowAreKept) {
+  EXPECT_EQ(PreferredBlasCore("Zen4", VectorIsa::kAvx512), "");
+  EXPECT_EQ(PreferredBlasCore("Prescott2", VectorIsa::kAvx512), "");
+}
+
 TEST(BlasKernelsTest, NothingToChooseWithoutAvx2OrWithoutOpenBlas) {
   EXPECT_EQ(PreferredBlasCore("Prescott", VectorIsa::kNone), "");
   EXPECT_EQ(PreferredBlasCore("", VectorIsa::kAvx512), "");
