@@ -45,8 +45,9 @@ VectorIsa CpuVectorIsa() {
 
 std::string PreferredBlasCore(std::string_view openblas_core, VectorIsa cpu) {
   if (cpu == VectorIsa::kNone) return "";
+  const std::string core(openblas_core);  // absl's string_view here is not std's
   for (std::string_view narrow : kNarrowCores) {
-    if (absl::EqualsIgnoreCase(std::string(openblas_core), std::string(narrow))) {
+    if (absl::EqualsIgnoreCase(core, std::string(narrow))) {
       return cpu == VectorIsa::kAvx512 ? "SkylakeX" : "Haswell";
     }
   }

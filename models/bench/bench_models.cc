@@ -87,9 +87,8 @@ struct Row {
 };
 
 int Run() {
-  UseFasterBlasKernels();  // as SetUpProcess does in the server and tools
-  torch::set_num_threads(absl::GetFlag(FLAGS_threads));
-  TuneHostMemory();  // as the server and tools run (the eager reference does the same)
+  // As the server and tools start (the eager reference does the same: BLAS kernels, malloc).
+  SetUpProcess(absl::GetFlag(FLAGS_threads));
   torch::NoGradGuard no_grad;
   const int size = absl::GetFlag(FLAGS_size);
   const double min_seconds = absl::GetFlag(FLAGS_min_seconds);
