@@ -4,6 +4,8 @@
 
 #include <map>
 #include <memory>
+#include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "models/bundle/bundle_config.h"
@@ -23,6 +25,54 @@ absl::StatusOr<double> StatedOrCounted(Network& network, const v1::Preprocessing
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", cost.status().message()));
   }
   return cost->GMacs();
+}
+
+// Where each pooled feature block sits in the decision classifier's input (DecisionNetImpl's
+// order: the head's average, its maximum, the tumour map's maximum), by block name.
+std::map<std::string, std::pair<int64_t, int64_t>> ClassifierBlocks(const v1::DecisionArch& arch,
+                                                                    int64_t head_width) {
+  std::map<std::string, std::pair<int64_t, int64_t>> blocks{{"average", {0, head_width}}};
+  int64_t next = head_width;
+  if (arch.global_max_pool()) {
+    blocks["maximum"] = {next, head_width};
+    next += head_width;
+  }
+  if (arch.tumour_head()) blocks["tumour map"] = {next, 1};
+  return blocks;
+}
+
+// Adapts `trained` (weights of the decision network in `previous`) to the network built for
+// `grown`, which may add pooled features (Bank::RebuildDecisionKeepingWeights): new tensors keep
+// their fresh values in `network`, the classifier's trained columns move to where their features
+// now are and the new columns are 0. A feature turned off is refused (its weights would be lost).
+absl::Status GrowDecisionState(const v1::DecisionArch& previous, const v1::DecisionArch& grown,
+                               Network& network, std::map<std::string, at::Tensor>& trained) {
+  if ((previous.global_max_pool() && !grown.global_max_pool()) ||
+      (previous.tumour_head() && !grown.tumour_head())) {
+    return absl::FailedPreconditionError(
+        "the new architecture drops a pooled feature the trained network reads");
+  }
+  auto classifier = trained.find("classifier.weight");
+  if (classifier == trained.end()) return absl::OkStatus();  // AssignState names what is missing
+  const int64_t pooled = classifier->second.size(1) - (previous.tumour_head() ? 1 : 0);
+  const int64_t head_width = previous.global_max_pool() ? pooled / 2 : pooled;
+  const auto from = ClassifierBlocks(previous, head_width);
+  const auto to = ClassifierBlocks(grown, head_width);
+  if (from.size() == to.size()) return absl::OkStatus();
+  for (auto& [name, tensor] : network.NamedState()) {
+    if (name == "classifier.weight") {
+      torch::NoGradGuard no_grad;
+      at::Tensor widened = torch::zeros_like(tensor);
+      for (const auto& [block, place] : from) {
+        widened.narrow(1, to.at(block).first, place.second)
+            .copy_(classifier->second.narrow(1, place.first, place.second));
+      }
+      classifier->second = widened;
+    } else if (trained.count(name) == 0) {
+      trained.emplace(name, tensor.detach().clone());  // new in the grown network
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status LoadNamedWeights(Network& network, const std::filesystem::path& dir,
@@ -172,7 +222,7 @@ absl::Status Bank::ReinitializeDecision() {
   return absl::OkStatus();
 }
 
-absl::Status Bank::RebuildDecisionKeepingWeights() {
+absl::Status Bank::RebuildDecisionKeepingWeights(const v1::DecisionArch& previous) {
   std::map<std::string, at::Tensor> trained;
   for (const auto& [name, tensor] : decision_->NamedState()) {
     trained.emplace(name, tensor.detach().clone());
@@ -182,7 +232,10 @@ absl::Status Bank::RebuildDecisionKeepingWeights() {
     decision_ = std::move(old);
     return s;
   }
-  absl::Status s = AssignState(*decision_, std::move(trained), "the trained decision network");
+  absl::Status s = GrowDecisionState(previous, config_.decision().arch(), *decision_, trained);
+  if (s.ok()) {
+    s = AssignState(*decision_, std::move(trained), "the trained decision network");
+  }
   if (s.ok()) return s;
   decision_ = std::move(old);
   return absl::FailedPreconditionError(

@@ -78,10 +78,16 @@ class Bank {
   absl::Status ReinitializeDecision();
 
   // Builds the decision network again from the config's architecture and keeps its trained
-  // weights, for a change that leaves every weight's shape as it was (input_downsample): to
-  // fine-tune a trained network on pooled input. FailedPrecondition, naming the weight, when
-  // the new architecture's weights differ; the old network then stays.
-  absl::Status RebuildDecisionKeepingWeights();
+  // weights (`previous`: the architecture they were trained in), to fine-tune a trained network
+  // in a changed architecture:
+  // - input_downsample changes no weight: the same weights see pooled input;
+  // - global_max_pool or tumour_head turned on adds features to the classifier's input: the
+  //   trained columns stay where their features are, the new ones start at 0 and the tumour
+  //   head's convolution is freshly initialised (LibTorch's generator), so the grown network
+  //   computes the trained one's route logits until training moves it.
+  // FailedPrecondition, naming the weight, for any other change (a feature turned off, other
+  // widths); the old network then stays.
+  absl::Status RebuildDecisionKeepingWeights(const v1::DecisionArch& previous);
 
   // Index of the model with this id, or nullopt.
   std::optional<int> FindModel(const std::string& id) const;

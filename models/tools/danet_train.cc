@@ -97,14 +97,16 @@ ABSL_FLAG(double, small_lesion_exponent, 0,
           "small lesions.");
 ABSL_FLAG(std::optional<bool>, decision_max_pool, std::nullopt,
           "Decision network pools its head by average and maximum (DecisionArch.global_max_pool; "
-          "default: the bank's). Only for a fresh stage 2 (new run or --redo_decision).");
+          "default: the bank's). When stage 2 starts (new run or --redo_decision); with "
+          "--decision_finetune the trained classifier reads the maximum from a weight of 0.");
 ABSL_FLAG(std::optional<int>, decision_input_downsample, std::nullopt,
           "Decision network input average-pooled by 1, 2 or 4 (DecisionArch.input_downsample; "
           "default: the bank's): a cheaper pass. A fresh stage 2, or with --decision_finetune the "
           "trained network's weights on pooled input (the teacher's labels from it unpooled).");
 ABSL_FLAG(std::optional<bool>, decision_tumour_head, std::nullopt,
           "Decision network maps tumour on its head's grid and its classifier sees the map's "
-          "maximum (DecisionArch.tumour_head; default: the bank's). Only for a fresh stage 2.");
+          "maximum (DecisionArch.tumour_head; default: the bank's). When stage 2 starts; with "
+          "--decision_finetune the trained network gains a fresh head, read from a weight of 0.");
 ABSL_FLAG(std::optional<bool>, decision_crop_to_brain, std::nullopt,
           "Serve the decision network on the brain's bounding box (the bundle's "
           "decision.crop_to_brain; default: the bank's), and train stage 2 on that box.");
@@ -243,15 +245,13 @@ int Main(const std::string& command_line) {
         "and excludes --redo_decision and the --decision_* architecture flags"));
   }
 
-  // --decision_input_downsample changes no weight's shape, so a trained network can be
-  // fine-tuned on pooled input; the other architecture flags need a fresh network.
-  if (absl::GetFlag(FLAGS_decision_finetune) &&
-      (no_init || absl::GetFlag(FLAGS_keep_decision) || absl::GetFlag(FLAGS_decision_max_pool) ||
-       absl::GetFlag(FLAGS_decision_tumour_head))) {
+  // A trained network can be fine-tuned on pooled input (no weight changes) or with pooled
+  // features added (the classifier reads them from a weight of 0); stage 2 refuses a feature
+  // turned off, naming it.
+  if (absl::GetFlag(FLAGS_decision_finetune) && (no_init || absl::GetFlag(FLAGS_keep_decision))) {
     return Fail(absl::InvalidArgumentError(
         "--decision_finetune trains --init_bundle's decision network further: it needs "
-        "--init_bundle and excludes --keep_decision, --decision_max_pool and "
-        "--decision_tumour_head"));
+        "--init_bundle and excludes --keep_decision"));
   }
 
   if (absl::GetFlag(FLAGS_decision_labels) != "eq4" && no_init) {

@@ -244,9 +244,9 @@ absl::Status Trainer::ApplyDecisionArch() {
         "again");
   }
   v1::DecisionNetwork& decision = *bank_->mutable_config()->mutable_decision();
+  previous_decision_arch_ = decision.arch();
   *decision.mutable_arch() = arch;
   decision.set_gmacs_per_slice(0);  // counted again for the new network
-  decision_arch_changed_ = true;
   return absl::OkStatus();
 }
 
@@ -540,10 +540,14 @@ absl::Status Trainer::RunDecisionStage() {
     torch::manual_seed(options_.seed);
     if (!options_.decision_finetune) {
       if (absl::Status s = bank_->ReinitializeDecision(); !s.ok()) return s;
-    } else if (decision_arch_changed_) {
-      // Fine-tuned on pooled input: the trained weights in the network built for it (the
-      // teacher's labels above came from the network as it was).
-      if (absl::Status s = bank_->RebuildDecisionKeepingWeights(); !s.ok()) return s;
+    } else if (previous_decision_arch_) {
+      // Fine-tuned in a changed architecture (pooled input, added features): the trained
+      // weights in the network built for it (the teacher's labels above came from the network
+      // as it was).
+      if (absl::Status s = bank_->RebuildDecisionKeepingWeights(*previous_decision_arch_);
+          !s.ok()) {
+        return s;
+      }
     }
     torch::manual_seed(options_.seed + state_["bank_step"].get<int>());
   }

@@ -86,8 +86,9 @@ struct TrainOptions {
   // labels) keeps a voice, so the network does not collapse onto the most frequent model.
   double route_balance = 0;
   // Sets DecisionArch.global_max_pool of the decision network that stage 2 trains (unset keeps
-  // the bank's). It changes the network's shape, so it applies only when stage 2 starts from a
-  // fresh network (a new run, or --redo_decision).
+  // the bank's). It applies when stage 2 starts (a new run, or --redo_decision): on a fresh
+  // network, or with decision_finetune on the trained one, whose classifier then reads the new
+  // feature from a weight of 0 (Bank::RebuildDecisionKeepingWeights).
   std::optional<bool> decision_max_pool;
   // Sets DecisionArch.input_downsample (1, 2 or 4: the decision network's input average-pooled
   // by this factor), under the same rule as decision_max_pool.
@@ -177,9 +178,10 @@ class Trainer {
   nlohmann::json state_;  // {"bank_step", "labels_done", "decision_step", "validated"}
   nlohmann::json report_;
   std::vector<LabelledSlice> tumour_slices_, other_slices_;
-  // ApplyDecisionArch changed the decision network's architecture in the config: the network
-  // itself is built again when stage 2 starts.
-  bool decision_arch_changed_ = false;
+  // Set when ApplyDecisionArch changed the decision network's architecture in the config: the
+  // architecture before (the trained network's, which --decision_finetune continues from); the
+  // network itself is built again when stage 2 starts.
+  std::optional<v1::DecisionArch> previous_decision_arch_;
 };
 
 }  // namespace danet::train

@@ -224,16 +224,83 @@ TEST_F(BundleTest, DecisionRebuiltForPooledInputKeepsItsWeights) {
   const torch::Tensor x = torch::randn({2, 4, 64, 64});
   const torch::Tensor pooled = torch::avg_pool2d(x, 2);
   const torch::Tensor before = bank->decision().Forward(pooled);
-  bank->mutable_config()->mutable_decision()->mutable_arch()->set_input_downsample(2);
-  ASSERT_TRUE(bank->RebuildDecisionKeepingWeights().ok());
+  v1::DecisionArch* arch = bank->mutable_config()->mutable_decision()->mutable_arch();
+  const v1::DecisionArch trained = *arch;
+  arch->set_input_downsample(2);
+  ASSERT_TRUE(bank->RebuildDecisionKeepingWeights(trained).ok());
   EXPECT_THAT(bank->decision().Describe(), HasSubstr("input /2"));
   EXPECT_TRUE(torch::allclose(bank->decision().Forward(x), before, 1e-5, 1e-6));
-  // A head that changes the weights: refused, naming what changed; the pooled network stays.
-  bank->mutable_config()->mutable_decision()->mutable_arch()->set_tumour_head(true);
-  const absl::Status refused = bank->RebuildDecisionKeepingWeights();
+  // Other widths change the weights' shapes: refused, naming what changed; the pooled network
+  // stays.
+  const v1::DecisionArch pooled_arch = *arch;
+  arch->set_head_width(arch->head_width() + 16);
+  const absl::Status refused = bank->RebuildDecisionKeepingWeights(pooled_arch);
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("head.weight"));
   EXPECT_THAT(std::string(refused.message()), HasSubstr("train it again"));
   EXPECT_TRUE(torch::allclose(bank->decision().Forward(x), before, 1e-5, 1e-6));
+}
+
+// Features added to a trained decision network (its head's maximum, then a tumour map) start at
+// a classifier weight of 0: the grown network gives the trained one's logits, its new weights
+// are trainable, and each trained column sits where its feature now is. Turning a feature off
+// again is refused.
+TEST_F(BundleTest, DecisionGrownWithNewFeaturesKeepsItsLogits) {
+  std::unique_ptr<Bank> bank = NewBank(SmallConfig(), 5);
+  ASSERT_NE(bank, nullptr);
+  torch::manual_seed(4);
+  const torch::Tensor x = torch::randn({3, 4, 64, 64});
+  const auto logits = [&] {
+    torch::NoGradGuard no_grad;
+    return bank->decision().Forward(x);
+  };
+  const auto classifier = [&] {
+    for (const auto& [name, tensor] : bank->decision().NamedState()) {
+      if (name == "classifier.weight") return tensor.detach().clone();
+    }
+    return torch::Tensor();
+  };
+  const torch::Tensor before = logits();
+  const torch::Tensor columns = classifier();
+  v1::DecisionArch* arch = bank->mutable_config()->mutable_decision()->mutable_arch();
+  const v1::DecisionArch plain = *arch;
+  const int64_t head = columns.size(1);
+
+  arch->set_tumour_head(true);
+  ASSERT_TRUE(bank->RebuildDecisionKeepingWeights(plain).ok());
+  EXPECT_THAT(bank->decision().Describe(), HasSubstr("tumour head"));
+  EXPECT_TRUE(torch::allclose(logits(), before, 1e-5, 1e-6));
+  torch::Tensor grown = classifier();
+  ASSERT_EQ(grown.size(1), head + 1);
+  EXPECT_TRUE(torch::equal(grown.narrow(1, 0, head), columns));
+  EXPECT_EQ(grown.narrow(1, head, 1).abs().max().item<float>(), 0.0F);
+
+  // The maximum goes between the average and the tumour map: the map's column moves.
+  const v1::DecisionArch with_map = *arch;
+  const torch::Tensor map_column = grown.narrow(1, head, 1).clone().fill_(0.5);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& [name, tensor] : bank->decision().NamedState()) {
+      if (name == "classifier.weight") tensor.narrow(1, head, 1).copy_(map_column);
+    }
+  }
+  const torch::Tensor with_map_logits = logits();
+  arch->set_global_max_pool(true);
+  ASSERT_TRUE(bank->RebuildDecisionKeepingWeights(with_map).ok());
+  EXPECT_TRUE(torch::allclose(logits(), with_map_logits, 1e-5, 1e-6));
+  grown = classifier();
+  ASSERT_EQ(grown.size(1), 2 * head + 1);
+  EXPECT_TRUE(torch::equal(grown.narrow(1, 0, head), columns));
+  EXPECT_EQ(grown.narrow(1, head, head).abs().max().item<float>(), 0.0F);
+  EXPECT_TRUE(torch::equal(grown.narrow(1, 2 * head, 1), map_column));
+  for (const torch::Tensor& p : bank->decision().Parameters()) EXPECT_TRUE(p.requires_grad());
+
+  const v1::DecisionArch both = *arch;
+  arch->set_tumour_head(false);
+  const absl::Status refused = bank->RebuildDecisionKeepingWeights(both);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("drops a pooled feature"));
+  EXPECT_TRUE(torch::allclose(logits(), with_map_logits, 1e-5, 1e-6));
 }
 
 // A bundle's int8_linear quantizes TransBTS's Linear layers on the CPU; BankOptions overrides
