@@ -52,6 +52,10 @@ absl::Status GrowDecisionState(const v1::DecisionArch& previous, const v1::Decis
     return absl::FailedPreconditionError(
         "the new architecture drops a pooled feature the trained network reads");
   }
+  if (previous.tumour_head() && previous.tumour_head_stage() != grown.tumour_head_stage()) {
+    return absl::FailedPreconditionError(
+        "the new architecture moves the trained tumour head to other features");
+  }
   auto classifier = trained.find("classifier.weight");
   if (classifier == trained.end()) return absl::OkStatus();  // AssignState names what is missing
   const int64_t pooled = classifier->second.size(1) - (previous.tumour_head() ? 1 : 0);

@@ -189,13 +189,17 @@ absl::StatusOr<std::unique_ptr<Network>> BuildDecisionNetwork(const v1::Decision
       .in_channels(arch.in_channels())
       .global_max_pool(arch.global_max_pool())
       .input_downsample(arch.input_downsample() == 0 ? 1 : arch.input_downsample())
-      .tumour_head(arch.tumour_head());
+      .tumour_head(arch.tumour_head())
+      .tumour_head_stage(arch.tumour_head_stage());
   std::string description = absl::StrCat(
       "shufflenetv2_m(repeats=[", absl::StrJoin(options.stage_repeats(), ","), "], widths=[",
       absl::StrJoin(options.stage_widths(), ","), "], head=", options.head_width(),
       options.global_max_pool() ? ", avg+max pool" : "",
       options.input_downsample() > 1 ? absl::StrCat(", input /", options.input_downsample()) : "",
-      options.tumour_head() ? ", tumour head" : "", ", routes=", num_routes, ")");
+      !options.tumour_head()             ? ""
+      : options.tumour_head_stage() == 0 ? ", tumour head"
+                                         : absl::StrCat(", tumour head at stage ", options.tumour_head_stage()),
+      ", routes=", num_routes, ")");
   try {
     return std::make_unique<ModuleNetwork<DecisionNet>>(DecisionNet(options),
                                                         std::move(description));

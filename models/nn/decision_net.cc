@@ -87,8 +87,18 @@ DecisionNetImpl::DecisionNetImpl(const DecisionNetOptions& options) : options(op
   }
   head_ = register_module("head", ops::Conv1x1(widths.back(), options.head_width(), false));
   head_bn_ = register_module("head_bn", torch::nn::BatchNorm2d(options.head_width()));
+  TORCH_CHECK(options.tumour_head_stage() >= 0 &&
+                  options.tumour_head_stage() <= static_cast<int64_t>(repeats.size()),
+              "decision network tumour_head_stage must be 0 (the head) or a stage 1..",
+              repeats.size(), ", not ", options.tumour_head_stage());
   if (options.tumour_head()) {
-    tumour_ = register_module("tumour", ops::Conv1x1(options.head_width(), 1, true));
+    const int64_t stage = options.tumour_head_stage();
+    tumour_ = register_module(
+        "tumour", ops::Conv1x1(stage == 0 ? options.head_width() : widths[stage], 1, true));
+    if (stage > 0) {
+      tap_after_ = 0;
+      for (int64_t s = 0; s < stage; ++s) tap_after_ += repeats[s];
+    }
   }
   const int64_t features =
       options.head_width() * (options.global_max_pool() ? 2 : 1) + (options.tumour_head() ? 1 : 0);
@@ -106,7 +116,12 @@ std::pair<torch::Tensor, torch::Tensor> DecisionNetImpl::ForwardWithTumourMap(
   const int64_t k = options.input_downsample();
   torch::Tensor y = ops::Relu(ops::ConvBn(stem_, stem_bn_, k > 1 ? ops::AvgPool(x, k) : x));
   y = ops::MaxPool(y, 3, 2, 1);
-  for (const auto& unit : *units_) y = unit->as<ShuffleUnitImpl>()->forward(y);
+  torch::Tensor tapped;  // a stage's output, for a tumour head that reads there
+  int64_t done = 0;
+  for (const auto& unit : *units_) {
+    y = unit->as<ShuffleUnitImpl>()->forward(y);
+    if (++done == tap_after_) tapped = y;
+  }
   y = ops::Relu(ops::ConvBn(head_, head_bn_, y));
   if (!options.global_max_pool() && !options.tumour_head()) {
     return {ops::Linear(classifier_, ops::GlobalAvgPool(y)), torch::Tensor()};
@@ -115,7 +130,7 @@ std::pair<torch::Tensor, torch::Tensor> DecisionNetImpl::ForwardWithTumourMap(
   if (options.global_max_pool()) pooled.push_back(ops::GlobalMaxPool(y));
   torch::Tensor map;
   if (options.tumour_head()) {
-    map = ops::Conv(tumour_, y);
+    map = ops::Conv(tumour_, tapped.defined() ? tapped : y);
     pooled.push_back(ops::GlobalMaxPool(map));
   }
   return {ops::Linear(classifier_, torch::cat(pooled, 1)), map};

@@ -31,6 +31,9 @@ struct DecisionNetOptions {
   // A tumour map (1x1 convolution on the head's features, one logit per cell); its maximum joins
   // the classifier's input. Trained with the slice's tumour mask (ForwardWithTumourMap).
   TORCH_ARG(bool, tumour_head) = false;
+  // Where the tumour head reads: 0 the head's features; k >= 1 the output of stage k (stride
+  // 4 * 2^k), a finer map.
+  TORCH_ARG(int64_t, tumour_head_stage) = 0;
 };
 
 // ShuffleNetV2 unit. Stride 1: the input's channels are shuffled into two halves, one passes
@@ -62,7 +65,8 @@ class DecisionNetImpl : public torch::nn::Module {
   explicit DecisionNetImpl(const DecisionNetOptions& options);
   torch::Tensor forward(const torch::Tensor& x);
   // The route logits and, with options.tumour_head, the tumour map (N x 1 x h x w logits on the
-  // head's grid, 1/32 of the input's side rounded up); without it, an undefined tensor.
+  // grid of the features it reads: 1/32 of the input's side rounded up for the head's, finer for
+  // an earlier stage's); without it, an undefined tensor.
   std::pair<torch::Tensor, torch::Tensor> ForwardWithTumourMap(const torch::Tensor& x);
   // Inference only: every BatchNorm folded into the convolution before it (ops::FoldBatchNorm).
   void FoldBatchNorm();
@@ -76,6 +80,7 @@ class DecisionNetImpl : public torch::nn::Module {
   torch::nn::Conv2d head_{nullptr};
   torch::nn::BatchNorm2d head_bn_{nullptr};
   torch::nn::Conv2d tumour_{nullptr};  // tumour_head only
+  int64_t tap_after_ = -1;  // the tumour head reads the output of this many units (-1: the head)
   torch::nn::Linear classifier_{nullptr};
 };
 TORCH_MODULE(DecisionNet);

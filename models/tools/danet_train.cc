@@ -107,6 +107,9 @@ ABSL_FLAG(std::optional<bool>, decision_tumour_head, std::nullopt,
           "Decision network maps tumour on its head's grid and its classifier sees the map's "
           "maximum (DecisionArch.tumour_head; default: the bank's). When stage 2 starts; with "
           "--decision_finetune the trained network gains a fresh head, read from a weight of 0.");
+ABSL_FLAG(std::optional<int>, decision_tumour_head_stage, std::nullopt,
+          "Where the tumour head reads (DecisionArch.tumour_head_stage; default: the bank's): 0 "
+          "the head's features, 1..3 that stage's output, a finer map.");
 ABSL_FLAG(std::optional<bool>, decision_crop_to_brain, std::nullopt,
           "Serve the decision network on the brain's bounding box (the bundle's "
           "decision.crop_to_brain; default: the bank's), and train stage 2 on that box.");
@@ -116,6 +119,8 @@ ABSL_FLAG(bool, decision_finetune, false,
           "brain's box).");
 ABSL_FLAG(double, tumour_map_weight, 1,
           "Stage 2 weight of the tumour map's binary cross-entropy (with --decision_tumour_head).");
+ABSL_FLAG(double, tumour_map_positive_weight, 1,
+          "A tumour cell's weight in the tumour map's binary cross-entropy.");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed (weights, sampling).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
@@ -233,10 +238,11 @@ int Main(const std::string& command_line) {
         absl::InvalidArgumentError(absl::StrCat("--loss: '", loss, "': choose dice_ce or dice")));
   }
 
-  // The flags that change the decision network's shape (a fresh network only).
+  // The flags that change the decision network's shape (they need stage 2).
   const bool new_decision_arch = absl::GetFlag(FLAGS_decision_max_pool) ||
                                  absl::GetFlag(FLAGS_decision_input_downsample) ||
-                                 absl::GetFlag(FLAGS_decision_tumour_head);
+                                 absl::GetFlag(FLAGS_decision_tumour_head) ||
+                                 absl::GetFlag(FLAGS_decision_tumour_head_stage);
   const bool no_init = absl::GetFlag(FLAGS_init_bundle).empty();
   if (absl::GetFlag(FLAGS_keep_decision) &&
       (no_init || absl::GetFlag(FLAGS_redo_decision) || new_decision_arch)) {
@@ -343,7 +349,9 @@ int Main(const std::string& command_line) {
   options.decision_max_pool = absl::GetFlag(FLAGS_decision_max_pool);
   options.decision_input_downsample = absl::GetFlag(FLAGS_decision_input_downsample);
   options.decision_tumour_head = absl::GetFlag(FLAGS_decision_tumour_head);
+  options.decision_tumour_head_stage = absl::GetFlag(FLAGS_decision_tumour_head_stage);
   options.tumour_map_weight = absl::GetFlag(FLAGS_tumour_map_weight);
+  options.tumour_map_positive_weight = absl::GetFlag(FLAGS_tumour_map_positive_weight);
   options.decision_crop_to_brain = absl::GetFlag(FLAGS_decision_crop_to_brain);
   options.decision_finetune = absl::GetFlag(FLAGS_decision_finetune);
   options.small_lesion_exponent = absl::GetFlag(FLAGS_small_lesion_exponent);

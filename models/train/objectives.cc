@@ -32,10 +32,13 @@ at::Tensor WeightedCrossEntropy(const at::Tensor& logits, const at::Tensor& targ
       logits, target, torch::nn::functional::CrossEntropyFuncOptions().weight(w));
 }
 
-at::Tensor TumourMapLoss(const at::Tensor& map, const at::Tensor& tumour) {
+at::Tensor TumourMapLoss(const at::Tensor& map, const at::Tensor& tumour, double positive_weight) {
   const torch::Tensor target =
       std::get<0>(torch::adaptive_max_pool2d(tumour, {map.size(2), map.size(3)})).to(map.dtype());
-  return torch::nn::functional::binary_cross_entropy_with_logits(map, target);
+  return torch::nn::functional::binary_cross_entropy_with_logits(
+      map, target,
+      torch::nn::functional::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(
+          torch::full({1}, positive_weight, map.options())));
 }
 
 std::vector<double> InverseCostSoftmax(const std::vector<double>& gmacs) {

@@ -25,8 +25,10 @@ at::Tensor WeightedCrossEntropy(const at::Tensor& logits, const at::Tensor& targ
 
 // The decision network's tumour map (N x 1 x h x w logits) against the slices' tumour masks
 // (N x 1 x H x W, 1 where tumour): binary cross-entropy per cell, where a cell's target is 1
-// when any voxel under it (the mask max-pooled to h x w) is tumour.
-at::Tensor TumourMapLoss(const at::Tensor& map, const at::Tensor& tumour);
+// when any voxel under it (the mask max-pooled to h x w) is tumour. A tumour cell's term weighs
+// `positive_weight` (a small lesion is one cell among a hundred tumour-free ones).
+at::Tensor TumourMapLoss(const at::Tensor& map, const at::Tensor& tumour,
+                         double positive_weight = 1);
 
 // A teacher's probabilities of the bank models under a serving policy's model preference
 // (Policy::model_preference, one value per model; empty: unchanged): p_i * exp(preference_i),

@@ -234,12 +234,16 @@ absl::Status Trainer::ApplyDecisionArch() {
     arch.set_input_downsample(*options_.decision_input_downsample);
   }
   if (options_.decision_tumour_head) arch.set_tumour_head(*options_.decision_tumour_head);
+  if (options_.decision_tumour_head_stage) {
+    arch.set_tumour_head_stage(*options_.decision_tumour_head_stage);
+  }
   if (arch.SerializeAsString() == bank_->config().decision().arch().SerializeAsString()) {
     return absl::OkStatus();
   }
   if (state_["decision_step"].get<int>() > 0) {
     return absl::FailedPreconditionError(
-        "--decision_max_pool, --decision_input_downsample or --decision_tumour_head changes the "
+        "--decision_max_pool, --decision_input_downsample or --decision_tumour_head[_stage] "
+        "changes the "
         "decision network of a run whose stage 2 has begun; add --redo_decision to train it "
         "again");
   }
@@ -584,7 +588,8 @@ absl::Status Trainer::RunDecisionStage() {
     torch::Tensor loss = WeightedCrossEntropy(logits, batch.targets.to(bank_->device()), weights);
     if (tumour_head) {
       loss =
-          loss + options_.tumour_map_weight * TumourMapLoss(map, batch.tumour.to(bank_->device()));
+          loss + options_.tumour_map_weight * TumourMapLoss(map, batch.tumour.to(bank_->device()),
+                                                            options_.tumour_map_positive_weight);
     }
     loss.backward();
     optimizer.step();

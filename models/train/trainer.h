@@ -97,7 +97,11 @@ struct TrainOptions {
   // sees), under the same rule as decision_max_pool. Stage 2 then adds tumour_map_weight times
   // the map's binary cross-entropy against the slice's tumour mask, max-pooled to the map's grid.
   std::optional<bool> decision_tumour_head;
+  // Sets DecisionArch.tumour_head_stage (0: the head's features; 1..3: a stage's output, a finer
+  // map), under the same rule as decision_max_pool.
+  std::optional<int> decision_tumour_head_stage;
   double tumour_map_weight = 1;
+  double tumour_map_positive_weight = 1;  // a tumour cell's weight in the map's cross-entropy
   // Sets the bundle's decision.crop_to_brain (unset keeps the bank's). Where it is set, stage 2
   // trains on the brain's box as serving runs it: each batch cropped to its non-zero voxels'
   // box on the decision network's 32-voxel grid (augmentation moves the brain first).

@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <tuple>
+#include <vector>
+
 #include "models/cost/cost.h"
 #include "models/nn/decision_net.h"
 #include "models/nn/ops.h"
@@ -84,6 +87,29 @@ TEST_F(NetworksTest, DecisionNetworkWithTumourHeadMapsTheHeadGridAndClassifiesOn
   DecisionNet plain(DecisionNetOptions(5));
   plain->eval();
   EXPECT_FALSE(plain->ForwardWithTumourMap(x).second.defined());
+}
+
+// tumour_head_stage: the map reads a stage's output, a finer grid (stage k: stride 4 * 2^k), its
+// convolution as wide as that stage; gradients of the map's loss reach the stem and the head's
+// convolution but not the stages after the tap. A stage the network lacks is refused.
+TEST_F(NetworksTest, DecisionNetworkTumourHeadAtAStageMapsItsFinerGrid) {
+  const torch::Tensor x = torch::randn({2, 4, 64, 96});
+  for (const auto& [stage, side, width] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {1, 8, 24}, {2, 16, 48}, {3, 32, 96}}) {
+    DecisionNet net(DecisionNetOptions(5).tumour_head(true).tumour_head_stage(stage));
+    const auto [logits, map] = net->ForwardWithTumourMap(x);
+    EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 5}));
+    EXPECT_EQ(map.sizes(), (std::vector<int64_t>{2, 1, 64 / side, 96 / side})) << stage;
+    EXPECT_EQ(net->named_parameters()["tumour.weight"].size(1), width);
+    EXPECT_EQ(net->named_parameters()["classifier.weight"].size(1), 256 + 1);
+    map.sum().backward();
+    auto params = net->named_parameters();
+    EXPECT_GT(params["stem.weight"].grad().abs().sum().item<double>(), 0) << stage;
+    EXPECT_GT(params["tumour.weight"].grad().abs().sum().item<double>(), 0) << stage;
+    EXPECT_FALSE(params["head.weight"].grad().defined()) << stage;
+  }
+  EXPECT_THROW(DecisionNet(DecisionNetOptions(5).tumour_head(true).tumour_head_stage(4)),
+               c10::Error);
 }
 
 // ops::Relu and ops::Add write into their first argument only when autograd is off and nothing

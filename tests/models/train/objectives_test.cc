@@ -121,6 +121,11 @@ TEST(TumourMapLossTest, ACellIsTumourWhenAnyVoxelUnderItIs) {
   EXPECT_NEAR(
       TumourMapLoss(torch::zeros({1, 1, 8, 8}), torch::zeros({1, 1, 240, 240})).item<double>(),
       std::log(2.0), 1e-6);
+  // A positive weight multiplies only the tumour cell's term: missing it costs 10x as much, a
+  // false cell the same as before.
+  torch::Tensor missed = torch::full({1, 1, 8, 8}, -20.0);
+  EXPECT_NEAR(TumourMapLoss(missed, tumour, 10).item<double>(), 10 * 20.0 / 64, 1e-4);
+  EXPECT_NEAR(TumourMapLoss(off, tumour, 10).item<double>(), (10 * 20.0 + 20.0) / 64, 1e-4);
 }
 
 TEST(RouteWeightsTest, ZeroBalanceWeighsEveryBankRouteAlike) {
