@@ -151,6 +151,13 @@ absl::StatusOr<std::vector<char>> ReadFile(const std::filesystem::path& path) {
   return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+// The tumour head in a decision network's description: "" without one.
+std::string TumourHeadText(const DecisionNetOptions& options) {
+  if (!options.tumour_head()) return "";
+  if (options.tumour_head_stage() == 0) return ", tumour head";
+  return absl::StrCat(", tumour head at stage ", options.tumour_head_stage());
+}
+
 }  // namespace
 
 int64_t Network::NumParameters() {
@@ -196,10 +203,7 @@ absl::StatusOr<std::unique_ptr<Network>> BuildDecisionNetwork(const v1::Decision
       absl::StrJoin(options.stage_widths(), ","), "], head=", options.head_width(),
       options.global_max_pool() ? ", avg+max pool" : "",
       options.input_downsample() > 1 ? absl::StrCat(", input /", options.input_downsample()) : "",
-      !options.tumour_head()             ? ""
-      : options.tumour_head_stage() == 0 ? ", tumour head"
-                                         : absl::StrCat(", tumour head at stage ", options.tumour_head_stage()),
-      ", routes=", num_routes, ")");
+      TumourHeadText(options), ", routes=", num_routes, ")");
   try {
     return std::make_unique<ModuleNetwork<DecisionNet>>(DecisionNet(options),
                                                         std::move(description));

@@ -93,9 +93,10 @@ TEST_F(NetworksTest, DecisionNetworkWithTumourHeadMapsTheHeadGridAndClassifiesOn
 // convolution as wide as that stage; gradients of the map's loss reach the stem and the head's
 // convolution but not the stages after the tap. A stage the network lacks is refused.
 TEST_F(NetworksTest, DecisionNetworkTumourHeadAtAStageMapsItsFinerGrid) {
+  torch::GradMode::set_enabled(true);
   const torch::Tensor x = torch::randn({2, 4, 64, 96});
-  for (const auto& [stage, side, width] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
-           {1, 8, 24}, {2, 16, 48}, {3, 32, 96}}) {
+  for (const auto& [stage, side, width] :
+       std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 8, 24}, {2, 16, 48}, {3, 32, 96}}) {
     DecisionNet net(DecisionNetOptions(5).tumour_head(true).tumour_head_stage(stage));
     const auto [logits, map] = net->ForwardWithTumourMap(x);
     EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 5}));

@@ -290,6 +290,18 @@ class TrainingEndToEnd(unittest.TestCase):
         fresh = probabilities(fresh_bundle)
         moved = sum(abs(a - b) for a, b in zip(tuned, start))
         self.assertLess(moved, 0.5 * sum(abs(a - b) for a, b in zip(fresh, start)))
+        # Grown by a tumour map on stage 2's grid: the new feature starts at a classifier weight
+        # of 0, so at this learning rate the grown network still routes like the starting one.
+        grown = run("grown", "--decision_finetune", "--decision_tumour_head=true",
+                    "--decision_tumour_head_stage", "2", "--tumour_map_positive_weight", "5")
+        with open(os.path.join(grown, "bundle.pbtxt")) as f:
+            text = f.read()
+        self.assertIn("tumour_head: true", text)
+        self.assertIn("tumour_head_stage: 2", text)
+        grown_weights = torch.load(os.path.join(grown, "decision.pt"))
+        self.assertLess(grown_weights["classifier.weight"][:, -1].abs().max().item(), 1e-6)
+        moved = sum(abs(a - b) for a, b in zip(probabilities(grown), start))
+        self.assertLess(moved, 0.5 * sum(abs(a - b) for a, b in zip(fresh, start)))
         # On pooled input (--decision_input_downsample 2, which changes no weight's shape): the
         # trained weights go into the rebuilt network (at this learning rate its convolutions are
         # the starting network's, a fresh one's are not), and the bundle serves it pooled.
