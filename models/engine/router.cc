@@ -157,7 +157,7 @@ std::string Policy::Name(const models::Bank& bank) const {
         follow_tumour == 0 || follow_min_voxels == kDefaultFollowMinVoxels
             ? ""
             : absl::StrCat("v", follow_min_voxels),
-        clean_up);
+        clean_up, decision_slices == 1 ? "" : absl::StrCat("+z", decision_slices));
   }
   return absl::StrCat("static:", bank.model_config(static_model).id(), clean_up);
 }
@@ -185,6 +185,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     bool threshold_seen = false;
     bool dip_seen = false;
     bool follow_seen = false;
+    bool slices_seen = false;
     CleanUpSeen clean_seen;
     std::vector<bool> preference_seen;
     for (size_t i = 1; i < parts.size(); ++i) {
@@ -247,6 +248,15 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
                            "': the tumour-following depth after '+f' is not a whole number in 0..",
                            kMaxSkipMargin));
         }
+      } else if (!part.empty() && part[0] == 'z' && !slices_seen) {
+        slices_seen = true;
+        if (!absl::SimpleAtoi(part.substr(1), &policy.decision_slices) ||
+            policy.decision_slices < 1 || policy.decision_slices > kMaxDecisionSlices ||
+            policy.decision_slices % 2 == 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "policy '", text, "': the decision slices after '+z' are not an odd number in 1..",
+              kMaxDecisionSlices));
+        }
       } else if (std::optional<absl::Status> clean =
                      ParseCleanUp(text, part, &clean_seen, &policy)) {
         if (!clean->ok()) return *clean;
@@ -255,8 +265,8 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
             "policy '", text, "': '+", part,
             "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>', a skip dip '+d<K>', a "
             "model preference '+p<model id>:<P>', a tumour-following depth '+f<K>[v<N>]', a "
-            "smallest tumour component '+c<K>' or a smallest enhancing-tumour volume '+e<K>' (each "
-            "at most once, '+p' once per model)"));
+            "smallest tumour component '+c<K>', a smallest enhancing-tumour volume '+e<K>' or the "
+            "decision network's slices '+z<K>' (each at most once, '+p' once per model)"));
       }
     }
     // Preferences of 0 only are none: the plain argmax, bit for bit.
@@ -296,7 +306,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
       absl::StrCat("policy '", text,
                    "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>][+d<dip>]"
                    "[+p<model>:<preference>]"
-                   "[+f<follow>[v<voxels>]][+c<voxels>][+e<voxels>]' or "
+                   "[+f<follow>[v<voxels>]][+c<voxels>][+e<voxels>][+z<slices>]' or "
                    "'static:<model id>[+c<voxels>][+e<voxels>]'"));
 }
 

@@ -29,6 +29,7 @@ inline constexpr double kMaxSkipDip = 100;
 // probabilities, over at least kSkipDipMinSlices such slices.
 inline constexpr double kSkipDipQuantile = 0.1;
 inline constexpr int kSkipDipMinSlices = 20;
+inline constexpr int kMaxDecisionSlices = 9;
 
 // Which slices go where.
 struct Policy {
@@ -98,9 +99,15 @@ struct Policy {
   // trained against an earlier bank keeps that bank's ranking of the models; a preference
   // re-ranks them for the bank it now serves without retraining (docs/routing.md).
   std::vector<double> model_preference;
+  // kDynamic only: the decision network sees the mean of this many consecutive slices centred on
+  // each slice (odd, 1..kMaxDecisionSlices; those beyond the volume's ends left out of the mean)
+  // instead of the slice alone. A lesion spanning several slices keeps its contrast in the mean
+  // while independent voxel noise falls; the bank still segments each slice as it is. danet-train
+  // --thick_slices trains the network with such means (docs/routing.md). 1: the slice alone.
+  int decision_slices = 1;
   // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "dynamic+m2r2", "dynamic+m2+s0.9",
   // "dynamic+d1.5", "dynamic+f4", "dynamic+f4v20", "dynamic+f4+c30", "dynamic+f4+c30+e10",
-  // "dynamic+pM2:1+f4", "static:<id>"
+  // "dynamic+pM2:1+f4", "dynamic+f4+z3", "static:<id>"
   std::string Name(const models::Bank& bank) const;
   // The '+p<model id>:<preference>' parts of Name, in bank order ("" without a preference).
   std::string PreferenceName(const models::Bank& bank) const;
@@ -109,9 +116,9 @@ struct Policy {
 // Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]][+s<skip threshold>]
 // [+d<skip dip>][+p<model id>:<preference>]...[+f<follow tumour>[v<follow min voxels>]][+c<min
 // component>]
-// [+e<min enhancing>]" (the '+' parts in any order, each at most once, '+p' once per model) or
-// "static:<model id>"; InvalidArgument names an unknown model and lists the known ones. An empty
-// text is the bundle's default_policy ("dynamic" when it has none).
+// [+e<min enhancing>][+z<decision slices>]" (the '+' parts in any order, each at most once, '+p'
+// once per model) or "static:<model id>"; InvalidArgument names an unknown model and lists the
+// known ones. An empty text is the bundle's default_policy ("dynamic" when it has none).
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& bank);
 
 // A request's separate cost bias and skip margin over a parsed policy (0 keeps the policy's

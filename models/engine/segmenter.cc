@@ -147,10 +147,12 @@ absl::Status CheckCancelled(const SegmentOptions& options) {
 
 // The decision network's softmax for the slices `looked_at` of `slices`, in batches of
 // options.decision_batch, on the brain's box (on the network's stride grid) or the whole slice
-// as the options and the bundle say: each slice's probabilities into `out`.
+// as the options and the bundle say, each slice alone or averaged with its neighbours
+// (Policy::decision_slices): each slice's probabilities into `out`.
 absl::Status RunDecisionNetwork(const models::Bank& bank, const torch::Tensor& slices,
                                 const TissueScan& tissue, const std::vector<int64_t>& looked_at,
-                                const SegmentOptions& options, std::vector<SliceResult>* out) {
+                                int decision_slices, const SegmentOptions& options,
+                                std::vector<SliceResult>* out) {
   const SliceBox box = options.crop_decision.value_or(bank.config().decision().crop_to_brain())
                            ? PlaneBox(tissue.plane, kDecisionStride)
                            : SliceBox{0, slices.size(2), 0, slices.size(3)};
@@ -159,13 +161,24 @@ absl::Status RunDecisionNetwork(const models::Bank& bank, const torch::Tensor& s
   for (int64_t begin = 0; begin < looked; begin += options.decision_batch) {
     if (absl::Status status = CheckCancelled(options); !status.ok()) return status;
     const int64_t end = std::min<int64_t>(looked, begin + options.decision_batch);
-    const torch::Tensor index = torch::tensor(
-        std::vector<int64_t>(looked_at.begin() + begin, looked_at.begin() + end), torch::kLong);
+    torch::Tensor batch;
+    if (decision_slices == 1) {
+      batch = input.index_select(
+          0, torch::tensor(std::vector<int64_t>(looked_at.begin() + begin, looked_at.begin() + end),
+                           torch::kLong));
+    } else {
+      const int64_t reach = decision_slices / 2, depth = input.size(0);
+      std::vector<torch::Tensor> means;
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t first = std::max<int64_t>(0, looked_at[i] - reach);
+        const int64_t last = std::min<int64_t>(depth - 1, looked_at[i] + reach);
+        means.push_back(input.narrow(0, first, last - first + 1).mean(0));
+      }
+      batch = torch::stack(means);
+    }
     const torch::Tensor probs =
         torch::softmax(
-            bank.decision().Forward(
-                input.index_select(0, index).to(bank.device()).contiguous(bank.memory_format())),
-            1)
+            bank.decision().Forward(batch.to(bank.device()).contiguous(bank.memory_format())), 1)
             .to(torch::kCPU);
     for (int64_t i = begin; i < end; ++i) {
       const float* p = probs[i - begin].data_ptr<float>();
@@ -199,7 +212,8 @@ absl::StatusOr<std::vector<int>> DecideRoutes(const models::Bank& bank, const to
     }
   }
   if (options.resume == nullptr) {
-    if (absl::Status s = RunDecisionNetwork(bank, slices, tissue, looked_at, options, out);
+    if (absl::Status s = RunDecisionNetwork(bank, slices, tissue, looked_at, policy.decision_slices,
+                                            options, out);
         !s.ok()) {
       return s;
     }

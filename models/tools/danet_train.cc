@@ -259,6 +259,12 @@ int Main(const std::string& command_line) {
         "--init_bundle and excludes --keep_decision"));
   }
 
+  if (!(absl::GetFlag(FLAGS_tumour_map_weight) >= 0) ||
+      !(absl::GetFlag(FLAGS_tumour_map_positive_weight) > 0)) {
+    return Fail(absl::InvalidArgumentError(
+        "--tumour_map_weight must be at least 0 and --tumour_map_positive_weight above 0"));
+  }
+
   if (absl::GetFlag(FLAGS_decision_labels) != "eq4" && no_init) {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("--decision_labels ", absl::GetFlag(FLAGS_decision_labels),

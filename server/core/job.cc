@@ -238,6 +238,7 @@ void DescribeBank(const models::Bank& bank, const std::string& bundle_path,
   response->add_policies("dynamic+f<follow tumour>[v<min tumour voxels>]");
   response->add_policies("dynamic+c<smallest tumour component, voxels>");
   response->add_policies("dynamic+e<smallest enhancing tumour, voxels>");
+  response->add_policies("dynamic+z<decision network's slices, odd>");
   for (int i = 0; i < bank.size(); ++i) {
     const v1::BankModel& m = bank.model_config(i);
     v1::BankModelInfo* info = response->add_models();

@@ -256,6 +256,62 @@ TEST_F(SegmenterTest, DecisionNetworkOnTheBrainBoxSeesTheBoxOnly) {
   }
 }
 
+// Policy::decision_slices ('+z3'): the decision network sees each tissue slice averaged with the
+// slices beside it (the empty slice 1 counts as a neighbour of slice 2; the volume's last slice
+// has one neighbour), and routes on that; the bank still segments each slice as it is.
+TEST_F(SegmenterTest, DecisionNetworkOnNeighbourMeansSeesTheMean) {
+  const Policy parsed = *ParsePolicy("dynamic+z5+d2+f4+c30", *bank_);
+  EXPECT_EQ(parsed.decision_slices, 5);
+  EXPECT_EQ(parsed.Name(*bank_), "dynamic+d2+f4+c30+z5");
+  EXPECT_EQ(ParsePolicy(parsed.Name(*bank_), *bank_)->Name(*bank_), parsed.Name(*bank_));
+  EXPECT_EQ(ParsePolicy("dynamic+z1", *bank_)->Name(*bank_), "dynamic");
+  for (const char* bad : {"dynamic+z", "dynamic+z2", "dynamic+z0", "dynamic+z11", "dynamic+z-1",
+                          "dynamic+zx", "dynamic+z3+z3", "static:M1+z3"}) {
+    EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_THAT(ParsePolicy("dynamic+z4", *bank_).status().message(),
+              ::testing::HasSubstr("the decision slices after '+z' are not an odd number in 1..9"));
+
+  const torch::Tensor stack = SliceStack(volume_);
+  const int64_t depth = stack.size(0);
+  std::vector<torch::Tensor> means;
+  for (int64_t z = 0; z < depth; ++z) {
+    const int64_t first = std::max<int64_t>(0, z - 1), last = std::min<int64_t>(depth - 1, z + 1);
+    means.push_back(stack.slice(0, first, last + 1).mean(0));
+  }
+  torch::Tensor expected, alone;
+  {
+    torch::NoGradGuard no_grad;
+    expected = torch::softmax(bank_->decision().Forward(torch::stack(means)), 1);
+    alone = torch::softmax(bank_->decision().Forward(stack), 1);
+  }
+  SegmentOptions options;
+  options.crop_decision = false;
+  const Policy policy = *ParsePolicy("dynamic+z3", *bank_);
+  ASSERT_EQ(policy.decision_slices, 3);
+  const VolumeResult averaged = *SegmentVolume(*bank_, volume_, policy, options);
+  const VolumeResult plain = *SegmentVolume(*bank_, volume_, Policy{}, options);
+  float largest_change = 0;
+  for (int64_t z = 2; z < depth; ++z) {
+    for (int64_t r = 0; r < expected.size(1); ++r) {
+      EXPECT_NEAR(averaged.slices[z].probabilities[r], expected[z][r].item<float>(), 1e-5) << z;
+      EXPECT_NEAR(plain.slices[z].probabilities[r], alone[z][r].item<float>(), 1e-5) << z;
+      largest_change = std::max(largest_change,
+                                std::abs(expected[z][r].item<float>() - alone[z][r].item<float>()));
+    }
+    // Where both send a slice to the same model, its mask is the same: the model saw the slice.
+    const int64_t plane = 64 * 48;
+    if (averaged.slices[z].route == plain.slices[z].route) {
+      EXPECT_TRUE(std::equal(averaged.labels.begin() + z * plane,
+                             averaged.labels.begin() + (z + 1) * plane,
+                             plain.labels.begin() + z * plane))
+          << z;
+    }
+  }
+  EXPECT_GT(largest_change, 0.01f) << "the mean should change what the network sees";
+  for (int64_t z = 0; z < 2; ++z) EXPECT_EQ(averaged.slices[z].route, 0) << "no tissue";
+}
+
 TEST_F(SegmenterTest, ChannelsLastGivesTheSameRoutesAndNearlyTheSameLabels) {
   // The same weights in NHWC: the same arithmetic in another order.
   std::unique_ptr<models::Bank> nhwc = MakeBank(/*channels_last=*/true);

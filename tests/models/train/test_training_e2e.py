@@ -247,7 +247,9 @@ class TrainingEndToEnd(unittest.TestCase):
         for flags, message in ((["--decision_labels", "teacher"], "--init_bundle"),
                                (["--decision_labels", "teacher_policy"], "--init_bundle"),
                                (["--decision_labels", "oracle", "--init_bundle", self.out],
-                                "eq4, teacher or teacher_policy")):
+                                "eq4, teacher or teacher_policy"),
+                               (["--tumour_map_positive_weight", "0"],
+                                "--tumour_map_positive_weight above 0")):
             refused = subprocess.run(train_command(out + "_x", work + "_x") + flags,
                                      capture_output=True, text=True, timeout=120)
             self.assertNotEqual(refused.returncode, 0)
