@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "models/bundle/bundle_config.h"
 
 namespace danet::models {
@@ -47,15 +48,7 @@ std::map<std::string, std::pair<int64_t, int64_t>> ClassifierBlocks(const v1::De
 // now are and the new columns are 0. A feature turned off is refused (its weights would be lost).
 absl::Status GrowDecisionState(const v1::DecisionArch& previous, const v1::DecisionArch& grown,
                                Network& network, std::map<std::string, at::Tensor>& trained) {
-  if ((previous.global_max_pool() && !grown.global_max_pool()) ||
-      (previous.tumour_head() && !grown.tumour_head())) {
-    return absl::FailedPreconditionError(
-        "the new architecture drops a pooled feature the trained network reads");
-  }
-  if (previous.tumour_head() && previous.tumour_head_stage() != grown.tumour_head_stage()) {
-    return absl::FailedPreconditionError(
-        "the new architecture moves the trained tumour head to other features");
-  }
+  if (absl::Status s = Bank::CheckDecisionGrowth(previous, grown); !s.ok()) return s;
   auto classifier = trained.find("classifier.weight");
   if (classifier == trained.end()) return absl::OkStatus();  // AssignState names what is missing
   const int64_t pooled = classifier->second.size(1) - (previous.tumour_head() ? 1 : 0);
@@ -65,6 +58,13 @@ absl::Status GrowDecisionState(const v1::DecisionArch& previous, const v1::Decis
   if (from.size() == to.size()) return absl::OkStatus();
   for (auto& [name, tensor] : network.NamedState()) {
     if (name == "classifier.weight") {
+      int64_t width = 0;
+      for (const auto& [block, place] : to) width = std::max(width, place.first + place.second);
+      if (tensor.size(0) != classifier->second.size(0) || tensor.size(1) != width) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "tensor 'classifier.weight' of the grown network has shape [",
+            absl::StrJoin(tensor.sizes(), ","), "], not the trained one's routes and features"));
+      }
       torch::NoGradGuard no_grad;
       at::Tensor widened = torch::zeros_like(tensor);
       for (const auto& [block, place] : from) {
@@ -232,19 +232,49 @@ absl::Status Bank::RebuildDecisionKeepingWeights(const v1::DecisionArch& previou
     trained.emplace(name, tensor.detach().clone());
   }
   std::unique_ptr<Network> old = std::move(decision_);
-  if (absl::Status s = ReinitializeDecision(); !s.ok()) {
+  const double old_gmacs = config_.decision().gmacs_per_slice();
+  // On failure the trained network stays, and the config describes it again.
+  const auto keep_old = [&] {
     decision_ = std::move(old);
+    *config_.mutable_decision()->mutable_arch() = previous;
+    config_.mutable_decision()->set_gmacs_per_slice(old_gmacs);
+  };
+  if (absl::Status s = ReinitializeDecision(); !s.ok()) {
+    keep_old();
     return s;
   }
-  absl::Status s = GrowDecisionState(previous, config_.decision().arch(), *decision_, trained);
-  if (s.ok()) {
-    s = AssignState(*decision_, std::move(trained), "the trained decision network");
+  absl::Status s;
+  try {
+    s = GrowDecisionState(previous, config_.decision().arch(), *decision_, trained);
+    if (s.ok()) s = AssignState(*decision_, std::move(trained), "the trained decision network");
+  } catch (const c10::Error& e) {
+    s = absl::InvalidArgumentError(e.what_without_backtrace());
   }
   if (s.ok()) return s;
-  decision_ = std::move(old);
+  keep_old();
   return absl::FailedPreconditionError(
       absl::StrCat("the decision network's new architecture changes its weights (", s.message(),
                    "): train it again instead of fine-tuning it"));
+}
+
+absl::Status Bank::CheckDecisionGrowth(const v1::DecisionArch& previous,
+                                       const v1::DecisionArch& grown) {
+  if (previous.global_max_pool() && !grown.global_max_pool()) {
+    return absl::FailedPreconditionError(
+        "the new architecture drops the head's maximum (global_max_pool), which the trained "
+        "network reads");
+  }
+  if (previous.tumour_head() && !grown.tumour_head()) {
+    return absl::FailedPreconditionError(
+        "the new architecture drops the tumour map (tumour_head), which the trained network "
+        "reads");
+  }
+  if (previous.tumour_head() && previous.tumour_head_stage() != grown.tumour_head_stage()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the new architecture moves the trained tumour map from tumour_head_stage ",
+                     previous.tumour_head_stage(), " to ", grown.tumour_head_stage()));
+  }
+  return absl::OkStatus();
 }
 
 std::optional<int> Bank::FindModel(const std::string& id) const {

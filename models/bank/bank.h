@@ -86,8 +86,16 @@ class Bank {
   //   head's convolution is freshly initialised (LibTorch's generator), so the grown network
   //   computes the trained one's route logits until training moves it.
   // FailedPrecondition, naming the weight, for any other change (a feature turned off, other
-  // widths); the old network then stays.
+  // widths); the old network then stays and the config's decision architecture is `previous`
+  // again.
   absl::Status RebuildDecisionKeepingWeights(const v1::DecisionArch& previous);
+
+  // Whether a network trained in `previous` can be grown into `grown` by
+  // RebuildDecisionKeepingWeights as far as the architectures tell (the weights' shapes are
+  // checked there): FailedPrecondition naming the pooled feature turned off, or the tumour head
+  // moved to other features. Lets a trainer refuse before it trains anything.
+  static absl::Status CheckDecisionGrowth(const v1::DecisionArch& previous,
+                                          const v1::DecisionArch& grown);
 
   // Index of the model with this id, or nullopt.
   std::optional<int> FindModel(const std::string& id) const;

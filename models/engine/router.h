@@ -103,7 +103,8 @@ struct Policy {
   // each slice (odd, 1..kMaxDecisionSlices; those beyond the volume's ends left out of the mean)
   // instead of the slice alone. A lesion spanning several slices keeps its contrast in the mean
   // while independent voxel noise falls; the bank still segments each slice as it is. danet-train
-  // --thick_slices trains the network with such means (docs/routing.md). 1: the slice alone.
+  // --thick_slices trains the network on similar means, of 2-5 slices at a random offset
+  // (docs/routing.md). 1: the slice alone.
   int decision_slices = 1;
   // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "dynamic+m2r2", "dynamic+m2+s0.9",
   // "dynamic+d1.5", "dynamic+f4", "dynamic+f4v20", "dynamic+f4+c30", "dynamic+f4+c30+e10",

@@ -251,8 +251,8 @@ int Main(const std::string& command_line) {
   }
 
   // A trained network can be fine-tuned on pooled input (no weight changes) or with pooled
-  // features added (the classifier reads them from a weight of 0); stage 2 refuses a feature
-  // turned off, naming it.
+  // features added (the classifier reads them from a weight of 0); the trainer refuses a feature
+  // turned off or a tumour map moved, naming it, before it trains anything.
   if (absl::GetFlag(FLAGS_decision_finetune) && (no_init || absl::GetFlag(FLAGS_keep_decision))) {
     return Fail(absl::InvalidArgumentError(
         "--decision_finetune trains --init_bundle's decision network further: it needs "

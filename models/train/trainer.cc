@@ -235,17 +235,32 @@ absl::Status Trainer::ApplyDecisionArch() {
   }
   if (options_.decision_tumour_head) arch.set_tumour_head(*options_.decision_tumour_head);
   if (options_.decision_tumour_head_stage) {
+    const int stages = arch.stage_repeats_size() > 0 ? arch.stage_repeats_size() : 3;
+    if (!arch.tumour_head() || *options_.decision_tumour_head_stage < 0 ||
+        *options_.decision_tumour_head_stage > stages) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--decision_tumour_head_stage ", *options_.decision_tumour_head_stage,
+          ": needs a tumour head (--decision_tumour_head=true) and 0 (the head) or a stage 1..",
+          stages));
+    }
     arch.set_tumour_head_stage(*options_.decision_tumour_head_stage);
   }
   if (arch.SerializeAsString() == bank_->config().decision().arch().SerializeAsString()) {
     return absl::OkStatus();
   }
+  // A fine-tune must be able to grow the trained network into the new architecture: refused
+  // here, before anything is trained, rather than when stage 2 starts.
+  if (options_.decision_finetune) {
+    if (absl::Status s = models::Bank::CheckDecisionGrowth(bank_->config().decision().arch(), arch);
+        !s.ok()) {
+      return s;
+    }
+  }
   if (state_["decision_step"].get<int>() > 0) {
     return absl::FailedPreconditionError(
         "--decision_max_pool, --decision_input_downsample or --decision_tumour_head[_stage] "
-        "changes the "
-        "decision network of a run whose stage 2 has begun; add --redo_decision to train it "
-        "again");
+        "changes the decision network of a run whose stage 2 has begun; add --redo_decision to "
+        "train it again");
   }
   v1::DecisionNetwork& decision = *bank_->mutable_config()->mutable_decision();
   previous_decision_arch_ = decision.arch();

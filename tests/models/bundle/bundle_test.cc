@@ -295,11 +295,21 @@ TEST_F(BundleTest, DecisionGrownWithNewFeaturesKeepsItsLogits) {
   EXPECT_TRUE(torch::equal(grown.narrow(1, 2 * head, 1), map_column));
   for (const torch::Tensor& p : bank->decision().Parameters()) EXPECT_TRUE(p.requires_grad());
 
+  // Turning a feature off, or moving the map to a stage's features, is refused; the trained
+  // network stays and the config describes it again.
   const v1::DecisionArch both = *arch;
   arch->set_tumour_head(false);
-  const absl::Status refused = bank->RebuildDecisionKeepingWeights(both);
+  absl::Status refused = bank->RebuildDecisionKeepingWeights(both);
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(refused.message()), HasSubstr("drops a pooled feature"));
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("drops the tumour map"));
+  EXPECT_TRUE(torch::allclose(logits(), with_map_logits, 1e-5, 1e-6));
+  EXPECT_TRUE(bank->config().decision().arch().tumour_head());
+  arch = bank->mutable_config()->mutable_decision()->mutable_arch();
+  arch->set_tumour_head_stage(2);
+  refused = bank->RebuildDecisionKeepingWeights(both);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("moves the trained tumour map"));
+  EXPECT_EQ(bank->config().decision().arch().tumour_head_stage(), 0);
   EXPECT_TRUE(torch::allclose(logits(), with_map_logits, 1e-5, 1e-6));
 }
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -90,8 +91,9 @@ TEST_F(NetworksTest, DecisionNetworkWithTumourHeadMapsTheHeadGridAndClassifiesOn
 }
 
 // tumour_head_stage: the map reads a stage's output, a finer grid (stage k: stride 4 * 2^k), its
-// convolution as wide as that stage; gradients of the map's loss reach the stem and the head's
-// convolution but not the stages after the tap. A stage the network lacks is refused.
+// convolution as wide as that stage; gradients of the map reach the stem, the stage's last unit
+// and the tumour convolution, but no unit after the tap and not the head's convolution. A stage
+// the network lacks is refused.
 TEST_F(NetworksTest, DecisionNetworkTumourHeadAtAStageMapsItsFinerGrid) {
   torch::GradMode::set_enabled(true);
   const torch::Tensor x = torch::randn({2, 4, 64, 96});
@@ -108,6 +110,10 @@ TEST_F(NetworksTest, DecisionNetworkTumourHeadAtAStageMapsItsFinerGrid) {
     EXPECT_GT(params["stem.weight"].grad().abs().sum().item<double>(), 0) << stage;
     EXPECT_GT(params["tumour.weight"].grad().abs().sum().item<double>(), 0) << stage;
     EXPECT_FALSE(params["head.weight"].grad().defined()) << stage;
+    const int64_t tap = std::vector<int64_t>{4, 12, 16}[stage - 1];  // units up to the stage's end
+    const auto unit = [](int64_t i) { return "units." + std::to_string(i) + ".main_pw1.weight"; };
+    EXPECT_TRUE(params[unit(tap - 1)].grad().defined()) << stage;
+    if (tap < 16) EXPECT_FALSE(params[unit(tap)].grad().defined()) << stage;
   }
   EXPECT_THROW(DecisionNet(DecisionNetOptions(5).tumour_head(true).tumour_head_stage(4)),
                c10::Error);

@@ -249,7 +249,8 @@ class TrainingEndToEnd(unittest.TestCase):
                                (["--decision_labels", "oracle", "--init_bundle", self.out],
                                 "eq4, teacher or teacher_policy"),
                                (["--tumour_map_positive_weight", "0"],
-                                "--tumour_map_positive_weight above 0")):
+                                "--tumour_map_positive_weight above 0"),
+                               (["--decision_tumour_head_stage", "2"], "needs a tumour head")):
             refused = subprocess.run(train_command(out + "_x", work + "_x") + flags,
                                      capture_output=True, text=True, timeout=120)
             self.assertNotEqual(refused.returncode, 0)
