@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <random>
 #include <sstream>
 
@@ -15,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "models/bank/device.h"
+#include "models/bank/network.h"
 #include "models/engine/segmenter.h"
 #include "models/eval/metrics.h"
 #include "models/train/objectives.h"
@@ -235,18 +237,22 @@ absl::Status Trainer::ApplyDecisionArch() {
   }
   if (options_.decision_tumour_head) arch.set_tumour_head(*options_.decision_tumour_head);
   if (options_.decision_tumour_head_stage) {
-    const int stages = arch.stage_repeats_size() > 0 ? arch.stage_repeats_size() : 3;
-    if (!arch.tumour_head() || *options_.decision_tumour_head_stage < 0 ||
-        *options_.decision_tumour_head_stage > stages) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--decision_tumour_head_stage ", *options_.decision_tumour_head_stage,
-          ": needs a tumour head (--decision_tumour_head=true) and 0 (the head) or a stage 1..",
-          stages));
+    if (!arch.tumour_head()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--decision_tumour_head_stage ", *options_.decision_tumour_head_stage,
+                       ": needs a tumour head (--decision_tumour_head=true)"));
     }
     arch.set_tumour_head_stage(*options_.decision_tumour_head_stage);
   }
   if (arch.SerializeAsString() == bank_->config().decision().arch().SerializeAsString()) {
     return absl::OkStatus();
+  }
+  // The network checks its own architecture (a stage it lacks, for one): built once here, so
+  // that a bad one is refused before anything is trained.
+  if (absl::StatusOr<std::unique_ptr<models::Network>> built =
+          models::BuildDecisionNetwork(arch, bank_->size() + 1);
+      !built.ok()) {
+    return built.status();
   }
   // A fine-tune must be able to grow the trained network into the new architecture: refused
   // here, before anything is trained, rather than when stage 2 starts.

@@ -250,7 +250,9 @@ class TrainingEndToEnd(unittest.TestCase):
                                 "eq4, teacher or teacher_policy"),
                                (["--tumour_map_positive_weight", "0"],
                                 "--tumour_map_positive_weight above 0"),
-                               (["--decision_tumour_head_stage", "2"], "needs a tumour head")):
+                               (["--decision_tumour_head_stage", "2"], "needs a tumour head"),
+                               (["--decision_tumour_head=true", "--decision_tumour_head_stage",
+                                 "5"], "tumour_head_stage must be 0 (the head) or a stage 1..3")):
             refused = subprocess.run(train_command(out + "_x", work + "_x") + flags,
                                      capture_output=True, text=True, timeout=120)
             self.assertNotEqual(refused.returncode, 0)
