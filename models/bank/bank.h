@@ -80,7 +80,8 @@ class Bank {
   // Builds the decision network again from the config's architecture and keeps its trained
   // weights (`previous`: the architecture they were trained in), to fine-tune a trained network
   // in a changed architecture:
-  // - input_downsample changes no weight: the same weights see pooled input;
+  // - input_downsample and stem_pool_stride change no weight: the same weights see pooled
+  //   input, or the stages a finer grid;
   // - global_max_pool or tumour_head turned on adds features to the classifier's input: the
   //   trained columns stay where their features are, the new ones start at 0 and the tumour
   //   head's convolution is freshly initialised (LibTorch's generator), so the grown network

@@ -197,12 +197,14 @@ absl::StatusOr<std::unique_ptr<Network>> BuildDecisionNetwork(const v1::Decision
       .global_max_pool(arch.global_max_pool())
       .input_downsample(arch.input_downsample() == 0 ? 1 : arch.input_downsample())
       .tumour_head(arch.tumour_head())
-      .tumour_head_stage(arch.tumour_head_stage());
+      .tumour_head_stage(arch.tumour_head_stage())
+      .stem_pool_stride(arch.stem_pool_stride() == 0 ? 2 : arch.stem_pool_stride());
   std::string description = absl::StrCat(
       "shufflenetv2_m(repeats=[", absl::StrJoin(options.stage_repeats(), ","), "], widths=[",
       absl::StrJoin(options.stage_widths(), ","), "], head=", options.head_width(),
       options.global_max_pool() ? ", avg+max pool" : "",
       options.input_downsample() > 1 ? absl::StrCat(", input /", options.input_downsample()) : "",
+      options.stem_pool_stride() == 1 ? ", no stem pool" : "",
       TumourHeadText(options), ", routes=", num_routes, ")");
   try {
     return std::make_unique<ModuleNetwork<DecisionNet>>(DecisionNet(options),

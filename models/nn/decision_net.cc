@@ -76,6 +76,9 @@ DecisionNetImpl::DecisionNetImpl(const DecisionNetOptions& options) : options(op
                   options.input_downsample() == 4,
               "decision network input_downsample must be 1, 2 or 4, not ",
               options.input_downsample());
+  TORCH_CHECK(options.stem_pool_stride() == 1 || options.stem_pool_stride() == 2,
+              "decision network stem_pool_stride must be 1 (no pool) or 2, not ",
+              options.stem_pool_stride());
   stem_ = register_module("stem", ops::Conv3x3(options.in_channels(), widths[0], 2, false));
   stem_bn_ = register_module("stem_bn", torch::nn::BatchNorm2d(widths[0]));
   units_ = register_module("units", torch::nn::ModuleList());
@@ -115,7 +118,7 @@ std::pair<torch::Tensor, torch::Tensor> DecisionNetImpl::ForwardWithTumourMap(
     const torch::Tensor& x) {
   const int64_t k = options.input_downsample();
   torch::Tensor y = ops::Relu(ops::ConvBn(stem_, stem_bn_, k > 1 ? ops::AvgPool(x, k) : x));
-  y = ops::MaxPool(y, 3, 2, 1);
+  if (options.stem_pool_stride() > 1) y = ops::MaxPool(y, 3, options.stem_pool_stride(), 1);
   torch::Tensor tapped;  // a stage's output, for a tumour head that reads there
   int64_t done = 0;
   for (const auto& unit : *units_) {

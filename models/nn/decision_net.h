@@ -32,8 +32,11 @@ struct DecisionNetOptions {
   // the classifier's input. Trained with the slice's tumour mask (ForwardWithTumourMap).
   TORCH_ARG(bool, tumour_head) = false;
   // Where the tumour head reads: 0 the head's features; k >= 1 the output of stage k (stride
-  // 4 * 2^k), a finer map.
+  // 2 * stem_pool_stride * 2^k), a finer map.
   TORCH_ARG(int64_t, tumour_head_stage) = 0;
+  // Stride of the 3x3 max pool after the stem: 2 (ShuffleNetV2's), or 1 for none (every stage on
+  // a twice finer grid, about 4x the MACs). No weight depends on it.
+  TORCH_ARG(int64_t, stem_pool_stride) = 2;
 };
 
 // ShuffleNetV2 unit. Stride 1: the input's channels are shuffled into two halves, one passes
@@ -58,7 +61,7 @@ class ShuffleUnitImpl : public torch::nn::Module {
 TORCH_MODULE(ShuffleUnit);
 
 // Input N x in x H x W (any size; 240 x 240 is the BraTS slice); output N x num_routes logits.
-// Stem, max pool, ShuffleNetV2 stages, 1x1 head, global pooling (average, or average and
+// Stem, max pool (or none), ShuffleNetV2 stages, 1x1 head, global pooling (average, or average and
 // maximum, and with the tumour head the tumour map's maximum), linear classifier.
 class DecisionNetImpl : public torch::nn::Module {
  public:

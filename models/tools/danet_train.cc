@@ -103,6 +103,11 @@ ABSL_FLAG(std::optional<int>, decision_input_downsample, std::nullopt,
           "Decision network input average-pooled by 1, 2 or 4 (DecisionArch.input_downsample; "
           "default: the bank's): a cheaper pass. A fresh stage 2, or with --decision_finetune the "
           "trained network's weights on pooled input (the teacher's labels from it unpooled).");
+ABSL_FLAG(std::optional<int>, decision_stem_pool_stride, std::nullopt,
+          "Stride of the decision network's max pool after its stem: 2, or 1 for none (the "
+          "stages on a twice finer grid, about 4x its MACs; DecisionArch.stem_pool_stride; "
+          "default: the bank's). Changes no weight: with --decision_finetune the trained weights "
+          "see the finer grid.");
 ABSL_FLAG(std::optional<bool>, decision_tumour_head, std::nullopt,
           "Decision network maps tumour on its head's grid and its classifier sees the map's "
           "maximum (DecisionArch.tumour_head; default: the bank's). When stage 2 starts; with "
@@ -241,6 +246,7 @@ int Main(const std::string& command_line) {
   // The flags that change the decision network's shape (they need stage 2).
   const bool new_decision_arch =
       absl::GetFlag(FLAGS_decision_max_pool) || absl::GetFlag(FLAGS_decision_input_downsample) ||
+      absl::GetFlag(FLAGS_decision_stem_pool_stride) ||
       absl::GetFlag(FLAGS_decision_tumour_head) || absl::GetFlag(FLAGS_decision_tumour_head_stage);
   const bool no_init = absl::GetFlag(FLAGS_init_bundle).empty();
   if (absl::GetFlag(FLAGS_keep_decision) &&
@@ -353,6 +359,7 @@ int Main(const std::string& command_line) {
   options.route_balance = absl::GetFlag(FLAGS_route_balance);
   options.decision_max_pool = absl::GetFlag(FLAGS_decision_max_pool);
   options.decision_input_downsample = absl::GetFlag(FLAGS_decision_input_downsample);
+  options.decision_stem_pool_stride = absl::GetFlag(FLAGS_decision_stem_pool_stride);
   options.decision_tumour_head = absl::GetFlag(FLAGS_decision_tumour_head);
   options.decision_tumour_head_stage = absl::GetFlag(FLAGS_decision_tumour_head_stage);
   options.tumour_map_weight = absl::GetFlag(FLAGS_tumour_map_weight);

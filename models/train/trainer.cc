@@ -235,6 +235,9 @@ absl::Status Trainer::ApplyDecisionArch() {
   if (options_.decision_input_downsample) {
     arch.set_input_downsample(*options_.decision_input_downsample);
   }
+  if (options_.decision_stem_pool_stride) {
+    arch.set_stem_pool_stride(*options_.decision_stem_pool_stride);
+  }
   if (options_.decision_tumour_head) arch.set_tumour_head(*options_.decision_tumour_head);
   if (options_.decision_tumour_head_stage) {
     if (!arch.tumour_head()) {
@@ -264,8 +267,8 @@ absl::Status Trainer::ApplyDecisionArch() {
   }
   if (state_["decision_step"].get<int>() > 0) {
     return absl::FailedPreconditionError(
-        "--decision_max_pool, --decision_input_downsample or --decision_tumour_head[_stage] "
-        "changes the decision network of a run whose stage 2 has begun; add --redo_decision to "
+        "--decision_max_pool, --decision_input_downsample, --decision_stem_pool_stride or "
+        "--decision_tumour_head[_stage] changes the decision network of a run whose stage 2 has begun; add --redo_decision to "
         "train it again");
   }
   v1::DecisionNetwork& decision = *bank_->mutable_config()->mutable_decision();

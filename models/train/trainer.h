@@ -93,6 +93,9 @@ struct TrainOptions {
   // Sets DecisionArch.input_downsample (1, 2 or 4: the decision network's input average-pooled
   // by this factor), under the same rule as decision_max_pool.
   std::optional<int> decision_input_downsample;
+  // Sets DecisionArch.stem_pool_stride (2: the stem's max pool; 1: none, the stages on a twice
+  // finer grid), under the same rule as decision_max_pool.
+  std::optional<int> decision_stem_pool_stride;
   // Sets DecisionArch.tumour_head (a tumour map on the head's grid whose maximum the classifier
   // sees), under the same rule as decision_max_pool. Stage 2 then adds tumour_map_weight times
   // the map's binary cross-entropy against the slice's tumour mask, max-pooled to the map's grid.
