@@ -35,7 +35,7 @@ struct DecisionNetOptions {
   // 2 * stem_pool_stride * 2^k), a finer map.
   TORCH_ARG(int64_t, tumour_head_stage) = 0;
   // Stride of the 3x3 max pool after the stem: 2 (ShuffleNetV2's), or 1 for none (every stage on
-  // a twice finer grid, about 4x the MACs). No weight depends on it.
+  // a twice finer grid, about 2.6x the MACs). No weight depends on it.
   TORCH_ARG(int64_t, stem_pool_stride) = 2;
 };
 

@@ -105,7 +105,7 @@ ABSL_FLAG(std::optional<int>, decision_input_downsample, std::nullopt,
           "trained network's weights on pooled input (the teacher's labels from it unpooled).");
 ABSL_FLAG(std::optional<int>, decision_stem_pool_stride, std::nullopt,
           "Stride of the decision network's max pool after its stem: 2, or 1 for none (the "
-          "stages on a twice finer grid, about 4x its MACs; DecisionArch.stem_pool_stride; "
+          "stages on a twice finer grid, about 2.6x its MACs; DecisionArch.stem_pool_stride; "
           "default: the bank's). Changes no weight: with --decision_finetune the trained weights "
           "see the finer grid.");
 ABSL_FLAG(std::optional<bool>, decision_tumour_head, std::nullopt,

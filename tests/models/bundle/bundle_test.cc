@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 
 #include "models/bank/bank.h"
 #include "models/bundle/bundle_config.h"
@@ -239,6 +240,30 @@ TEST_F(BundleTest, DecisionRebuiltForPooledInputKeepsItsWeights) {
   EXPECT_THAT(std::string(refused.message()), HasSubstr("head.weight"));
   EXPECT_THAT(std::string(refused.message()), HasSubstr("train it again"));
   EXPECT_TRUE(torch::allclose(bank->decision().Forward(x), before, 1e-5, 1e-6));
+}
+
+// Dropping the max pool after the stem (stem_pool_stride 1) changes no weight either: the rebuilt
+// network holds the trained tensors, value for value, and runs them on the finer grid.
+TEST_F(BundleTest, DecisionRebuiltWithoutTheStemPoolKeepsItsWeights) {
+  std::unique_ptr<Bank> bank = NewBank(SmallConfig(), 5);
+  ASSERT_NE(bank, nullptr);
+  std::map<std::string, torch::Tensor> trained;
+  for (const auto& [name, tensor] : bank->decision().NamedState()) {
+    trained.emplace(name, tensor.detach().clone());
+  }
+  v1::DecisionArch* arch = bank->mutable_config()->mutable_decision()->mutable_arch();
+  const v1::DecisionArch previous = *arch;
+  arch->set_stem_pool_stride(1);
+  ASSERT_TRUE(Bank::CheckDecisionGrowth(previous, *arch).ok());
+  ASSERT_TRUE(bank->RebuildDecisionKeepingWeights(previous).ok());
+  EXPECT_THAT(bank->decision().Describe(), HasSubstr("no stem pool"));
+  size_t seen = 0;
+  for (const auto& [name, tensor] : bank->decision().NamedState()) {
+    ASSERT_EQ(trained.count(name), 1u) << name;
+    EXPECT_TRUE(torch::equal(tensor, trained.at(name))) << name;
+    ++seen;
+  }
+  EXPECT_EQ(seen, trained.size());
 }
 
 // Features added to a trained decision network (its head's maximum, then a tumour map) start at

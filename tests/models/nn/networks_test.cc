@@ -119,6 +119,33 @@ TEST_F(NetworksTest, DecisionNetworkTumourHeadAtAStageMapsItsFinerGrid) {
                c10::Error);
 }
 
+// stem_pool_stride 1: no max pool after the stem, so every stage works on a twice finer grid (the
+// stage-1 tumour map has a cell per 4 x 4 voxels instead of 8 x 8) with the same weights' shapes.
+// A stride other than 1 or 2 is refused.
+TEST_F(NetworksTest, DecisionNetworkWithoutTheStemPoolSeesATwiceFinerGrid) {
+  const torch::Tensor x = torch::randn({2, 4, 64, 96});
+  DecisionNet pooled(DecisionNetOptions(5).tumour_head(true).tumour_head_stage(1));
+  DecisionNet fine(
+      DecisionNetOptions(5).tumour_head(true).tumour_head_stage(1).stem_pool_stride(1));
+  pooled->eval();
+  fine->eval();
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ(pooled->ForwardWithTumourMap(x).second.sizes(),
+            (std::vector<int64_t>{2, 1, 64 / 8, 96 / 8}));
+  const auto [logits, map] = fine->ForwardWithTumourMap(x);
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 5}));
+  EXPECT_EQ(map.sizes(), (std::vector<int64_t>{2, 1, 64 / 4, 96 / 4}));
+  const auto pooled_state = pooled->named_parameters();
+  const auto fine_state = fine->named_parameters();
+  ASSERT_EQ(pooled_state.size(), fine_state.size());
+  for (const auto& item : pooled_state) {
+    EXPECT_EQ(fine_state[item.key()].sizes(), item.value().sizes()) << item.key();
+  }
+  for (int64_t bad : {0, 3}) {
+    EXPECT_THROW(DecisionNet(DecisionNetOptions(5).stem_pool_stride(bad)), c10::Error) << bad;
+  }
+}
+
 // ops::Relu and ops::Add write into their first argument only when autograd is off and nothing
 // else holds its buffer; otherwise they leave every input as it was.
 TEST_F(NetworksTest, ReluAndAddReuseOnlyBuffersNothingElseHolds) {
