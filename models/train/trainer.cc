@@ -271,10 +271,15 @@ absl::Status Trainer::ApplyDecisionArch() {
         "--decision_tumour_head[_stage] changes the decision network of a run whose stage 2 has begun; add --redo_decision to "
         "train it again");
   }
-  v1::DecisionNetwork& decision = *bank_->mutable_config()->mutable_decision();
-  previous_decision_arch_ = decision.arch();
-  *decision.mutable_arch() = arch;
-  decision.set_gmacs_per_slice(0);  // counted again for the new network
+  if (options_.decision_steps == 0) {
+    return absl::InvalidArgumentError(
+        "--decision_max_pool, --decision_input_downsample, --decision_stem_pool_stride or "
+        "--decision_tumour_head[_stage] changes the decision network, which only stage 2 "
+        "trains: it needs --decision_steps above 0");
+  }
+  // Installed when stage 2 starts, not now: until then the bank (and every stage-1 checkpoint)
+  // holds the trained network with its own architecture, so a run resumed from stage 1 loads.
+  pending_decision_arch_ = arch;
   return absl::OkStatus();
 }
 
@@ -566,14 +571,20 @@ absl::Status Trainer::RunDecisionStage() {
     // stream seeded as after stage 1, whether it follows stage 1 in the same run or comes
     // from --redo_decision: both give the same network from the same bank and labels.
     torch::manual_seed(options_.seed);
+    std::optional<v1::DecisionArch> trained_arch;
+    if (pending_decision_arch_) {
+      v1::DecisionNetwork& config = *bank_->mutable_config()->mutable_decision();
+      trained_arch = config.arch();
+      *config.mutable_arch() = *pending_decision_arch_;
+      config.set_gmacs_per_slice(0);  // counted again for the new network
+    }
     if (!options_.decision_finetune) {
       if (absl::Status s = bank_->ReinitializeDecision(); !s.ok()) return s;
-    } else if (previous_decision_arch_) {
-      // Fine-tuned in a changed architecture (pooled input, added features): the trained
-      // weights in the network built for it (the teacher's labels above came from the network
-      // as it was).
-      if (absl::Status s = bank_->RebuildDecisionKeepingWeights(*previous_decision_arch_);
-          !s.ok()) {
+    } else if (trained_arch) {
+      // Fine-tuned in a changed architecture (pooled input, added features, no stem pool): the
+      // trained weights in the network built for it (the teacher's labels above came from the
+      // network as it was).
+      if (absl::Status s = bank_->RebuildDecisionKeepingWeights(*trained_arch); !s.ok()) {
         return s;
       }
     }

@@ -172,8 +172,9 @@ class Trainer {
   absl::Status ScoreSlices();
   absl::Status LoadDecisionLabels();
   std::vector<double> ModelGmacs() const;  // each bank model's GMACs per slice (Eq. 4's F_i)
-  // --decision_max_pool, --decision_input_downsample and --decision_tumour_head into the
-  // bundle's DecisionArch; they change the network, so only before stage 2 has begun.
+  // --decision_max_pool, --decision_input_downsample, --decision_stem_pool_stride and
+  // --decision_tumour_head[_stage] into the architecture stage 2 installs (pending_decision_arch_);
+  // they change the network, so only before stage 2 has begun, and only with stage 2 to run.
   absl::Status ApplyDecisionArch();
   absl::Status RunDecisionStage();
   absl::Status Validate();
@@ -185,10 +186,11 @@ class Trainer {
   nlohmann::json state_;  // {"bank_step", "labels_done", "decision_step", "validated"}
   nlohmann::json report_;
   std::vector<LabelledSlice> tumour_slices_, other_slices_;
-  // Set when ApplyDecisionArch changed the decision network's architecture in the config: the
-  // architecture before (the trained network's, which --decision_finetune continues from); the
-  // network itself is built again when stage 2 starts.
-  std::optional<v1::DecisionArch> previous_decision_arch_;
+  // Set when ApplyDecisionArch found a new architecture for the decision network: stage 2 puts it
+  // into the config and builds the network again when it starts (with --decision_finetune from
+  // the trained network's weights). Stage 1 and its checkpoints keep the trained network and its
+  // own architecture.
+  std::optional<v1::DecisionArch> pending_decision_arch_;
 };
 
 }  // namespace danet::train

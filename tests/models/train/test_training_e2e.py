@@ -252,7 +252,11 @@ class TrainingEndToEnd(unittest.TestCase):
                                 "--tumour_map_positive_weight above 0"),
                                (["--decision_tumour_head_stage", "2"], "needs a tumour head"),
                                (["--decision_tumour_head=true", "--decision_tumour_head_stage",
-                                 "5"], "tumour_head_stage must be 0 (the head) or a stage 1..3")):
+                                 "5"], "tumour_head_stage must be 0 (the head) or a stage 1..3"),
+                               (["--decision_stem_pool_stride", "3"],
+                                "stem_pool_stride must be 1 (no pool) or 2"),
+                               (["--decision_max_pool=true", "--decision_steps", "0"],
+                                "needs --decision_steps above 0")):
             refused = subprocess.run(train_command(out + "_x", work + "_x") + flags,
                                      capture_output=True, text=True, timeout=120)
             self.assertNotEqual(refused.returncode, 0)
@@ -307,12 +311,34 @@ class TrainingEndToEnd(unittest.TestCase):
         self.assertLess(grown_weights["classifier.weight"][:, -1].abs().max().item(), 1e-6)
         moved = sum(abs(a - b) for a, b in zip(probabilities(grown), start))
         self.assertLess(moved, 0.5 * sum(abs(a - b) for a, b in zip(fresh, start)))
-        # On pooled input (--decision_input_downsample 2, which changes no weight's shape): the
-        # trained weights go into the rebuilt network (at this learning rate its convolutions are
-        # the starting network's, a fresh one's are not), and the bundle serves it pooled.
-        pooled = run("pooled", "--decision_finetune", "--decision_input_downsample", "2")
+        # A grown fine-tune with stage 1 before it, paused after a stage-1 step: the checkpoint
+        # holds the trained network in its own architecture (the new one is installed when stage
+        # 2 starts), so the run resumes and finishes with the tumour map.
+        resumed = os.path.join(TMP, "grown_resumed")
+        shutil.rmtree(resumed + ".work", ignore_errors=True)
+        command = train_command(resumed, resumed + ".work")
+        command[command.index("--bank_steps") + 1] = "2"
+        command[command.index("--decision_steps") + 1] = "2"
+        command += ["--init_bundle", self.out, "--decision_labels", "teacher", "--decision_lr",
+                    "1e-9", "--decision_finetune", "--decision_tumour_head=true"]
+        paused = subprocess.run(command + ["--pause_after_bank_step", "1"], capture_output=True,
+                                text=True, timeout=600)
+        self.assertEqual(paused.returncode, 0, paused.stderr[-3000:])
+        self.assertIn("paused after stage-1 step 1", paused.stdout)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        with open(os.path.join(resumed, "bundle.pbtxt")) as f:
+            self.assertIn("tumour_head: true", f.read())
+        # On pooled input and without the stem's max pool (--decision_input_downsample 2 and
+        # --decision_stem_pool_stride 1, neither of which changes a weight's shape): the trained
+        # weights go into the rebuilt network (at this learning rate its convolutions are the
+        # starting network's, a fresh one's are not), and the bundle serves it so.
+        pooled = run("pooled", "--decision_finetune", "--decision_input_downsample", "2",
+                     "--decision_stem_pool_stride", "1")
         with open(os.path.join(pooled, "bundle.pbtxt")) as f:
-            self.assertIn("input_downsample: 2", f.read())
+            text = f.read()
+        self.assertIn("input_downsample: 2", text)
+        self.assertIn("stem_pool_stride: 1", text)
         self.assertEqual(len(probabilities(pooled)), len(start))
         weights = {name: torch.load(os.path.join(bundle, "decision.pt"))
                    for name, bundle in (("start", self.out), ("pooled", pooled),
