@@ -204,8 +204,8 @@ absl::StatusOr<std::unique_ptr<Network>> BuildDecisionNetwork(const v1::Decision
       absl::StrJoin(options.stage_widths(), ","), "], head=", options.head_width(),
       options.global_max_pool() ? ", avg+max pool" : "",
       options.input_downsample() > 1 ? absl::StrCat(", input /", options.input_downsample()) : "",
-      options.stem_pool_stride() == 1 ? ", no stem pool" : "",
-      TumourHeadText(options), ", routes=", num_routes, ")");
+      options.stem_pool_stride() == 1 ? ", no stem pool" : "", TumourHeadText(options),
+      ", routes=", num_routes, ")");
   try {
     return std::make_unique<ModuleNetwork<DecisionNet>>(DecisionNet(options),
                                                         std::move(description));

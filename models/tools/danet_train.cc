@@ -246,8 +246,8 @@ int Main(const std::string& command_line) {
   // The flags that change the decision network's shape (they need stage 2).
   const bool new_decision_arch =
       absl::GetFlag(FLAGS_decision_max_pool) || absl::GetFlag(FLAGS_decision_input_downsample) ||
-      absl::GetFlag(FLAGS_decision_stem_pool_stride) ||
-      absl::GetFlag(FLAGS_decision_tumour_head) || absl::GetFlag(FLAGS_decision_tumour_head_stage);
+      absl::GetFlag(FLAGS_decision_stem_pool_stride) || absl::GetFlag(FLAGS_decision_tumour_head) ||
+      absl::GetFlag(FLAGS_decision_tumour_head_stage);
   const bool no_init = absl::GetFlag(FLAGS_init_bundle).empty();
   if (absl::GetFlag(FLAGS_keep_decision) &&
       (no_init || absl::GetFlag(FLAGS_redo_decision) || new_decision_arch)) {

@@ -268,7 +268,8 @@ absl::Status Trainer::ApplyDecisionArch() {
   if (state_["decision_step"].get<int>() > 0) {
     return absl::FailedPreconditionError(
         "--decision_max_pool, --decision_input_downsample, --decision_stem_pool_stride or "
-        "--decision_tumour_head[_stage] changes the decision network of a run whose stage 2 has begun; add --redo_decision to "
+        "--decision_tumour_head[_stage] changes the decision network of a run whose stage 2 has "
+        "begun; add --redo_decision to "
         "train it again");
   }
   if (options_.decision_steps == 0) {
