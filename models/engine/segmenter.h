@@ -27,7 +27,8 @@
 
 namespace danet::engine {
 
-// The decision network's output stride (stem, max pool and three stride-2 stages).
+// The decision network's output stride (stem, max pool and three stride-2 stages); without the
+// stem's max pool (DecisionArch.stem_pool_stride 1) it is 16, which a box on this grid serves too.
 inline constexpr int64_t kDecisionStride = 32;
 
 struct SegmentOptions {

@@ -32,7 +32,7 @@ struct DecisionNetOptions {
   // the classifier's input. Trained with the slice's tumour mask (ForwardWithTumourMap).
   TORCH_ARG(bool, tumour_head) = false;
   // Where the tumour head reads: 0 the head's features; k >= 1 the output of stage k (stride
-  // 2 * stem_pool_stride * 2^k), a finer map.
+  // input_downsample * 2 * stem_pool_stride * 2^k), a finer map.
   TORCH_ARG(int64_t, tumour_head_stage) = 0;
   // Stride of the 3x3 max pool after the stem: 2 (ShuffleNetV2's), or 1 for none (every stage on
   // a twice finer grid, about 2.6x the MACs). No weight depends on it.

@@ -1,5 +1,6 @@
 #include "models/train/trainer.h"
 
+#include <google/protobuf/text_format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -30,6 +31,19 @@ using Clock = std::chrono::steady_clock;
 constexpr char kStateFile[] = "state.json";
 constexpr char kCheckpointDir[] = "checkpoint";
 constexpr char kLabelsFile[] = "decision_labels.csv";
+// state.json's key for the decision architecture a run will install when its stage 2 starts.
+constexpr char kPendingArchKey[] = "pending_decision_arch";
+constexpr char kArchFlags[] =
+    "--decision_max_pool, --decision_input_downsample, --decision_stem_pool_stride or "
+    "--decision_tumour_head[_stage]";
+
+// The architecture with each default spelled as an unset field (input_downsample 1 and
+// stem_pool_stride 2 read like 0), so that a flag restating a default changes nothing.
+v1::DecisionArch Canonical(v1::DecisionArch arch) {
+  if (arch.input_downsample() == 1) arch.clear_input_downsample();
+  if (arch.stem_pool_stride() == 2) arch.clear_stem_pool_stride();
+  return arch;
+}
 
 std::filesystem::path OptimizerPath(const std::filesystem::path& checkpoint,
                                     const std::string& id) {
@@ -230,7 +244,23 @@ absl::Status Trainer::Checkpoint(
 }
 
 absl::Status Trainer::ApplyDecisionArch() {
-  v1::DecisionArch arch = bank_->config().decision().arch();
+  const v1::DecisionArch trained = Canonical(bank_->config().decision().arch());
+  v1::DecisionArch arch = trained;
+  // A run paused in stage 1 goes on towards the architecture it started with (kept in
+  // state.json), the flags given now applied on top.
+  if (state_.contains(kPendingArchKey)) {
+    const std::string text = state_[kPendingArchKey].get<std::string>();
+    if (!google::protobuf::TextFormat::ParseFromString(text, &arch)) {
+      return absl::DataLossError(absl::StrCat((options_.work_dir / kStateFile).string(), ": ",
+                                              kPendingArchKey, " does not parse"));
+    }
+  }
+  if (options_.decision_stem_pool_stride && *options_.decision_stem_pool_stride != 1 &&
+      *options_.decision_stem_pool_stride != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--decision_stem_pool_stride must be 1 (no pool) or 2, not ",
+                     *options_.decision_stem_pool_stride));
+  }
   if (options_.decision_max_pool) arch.set_global_max_pool(*options_.decision_max_pool);
   if (options_.decision_input_downsample) {
     arch.set_input_downsample(*options_.decision_input_downsample);
@@ -247,15 +277,22 @@ absl::Status Trainer::ApplyDecisionArch() {
     }
     arch.set_tumour_head_stage(*options_.decision_tumour_head_stage);
   }
-  if (arch.SerializeAsString() == bank_->config().decision().arch().SerializeAsString()) {
+  arch = Canonical(arch);
+  if (arch.SerializeAsString() == trained.SerializeAsString()) {
+    state_.erase(kPendingArchKey);
     return absl::OkStatus();
+  }
+  if (options_.keep_decision) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kArchFlags, " changes the decision network, which --keep_decision keeps as it is"));
   }
   // The network checks its own architecture (a stage it lacks, for one): built once here, so
   // that a bad one is refused before anything is trained.
   if (absl::StatusOr<std::unique_ptr<models::Network>> built =
           models::BuildDecisionNetwork(arch, bank_->size() + 1);
       !built.ok()) {
-    return built.status();
+    return absl::Status(built.status().code(),
+                        absl::StrCat(kArchFlags, ": ", built.status().message()));
   }
   // A fine-tune must be able to grow the trained network into the new architecture: refused
   // here, before anything is trained, rather than when stage 2 starts.
@@ -267,20 +304,23 @@ absl::Status Trainer::ApplyDecisionArch() {
   }
   if (state_["decision_step"].get<int>() > 0) {
     return absl::FailedPreconditionError(
-        "--decision_max_pool, --decision_input_downsample, --decision_stem_pool_stride or "
-        "--decision_tumour_head[_stage] changes the decision network of a run whose stage 2 has "
-        "begun; add --redo_decision to "
-        "train it again");
+        absl::StrCat(kArchFlags,
+                     " changes the decision network of a run whose stage 2 has begun; add "
+                     "--redo_decision to train it again"));
   }
   if (options_.decision_steps == 0) {
     return absl::InvalidArgumentError(
-        "--decision_max_pool, --decision_input_downsample, --decision_stem_pool_stride or "
-        "--decision_tumour_head[_stage] changes the decision network, which only stage 2 "
-        "trains: it needs --decision_steps above 0");
+        absl::StrCat(kArchFlags,
+                     " changes the decision network, which only stage 2 trains: it needs "
+                     "--decision_steps above 0"));
   }
   // Installed when stage 2 starts, not now: until then the bank (and every stage-1 checkpoint)
-  // holds the trained network with its own architecture, so a run resumed from stage 1 loads.
+  // holds the trained network with its own architecture, so a run resumed from stage 1 loads;
+  // state.json remembers the new one for a resume without the flags.
   pending_decision_arch_ = arch;
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(arch, &text);
+  state_[kPendingArchKey] = text;
   return absl::OkStatus();
 }
 
@@ -578,6 +618,7 @@ absl::Status Trainer::RunDecisionStage() {
       trained_arch = config.arch();
       *config.mutable_arch() = *pending_decision_arch_;
       config.set_gmacs_per_slice(0);  // counted again for the new network
+      state_.erase(kPendingArchKey);  // saved with stage 2's first checkpoint
     }
     if (!options_.decision_finetune) {
       if (absl::Status s = bank_->ReinitializeDecision(); !s.ok()) return s;

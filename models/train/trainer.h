@@ -107,7 +107,8 @@ struct TrainOptions {
   double tumour_map_positive_weight = 1;  // a tumour cell's weight in the map's cross-entropy
   // Sets the bundle's decision.crop_to_brain (unset keeps the bank's). Where it is set, stage 2
   // trains on the brain's box as serving runs it: each batch cropped to its non-zero voxels'
-  // box on the decision network's 32-voxel grid (augmentation moves the brain first).
+  // box on a 32-voxel grid, the decision network's output stride or a multiple of it
+  // (augmentation moves the brain first).
   std::optional<bool> decision_crop_to_brain;
   // Stage 2 continues from the starting bundle's trained decision network (--init_bundle)
   // instead of a fresh one; with teacher labels it keeps the network's routing while it learns

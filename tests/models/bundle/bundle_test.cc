@@ -264,6 +264,14 @@ TEST_F(BundleTest, DecisionRebuiltWithoutTheStemPoolKeepsItsWeights) {
     ++seen;
   }
   EXPECT_EQ(seen, trained.size());
+  // A bundle whose decision network has a stride the network lacks is refused, naming it.
+  v1::BundleConfig bad = SmallConfig();
+  bad.mutable_decision()->mutable_arch()->set_stem_pool_stride(3);
+  BankOptions options;
+  options.load_weights = false;
+  const absl::Status refused = Bank::Create(bad, ".", options).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("stem_pool_stride"));
 }
 
 // Features added to a trained decision network (its head's maximum, then a tumour map) start at

@@ -185,7 +185,7 @@ TEST_F(CostTest, DownsampledDecisionNetworkIsThePooledPassAtAQuarterOfTheCost) {
 // times the cells, so the stages cost 4x their MACs; the stem's stay as they are, so the whole
 // pass costs about 2.6x (between 2 and 4); the described architecture says so, and a stride the
 // network lacks is refused.
-TEST_F(CostTest, DecisionNetworkWithoutTheStemPoolCostsAboutFourTimesTheMacs) {
+TEST_F(CostTest, DecisionNetworkWithoutTheStemPoolCostsTwoToFourTimesTheMacs) {
   v1::DecisionArch plain_arch, fine_arch;
   fine_arch.set_stem_pool_stride(1);
   absl::StatusOr<std::unique_ptr<Network>> plain = BuildDecisionNetwork(plain_arch, 5);
