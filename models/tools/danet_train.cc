@@ -122,10 +122,12 @@ ABSL_FLAG(bool, decision_finetune, false,
           "Stage 2 continues from --init_bundle's trained decision network instead of a fresh "
           "one (with --decision_labels teacher: its routing kept while it learns, e.g., the "
           "brain's box).");
-ABSL_FLAG(double, tumour_map_weight, 1,
-          "Stage 2 weight of the tumour map's binary cross-entropy (with --decision_tumour_head).");
-ABSL_FLAG(double, tumour_map_positive_weight, 1,
-          "A tumour cell's weight in the tumour map's binary cross-entropy.");
+ABSL_FLAG(std::optional<double>, tumour_map_weight, std::nullopt,
+          "Stage 2 weight of the tumour map's binary cross-entropy (default 1; only for a "
+          "decision network with a tumour map, see --decision_tumour_head).");
+ABSL_FLAG(std::optional<double>, tumour_map_positive_weight, std::nullopt,
+          "A tumour cell's weight in the tumour map's binary cross-entropy (default 1; only "
+          "with a tumour map).");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed (weights, sampling).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
@@ -265,8 +267,8 @@ int Main(const std::string& command_line) {
         "--init_bundle and excludes --keep_decision"));
   }
 
-  if (!(absl::GetFlag(FLAGS_tumour_map_weight) >= 0) ||
-      !(absl::GetFlag(FLAGS_tumour_map_positive_weight) > 0)) {
+  if (!(absl::GetFlag(FLAGS_tumour_map_weight).value_or(1) >= 0) ||
+      !(absl::GetFlag(FLAGS_tumour_map_positive_weight).value_or(1) > 0)) {
     return Fail(absl::InvalidArgumentError(
         "--tumour_map_weight must be at least 0 and --tumour_map_positive_weight above 0"));
   }

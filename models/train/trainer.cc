@@ -278,6 +278,12 @@ absl::Status Trainer::ApplyDecisionArch() {
     arch.set_tumour_head_stage(*options_.decision_tumour_head_stage);
   }
   arch = Canonical(arch);
+  if (!arch.tumour_head() &&
+      (options_.tumour_map_weight || options_.tumour_map_positive_weight)) {
+    return absl::InvalidArgumentError(
+        "--tumour_map_weight and --tumour_map_positive_weight weigh the tumour map's loss, and "
+        "the decision network has no tumour map: add --decision_tumour_head=true");
+  }
   if (arch.SerializeAsString() == trained.SerializeAsString()) {
     state_.erase(kPendingArchKey);
     return absl::OkStatus();
@@ -665,8 +671,9 @@ absl::Status Trainer::RunDecisionStage() {
     torch::Tensor loss = WeightedCrossEntropy(logits, batch.targets.to(bank_->device()), weights);
     if (tumour_head) {
       loss =
-          loss + options_.tumour_map_weight * TumourMapLoss(map, batch.tumour.to(bank_->device()),
-                                                            options_.tumour_map_positive_weight);
+          loss + options_.tumour_map_weight.value_or(1) *
+                     TumourMapLoss(map, batch.tumour.to(bank_->device()),
+                                   options_.tumour_map_positive_weight.value_or(1));
     }
     loss.backward();
     optimizer.step();

@@ -103,8 +103,10 @@ struct TrainOptions {
   // Sets DecisionArch.tumour_head_stage (0: the head's features; 1..3: a stage's output, a finer
   // map), under the same rule as decision_max_pool.
   std::optional<int> decision_tumour_head_stage;
-  double tumour_map_weight = 1;
-  double tumour_map_positive_weight = 1;  // a tumour cell's weight in the map's cross-entropy
+  // The map's loss weight and a tumour cell's weight in its cross-entropy (unset: 1). Set for a
+  // network that stage 2 trains without a tumour head, they are refused rather than ignored.
+  std::optional<double> tumour_map_weight;
+  std::optional<double> tumour_map_positive_weight;
   // Sets the bundle's decision.crop_to_brain (unset keeps the bank's). Where it is set, stage 2
   // trains on the brain's box as serving runs it: each batch cropped to its non-zero voxels'
   // box on a 32-voxel grid, the decision network's output stride or a multiple of it

@@ -250,6 +250,9 @@ class TrainingEndToEnd(unittest.TestCase):
                                 "eq4, teacher or teacher_policy"),
                                (["--tumour_map_positive_weight", "0"],
                                 "--tumour_map_positive_weight above 0"),
+                               # The map's loss weights need a network with a map.
+                               (["--tumour_map_weight", "2"],
+                                "add --decision_tumour_head=true"),
                                (["--decision_tumour_head_stage", "2"], "needs a tumour head"),
                                (["--decision_tumour_head=true", "--decision_tumour_head_stage",
                                  "5"], "tumour_head_stage must be 0 (the head) or a stage 1..3"),
