@@ -278,8 +278,7 @@ absl::Status Trainer::ApplyDecisionArch() {
     arch.set_tumour_head_stage(*options_.decision_tumour_head_stage);
   }
   arch = Canonical(arch);
-  if (!arch.tumour_head() &&
-      (options_.tumour_map_weight || options_.tumour_map_positive_weight)) {
+  if (!arch.tumour_head() && (options_.tumour_map_weight || options_.tumour_map_positive_weight)) {
     return absl::InvalidArgumentError(
         "--tumour_map_weight and --tumour_map_positive_weight weigh the tumour map's loss, and "
         "the decision network has no tumour map: add --decision_tumour_head=true");
@@ -670,10 +669,9 @@ absl::Status Trainer::RunDecisionStage() {
     const auto [logits, map] = decision.ForwardWithTumourMap(batch.images.to(bank_->device()));
     torch::Tensor loss = WeightedCrossEntropy(logits, batch.targets.to(bank_->device()), weights);
     if (tumour_head) {
-      loss =
-          loss + options_.tumour_map_weight.value_or(1) *
-                     TumourMapLoss(map, batch.tumour.to(bank_->device()),
-                                   options_.tumour_map_positive_weight.value_or(1));
+      loss = loss + options_.tumour_map_weight.value_or(1) *
+                        TumourMapLoss(map, batch.tumour.to(bank_->device()),
+                                      options_.tumour_map_positive_weight.value_or(1));
     }
     loss.backward();
     optimizer.step();
