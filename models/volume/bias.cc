@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -208,11 +209,12 @@ struct FitBuffers {
 };
 
 // Marks (sets to 1) the samples whose log intensity, less the current fit and its class mean,
-// lies further than options.outlier_sigmas robust standard deviations from the median, the rest
-// 0; buffers->residual gets what the classes leave (the fit's target). Returns how many were
-// marked.
+// lies further than options.outlier_sigmas robust standard deviations from the median, or above
+// it by more than bright_sigmas (when > 0), the rest 0; buffers->residual gets what the classes
+// leave (the fit's target). Returns how many were marked.
 size_t MarkOutliers(const std::vector<double>& log_value, const std::vector<double>& fitted,
-                    const BiasCorrectionOptions& options, FitBuffers* buffers) {
+                    const BiasCorrectionOptions& options, double bright_sigmas,
+                    FitBuffers* buffers) {
   const size_t n = log_value.size();
   FitBuffers& b = *buffers;
   b.corrected.resize(n);
@@ -226,13 +228,16 @@ size_t MarkOutliers(const std::vector<double>& log_value, const std::vector<doub
   }
   b.scratch = b.error;
   const double centre = Median(&b.scratch);
-  for (size_t s = 0; s < n; ++s) b.error[s] = std::abs(b.error[s] - centre);  // the deviation
-  b.scratch = b.error;
-  const double limit = options.outlier_sigmas * 1.4826 * Median(&b.scratch) + 1e-9;
+  for (size_t s = 0; s < n; ++s) b.error[s] -= centre;  // the signed deviation
+  for (size_t s = 0; s < n; ++s) b.scratch[s] = std::abs(b.error[s]);
+  const double sigma = 1.4826 * Median(&b.scratch);
+  const double limit = options.outlier_sigmas * sigma + 1e-9;
+  const double bright_limit =
+      bright_sigmas > 0 ? bright_sigmas * sigma + 1e-9 : std::numeric_limits<double>::infinity();
   b.outlier.resize(n);
   size_t outliers = 0;
   for (size_t s = 0; s < n; ++s) {
-    b.outlier[s] = b.error[s] >= limit ? 1 : 0;
+    b.outlier[s] = std::abs(b.error[s]) >= limit || b.error[s] >= bright_limit ? 1 : 0;
     outliers += b.outlier[s];
   }
   return outliers;
@@ -315,8 +320,13 @@ FittedFields FitFields(const std::vector<const std::vector<float>*>& channels,
   ForEachChannel(count, [&](size_t c) {
     std::vector<double> at_samples(n, 0.0);
     FitBuffers buffers;
+    const double bright_sigmas = c < options.bright_sigmas.size() ? options.bright_sigmas[c] : 0;
     for (int iteration = 0; iteration < std::max(1, options.iterations); ++iteration) {
-      const size_t outliers = MarkOutliers(sample.log_value[c], at_samples, options, &buffers);
+      // The first round runs without the bright limit: before any field is fitted, the bright
+      // side of a strong field would stay out of every later round's fit (measured: a known
+      // field left half in place).
+      const size_t outliers = MarkOutliers(sample.log_value[c], at_samples, options,
+                                           iteration > 0 ? bright_sigmas : 0, &buffers);
       fitted.coefficients[c] =
           FitPolynomial(sample.basis, n_terms, gram, buffers.residual, buffers.outlier, outliers);
       for (size_t s = 0; s < n; ++s) {

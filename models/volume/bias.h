@@ -49,6 +49,13 @@ struct BiasCorrectionOptions {
   // example a tumour that a first segmentation found (models/engine/case.h). The field is still
   // applied to them.
   const std::vector<uint8_t>* excluded = nullptr;
+  // Per channel, in the order the channels are given (a missing entry or 0: none): a sample
+  // brighter than the fit by more than this many robust standard deviations is an outlier too,
+  // a one-sided limit tighter than outlier_sigmas. A wide oedema a little brighter than the
+  // brightest tissue (FLAIR) is not an outlier of the symmetric limit, and the field bends
+  // towards it and dims it; a tighter limit on the bright side keeps it out of the fit from the
+  // first round (docs/training.md, "Session 46").
+  std::vector<double> bright_sigmas;
 };
 
 // A bundle's preprocessing.bias_correction: "polyN" (N = 1..kMaxBiasDegree) is the polynomial

@@ -110,6 +110,24 @@ TEST(PrepareBankInputTest, BiasCorrectionRunsBeforeNormalisation) {
   for (const auto& channel : input->channels) {
     EXPECT_NEAR(channel[2], channel[26], 0.01 * std::abs(channel[2]));
   }
+  // The FLAIR limit reaches the FLAIR channel's fit, wherever the bundle puts that channel.
+  p.add_modalities("t1");
+  p.add_modalities("t2");
+  p.add_modalities("flair");
+  p.add_modalities("t1ce");
+  p.set_bias_flair_bright_sigmas(0.5);
+  volume::MultiModalVolume limited;
+  limited.geometry = decoded.geometry;
+  for (int c = 0; c < volume::kNumModalities; ++c) {
+    limited.channels[c] = decoded.channels[volume::ModalityIndex(p.modalities(c))];
+  }
+  volume::CorrectBiasField(
+      &limited, volume::BiasCorrectionOptions{.degree = 2, .bright_sigmas = {0, 0, 0.5, 0}});
+  volume::NormalizeZScoreBrain(&limited);
+  ASSERT_NE(limited.channels[2], limited.channels[0]);  // the limit changes the fit here
+  EXPECT_EQ(PrepareBankInput(p, decoded)->channels, limited.channels);
+  p.clear_modalities();
+  p.set_bias_flair_bright_sigmas(0);
   p.set_bias_correction("none");
   volume::MultiModalVolume uncorrected = decoded;
   volume::NormalizeZScoreBrain(&uncorrected);

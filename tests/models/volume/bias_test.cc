@@ -1,7 +1,8 @@
 // Bias-field correction: a known smooth field is removed, an image without one is left nearly as
 // it is, a bright lesion does not pull the field, a wide oedema left out of the fit does not
 // either, background is untouched, a volume larger than
-// the fit's sample is thinned and still corrected, and the setting's text is parsed strictly.
+// the fit's sample is thinned and still corrected, a one-sided limit on the bright side keeps
+// a wide oedema out of the fit, and the setting's text is parsed strictly.
 #include "models/volume/bias.h"
 
 #include <gmock/gmock.h>
@@ -232,6 +233,34 @@ TEST(BiasCorrectionTest, ExcludedVoxelsStayOutOfTheFit) {
   const double found = LogRatioSpread(without.channels[0], clean);
   EXPECT_LT(found, 0.02);
   EXPECT_GT(bent, 3 * found);  // measured: 0.039 against 0.009
+}
+
+// The same wide oedema, nothing excluded: a one-sided limit on the bright side (bright_sigmas)
+// keeps it out of the fit from the first round, and the field is found; a channel without the
+// limit (the second) still bends. Without an oedema the limit still removes a known field.
+TEST(BiasCorrectionTest, BrightLimitKeepsAWideOedemaOutOfTheFit) {
+  std::vector<float> clean = Tissue(/*lesion=*/false, 6);
+  const std::vector<float> healthy = clean;
+  for (int64_t z = 0; z < kDims[2]; ++z) {
+    for (int64_t y = 0; y < kDims[1]; ++y) {
+      for (int64_t x = 0; x < kDims[0]; ++x) {
+        const double dx = x - 32.0, dy = y - 22.0, dz = z - 15.0;
+        if (!InBrain(x, y, z) || dx * dx + dy * dy + dz * dz >= 100.0) continue;
+        clean[Index(x, y, z)] *= static_cast<float>(260.0 / TissueLevel(x, y, z));
+      }
+    }
+  }
+  const BiasCorrectionOptions limited{.degree = 2, .bright_sigmas = {1.0, 0.0, 1.0, 1.0}};
+  MultiModalVolume v = Volume(WithField(clean));
+  CorrectBiasField(&v, limited);
+  const double found = LogRatioSpread(v.channels[0], clean);
+  const double bent = LogRatioSpread(v.channels[1], clean);
+  EXPECT_LT(found, 0.02);
+  EXPECT_GT(bent, 3 * found);
+  MultiModalVolume plain = Volume(WithField(healthy));
+  const double before = LogRatioSpread(plain.channels[0], healthy);
+  CorrectBiasField(&plain, limited);
+  EXPECT_LT(LogRatioSpread(plain.channels[0], healthy), 0.1 * before);
 }
 
 TEST(BiasCorrectionTest, WhetherAVoxelIsSampledDependsOnItsPositionAlone) {
