@@ -40,6 +40,11 @@ ABSL_FLAG(std::string, bias_correction, "",
           "The bundle's preprocessing.bias_correction (none or polyN: each modality divided by a "
           "fitted smooth field before normalisation, in training and in serving; "
           "docs/training.md). Empty: the starting bundle's (none for a preset).");
+ABSL_FLAG(double, bias_flair_bright_sigmas, -1,
+          "The bundle's preprocessing.bias_flair_bright_sigmas: FLAIR samples brighter than the "
+          "bias fit by more than this many robust standard deviations stay out of its fit, from "
+          "its second round (0..10; 0: the symmetric limit only). Negative: the starting "
+          "bundle's (0 for a preset).");
 ABSL_FLAG(double, uncorrected_share, 0,
           "Share of the training cases prepared without the bias correction (a per-case draw "
           "from --seed; validation cases always as the bundle serves them), so that a bank served "
@@ -267,8 +272,9 @@ int Main(const std::string& command_line) {
         "--init_bundle and excludes --keep_decision"));
   }
 
-  if (!(absl::GetFlag(FLAGS_tumour_map_weight).value_or(1) >= 0) ||
-      !(absl::GetFlag(FLAGS_tumour_map_positive_weight).value_or(1) > 0)) {
+  constexpr double kUnsetWeight = TrainOptions::kDefaultTumourMapWeight;
+  if (!(absl::GetFlag(FLAGS_tumour_map_weight).value_or(kUnsetWeight) >= 0) ||
+      !(absl::GetFlag(FLAGS_tumour_map_positive_weight).value_or(kUnsetWeight) > 0)) {
     return Fail(absl::InvalidArgumentError(
         "--tumour_map_weight must be at least 0 and --tumour_map_positive_weight above 0"));
   }
@@ -303,6 +309,14 @@ int Main(const std::string& command_line) {
           absl::StrCat("--bias_correction: ", degree.status().message())));
     }
     (*bank)->mutable_config()->mutable_preprocessing()->set_bias_correction(bias);
+  }
+  if (const double bright = absl::GetFlag(FLAGS_bias_flair_bright_sigmas); bright >= 0) {
+    if (bright > 10) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--bias_flair_bright_sigmas: ", bright,
+                       " is not a limit (standard deviations, 0 to 10)")));
+    }
+    (*bank)->mutable_config()->mutable_preprocessing()->set_bias_flair_bright_sigmas(bright);
   }
 
   if (absl::StatusOr<int> degree =

@@ -669,9 +669,10 @@ absl::Status Trainer::RunDecisionStage() {
     const auto [logits, map] = decision.ForwardWithTumourMap(batch.images.to(bank_->device()));
     torch::Tensor loss = WeightedCrossEntropy(logits, batch.targets.to(bank_->device()), weights);
     if (tumour_head) {
-      loss = loss + options_.tumour_map_weight.value_or(1) *
+      loss = loss + options_.tumour_map_weight.value_or(TrainOptions::kDefaultTumourMapWeight) *
                         TumourMapLoss(map, batch.tumour.to(bank_->device()),
-                                      options_.tumour_map_positive_weight.value_or(1));
+                                      options_.tumour_map_positive_weight.value_or(
+                                          TrainOptions::kDefaultTumourMapWeight));
     }
     loss.backward();
     optimizer.step();

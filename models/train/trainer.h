@@ -103,8 +103,10 @@ struct TrainOptions {
   // Sets DecisionArch.tumour_head_stage (0: the head's features; 1..3: a stage's output, a finer
   // map), under the same rule as decision_max_pool.
   std::optional<int> decision_tumour_head_stage;
-  // The map's loss weight and a tumour cell's weight in its cross-entropy (unset: 1). Set for a
-  // network that stage 2 trains without a tumour head, they are refused rather than ignored.
+  // The map's loss weight and a tumour cell's weight in its cross-entropy (unset:
+  // kDefaultTumourMapWeight). Set for a network that stage 2 trains without a tumour head, they
+  // are refused rather than ignored.
+  static constexpr double kDefaultTumourMapWeight = 1.0;
   std::optional<double> tumour_map_weight;
   std::optional<double> tumour_map_positive_weight;
   // Sets the bundle's decision.crop_to_brain (unset keeps the bank's). Where it is set, stage 2

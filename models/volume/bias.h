@@ -9,10 +9,11 @@
 // field). Alternately, the voxels are put into intensity classes (1-D k-means on the corrected
 // log intensity) and the polynomial is fitted by least squares to what the classes leave,
 // voxels further than a few robust standard deviations from the fit (tumour, vessels, partial
-// volume) left out. A sample of the voxels is enough for a field this smooth. The channel is
-// then divided by the field, scaled so that its mean log over the brain is 0: a volume without
-// a field is changed little, and the overall intensity (which z-scoring removes) is kept.
-// docs/training.md ("Bias correction") has the measurements behind the defaults.
+// volume) left out, and where asked (bright_sigmas, for FLAIR) those a tighter limit above it. A
+// sample of the voxels is enough for a field this smooth. The channel is then divided by the field,
+// scaled so that its mean log over the brain is 0: a volume without a field is changed little, and
+// the overall intensity (which z-scoring removes) is kept. docs/training.md ("Bias correction") has
+// the measurements behind the defaults.
 //
 // Thread safety: pure functions of their arguments.
 #ifndef DANET_MODELS_VOLUME_BIAS_H_

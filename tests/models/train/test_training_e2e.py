@@ -34,7 +34,8 @@ def train_command(out, work):
             "--preset", "tiny", "--bank_steps", "60", "--batch", "4", "--crop", "64",
             "--bank_lr", "0.005", "--warmup", "5", "--decision_steps", "30",
             "--decision_batch", "8", "--checkpoint_every", "20", "--threads", "2",
-            "--seed", "3", "--bias_correction", "poly3", "--thick_slices", "0.2"]
+            "--seed", "3", "--bias_correction", "poly3", "--bias_flair_bright_sigmas", "1",
+            "--thick_slices", "0.2"]
 
 
 def eq4_costs(bundle):
@@ -385,16 +386,23 @@ class TrainingEndToEnd(unittest.TestCase):
             config = f.read()
         self.assertIn('weight_dtype: "float16"', config)
         self.assertIn('bias_correction: "poly3"', config)  # trained on corrected images
+        self.assertIn("bias_flair_bright_sigmas: 1", config)
         self.assertIn("provenance:", config)
         self.assertGreaterEqual(config.count("cases: 1"), 5)  # 4 models + dynamic
 
-    def test_unknown_bias_correction_is_refused(self):
+    def test_bad_bias_settings_are_refused(self):
         refused = subprocess.run(train_command(os.path.join(TMP, "bad_bias"),
                                                os.path.join(TMP, "bad_bias.work")) +
                                  ["--bias_correction", "n4"],
                                  capture_output=True, text=True, timeout=120)
         self.assertNotEqual(refused.returncode, 0)
         self.assertIn("--bias_correction: 'n4' is not one of: none, poly1", refused.stderr)
+        refused = subprocess.run(train_command(os.path.join(TMP, "bad_bias"),
+                                               os.path.join(TMP, "bad_bias.work")) +
+                                 ["--bias_flair_bright_sigmas", "12"],
+                                 capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("--bias_flair_bright_sigmas: 12 is not a limit", refused.stderr)
 
     def test_uncorrected_share_is_checked(self):
         cases = ((["--uncorrected_share", "1.5"], "--uncorrected_share must be in 0..1"),
