@@ -94,6 +94,9 @@ danet_python_test(danet_segment_cli MODULE test_danet_segment DIR ${_models}/too
               "DANET_PHANTOM=$<TARGET_FILE:danet-phantom>"
               "DANET_BUNDLE=${PROJECT_SOURCE_DIR}/models/bundles/phantom-compact"
               "DANET_TMP=${CMAKE_CURRENT_BINARY_DIR}/segment_cli")
+# Two to eight minutes on the 2-core machine, and not RUN_SERIAL: a high cost makes a fresh build's
+# ctest (no timings recorded yet) start it first, beside the unit tests, not last and alone.
+set_tests_properties(danet_segment_cli PROPERTIES COST 1000)
 
 # The PyTorch eager reference of the model benchmark (scripts/bench-eager) builds the networks
 # the C++ bank builds: shapes, parameter counts, the shipped state dicts, BatchNorm folding.
