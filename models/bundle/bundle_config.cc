@@ -181,10 +181,12 @@ absl::Status CheckPreprocessing(const v1::Preprocessing& pre) {
     return Invalid("preprocessing.bias_refit_min_ml",
                    absl::StrCat(pre.bias_refit_min_ml(), " is not a volume (mL, 0 or more)"));
   }
-  if (!(pre.bias_flair_bright_sigmas() >= 0 && pre.bias_flair_bright_sigmas() <= 10)) {
-    return Invalid("preprocessing.bias_flair_bright_sigmas",
-                   absl::StrCat(pre.bias_flair_bright_sigmas(),
-                                " is not a limit (standard deviations, 0 to 10)"));
+  if (!(pre.bias_flair_bright_sigmas() >= 0 &&
+        pre.bias_flair_bright_sigmas() <= volume::kMaxBrightSigmas)) {
+    return Invalid(
+        "preprocessing.bias_flair_bright_sigmas",
+        absl::StrCat(pre.bias_flair_bright_sigmas(), " is not a limit (standard deviations, 0 to ",
+                     volume::kMaxBrightSigmas, ")"));
   }
   if (!(pre.inplane_spacing_mm() >= 0 && pre.inplane_spacing_mm() <= 10)) {
     return Invalid("preprocessing.inplane_spacing_mm",

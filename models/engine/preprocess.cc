@@ -54,11 +54,10 @@ absl::StatusOr<volume::MultiModalVolume> PrepareBankInput(const v1::Preprocessin
     volume::BiasCorrectionOptions options;
     options.degree = *degree;
     options.excluded = excluded;
+    const int flair = volume::ModalityIndex("flair");
     options.bright_sigmas.assign(volume::kNumModalities, 0.0);
     for (int c = 0; c < volume::kNumModalities; ++c) {
-      if ((*order)[c] == volume::ModalityIndex("flair")) {
-        options.bright_sigmas[c] = preprocessing.bias_flair_bright_sigmas();
-      }
+      if ((*order)[c] == flair) options.bright_sigmas[c] = preprocessing.bias_flair_bright_sigmas();
     }
     volume::CorrectBiasField(&input, options);
   }

@@ -311,10 +311,10 @@ int Main(const std::string& command_line) {
     (*bank)->mutable_config()->mutable_preprocessing()->set_bias_correction(bias);
   }
   if (const double bright = absl::GetFlag(FLAGS_bias_flair_bright_sigmas); bright >= 0) {
-    if (bright > 10) {
-      return Fail(absl::InvalidArgumentError(
-          absl::StrCat("--bias_flair_bright_sigmas: ", bright,
-                       " is not a limit (standard deviations, 0 to 10)")));
+    if (bright > volume::kMaxBrightSigmas) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--bias_flair_bright_sigmas: ", bright, " is not a limit (standard deviations, 0 to ",
+          volume::kMaxBrightSigmas, ")")));
     }
     (*bank)->mutable_config()->mutable_preprocessing()->set_bias_flair_bright_sigmas(bright);
   }

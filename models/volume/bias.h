@@ -31,6 +31,8 @@
 namespace danet::volume {
 
 inline constexpr int kMaxBiasDegree = 6;
+// The largest BiasCorrectionOptions::bright_sigmas a bundle or danet-train may set.
+inline constexpr double kMaxBrightSigmas = 10;
 
 struct BiasCorrectionOptions {
   int degree = 3;      // of the polynomial in the voxel coordinates (1..kMaxBiasDegree)

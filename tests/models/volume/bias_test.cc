@@ -204,27 +204,31 @@ TEST(BiasCorrectionTest, CorrectionIsTheImageOverExpOfTheFittedField) {
   }
 }
 
+// Tissue(false, 6) with a wide oedema: a sphere of radius 10 (about a sixth of the brain) at 260,
+// the classes being 100-220, the noise kept; `oedema` (when given) marks its voxels.
+std::vector<float> TissueWithOedema(std::vector<uint8_t>* oedema = nullptr) {
+  std::vector<float> image = Tissue(/*lesion=*/false, 6);
+  if (oedema != nullptr) oedema->assign(image.size(), 0);
+  for (int64_t z = 0; z < kDims[2]; ++z) {
+    for (int64_t y = 0; y < kDims[1]; ++y) {
+      for (int64_t x = 0; x < kDims[0]; ++x) {
+        const double dx = x - 32.0, dy = y - 22.0, dz = z - 15.0;
+        if (!InBrain(x, y, z) || dx * dx + dy * dy + dz * dz >= 100.0) continue;
+        image[Index(x, y, z)] *= static_cast<float>(260.0 / TissueLevel(x, y, z));
+        if (oedema != nullptr) (*oedema)[Index(x, y, z)] = 1;
+      }
+    }
+  }
+  return image;
+}
+
 // A wide region a little brighter than the brightest tissue (an oedema: bright, but not far
 // enough outside the tissue classes to be left out as an outlier) bends a field fitted over the
 // whole brain; left out of the fit (BiasCorrectionOptions::excluded), the field is found again,
 // and it is still applied to the excluded voxels. Degree 2, as the shipped bundle's poly2.
 TEST(BiasCorrectionTest, ExcludedVoxelsStayOutOfTheFit) {
-  // A sphere of radius 10 (about a sixth of the brain) at 260, the classes being 100-220.
-  auto in_oedema = [](int64_t x, int64_t y, int64_t z) {
-    const double dx = x - 32.0, dy = y - 22.0, dz = z - 15.0;
-    return dx * dx + dy * dy + dz * dz < 100.0;
-  };
-  std::vector<float> clean = Tissue(/*lesion=*/false, 6);
-  std::vector<uint8_t> excluded(clean.size(), 0);
-  for (int64_t z = 0; z < kDims[2]; ++z) {
-    for (int64_t y = 0; y < kDims[1]; ++y) {
-      for (int64_t x = 0; x < kDims[0]; ++x) {
-        if (!InBrain(x, y, z) || !in_oedema(x, y, z)) continue;
-        clean[Index(x, y, z)] *= static_cast<float>(260.0 / TissueLevel(x, y, z));  // noise kept
-        excluded[Index(x, y, z)] = 1;
-      }
-    }
-  }
+  std::vector<uint8_t> excluded;
+  const std::vector<float> clean = TissueWithOedema(&excluded);
   MultiModalVolume whole = Volume(WithField(clean));
   MultiModalVolume without = whole;
   CorrectBiasField(&whole, BiasCorrectionOptions{.degree = 2});
@@ -239,17 +243,8 @@ TEST(BiasCorrectionTest, ExcludedVoxelsStayOutOfTheFit) {
 // keeps it out of the fit from the first round, and the field is found; a channel without the
 // limit (the second) still bends. Without an oedema the limit still removes a known field.
 TEST(BiasCorrectionTest, BrightLimitKeepsAWideOedemaOutOfTheFit) {
-  std::vector<float> clean = Tissue(/*lesion=*/false, 6);
-  const std::vector<float> healthy = clean;
-  for (int64_t z = 0; z < kDims[2]; ++z) {
-    for (int64_t y = 0; y < kDims[1]; ++y) {
-      for (int64_t x = 0; x < kDims[0]; ++x) {
-        const double dx = x - 32.0, dy = y - 22.0, dz = z - 15.0;
-        if (!InBrain(x, y, z) || dx * dx + dy * dy + dz * dz >= 100.0) continue;
-        clean[Index(x, y, z)] *= static_cast<float>(260.0 / TissueLevel(x, y, z));
-      }
-    }
-  }
+  const std::vector<float> clean = TissueWithOedema();
+  const std::vector<float> healthy = Tissue(/*lesion=*/false, 6);
   const BiasCorrectionOptions limited{.degree = 2, .bright_sigmas = {1.0, 0.0, 1.0, 1.0}};
   MultiModalVolume v = Volume(WithField(clean));
   CorrectBiasField(&v, limited);
