@@ -188,6 +188,11 @@ absl::Status CheckPreprocessing(const v1::Preprocessing& pre) {
         absl::StrCat(pre.bias_flair_bright_sigmas(), " is not a limit (standard deviations, 0 to ",
                      volume::kMaxBrightSigmas, ")"));
   }
+  if (!(pre.bias_refit_min_change() >= 0) || !std::isfinite(pre.bias_refit_min_change())) {
+    return Invalid("preprocessing.bias_refit_min_change",
+                   absl::StrCat(pre.bias_refit_min_change(),
+                                " is not a change (standard deviations, 0 or more)"));
+  }
   if (!(pre.inplane_spacing_mm() >= 0 && pre.inplane_spacing_mm() <= 10)) {
     return Invalid("preprocessing.inplane_spacing_mm",
                    absl::StrCat(pre.inplane_spacing_mm(), " is not a voxel size (mm, 0 to 10)"));

@@ -75,6 +75,40 @@ std::vector<uint8_t> WidenedTumour(const std::vector<uint8_t>& labels,
   return mask;
 }
 
+RegionSample SampleRegion(const volume::MultiModalVolume& input,
+                          const std::vector<uint8_t>& region) {
+  RegionSample sample;
+  const int64_t n = static_cast<int64_t>(region.size());
+  for (int64_t v = 0; v < n; ++v) {
+    if (region[v] == 0) continue;
+    for (const std::vector<float>& channel : input.channels) {
+      if (channel[v] != 0) {
+        sample.voxels.push_back(v);
+        break;
+      }
+    }
+  }
+  for (int c = 0; c < volume::kNumModalities; ++c) {
+    sample.values[c].reserve(sample.voxels.size());
+    for (const int64_t v : sample.voxels) sample.values[c].push_back(input.channels[c][v]);
+  }
+  return sample;
+}
+
+double RegionChange(const RegionSample& before, const volume::MultiModalVolume& after) {
+  if (before.voxels.empty()) return 0;
+  double largest = 0;
+  for (int c = 0; c < volume::kNumModalities; ++c) {
+    double sum = 0;
+    for (size_t i = 0; i < before.voxels.size(); ++i) {
+      sum +=
+          std::abs(static_cast<double>(after.channels[c][before.voxels[i]]) - before.values[c][i]);
+    }
+    largest = std::max(largest, sum / static_cast<double>(before.voxels.size()));
+  }
+  return largest;
+}
+
 namespace {
 
 // SegmentCase on `prepared`'s grid; when `owned` is `prepared` itself (the caller gave it up), its
@@ -105,18 +139,30 @@ absl::StatusOr<VolumeResult> SegmentOnBankGrid(const models::Bank& bank,
     const auto refit_start = std::chrono::steady_clock::now();
     const std::vector<uint8_t> excluded =
         WidenedTumour(probe->labels, geometry, kRefitMarginMm, stride / 2);
+    const RegionSample before = SampleRegion(prepared.input, excluded);
     if (owned != nullptr) owned->input = volume::MultiModalVolume();
     absl::StatusOr<volume::MultiModalVolume> input =
         owned != nullptr ? PrepareBankInput(preprocessing, *std::move(owned->decoded), &excluded)
                          : PrepareBankInput(preprocessing, *prepared.decoded, &excluded);
     if (!input.ok()) return input.status();
+    const double change = RegionChange(before, *input);
     const double refit_seconds = Since(refit_start);
-    result = SegmentVolume(bank, *input, policy, options);
+    // A change below the bundle's threshold: the probe's work stands, the pass completed on the
+    // refitted input (its GMACs those of one pass).
+    const bool again = change >= preprocessing.bias_refit_min_change();
+    SegmentOptions second_options = options;
+    if (!again) second_options.resume = &*probe;
+    result = SegmentVolume(bank, *input, policy, second_options);
     if (!result.ok()) return result.status();
-    result->bias_refitted = true;
     result->refit_seconds = refit_seconds;
-    result->first_pass_gmacs = probe->gmacs;
-    result->gmacs += probe->gmacs;
+    result->refit_change = change;
+    if (again) {
+      result->bias_refitted = true;
+      result->first_pass_gmacs = probe->gmacs;
+      result->gmacs += probe->gmacs;
+    } else {
+      result->refit_probe_kept = true;
+    }
   }
   result->decide_seconds += probe->decide_seconds;
   result->segment_seconds += probe->segment_seconds;

@@ -15,6 +15,7 @@
 #ifndef DANET_MODELS_ENGINE_CASE_H_
 #define DANET_MODELS_ENGINE_CASE_H_
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -38,9 +39,13 @@ inline constexpr double kRefitMarginMm = 5.0;
 // thicker). 4 mm saved more and placed a large, dimmed tumour worse (docs/training.md, session 35).
 inline constexpr double kProbeSpacingMm = 2.0;
 
-// What a summary says about a case segmented twice (VolumeResult::bias_refitted).
+// What a summary says about a case segmented twice (VolumeResult::bias_refitted), and about one
+// whose second fit moved its input too little for that (VolumeResult::refit_probe_kept).
 inline constexpr char kBiasRefitNote[] =
     "bias fields fitted again without the tumour found; the case was segmented twice";
+inline constexpr char kBiasRefitKeptNote[] =
+    "bias fields fitted again without the tumour found; the input moved little, so the first "
+    "look's masks were kept and the other slices segmented on the new input";
 
 struct PreparedCase {
   // The bank input (PrepareBankInput), on the bank's grid: the case's own, or BankGrid's
@@ -69,17 +74,36 @@ std::vector<uint8_t> WidenedTumour(const std::vector<uint8_t>& labels,
                                    const volume::Geometry& geometry, double radius_mm,
                                    int64_t extra_slices = 0);
 
+// A bank input's values over a region, kept to measure how far a second fit moves them
+// (RegionChange) once the input itself is freed: the region's voxels that hold tissue (a
+// non-zero channel), and each channel's value there.
+struct RegionSample {
+  std::vector<int64_t> voxels;
+  std::array<std::vector<float>, volume::kNumModalities> values;
+};
+RegionSample SampleRegion(const volume::MultiModalVolume& input,
+                          const std::vector<uint8_t>& region);
+
+// The mean absolute difference between `after` and `before` over the sample's voxels, per
+// channel, the largest over the channels (in the input's units: brain standard deviations for a
+// normalised input); 0 for an empty sample. `after` has the sampled input's grid.
+double RegionChange(const RegionSample& before, const volume::MultiModalVolume& after);
+
 // SegmentVolume on the case's input. When the case kept its decoded channels, a probe first
 // (SegmentOptions::probe_stride = ProbeStride): when it finds at least the bundle's
 // preprocessing.bias_refit_min_ml of tumour (its volume times its stride), the second fit
 // without that tumour (widened by kRefitMarginMm, and along z by half the stride) and a
 // segmentation of the refitted input; otherwise the probe resumed on the same input
-// (SegmentOptions::resume: the same labels as without the probe). options.on_slice sees the
-// final segmentation's slices only, as that pass reports them. The result's decide_seconds and
-// segment_seconds cover the probe too; its gmacs all the work done (the probe's counted apart
-// only when a refit follows: first_pass_gmacs); bias_refitted and refit_seconds (the second fit
-// and normalisation) say what the refit cost. On a case prepared on another in-plane grid, the
-// labels (streamed and returned) are brought back onto the case's own (LabelsToCaseGrid).
+// (SegmentOptions::resume: the same labels as without the probe). When the second fit moves the
+// input over the widened tumour by less than preprocessing.bias_refit_min_change (RegionChange),
+// the probe is resumed on the refitted input instead of a second segmentation: its decisions and
+// masks stand, the other routed slices are segmented on the new input (refit_probe_kept; the
+// GMACs of one pass). options.on_slice sees the final segmentation's slices only, as that pass
+// reports them. The result's decide_seconds and segment_seconds cover the probe too; its gmacs
+// all the work done (the probe's counted apart only when a second segmentation follows:
+// first_pass_gmacs); bias_refitted, refit_probe_kept, refit_change and refit_seconds (the second
+// fit and normalisation) say what the refit did and cost. On a case prepared on another in-plane
+// grid, the labels (streamed and returned) are brought back onto the case's own (LabelsToCaseGrid).
 // Errors as SegmentVolume's.
 absl::StatusOr<VolumeResult> SegmentCase(const models::Bank& bank, const PreparedCase& prepared,
                                          const Policy& policy, const SegmentOptions& options = {});

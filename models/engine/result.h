@@ -33,6 +33,12 @@ struct VolumeResult {
   bool bias_refitted = false;
   double refit_seconds = 0;
   double first_pass_gmacs = 0;
+  // SegmentCase: when the fields were fitted again, how far that moved the input over the
+  // widened tumour (RegionChange), and whether it was too little to segment the case again
+  // (preprocessing.bias_refit_min_change): the first look's decisions and masks were then kept
+  // and bias_refitted stays false, refit_seconds counting the second fit all the same.
+  double refit_change = 0;
+  bool refit_probe_kept = false;
   // SegmentCase: whether the bank ran on another in-plane grid than the case's (inplane.h); the
   // labels are on the case's grid either way.
   bool inplane_resampled = false;

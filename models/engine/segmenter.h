@@ -59,7 +59,9 @@ struct SegmentOptions {
   // A probe of the same input with the same policy: its decision-network probabilities and the
   // masks of the slices it segmented are taken instead of computed again, and everything else
   // is done as without it, so the result is the same, GMACs included; its times are those of
-  // what was left (the slices taken keep the probe's seconds). May be null.
+  // what was left (the slices taken keep the probe's seconds). May be null. case.h also resumes
+  // a probe of the input before a second bias fit on the refitted one (the same grid): the
+  // probe's decisions and masks then stand, and the rest is computed on the new input.
   const VolumeResult* resume = nullptr;
 };
 

@@ -78,6 +78,10 @@ nlohmann::json ScoreCase(const models::Bank& bank, const volume::BratsCase& c,
   out["tumour_free_slices"] = free_slices;
   out["tumour_free_skipped"] = free_skipped;
   out["bias_refitted"] = result->bias_refitted;
+  if (result->bias_refitted || result->refit_probe_kept) {  // a second fit ran (SegmentCase)
+    out["refit_change"] = result->refit_change;
+    out["refit_probe_kept"] = result->refit_probe_kept;
+  }
   return out;
 }
 
@@ -86,9 +90,10 @@ nlohmann::json Summarise(const std::vector<nlohmann::json>& cases, bool hd95) {
                       {"tumour_routes", nlohmann::json::object()}};
   const double n = static_cast<double>(cases.size());
   double gmacs = 0, seconds = 0;
-  int tumour = 0, kept = 0, free = 0, skipped = 0, refits = 0;
+  int tumour = 0, kept = 0, free = 0, skipped = 0, refits = 0, probes_kept = 0;
   for (const auto& c : cases) {
     refits += c.value("bias_refitted", false);
+    probes_kept += c.value("refit_probe_kept", false);
     gmacs += c["gmacs"].get<double>() / n;
     seconds += c["seconds"].get<double>() / n;
     tumour += c["tumour_slices"].get<int>();
@@ -117,6 +122,8 @@ nlohmann::json Summarise(const std::vector<nlohmann::json>& cases, bool hd95) {
   p["tumour_slice_recall"] = tumour > 0 ? static_cast<double>(kept) / tumour : 1.0;
   p["tumour_free_skip_rate"] = free > 0 ? static_cast<double>(skipped) / free : 0.0;
   p["bias_refits"] = refits;  // cases segmented twice (engine::SegmentCase)
+  // Cases fitted again whose first look's masks were kept (bias_refit_min_change).
+  p["bias_refit_probes_kept"] = probes_kept;
   p["per_case"] = cases;
   return p;
 }
@@ -213,6 +220,12 @@ std::string FormatEvaluation(const nlohmann::json& e) {
       absl::StrAppendFormat(&out,
                             "%-*s bias fields refitted without the tumour on %d of %d cases\n", w,
                             "", refits, e["cases"].get<int>());
+    }
+    if (const int kept = p.value("bias_refit_probes_kept", 0); kept > 0) {
+      absl::StrAppendFormat(&out,
+                            "%-*s bias fields refitted, the first look kept (little change) on "
+                            "%d of %d cases\n",
+                            w, "", kept, e["cases"].get<int>());
     }
   }
   return out;

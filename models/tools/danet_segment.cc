@@ -132,6 +132,11 @@ int Run() {
     std::cout << absl::StrFormat("note: %s (refit %.2f s; the times and GMACs above cover both)\n",
                                  danet::engine::kBiasRefitNote, result->refit_seconds);
   }
+  if (result->refit_probe_kept) {
+    std::cout << absl::StrFormat("note: %s (refit %.2f s; input moved %.3f sd)\n",
+                                 danet::engine::kBiasRefitKeptNote, result->refit_seconds,
+                                 result->refit_change);
+  }
   if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) {
     const danet::volume::LabelVolume labels{g, result->labels};
     if (absl::Status s = danet::volume::WriteNiftiLabels(out, labels); !s.ok()) return Fail(s);
@@ -144,6 +149,8 @@ int Run() {
         {"gmacs_all_largest", all_largest},
         {"window_fraction", result->window_fraction},
         {"bias_refitted", result->bias_refitted},
+        {"refit_probe_kept", result->refit_probe_kept},
+        {"refit_change", result->refit_change},
         {"seconds",
          {{"read", read_seconds},
           {"preprocess", preprocess_seconds},

@@ -202,6 +202,7 @@ absl::Status ComputeJob(const models::Bank& bank, const Upload& upload, Prepared
   }
   // After the outputs' notes: the PACS bridge reports the first note when no SEG came back.
   if (result->bias_refitted) sum->add_notes(std::string(engine::kBiasRefitNote));
+  if (result->refit_probe_kept) sum->add_notes(std::string(engine::kBiasRefitKeptNote));
   if (result->inplane_resampled) sum->add_notes(std::string(engine::kInplaneNote));
   timing.set_encode(encode_seconds + Since(start));
   timing.set_total(Since(context.received));

@@ -86,8 +86,9 @@ class SegmentCaseTest : public ::testing::Test {
   }
 
   // The tiny preset with seeded random weights, its preprocessing correcting bias fields and
-  // refitting them around at least `refit_min_ml` of tumour (0: never).
-  static std::unique_ptr<models::Bank> MakeBank(double refit_min_ml) {
+  // refitting them around at least `refit_min_ml` of tumour (0: never), segmenting again when
+  // that moves the input by at least `refit_min_change`.
+  static std::unique_ptr<models::Bank> MakeBank(double refit_min_ml, double refit_min_change = 0) {
     models::BankOptions options;
     options.load_weights = false;
     options.seed = 21;
@@ -97,6 +98,7 @@ class SegmentCaseTest : public ::testing::Test {
     pre->set_slice_width(kWidth);
     pre->set_bias_correction("poly2");
     pre->set_bias_refit_min_ml(refit_min_ml);
+    pre->set_bias_refit_min_change(refit_min_change);
     return *models::Bank::Create(config, ".", options);
   }
 
@@ -116,6 +118,35 @@ class SegmentCaseTest : public ::testing::Test {
     return *std::move(result);
   }
 
+  // What SegmentCase does first, by hand: the probe (every other slice at 1 mm) on the first
+  // input, its tumour widened by 5 mm (and a slice more along z), the input fitted again without
+  // it.
+  struct ProbedCase {
+    volume::MultiModalVolume first_input;
+    VolumeResult probe;
+    std::vector<uint8_t> excluded;
+    volume::MultiModalVolume refitted;
+  };
+  ProbedCase Probed(const models::Bank& bank, const Policy& policy) {
+    const v1::Preprocessing& pre = bank.config().preprocessing();
+    EXPECT_EQ(ProbeStride(decoded_.geometry), 2);
+    SegmentOptions probe_options;
+    probe_options.probe_stride = 2;
+    ProbedCase c;
+    c.first_input = *PrepareBankInput(pre, decoded_);
+    c.probe = *SegmentVolume(bank, c.first_input, policy, probe_options);
+    c.excluded = WidenedTumour(c.probe.labels, decoded_.geometry, kRefitMarginMm, 1);
+    c.refitted = *PrepareBankInput(pre, decoded_, &c.excluded);
+    return c;
+  }
+
+  // SegmentCase's result says the second fit ran, and how far it moved the input.
+  static void ExpectSecondFitMeasured(const VolumeResult& result, const ProbedCase& c) {
+    EXPECT_GT(result.refit_seconds, 0.0);
+    EXPECT_DOUBLE_EQ(result.refit_change,
+                     RegionChange(SampleRegion(c.first_input, c.excluded), c.refitted));
+  }
+
   volume::MultiModalVolume decoded_;
 };
 
@@ -124,30 +155,26 @@ TEST_F(SegmentCaseTest, ALargeEnoughTumourIsSegmentedAgainOnTheRefittedInput) {
   const Policy policy = *ParsePolicy("static:M1", *bank);
   const v1::Preprocessing& pre = bank->config().preprocessing();
   ASSERT_TRUE(RefitsBias(pre));
-  // By hand: the probe (every other slice at 1 mm), its tumour widened by 5 mm (and a slice more
-  // along z) left out of a second fit, the second pass.
-  ASSERT_EQ(ProbeStride(decoded_.geometry), 2);
-  SegmentOptions probe_options;
-  probe_options.probe_stride = 2;
-  const VolumeResult first =
-      *SegmentVolume(*bank, *PrepareBankInput(pre, decoded_), policy, probe_options);
-  const std::vector<uint8_t> excluded =
-      WidenedTumour(first.labels, decoded_.geometry, kRefitMarginMm, 1);
+  // By hand: the probe, the second fit, the second pass.
+  const ProbedCase c = Probed(*bank, policy);
+  const VolumeResult& first = c.probe;
   const int64_t tumour =
       std::count_if(first.labels.begin(), first.labels.end(), [](uint8_t l) { return l != 0; });
-  const int64_t left_out = std::count(excluded.begin(), excluded.end(), uint8_t{1});
+  const int64_t left_out = std::count(c.excluded.begin(), c.excluded.end(), uint8_t{1});
   ASSERT_GT(tumour, 0);  // random weights: some voxels are labelled tumour
-  ASSERT_LT(left_out, static_cast<int64_t>(excluded.size()));
-  const VolumeResult second =
-      *SegmentVolume(*bank, *PrepareBankInput(pre, decoded_, &excluded), policy);
+  ASSERT_LT(left_out, static_cast<int64_t>(c.excluded.size()));
+  const VolumeResult second = *SegmentVolume(*bank, c.refitted, policy);
 
   std::vector<int> seen;
   std::vector<uint8_t> streamed;
   const VolumeResult result = Streamed(*bank, policy, &seen, &streamed);
   EXPECT_TRUE(result.bias_refitted);
+  EXPECT_FALSE(result.refit_probe_kept);
+  ExpectSecondFitMeasured(result, c);
+  EXPECT_GT(result.refit_change, 0.0);
   EXPECT_EQ(result.labels, second.labels);
   // The second fit changed the input: not the labels of one pass on the first.
-  EXPECT_NE(result.labels, SegmentVolume(*bank, *PrepareBankInput(pre, decoded_), policy)->labels);
+  EXPECT_NE(result.labels, SegmentVolume(*bank, c.first_input, policy)->labels);
   EXPECT_NEAR(result.gmacs, first.gmacs + second.gmacs, 1e-9);
   EXPECT_EQ(result.first_pass_gmacs, first.gmacs);
   EXPECT_EQ(seen, std::vector<int>(kDepth, 1));  // each slice once, the final pass's
@@ -157,6 +184,57 @@ TEST_F(SegmentCaseTest, ALargeEnoughTumourIsSegmentedAgainOnTheRefittedInput) {
   const VolumeResult moved = *SegmentCase(*bank, std::move(given), policy);
   EXPECT_TRUE(moved.bias_refitted);
   EXPECT_EQ(moved.labels, second.labels);
+}
+
+// A second fit that moves the input less than preprocessing.bias_refit_min_change: the probe's
+// decisions and masks stand, the rest is segmented on the refitted input, one pass's GMACs.
+TEST_F(SegmentCaseTest, ARefitThatMovesTheInputLittleKeepsTheProbe) {
+  const std::unique_ptr<models::Bank> bank =
+      MakeBank(/*refit_min_ml=*/0.001, /*refit_min_change=*/1e9);
+  const Policy policy = *ParsePolicy("static:M1", *bank);
+  const v1::Preprocessing& pre = bank->config().preprocessing();
+  const ProbedCase c = Probed(*bank, policy);
+  SegmentOptions resume_options;
+  resume_options.resume = &c.probe;
+  const VolumeResult expected = *SegmentVolume(*bank, c.refitted, policy, resume_options);
+
+  std::vector<int> seen;
+  std::vector<uint8_t> streamed;
+  const VolumeResult result = Streamed(*bank, policy, &seen, &streamed);
+  EXPECT_FALSE(result.bias_refitted);
+  EXPECT_TRUE(result.refit_probe_kept);
+  ExpectSecondFitMeasured(result, c);
+  EXPECT_EQ(result.first_pass_gmacs, 0.0);
+  EXPECT_EQ(result.labels, expected.labels);
+  // The probed slices keep the first input's masks; the others come from the refitted input.
+  EXPECT_NE(result.labels, SegmentVolume(*bank, c.first_input, policy)->labels);
+  const VolumeResult refitted_pass = *SegmentVolume(*bank, c.refitted, policy);
+  EXPECT_NE(result.labels, refitted_pass.labels);
+  EXPECT_NEAR(result.gmacs, refitted_pass.gmacs, 1e-9);  // one pass
+  EXPECT_EQ(seen, std::vector<int>(kDepth, 1));
+  EXPECT_EQ(streamed, result.labels);
+  // A case given up (the server's jobs) gives the same.
+  PreparedCase given = *PrepareCase(pre, decoded_);
+  const VolumeResult moved = *SegmentCase(*bank, std::move(given), policy);
+  EXPECT_TRUE(moved.refit_probe_kept);
+  EXPECT_EQ(moved.labels, expected.labels);
+}
+
+// RegionChange: the mean absolute change over the region's tissue voxels, the largest channel's.
+TEST(RegionChangeTest, MeanAbsoluteChangeOverTheRegionsTissueLargestChannel) {
+  volume::MultiModalVolume before;
+  before.geometry.dims = {4, 1, 1};
+  for (auto& channel : before.channels) channel = {1.0f, 2.0f, 0.0f, 3.0f};  // voxel 2: no tissue
+  const std::vector<uint8_t> region = {1, 1, 1, 0};
+  const RegionSample sample = SampleRegion(before, region);
+  EXPECT_EQ(sample.voxels, (std::vector<int64_t>{0, 1}));
+  volume::MultiModalVolume after = before;
+  EXPECT_EQ(RegionChange(sample, after), 0.0);
+  after.channels[2] = {1.5f, 1.0f, 9.0f, 3.0f};  // |0.5|, |-1| over the region's tissue
+  after.channels[3] = {1.2f, 2.2f, 0.0f, 3.0f};
+  EXPECT_NEAR(RegionChange(sample, after), 0.75, 1e-6);
+  EXPECT_EQ(RegionChange(SampleRegion(before, {0, 0, 0, 1}), after), 0.0);  // voxel 3 unchanged
+  EXPECT_EQ(RegionChange(SampleRegion(before, {0, 0, 1, 0}), after), 0.0);  // no tissue: empty
 }
 
 TEST_F(SegmentCaseTest, ASmallerTumourGetsOnePassTheProbeResumed) {

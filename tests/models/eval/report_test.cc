@@ -79,5 +79,20 @@ TEST(ReportTest, SideBySideRowsLineUpUnderTheHeader) {
   ExpectAligned(LinesStartingWith(FormatSideBySide(e, e), RowPrefixes(e, true)), 4);
 }
 
+// The routes block says how many cases were segmented twice, and how many kept their first look
+// after a second fit that moved their input little (preprocessing.bias_refit_min_change).
+TEST(ReportTest, RefitsAndKeptFirstLooksAreCounted) {
+  nlohmann::json e = Evaluation();
+  e["policies"]["dynamic"]["bias_refits"] = 2;
+  e["policies"]["dynamic"]["bias_refit_probes_kept"] = 1;
+  const std::string text = FormatEvaluation(e);
+  EXPECT_NE(text.find("bias fields refitted without the tumour on 2 of 5 cases"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("the first look kept (little change) on 1 of 5 cases"), std::string::npos)
+      << text;
+  // Policies without either say nothing about them.
+  EXPECT_EQ(FormatEvaluation(Evaluation()).find("refitted"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace danet::eval

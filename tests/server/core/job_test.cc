@@ -56,14 +56,16 @@ class JobTest : public ::testing::Test {
 
   // The tiny preset with seeded random weights; with refit_min_ml > 0 its preprocessing corrects
   // bias fields and fits them again without a tumour of that many mL (engine/case.h).
-  // inplane_spacing_mm > 0 sets the bank's in-plane voxel size (engine/inplane.h).
-  static std::unique_ptr<models::Bank> MakeBank(double refit_min_ml,
-                                                double inplane_spacing_mm = 0) {
+  // inplane_spacing_mm > 0 sets the bank's in-plane voxel size (engine/inplane.h), and
+  // refit_min_change how far the second fit must move the input for a second pass.
+  static std::unique_ptr<models::Bank> MakeBank(double refit_min_ml, double inplane_spacing_mm = 0,
+                                                double refit_min_change = 0) {
     v1::BundleConfig config = *models::PresetConfig("tiny");
     config.mutable_preprocessing()->set_inplane_spacing_mm(inplane_spacing_mm);
     if (refit_min_ml > 0) {
       config.mutable_preprocessing()->set_bias_correction("poly2");
       config.mutable_preprocessing()->set_bias_refit_min_ml(refit_min_ml);
+      config.mutable_preprocessing()->set_bias_refit_min_change(refit_min_change);
     }
     config.mutable_preprocessing()->set_slice_height(kY);
     config.mutable_preprocessing()->set_slice_width(kX);
@@ -393,6 +395,30 @@ TEST_F(JobTest, ACaseSegmentedTwiceStreamsTheSecondPassAndSaysSo) {
   EXPECT_DOUBLE_EQ(summary->first_pass_gmacs(), expected.first_pass_gmacs);
   ASSERT_GT(summary->notes_size(), 0);
   EXPECT_EQ(summary->notes(summary->notes_size() - 1), engine::kBiasRefitNote);
+}
+
+// A second fit that moves the input too little for a second pass: the summary says the first
+// look was kept, and counts no first pass apart.
+TEST_F(JobTest, ARefitThatKeepsTheFirstLookSaysSo) {
+  bank_ = MakeBank(/*refit_min_ml=*/0.001, /*inplane_spacing_mm=*/0, /*refit_min_change=*/1e9);
+  const std::vector<std::string> files = MakeFiles();
+  const engine::Policy policy = *engine::ParsePolicy("static:M1", *bank_);
+  const engine::VolumeResult expected = Expected(files, policy);
+  ASSERT_TRUE(expected.refit_probe_kept);
+  std::unique_ptr<Upload> upload =
+      Uploaded(files, [](v1::Header* h) { h->set_policy("static:M1"); });
+  std::vector<v1::SegmentResponse> messages;
+  ASSERT_TRUE(Run(upload.get(), &messages).ok());
+  const v1::Summary* summary = nullptr;
+  for (const v1::SegmentResponse& m : messages) {
+    if (m.has_summary()) summary = &m.summary();
+  }
+  ASSERT_NE(summary, nullptr);
+  EXPECT_DOUBLE_EQ(summary->gmacs(), expected.gmacs);
+  EXPECT_EQ(summary->first_pass_gmacs(), 0);
+  ASSERT_GT(summary->notes_size(), 0);
+  EXPECT_EQ(summary->notes(summary->notes_size() - 1), engine::kBiasRefitKeptNote);
+  EXPECT_THAT(summary->notes(), ::testing::Not(::testing::Contains(engine::kBiasRefitNote)));
 }
 
 // A bundle whose bank runs at 2 mm in plane, a case at 1 mm: the bank sees it at half the
