@@ -409,16 +409,15 @@ TEST_F(JobTest, ARefitThatKeepsTheFirstLookSaysSo) {
       Uploaded(files, [](v1::Header* h) { h->set_policy("static:M1"); });
   std::vector<v1::SegmentResponse> messages;
   ASSERT_TRUE(Run(upload.get(), &messages).ok());
-  const v1::Summary* summary = nullptr;
-  for (const v1::SegmentResponse& m : messages) {
-    if (m.has_summary()) summary = &m.summary();
-  }
-  ASSERT_NE(summary, nullptr);
-  EXPECT_DOUBLE_EQ(summary->gmacs(), expected.gmacs);
-  EXPECT_EQ(summary->first_pass_gmacs(), 0);
-  ASSERT_GT(summary->notes_size(), 0);
-  EXPECT_EQ(summary->notes(summary->notes_size() - 1), engine::kBiasRefitKeptNote);
-  EXPECT_THAT(summary->notes(), ::testing::Not(::testing::Contains(engine::kBiasRefitNote)));
+  auto found =
+      std::find_if(messages.begin(), messages.end(), [](const auto& m) { return m.has_summary(); });
+  ASSERT_NE(found, messages.end());
+  const v1::Summary& summary = found->summary();
+  EXPECT_DOUBLE_EQ(summary.gmacs(), expected.gmacs);
+  EXPECT_EQ(summary.first_pass_gmacs(), 0);
+  ASSERT_GT(summary.notes_size(), 0);
+  EXPECT_EQ(summary.notes(summary.notes_size() - 1), engine::kBiasRefitKeptNote);
+  EXPECT_THAT(summary.notes(), ::testing::Not(::testing::Contains(engine::kBiasRefitNote)));
 }
 
 // A bundle whose bank runs at 2 mm in plane, a case at 1 mm: the bank sees it at half the
