@@ -160,6 +160,13 @@ absl::StatusOr<std::unique_ptr<Bank>> Bank::Create(v1::BundleConfig config,
       for (auto& model : bank->models_) model->FoldBatchNorm();
       bank->decision_->FoldBatchNorm();
     }
+    if (options.bfloat16) {
+      for (int i = 0; i < bank->size(); ++i) {
+        if (absl::Status s = bank->models_[i]->ComputeInBFloat16(); !s.ok()) {
+          return absl::Status(s.code(), absl::StrCat("models[", i, "]: ", s.message()));
+        }
+      }
+    }
     if (options.channels_last) {
       bank->memory_format_ = at::MemoryFormat::ChannelsLast;
       std::vector<Network*> networks = {bank->decision_.get()};

@@ -37,6 +37,9 @@ struct BankOptions {
   // Unset: the bundle's `int8_linear`, on the CPU only. true on another device is an error.
   // Training tools set false.
   std::optional<bool> int8_linear;
+  // Inference only: the bank models (not the decision network) compute in bfloat16
+  // (Network::ComputeInBFloat16), after any BatchNorm folding. Not with int8_linear.
+  bool bfloat16 = false;
   // Inference only: convolution weights in channels-last (NHWC) memory format, and inputs made
   // so by the engine (memory_format()); the same arithmetic in another order, so labels may
   // differ in a few voxels (docs/benchmarks.md has the measured speed and parity).

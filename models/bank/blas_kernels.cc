@@ -43,6 +43,15 @@ VectorIsa CpuVectorIsa() {
   return VectorIsa::kNone;
 }
 
+bool CpuHasBFloat16Dot() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+  return false;
+#endif
+}
+
 std::string PreferredBlasCore(std::string_view openblas_core, VectorIsa cpu) {
   if (cpu == VectorIsa::kNone) return "";
   const std::string core(openblas_core);  // absl's string_view here is not std's

@@ -23,6 +23,11 @@ enum class VectorIsa { kNone, kAvx2, kAvx512 };
 // This CPU's (kNone off x86-64).
 VectorIsa CpuVectorIsa();
 
+// Whether this CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16), with which oneDNN runs
+// bfloat16 convolutions at about twice the float32 rate; without them it emulates bfloat16 and
+// runs slower than float32 (BankOptions.bfloat16, docs/benchmarks.md).
+bool CpuHasBFloat16Dot();
+
 // The kernels OpenBLAS should run instead of `openblas_core` (its core name, any case) on a CPU
 // offering `cpu`: "SkylakeX" or "Haswell" when `openblas_core` is one of its pre-AVX2 cores
 // (Prescott, its generic fallback, Nehalem, Sandybridge, ...) and the CPU has AVX-512 or AVX2;

@@ -28,7 +28,10 @@ class ModuleNetwork final : public Network {
   ModuleNetwork(Holder module, std::string description)
       : module_(std::move(module)), description_(std::move(description)) {}
 
-  at::Tensor Forward(const at::Tensor& x) override { return module_->forward(x); }
+  at::Tensor Forward(const at::Tensor& x) override {
+    return bfloat16_ ? module_->forward(x.to(torch::kBFloat16)).to(torch::kFloat32)
+                     : module_->forward(x);
+  }
   std::pair<at::Tensor, at::Tensor> ForwardWithTumourMap(const at::Tensor& x) override {
     if constexpr (std::is_same_v<Holder, DecisionNet>) {
       return module_->ForwardWithTumourMap(x);
@@ -42,9 +45,14 @@ class ModuleNetwork final : public Network {
   }
   at::Tensor ForwardWindow(const at::Tensor& x, const SliceWindow& w) override {
     if constexpr (std::is_same_v<Holder, TransBTS>) {
+      if (bfloat16_) {
+        return module_
+            ->forward_window(x.to(torch::kBFloat16), w.full_height, w.full_width, w.top, w.left)
+            .to(torch::kFloat32);
+      }
       return module_->forward_window(x, w.full_height, w.full_width, w.top, w.left);
     } else {
-      return module_->forward(x);  // translation-equivariant: the window changes nothing
+      return Forward(x);  // translation-equivariant: the window changes nothing
     }
   }
   void FoldBatchNorm() override {
@@ -58,12 +66,28 @@ class ModuleNetwork final : public Network {
         return absl::FailedPreconditionError(
             "int8 Linear layers need LibTorch's FBGEMM or oneDNN quantized engine");
       }
+      if (bfloat16_) {
+        return absl::FailedPreconditionError("int8 Linear layers and bfloat16 do not combine");
+      }
       try {
         module_->QuantizeLinear();
       } catch (const c10::Error& e) {
         return TorchErrorStatus(e, "cannot quantize the Linear layers");
       }
+      quantized_ = true;
     }
+    return absl::OkStatus();
+  }
+  absl::Status ComputeInBFloat16() override {
+    if (quantized_) {
+      return absl::FailedPreconditionError("int8 Linear layers and bfloat16 do not combine");
+    }
+    try {
+      module_->to(torch::kBFloat16);
+    } catch (const c10::Error& e) {
+      return TorchErrorStatus(e, "cannot convert the weights to bfloat16");
+    }
+    bfloat16_ = true;
     return absl::OkStatus();
   }
   void SetTraining(bool training) override { module_->train(training); }
@@ -82,6 +106,8 @@ class ModuleNetwork final : public Network {
   Holder module_;
   std::string description_;
   bool folded_ = false;
+  bool quantized_ = false;
+  bool bfloat16_ = false;
 };
 
 // A TorchScript module behind the Network interface.

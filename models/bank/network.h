@@ -68,6 +68,14 @@ class Network {
   // quantization (TransBTS's transformer layers; other networks are left as they are).
   // FailedPrecondition when LibTorch has no quantized engine.
   virtual absl::Status QuantizeLinear() { return absl::OkStatus(); }
+  // Inference only: the network computes in bfloat16, its weights converted once here, its
+  // input converted on entry and its output returned as float32 (BankOptions.bfloat16; where
+  // the CPU has bfloat16 dot products, oneDNN's convolutions run about twice as fast; labels
+  // differ in a few voxels, docs/benchmarks.md). Call after FoldBatchNorm. Native networks only
+  // (Unimplemented for TorchScript), and not with int8 Linear layers (FailedPrecondition).
+  virtual absl::Status ComputeInBFloat16() {
+    return absl::UnimplementedError("only native networks compute in bfloat16");
+  }
 
   virtual void SetTraining(bool training) = 0;
   virtual void To(c10::Device device) = 0;

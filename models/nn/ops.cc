@@ -38,7 +38,22 @@ torch::Tensor Conv(torch::nn::Conv2d& conv, const torch::Tensor& x) {
 }
 
 torch::Tensor ConvTranspose(torch::nn::ConvTranspose2d& conv, const torch::Tensor& x) {
-  torch::Tensor y = conv->forward(x);
+  torch::Tensor y;
+  if (x.scalar_type() == torch::kBFloat16 && x.device().is_cpu()) {
+    const auto& o = conv->options;
+    namespace F = torch::nn::functional;
+    auto options = F::ConvTranspose2dFuncOptions()
+                       .stride(o.stride())
+                       .padding(c10::get<torch::ExpandingArray<2>>(o.padding()))
+                       .output_padding(o.output_padding())
+                       .groups(o.groups())
+                       .dilation(o.dilation());
+    if (conv->bias.defined()) options.bias(conv->bias.to(torch::kFloat32));
+    y = F::conv_transpose2d(x.to(torch::kFloat32), conv->weight.to(torch::kFloat32), options)
+            .to(torch::kBFloat16);
+  } else {
+    y = conv->forward(x);
+  }
   if (CostRecordingActive()) {
     const auto& o = conv->options;
     const auto& k = o.kernel_size();

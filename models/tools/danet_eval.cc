@@ -36,6 +36,10 @@ ABSL_FLAG(std::string, csv, "", "Write one row per policy and case here.");
 ABSL_FLAG(bool, int8_linear, false,
           "CPU only: run TransBTS's transformer Linear layers with int8 weights (dynamic "
           "quantization; docs/benchmarks.md). false: as the bundle says (int8_linear).");
+ABSL_FLAG(bool, bfloat16, false,
+          "Run the bank models (not the decision network) in bfloat16: about twice as fast on "
+          "CPUs with bfloat16 dot products (AVX512-BF16, AMX), slower on others; labels "
+          "differ in a few voxels (docs/benchmarks.md).");
 ABSL_FLAG(bool, fold_batch_norm, true,
           "Fold the BatchNorms into the convolutions before them at load (docs/benchmarks.md).");
 ABSL_FLAG(bool, channels_last, true,
@@ -83,6 +87,7 @@ int main(int argc, char** argv) {
   options.device = *device;
   options.fold_batch_norm = absl::GetFlag(FLAGS_fold_batch_norm);
   options.channels_last = absl::GetFlag(FLAGS_channels_last);
+  options.bfloat16 = absl::GetFlag(FLAGS_bfloat16);
   if (absl::GetFlag(FLAGS_int8_linear)) options.int8_linear = true;  // else the bundle's choice
   absl::StatusOr<std::unique_ptr<danet::models::Bank>> bank =
       danet::models::Bank::Load(absl::GetFlag(FLAGS_bundle), options);

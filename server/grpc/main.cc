@@ -95,6 +95,10 @@ ABSL_FLAG(std::string, series_rules, "",
 ABSL_FLAG(bool, int8_linear, false,
           "CPU only: run TransBTS's transformer Linear layers with int8 weights (dynamic "
           "quantization; docs/benchmarks.md). false: as the bundle says (int8_linear).");
+ABSL_FLAG(bool, bfloat16, false,
+          "Run the bank models (not the decision network) in bfloat16: about twice as fast on "
+          "CPUs with bfloat16 dot products (AVX512-BF16, AMX), slower on others; labels "
+          "differ in a few voxels (docs/benchmarks.md).");
 ABSL_FLAG(bool, fold_batch_norm, true,
           "Fold the BatchNorms into the convolutions before them at load (docs/benchmarks.md).");
 ABSL_FLAG(bool, channels_last, true,
@@ -225,6 +229,13 @@ int Run(const sigset_t& signals) {
   if (const std::string blas = danet::models::BlasKernelReport(); !blas.empty()) {
     Log("blas", blas, {{"kernels", danet::models::OpenBlasCore()}});
   }
+  if (absl::GetFlag(FLAGS_bfloat16) && device->is_cpu()) {
+    const bool native = danet::models::CpuHasBFloat16Dot();
+    Log("bfloat16",
+        native ? "the bank models run in bfloat16 (this CPU has bfloat16 dot products)"
+               : "the bank models run in bfloat16, which this CPU emulates: slower than float32",
+        {{"cpu_dot_products", native ? "yes" : "no"}});
+  }
   const danet::service::SecurityOptions security_options{
       absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
       absl::GetFlag(FLAGS_tls_client_ca_file), absl::GetFlag(FLAGS_auth_token_file)};
@@ -318,6 +329,7 @@ int Run(const sigset_t& signals) {
   bank_options.device = *device;
   bank_options.fold_batch_norm = absl::GetFlag(FLAGS_fold_batch_norm);
   bank_options.channels_last = absl::GetFlag(FLAGS_channels_last);
+  bank_options.bfloat16 = absl::GetFlag(FLAGS_bfloat16);
   if (absl::GetFlag(FLAGS_int8_linear))
     bank_options.int8_linear = true;  // else the bundle's choice
   // Loaded and warmed up on a thread that then ends, so that the worker's LibTorch thread pool

@@ -379,6 +379,40 @@ TEST_F(BundleTest, BundleInt8LinearQuantizesTheTransformersUnlessOverridden) {
   for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(torch::equal(plain[i], overridden[i])) << i;
 }
 
+// BankOptions.bfloat16: the bank models compute in bfloat16 and return float32 outputs close
+// to the float32 bank's, on the whole slice and on a window (TransBTS's positional table cut to
+// it); the decision network is untouched; int8 Linear layers do not combine with it.
+TEST_F(BundleTest, BFloat16BankModelsStayCloseToFloat32) {
+  const v1::BundleConfig config = SmallConfig();
+  BankOptions options;
+  options.load_weights = false;
+  options.seed = 8;
+  options.fold_batch_norm = true;
+  std::unique_ptr<Bank> plain = *Bank::Create(config, ".", options);
+  options.bfloat16 = true;
+  std::unique_ptr<Bank> bf16 = *Bank::Create(config, ".", options);
+  const auto a = Outputs(*plain), b = Outputs(*bf16);
+  EXPECT_TRUE(torch::equal(a[0], b[0]));  // the decision network stays in float32
+  torch::NoGradGuard no_grad;
+  const torch::Tensor window = torch::randn({1, 4, 32, 48});
+  const SliceWindow where{64, 64, 16, 8};
+  for (int i = 0; i < config.models_size(); ++i) {
+    EXPECT_EQ(b[i + 1].scalar_type(), torch::kFloat32) << i;
+    EXPECT_EQ(b[i + 1].sizes(), a[i + 1].sizes()) << i;
+    EXPECT_FALSE(torch::equal(a[i + 1], b[i + 1])) << i;  // really computed in bfloat16
+    EXPECT_LT(((a[i + 1] - b[i + 1]).norm() / a[i + 1].norm()).item<double>(), 0.05) << i;
+    const torch::Tensor wa = plain->model(i).ForwardWindow(window, where);
+    const torch::Tensor wb = bf16->model(i).ForwardWindow(window, where);
+    EXPECT_EQ(wb.sizes(), wa.sizes()) << i;
+    EXPECT_LT(((wa - wb).norm() / wa.norm()).item<double>(), 0.05) << i;
+  }
+  options.int8_linear = true;
+  absl::StatusOr<std::unique_ptr<Bank>> both = Bank::Create(config, ".", options);
+  ASSERT_FALSE(both.ok());
+  EXPECT_EQ(both.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(both.status().message()), HasSubstr("bfloat16"));
+}
+
 TEST_F(BundleTest, Float16WeightsAreStableAfterTheFirstSave) {
   const std::filesystem::path first = TempDir("f16a"), second = TempDir("f16b"),
                               full = TempDir("f16_vs_f32");

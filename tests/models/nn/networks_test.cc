@@ -292,6 +292,20 @@ TEST_F(NetworksTest, FoldingBatchNormKeepsTheOutputAndDropsTheNorms) {
 
 // int8 Linear layers (dynamic quantization) approximate the float transformer: a relative error
 // of a few percent in the logits, and the cost count is unchanged.
+// ops::ConvTranspose on a bfloat16 input on the CPU: the shape and, up to bfloat16 rounding, the
+// values of the float32 op (LibTorch 1.13's own bfloat16 op returns a forward conv's shape).
+TEST_F(NetworksTest, BFloat16TransposedConvolutionKeepsItsShape) {
+  torch::NoGradGuard no_grad;
+  torch::nn::ConvTranspose2d up(torch::nn::ConvTranspose2dOptions(8, 8, 2).stride(2));
+  const torch::Tensor x = torch::randn({1, 8, 12, 10});
+  const torch::Tensor expected = ops::ConvTranspose(up, x);
+  up->to(torch::kBFloat16);
+  const torch::Tensor y = ops::ConvTranspose(up, x.to(torch::kBFloat16));
+  EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+  ASSERT_EQ(y.sizes(), expected.sizes());
+  EXPECT_LT(((y.to(torch::kFloat32) - expected).norm() / expected.norm()).item<double>(), 0.02);
+}
+
 TEST_F(NetworksTest, Int8LinearLayersStayCloseToFloat) {
   ASSERT_TRUE(ops::SelectInt8Engine()) << "Debian's LibTorch ships oneDNN";
   TransBTS net(
