@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "models/bank/blas_kernels.h"
 #include "models/bundle/bundle_config.h"
 
 namespace danet::models {
@@ -161,6 +162,12 @@ absl::StatusOr<std::unique_ptr<Bank>> Bank::Create(v1::BundleConfig config,
       bank->decision_->FoldBatchNorm();
     }
     if (options.bfloat16) {
+      if (options.device.is_cpu() && !CpuHasBFloat16Dot()) {
+        return absl::FailedPreconditionError(
+            "bfloat16 bank models need a CPU with bfloat16 dot products (AVX512-BF16 or "
+            "AMX-BF16); this one has none: oneDNN would emulate them, about 3x slower than "
+            "float32 per convolution on AVX-512, and has no bfloat16 convolution on AVX2");
+      }
       for (int i = 0; i < bank->size(); ++i) {
         if (absl::Status s = bank->models_[i]->ComputeInBFloat16(); !s.ok()) {
           return absl::Status(s.code(), absl::StrCat("models[", i, "]: ", s.message()));

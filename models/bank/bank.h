@@ -38,7 +38,8 @@ struct BankOptions {
   // Training tools set false.
   std::optional<bool> int8_linear;
   // Inference only: the bank models (not the decision network) compute in bfloat16
-  // (Network::ComputeInBFloat16), after any BatchNorm folding. Not with int8_linear.
+  // (Network::ComputeInBFloat16), after any BatchNorm folding. Not with int8_linear. On the CPU
+  // only where it has bfloat16 dot products (CpuHasBFloat16Dot; FailedPrecondition elsewhere).
   bool bfloat16 = false;
   // Inference only: convolution weights in channels-last (NHWC) memory format, and inputs made
   // so by the engine (memory_format()); the same arithmetic in another order, so labels may

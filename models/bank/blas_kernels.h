@@ -24,8 +24,9 @@ enum class VectorIsa { kNone, kAvx2, kAvx512 };
 VectorIsa CpuVectorIsa();
 
 // Whether this CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16), with which oneDNN runs
-// bfloat16 convolutions at about twice the float32 rate; without them it emulates bfloat16 and
-// runs slower than float32 (BankOptions.bfloat16, docs/benchmarks.md).
+// bfloat16 convolutions at about twice the float32 rate; without them it emulates bfloat16 on
+// AVX-512 (about 3x slower than float32) and has no bfloat16 convolution on AVX2
+// (BankOptions.bfloat16, docs/benchmarks.md "Session 49").
 bool CpuHasBFloat16Dot();
 
 // The kernels OpenBLAS should run instead of `openblas_core` (its core name, any case) on a CPU

@@ -15,7 +15,8 @@ namespace danet::models::ops {
 torch::Tensor Conv(torch::nn::Conv2d& conv, const torch::Tensor& x);
 // A bfloat16 input on the CPU is computed in float32 and returned as bfloat16: LibTorch 1.13's
 // CPU transposed convolution in bfloat16 returns the shape of a forward convolution through
-// oneDNN (240 -> 60 instead of 480) and has no kernel without it. The op is a small share of a
+// oneDNN (a 2x2 stride-2 up-step of 60 x 60 gives 30 x 30, not 120 x 120) and has no kernel
+// without it. The op is a small share of a
 // UNet's or TransBTS's cost (one output channel per input channel per pixel).
 torch::Tensor ConvTranspose(torch::nn::ConvTranspose2d& conv, const torch::Tensor& x);
 torch::Tensor Linear(torch::nn::Linear& linear, const torch::Tensor& x);

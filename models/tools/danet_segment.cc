@@ -38,9 +38,9 @@ ABSL_FLAG(bool, int8_linear, false,
           "CPU only: run TransBTS's transformer Linear layers with int8 weights (dynamic "
           "quantization; docs/benchmarks.md). false: as the bundle says (int8_linear).");
 ABSL_FLAG(bool, bfloat16, false,
-          "Run the bank models (not the decision network) in bfloat16: about twice as fast on "
-          "CPUs with bfloat16 dot products (AVX512-BF16, AMX), slower on others; labels "
-          "differ in a few voxels (docs/benchmarks.md).");
+          "Run the bank models (not the decision network) in bfloat16: faster on CPUs with "
+          "bfloat16 dot products (AVX512-BF16, AMX-BF16; refused on others); labels differ in "
+          "a few voxels (docs/benchmarks.md).");
 ABSL_FLAG(bool, fold_batch_norm, true,
           "Fold the BatchNorms into the convolutions before them at load (docs/benchmarks.md).");
 ABSL_FLAG(bool, channels_last, true,

@@ -96,9 +96,9 @@ ABSL_FLAG(bool, int8_linear, false,
           "CPU only: run TransBTS's transformer Linear layers with int8 weights (dynamic "
           "quantization; docs/benchmarks.md). false: as the bundle says (int8_linear).");
 ABSL_FLAG(bool, bfloat16, false,
-          "Run the bank models (not the decision network) in bfloat16: about twice as fast on "
-          "CPUs with bfloat16 dot products (AVX512-BF16, AMX), slower on others; labels "
-          "differ in a few voxels (docs/benchmarks.md).");
+          "Run the bank models (not the decision network) in bfloat16: faster on CPUs with "
+          "bfloat16 dot products (AVX512-BF16, AMX-BF16; refused on others); labels differ in "
+          "a few voxels (docs/benchmarks.md).");
 ABSL_FLAG(bool, fold_batch_norm, true,
           "Fold the BatchNorms into the convolutions before them at load (docs/benchmarks.md).");
 ABSL_FLAG(bool, channels_last, true,
@@ -228,13 +228,6 @@ int Run(const sigset_t& signals) {
   if (const std::string hint = danet::models::HugePageHint(); !hint.empty()) Log("hint", hint);
   if (const std::string blas = danet::models::BlasKernelReport(); !blas.empty()) {
     Log("blas", blas, {{"kernels", danet::models::OpenBlasCore()}});
-  }
-  if (absl::GetFlag(FLAGS_bfloat16) && device->is_cpu()) {
-    const bool native = danet::models::CpuHasBFloat16Dot();
-    Log("bfloat16",
-        native ? "the bank models run in bfloat16 (this CPU has bfloat16 dot products)"
-               : "the bank models run in bfloat16, which this CPU emulates: slower than float32",
-        {{"cpu_dot_products", native ? "yes" : "no"}});
   }
   const danet::service::SecurityOptions security_options{
       absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "models/bank/bank.h"
+#include "models/bank/blas_kernels.h"
 #include "models/bundle/bundle_config.h"
 
 namespace danet::models {
@@ -381,7 +382,8 @@ TEST_F(BundleTest, BundleInt8LinearQuantizesTheTransformersUnlessOverridden) {
 
 // BankOptions.bfloat16: the bank models compute in bfloat16 and return float32 outputs close
 // to the float32 bank's, on the whole slice and on a window (TransBTS's positional table cut to
-// it); the decision network is untouched; int8 Linear layers do not combine with it.
+// it); the decision network is untouched; int8 Linear layers do not combine with it. On a CPU
+// without bfloat16 dot products the bank is refused instead.
 TEST_F(BundleTest, BFloat16BankModelsStayCloseToFloat32) {
   const v1::BundleConfig config = SmallConfig();
   BankOptions options;
@@ -390,7 +392,15 @@ TEST_F(BundleTest, BFloat16BankModelsStayCloseToFloat32) {
   options.fold_batch_norm = true;
   std::unique_ptr<Bank> plain = *Bank::Create(config, ".", options);
   options.bfloat16 = true;
-  std::unique_ptr<Bank> bf16 = *Bank::Create(config, ".", options);
+  absl::StatusOr<std::unique_ptr<Bank>> created = Bank::Create(config, ".", options);
+  if (!CpuHasBFloat16Dot()) {
+    ASSERT_FALSE(created.ok());
+    EXPECT_EQ(created.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(std::string(created.status().message()), HasSubstr("bfloat16 dot products"));
+    return;
+  }
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::unique_ptr<Bank> bf16 = *std::move(created);
   const auto a = Outputs(*plain), b = Outputs(*bf16);
   EXPECT_TRUE(torch::equal(a[0], b[0]));  // the decision network stays in float32
   torch::NoGradGuard no_grad;

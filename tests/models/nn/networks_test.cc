@@ -290,8 +290,6 @@ TEST_F(NetworksTest, FoldingBatchNormKeepsTheOutputAndDropsTheNorms) {
   EXPECT_LT(transbts_share, 0.9);
 }
 
-// int8 Linear layers (dynamic quantization) approximate the float transformer: a relative error
-// of a few percent in the logits, and the cost count is unchanged.
 // ops::ConvTranspose on a bfloat16 input on the CPU: the shape and, up to bfloat16 rounding, the
 // values of the float32 op (LibTorch 1.13's own bfloat16 op returns a forward conv's shape).
 TEST_F(NetworksTest, BFloat16TransposedConvolutionKeepsItsShape) {
@@ -306,6 +304,8 @@ TEST_F(NetworksTest, BFloat16TransposedConvolutionKeepsItsShape) {
   EXPECT_LT(((y.to(torch::kFloat32) - expected).norm() / expected.norm()).item<double>(), 0.02);
 }
 
+// int8 Linear layers (dynamic quantization) approximate the float transformer: a relative error
+// of a few percent in the logits, and the cost count is unchanged.
 TEST_F(NetworksTest, Int8LinearLayersStayCloseToFloat) {
   ASSERT_TRUE(ops::SelectInt8Engine()) << "Debian's LibTorch ships oneDNN";
   TransBTS net(
