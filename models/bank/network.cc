@@ -29,8 +29,7 @@ class ModuleNetwork final : public Network {
       : module_(std::move(module)), description_(std::move(description)) {}
 
   at::Tensor Forward(const at::Tensor& x) override {
-    return bfloat16_ ? module_->forward(x.to(torch::kBFloat16)).to(torch::kFloat32)
-                     : module_->forward(x);
+    return InOwnPrecision(x, [this](const at::Tensor& in) { return module_->forward(in); });
   }
   std::pair<at::Tensor, at::Tensor> ForwardWithTumourMap(const at::Tensor& x) override {
     if constexpr (std::is_same_v<Holder, DecisionNet>) {
@@ -45,12 +44,9 @@ class ModuleNetwork final : public Network {
   }
   at::Tensor ForwardWindow(const at::Tensor& x, const SliceWindow& w) override {
     if constexpr (std::is_same_v<Holder, TransBTS>) {
-      if (bfloat16_) {
-        return module_
-            ->forward_window(x.to(torch::kBFloat16), w.full_height, w.full_width, w.top, w.left)
-            .to(torch::kFloat32);
-      }
-      return module_->forward_window(x, w.full_height, w.full_width, w.top, w.left);
+      return InOwnPrecision(x, [&](const at::Tensor& in) {
+        return module_->forward_window(in, w.full_height, w.full_width, w.top, w.left);
+      });
     } else {
       return Forward(x);  // translation-equivariant: the window changes nothing
     }
@@ -103,6 +99,14 @@ class ModuleNetwork final : public Network {
   std::string Describe() const override { return description_; }
 
  private:
+  // run(x) in the network's precision: in bfloat16 (ComputeInBFloat16) the input is converted on
+  // entry and the output returned as float32; otherwise run(x) as it is.
+  template <typename Run>
+  at::Tensor InOwnPrecision(const at::Tensor& x, const Run& run) {
+    if (!bfloat16_) return run(x);
+    return run(x.to(torch::kBFloat16)).to(torch::kFloat32);
+  }
+
   Holder module_;
   std::string description_;
   bool folded_ = false;
