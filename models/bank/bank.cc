@@ -149,6 +149,7 @@ absl::StatusOr<std::unique_ptr<Bank>> Bank::Create(v1::BundleConfig config,
         return absl::Status(s.code(), absl::StrCat("models[", i, "]: ", s.message()));
       }
     }
+    bank->numerics_ = "float32, int8 Linear";
   }
   try {
     for (auto& model : bank->models_) {
@@ -173,6 +174,7 @@ absl::StatusOr<std::unique_ptr<Bank>> Bank::Create(v1::BundleConfig config,
           return absl::Status(s.code(), absl::StrCat("models[", i, "]: ", s.message()));
         }
       }
+      bank->numerics_ = "bfloat16";
     }
     if (options.channels_last) {
       bank->memory_format_ = at::MemoryFormat::ChannelsLast;

@@ -76,6 +76,10 @@ class Bank {
   c10::Device device() const { return device_; }
   // The memory format the networks' inputs should have (BankOptions.channels_last).
   at::MemoryFormat memory_format() const { return memory_format_; }
+  // How the bank models compute, as loaded: "float32", "float32, int8 Linear"
+  // (BankOptions.int8_linear or the bundle's) or "bfloat16" (BankOptions.bfloat16). The decision
+  // network computes in float32 in every case.
+  const std::string& numerics() const { return numerics_; }
 
   // Replaces the decision network with a freshly initialised one (LibTorch's generator), for
   // retraining it over a trained bank.
@@ -113,6 +117,7 @@ class Bank {
   std::filesystem::path source_dir_;
   c10::Device device_;
   at::MemoryFormat memory_format_ = at::MemoryFormat::Contiguous;
+  std::string numerics_ = "float32";
   std::unique_ptr<Network> decision_;
   std::vector<std::unique_ptr<Network>> models_;
 };

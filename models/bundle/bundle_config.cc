@@ -293,6 +293,12 @@ absl::Status ValidateBundleConfig(const v1::BundleConfig& config, const Validate
   }
   if (absl::Status s = CheckDecision(config.decision(), options); !s.ok()) return s;
   if (absl::Status s = CheckPreprocessing(config.preprocessing()); !s.ok()) return s;
+  if (const std::string& probe = config.preprocessing().bias_refit_probe_model();
+      !probe.empty() && ids.count(probe) == 0) {
+    return Invalid(
+        "preprocessing.bias_refit_probe_model",
+        absl::StrCat("'", probe, "' is not a bank model (one of: ", absl::StrJoin(ids, ", "), ")"));
+  }
   if (!config.weight_dtype().empty() && config.weight_dtype() != "float32" &&
       config.weight_dtype() != "float16") {
     return Invalid("weight_dtype",

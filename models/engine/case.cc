@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
+#include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "models/engine/preprocess.h"
 #include "models/engine/summary.h"
 #include "models/volume/bias.h"
@@ -111,6 +114,21 @@ double RegionChange(const RegionSample& before, const volume::MultiModalVolume& 
 
 namespace {
 
+// The GMACs of the probe's masks that `result` did not take (a probe through
+// preprocessing.bias_refit_probe_model, on the slices routed elsewhere): spent, but in no slice's
+// count.
+double UntakenProbeGmacs(const models::Bank& bank, const VolumeResult& probe,
+                         const VolumeResult& result) {
+  double gmacs = 0;
+  for (size_t z = 0; z < probe.slices.size(); ++z) {
+    const int route = probe.slices[z].route;
+    if (route != 0 && route != result.slices[z].route) {
+      gmacs += bank.model_config(route - 1).gmacs_per_slice();
+    }
+  }
+  return gmacs;
+}
+
 // SegmentCase on `prepared`'s grid; when `owned` is `prepared` itself (the caller gave it up), its
 // input is freed after the probe and its decoded channels become the second input without a
 // copy, so that the second pass holds no more than the first.
@@ -124,9 +142,17 @@ absl::StatusOr<VolumeResult> SegmentOnBankGrid(const models::Bank& bank,
   SegmentOptions probe_options = options;
   probe_options.on_slice = nullptr;
   probe_options.probe_stride = stride;
+  const v1::Preprocessing& preprocessing = bank.config().preprocessing();
+  if (const std::string& id = preprocessing.bias_refit_probe_model(); !id.empty()) {
+    const std::optional<int> index = bank.FindModel(id);
+    if (!index) {
+      return absl::FailedPreconditionError(absl::StrCat("preprocessing.bias_refit_probe_model: '",
+                                                        id, "' is not a model of this bank"));
+    }
+    probe_options.probe_route = *index + 1;
+  }
   absl::StatusOr<VolumeResult> probe = SegmentVolume(bank, prepared.input, policy, probe_options);
   if (!probe.ok()) return probe.status();
-  const v1::Preprocessing& preprocessing = bank.config().preprocessing();
   absl::StatusOr<VolumeResult> result;
   if (MeasureTumourVolumes(probe->labels, geometry).wt * stride <
       preprocessing.bias_refit_min_ml()) {
@@ -135,6 +161,7 @@ absl::StatusOr<VolumeResult> SegmentOnBankGrid(const models::Bank& bank,
     resume_options.resume = &*probe;
     result = SegmentVolume(bank, prepared.input, policy, resume_options);
     if (!result.ok()) return result.status();
+    result->gmacs += UntakenProbeGmacs(bank, *probe, *result);
   } else {
     const auto refit_start = std::chrono::steady_clock::now();
     const std::vector<uint8_t> excluded =
@@ -162,6 +189,7 @@ absl::StatusOr<VolumeResult> SegmentOnBankGrid(const models::Bank& bank,
       result->gmacs += probe->gmacs;
     } else {
       result->refit_probe_kept = true;
+      result->gmacs += UntakenProbeGmacs(bank, *probe, *result);
     }
   }
   result->decide_seconds += probe->decide_seconds;

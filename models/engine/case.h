@@ -94,17 +94,20 @@ double RegionChange(const RegionSample& before, const volume::MultiModalVolume& 
 // preprocessing.bias_refit_min_ml of tumour (its volume times its stride), the second fit
 // without that tumour (widened by kRefitMarginMm, and along z by half the stride) and a
 // segmentation of the refitted input; otherwise the probe resumed on the same input
-// (SegmentOptions::resume: the same labels as without the probe). When the second fit moves the
-// input over the widened tumour by less than preprocessing.bias_refit_min_change (RegionChange),
-// the probe is resumed on the refitted input instead of a second segmentation: its decisions and
-// masks stand, the other routed slices are segmented on the new input (refit_probe_kept; the
-// GMACs of one pass). options.on_slice sees the final segmentation's slices only, as that pass
-// reports them. The result's decide_seconds and segment_seconds cover the probe too; its gmacs
-// all the work done (the probe's counted apart only when a second segmentation follows:
-// first_pass_gmacs); bias_refitted, refit_probe_kept, refit_change and refit_seconds (the second
-// fit and normalisation) say what the refit did and cost. On a case prepared on another in-plane
-// grid, the labels (streamed and returned) are brought back onto the case's own (LabelsToCaseGrid).
-// Errors as SegmentVolume's.
+// (SegmentOptions::resume: the same labels as without the probe). With
+// preprocessing.bias_refit_probe_model every probe slice goes through that model
+// (SegmentOptions::probe_route), and a resume takes only the masks of slices routed to it: the
+// labels stay those of one plain pass, and the GMACs add the probe masks not taken. When the second
+// fit moves the input over the widened tumour by less than preprocessing.bias_refit_min_change
+// (RegionChange), the probe is resumed on the refitted input instead of a second segmentation: its
+// decisions and masks stand, the other routed slices are segmented on the new input
+// (refit_probe_kept; the GMACs of one pass). options.on_slice sees the final segmentation's slices
+// only, as that pass reports them. The result's decide_seconds and segment_seconds cover the probe
+// too; its gmacs all the work done (the probe's counted apart only when a second segmentation
+// follows: first_pass_gmacs); bias_refitted, refit_probe_kept, refit_change and refit_seconds (the
+// second fit and normalisation) say what the refit did and cost. On a case prepared on another
+// in-plane grid, the labels (streamed and returned) are brought back onto the case's own
+// (LabelsToCaseGrid). Errors as SegmentVolume's.
 absl::StatusOr<VolumeResult> SegmentCase(const models::Bank& bank, const PreparedCase& prepared,
                                          const Policy& policy, const SegmentOptions& options = {});
 // The same, for a caller that gives the case up: the first input is freed before the second fit,

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "models/bank/device.h"
 #include "models/engine/preprocess.h"
 
@@ -414,7 +415,12 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     return absl::InvalidArgumentError(
         "SegmentVolume: probe_stride under 1, or a probe of another volume to resume");
   }
+  if (options.probe_route < 0 || options.probe_route > bank.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SegmentVolume: probe_route ", options.probe_route, " is not a bank route"));
+  }
   const bool probe = options.probe_stride > 1;  // a sample of the routed slices only
+  const int probe_route = probe ? options.probe_route : 0;
   const OnSlice on_slice = probe ? nullptr : options.on_slice;
   const bool follow = !probe && policy.kind == Policy::Kind::kDynamic && policy.follow_tumour > 0;
   // Cleaning small components or enhancing tumour needs the whole volume: every mask is
@@ -448,7 +454,9 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
       if ((*routes)[z] == 0 && on_slice && !follow && !clean) {
         on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
       }
-      if ((*routes)[z] != 0 && z % options.probe_stride == 0) routed.emplace_back(z, (*routes)[z]);
+      if ((*routes)[z] != 0 && z % options.probe_stride == 0) {
+        routed.emplace_back(z, probe_route > 0 ? probe_route : (*routes)[z]);
+      }
     }
     std::vector<int64_t> segmented;
     if (absl::Status status = runner.RunAll(routed, &segmented); !status.ok()) return status;

@@ -178,7 +178,9 @@ absl::StatusOr<nlohmann::json> Evaluate(const models::Bank& bank,
       per_policy[p].push_back(std::move(scored));
     }
   }
-  nlohmann::json out = {{"cases", case_dirs.size()}, {"bundle", bank.config().name()}};
+  nlohmann::json out = {{"cases", case_dirs.size()},
+                        {"bundle", bank.config().name()},
+                        {"bank_numerics", bank.numerics()}};
   for (size_t p = 0; p < policies.size(); ++p) {
     out["policies"][names[p]] = Summarise(per_policy[p], options.hd95);
   }
@@ -189,11 +191,14 @@ std::string FormatEvaluation(const nlohmann::json& e) {
   const bool hd95 = e["policies"].begin()->contains("hd95");
   const int w = NameWidth(e);
   const double largest = LargestGmacs(e);
+  // Reports written before the field was added, and float32 banks, say nothing of it.
+  const std::string numerics = e.value("bank_numerics", std::string("float32"));
   std::string out = absl::StrFormat(
-      "%d cases, bundle '%s' (phantom data is synthetic: not clinical accuracy)\n\n"
+      "%d cases, bundle '%s'%s (phantom data is synthetic: not clinical accuracy)\n\n"
       "%-*s %7s %7s %7s %7s %9s %9s %9s %8s %8s %7s\n",
-      e["cases"].get<int>(), e["bundle"].get<std::string>(), w, "policy", "ET", "TC", "WT", "mean",
-      "HD95 ET", "HD95 TC", "HD95 WT", "GMACs", "vs max", "s/case");
+      e["cases"].get<int>(), e["bundle"].get<std::string>(),
+      numerics == "float32" ? "" : absl::StrCat(", bank models in ", numerics), w, "policy", "ET",
+      "TC", "WT", "mean", "HD95 ET", "HD95 TC", "HD95 WT", "GMACs", "vs max", "s/case");
   for (const auto& [name, p] : e["policies"].items()) {
     const auto& d = p["dice"];
     absl::StrAppendFormat(&out, "%-*s %7.2f %7.2f %7.2f %7.2f ", w, name, d["et"].get<double>(),

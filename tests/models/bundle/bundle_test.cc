@@ -160,6 +160,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfigCase{"BiasRefitChange",
                       [](auto& c) { c.mutable_preprocessing()->set_bias_refit_min_change(-0.1); },
                       "preprocessing.bias_refit_min_change"},
+        BadConfigCase{
+            "BiasRefitProbeModel",
+            [](auto& c) { c.mutable_preprocessing()->set_bias_refit_probe_model("M9"); },
+            "preprocessing.bias_refit_probe_model: 'M9' is not a bank model (one of: M1, M2"},
         BadConfigCase{"InplaneSpacing",
                       [](auto& c) { c.mutable_preprocessing()->set_inplane_spacing_mm(-0.5); },
                       "preprocessing.inplane_spacing_mm"},
@@ -376,8 +380,12 @@ TEST_F(BundleTest, BundleInt8LinearQuantizesTheTransformersUnlessOverridden) {
   options.load_weights = false;
   options.seed = 8;
   options.int8_linear = false;
-  const auto overridden = Outputs(**Bank::Create(config, ".", options));
+  const std::unique_ptr<Bank> float32 = *Bank::Create(config, ".", options);
+  const auto overridden = Outputs(*float32);
   for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(torch::equal(plain[i], overridden[i])) << i;
+  // Bank::numerics says which (danet-eval's report records it).
+  EXPECT_EQ(NewBank(config, 8)->numerics(), "float32, int8 Linear");
+  EXPECT_EQ(float32->numerics(), "float32");
 }
 
 // BankOptions.bfloat16: the bank models compute in bfloat16 and return float32 outputs close
@@ -401,6 +409,8 @@ TEST_F(BundleTest, BFloat16BankModelsStayCloseToFloat32) {
   }
   ASSERT_TRUE(created.ok()) << created.status();
   std::unique_ptr<Bank> bf16 = *std::move(created);
+  EXPECT_EQ(bf16->numerics(), "bfloat16");
+  EXPECT_EQ(plain->numerics(), "float32");
   const auto a = Outputs(*plain), b = Outputs(*bf16);
   EXPECT_TRUE(torch::equal(a[0], b[0]));  // the decision network stays in float32
   torch::NoGradGuard no_grad;

@@ -220,6 +220,60 @@ TEST_F(SegmentCaseTest, ARefitThatMovesTheInputLittleKeepsTheProbe) {
   EXPECT_EQ(moved.labels, expected.labels);
 }
 
+// preprocessing.bias_refit_probe_model: the probe goes through that model, whatever the routes;
+// over the gate its masks only place the tumour (the refit as by hand with that probe), under it
+// the plain pass's labels, the probe's masks of other routes counted as spent.
+TEST_F(SegmentCaseTest, AProbeModelTakesEveryProbeSliceAndPlacesTheRefit) {
+  const std::unique_ptr<models::Bank> bank = MakeBank(/*refit_min_ml=*/0.001);
+  ASSERT_EQ(*bank->FindModel("M1"), 0);
+  v1::BundleConfig config = bank->config();
+  config.mutable_preprocessing()->set_bias_refit_probe_model("M1");
+  models::BankOptions options;
+  options.load_weights = false;
+  options.seed = 21;  // MakeBank's: the same weights
+  const std::unique_ptr<models::Bank> probing = *models::Bank::Create(config, ".", options);
+  const Policy policy = *ParsePolicy("static:M2", *bank);
+  const v1::Preprocessing& pre = probing->config().preprocessing();
+
+  // By hand: the probe through M1 (route 1), its tumour left out of the second fit.
+  SegmentOptions probe_options;
+  probe_options.probe_stride = 2;
+  probe_options.probe_route = 1;
+  const volume::MultiModalVolume first_input = *PrepareBankInput(pre, decoded_);
+  const VolumeResult probe = *SegmentVolume(*probing, first_input, policy, probe_options);
+  for (int z = 0; z < kDepth; ++z) EXPECT_EQ(probe.slices[z].route, z % 2 == 0 ? 1 : 0) << z;
+  const std::vector<uint8_t> excluded =
+      WidenedTumour(probe.labels, decoded_.geometry, kRefitMarginMm, 1);
+  const VolumeResult second =
+      *SegmentVolume(*probing, *PrepareBankInput(pre, decoded_, &excluded), policy);
+  const VolumeResult m2_probe = Probed(*bank, policy).probe;
+  ASSERT_LT(probe.gmacs, m2_probe.gmacs);  // M1 is the cheaper model
+
+  std::vector<int> seen;
+  std::vector<uint8_t> streamed;
+  const VolumeResult result = Streamed(*probing, policy, &seen, &streamed);
+  EXPECT_TRUE(result.bias_refitted);
+  EXPECT_EQ(result.labels, second.labels);
+  EXPECT_EQ(result.first_pass_gmacs, probe.gmacs);
+  EXPECT_NEAR(result.gmacs, probe.gmacs + second.gmacs, 1e-9);
+  EXPECT_EQ(seen, std::vector<int>(kDepth, 1));
+  EXPECT_EQ(streamed, result.labels);
+
+  // Under the gate: the plain pass, its GMACs and the M1 probe's.
+  config.mutable_preprocessing()->set_bias_refit_min_ml(1e9);
+  const std::unique_ptr<models::Bank> gated = *models::Bank::Create(config, ".", options);
+  const VolumeResult plain = *SegmentVolume(*gated, first_input, policy);
+  const VolumeResult resumed = Streamed(*gated, policy, &seen, &streamed);
+  EXPECT_FALSE(resumed.bias_refitted);
+  EXPECT_EQ(resumed.labels, plain.labels);
+  EXPECT_NEAR(resumed.gmacs, plain.gmacs + probe.gmacs, 1e-9);
+  EXPECT_EQ(streamed, resumed.labels);
+  // Static M1, the probe's own model: its masks are taken, one pass's GMACs.
+  const Policy m1 = *ParsePolicy("static:M1", *gated);
+  EXPECT_NEAR(Streamed(*gated, m1, &seen, &streamed).gmacs,
+              SegmentVolume(*gated, first_input, m1)->gmacs, 1e-9);
+}
+
 // RegionChange: the mean absolute change over the region's tissue voxels, the largest channel's.
 TEST(RegionChangeTest, MeanAbsoluteChangeOverTheRegionsTissueLargestChannel) {
   volume::MultiModalVolume before;

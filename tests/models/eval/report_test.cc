@@ -94,5 +94,16 @@ TEST(ReportTest, RefitsAndKeptFirstLooksAreCounted) {
   EXPECT_EQ(FormatEvaluation(Evaluation()).find("refitted"), std::string::npos);
 }
 
+// The header names the bank's numerics when they are not plain float32 (Bank::numerics).
+TEST(ReportTest, TheHeaderSaysWhenTheBankRanInAnotherPrecision) {
+  nlohmann::json e = Evaluation();
+  EXPECT_EQ(FormatEvaluation(e).find("bank models in"), std::string::npos);  // older reports
+  e["bank_numerics"] = "float32";
+  EXPECT_EQ(FormatEvaluation(e).find("bank models in"), std::string::npos);
+  e["bank_numerics"] = "bfloat16";
+  EXPECT_EQ(FormatEvaluation(e).rfind("5 cases, bundle 'b', bank models in bfloat16 (", 0), 0u)
+      << FormatEvaluation(e);
+}
+
 }  // namespace
 }  // namespace danet::eval
