@@ -193,6 +193,11 @@ absl::Status CheckPreprocessing(const v1::Preprocessing& pre) {
                    absl::StrCat(pre.bias_refit_min_change(),
                                 " is not a change (standard deviations, 0 or more)"));
   }
+  if (pre.bias_refit_probe_min_slices() < 0) {
+    return Invalid(
+        "preprocessing.bias_refit_probe_min_slices",
+        absl::StrCat(pre.bias_refit_probe_min_slices(), " is not a slice count (0 or more)"));
+  }
   if (!(pre.inplane_spacing_mm() >= 0 && pre.inplane_spacing_mm() <= 10)) {
     return Invalid("preprocessing.inplane_spacing_mm",
                    absl::StrCat(pre.inplane_spacing_mm(), " is not a voxel size (mm, 0 to 10)"));

@@ -150,6 +150,7 @@ absl::StatusOr<VolumeResult> SegmentOnBankGrid(const models::Bank& bank,
                                                         id, "' is not a model of this bank"));
     }
     probe_options.probe_route = *index + 1;
+    probe_options.probe_route_min_slices = preprocessing.bias_refit_probe_min_slices();
   }
   absl::StatusOr<VolumeResult> probe = SegmentVolume(bank, prepared.input, policy, probe_options);
   if (!probe.ok()) return probe.status();

@@ -96,7 +96,8 @@ double RegionChange(const RegionSample& before, const volume::MultiModalVolume& 
 // segmentation of the refitted input; otherwise the probe resumed on the same input
 // (SegmentOptions::resume: the same labels as without the probe). With
 // preprocessing.bias_refit_probe_model every probe slice goes through that model
-// (SegmentOptions::probe_route), and a resume takes only the masks of slices routed to it: the
+// (SegmentOptions::probe_route; on a case with at least preprocessing.bias_refit_probe_min_slices
+// routed slices), and a resume takes only the masks of slices routed to it: the
 // labels stay those of one plain pass, and the GMACs add the probe masks not taken. When the second
 // fit moves the input over the widened tumour by less than preprocessing.bias_refit_min_change
 // (RegionChange), the probe is resumed on the refitted input instead of a second segmentation: its

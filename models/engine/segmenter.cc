@@ -420,7 +420,6 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         absl::StrCat("SegmentVolume: probe_route ", options.probe_route, " is not a bank route"));
   }
   const bool probe = options.probe_stride > 1;  // a sample of the routed slices only
-  const int probe_route = probe ? options.probe_route : 0;
   const OnSlice on_slice = probe ? nullptr : options.on_slice;
   const bool follow = !probe && policy.kind == Policy::Kind::kDynamic && policy.follow_tumour > 0;
   // Cleaning small components or enhancing tumour needs the whole volume: every mask is
@@ -446,6 +445,10 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
     const auto segment_start = Clock::now();
     RouteRunner runner(bank, slices, tissue, dims, options, clean ? nullptr : on_slice, &result);
     std::vector<std::pair<int64_t, int>> routed;
+    const int64_t routed_slices =
+        std::count_if(routes->begin(), routes->end(), [](int r) { return r != 0; });
+    const bool probe_route =
+        probe && options.probe_route > 0 && routed_slices >= options.probe_route_min_slices;
     for (int64_t z = 0; z < depth; ++z) {
       result.slices[z].index = static_cast<int>(z);
       result.slices[z].gmacs =
@@ -455,7 +458,7 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         on_slice(result.slices[z], result.labels.data() + z * slice_voxels);
       }
       if ((*routes)[z] != 0 && z % options.probe_stride == 0) {
-        routed.emplace_back(z, probe_route > 0 ? probe_route : (*routes)[z]);
+        routed.emplace_back(z, probe_route ? options.probe_route : (*routes)[z]);
       }
     }
     std::vector<int64_t> segmented;

@@ -57,9 +57,11 @@ struct SegmentOptions {
   // and on_slice is not called. The other slices keep background labels and route 0.
   int probe_stride = 1;
   // In a probe, above 0: the route (1 for the bank's first model) that every sampled slice goes
-  // through, whatever its own (preprocessing.bias_refit_probe_model). The slices keep that route
-  // in the probe's result, so a resume takes only the masks of slices routed to it.
+  // through, whatever its own (preprocessing.bias_refit_probe_model), when the routes hold at
+  // least probe_route_min_slices routed slices (before following the tumour). The slices keep
+  // that route in the probe's result, so a resume takes only the masks of slices routed to it.
   int probe_route = 0;
+  int probe_route_min_slices = 0;
   // A probe of the same input with the same policy: its decision-network probabilities and the
   // masks of the slices it segmented are taken instead of computed again, and everything else
   // is done as without it, so the result is the same, GMACs included; its times are those of

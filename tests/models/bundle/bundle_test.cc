@@ -164,6 +164,10 @@ INSTANTIATE_TEST_SUITE_P(
             "BiasRefitProbeModel",
             [](auto& c) { c.mutable_preprocessing()->set_bias_refit_probe_model("M9"); },
             "preprocessing.bias_refit_probe_model: 'M9' is not a bank model (one of: M1, M2"},
+        BadConfigCase{
+            "BiasRefitProbeSlices",
+            [](auto& c) { c.mutable_preprocessing()->set_bias_refit_probe_min_slices(-1); },
+            "preprocessing.bias_refit_probe_min_slices: -1 is not a slice count"},
         BadConfigCase{"InplaneSpacing",
                       [](auto& c) { c.mutable_preprocessing()->set_inplane_spacing_mm(-0.5); },
                       "preprocessing.inplane_spacing_mm"},

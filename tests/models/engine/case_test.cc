@@ -272,6 +272,19 @@ TEST_F(SegmentCaseTest, AProbeModelTakesEveryProbeSliceAndPlacesTheRefit) {
   const Policy m1 = *ParsePolicy("static:M1", *gated);
   EXPECT_NEAR(Streamed(*gated, m1, &seen, &streamed).gmacs,
               SegmentVolume(*gated, first_input, m1)->gmacs, 1e-9);
+
+  // preprocessing.bias_refit_probe_min_slices: with fewer routed slices (static M2 routes all
+  // kDepth) the probe goes through the routes, as without a probe model; with as many, through M1.
+  v1::BundleConfig routes_config = config;
+  routes_config.mutable_preprocessing()->set_bias_refit_probe_min_slices(kDepth + 1);
+  const std::unique_ptr<models::Bank> by_routes =
+      *models::Bank::Create(routes_config, ".", options);
+  const VolumeResult under = Streamed(*by_routes, policy, &seen, &streamed);
+  EXPECT_EQ(under.labels, plain.labels);
+  EXPECT_NEAR(under.gmacs, plain.gmacs, 1e-9);  // the probe's masks all taken
+  routes_config.mutable_preprocessing()->set_bias_refit_probe_min_slices(kDepth);
+  const std::unique_ptr<models::Bank> at = *models::Bank::Create(routes_config, ".", options);
+  EXPECT_NEAR(Streamed(*at, policy, &seen, &streamed).gmacs, plain.gmacs + probe.gmacs, 1e-9);
 }
 
 // RegionChange: the mean absolute change over the region's tissue voxels, the largest channel's.
