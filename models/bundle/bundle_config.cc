@@ -198,6 +198,11 @@ absl::Status CheckPreprocessing(const v1::Preprocessing& pre) {
         "preprocessing.bias_refit_probe_min_slices",
         absl::StrCat(pre.bias_refit_probe_min_slices(), " is not a slice count (0 or more)"));
   }
+  if (!(pre.bias_refit_probe_spacing_mm() >= 0 && pre.bias_refit_probe_spacing_mm() <= 20)) {
+    return Invalid(
+        "preprocessing.bias_refit_probe_spacing_mm",
+        absl::StrCat(pre.bias_refit_probe_spacing_mm(), " is not a slice spacing (mm, 0 to 20)"));
+  }
   if (!(pre.inplane_spacing_mm() >= 0 && pre.inplane_spacing_mm() <= 10)) {
     return Invalid("preprocessing.inplane_spacing_mm",
                    absl::StrCat(pre.inplane_spacing_mm(), " is not a voxel size (mm, 0 to 10)"));

@@ -41,9 +41,10 @@ absl::StatusOr<PreparedCase> PrepareCase(const v1::Preprocessing& preprocessing,
   return prepared;
 }
 
-int ProbeStride(const volume::Geometry& geometry) {
+int ProbeStride(const volume::Geometry& geometry, double spacing_mm) {
   const double spacing = geometry.spacing[2] > 0 ? geometry.spacing[2] : 1.0;
-  return std::max(1, static_cast<int>(std::floor(kProbeSpacingMm / spacing + 1e-6)));
+  const double probe_mm = spacing_mm > 0 ? spacing_mm : kProbeSpacingMm;
+  return std::max(1, static_cast<int>(std::floor(probe_mm / spacing + 1e-6)));
 }
 
 std::vector<uint8_t> WidenedTumour(const std::vector<uint8_t>& labels,
@@ -138,11 +139,11 @@ absl::StatusOr<VolumeResult> SegmentOnBankGrid(const models::Bank& bank,
                                                const SegmentOptions& options) {
   if (!prepared.decoded) return SegmentVolume(bank, prepared.input, policy, options);
   const volume::Geometry geometry = prepared.input.geometry;
-  const int stride = ProbeStride(geometry);
+  const v1::Preprocessing& preprocessing = bank.config().preprocessing();
+  const int stride = ProbeStride(geometry, preprocessing.bias_refit_probe_spacing_mm());
   SegmentOptions probe_options = options;
   probe_options.on_slice = nullptr;
   probe_options.probe_stride = stride;
-  const v1::Preprocessing& preprocessing = bank.config().preprocessing();
   if (const std::string& id = preprocessing.bias_refit_probe_model(); !id.empty()) {
     const std::optional<int> index = bank.FindModel(id);
     if (!index) {

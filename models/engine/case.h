@@ -36,7 +36,9 @@ namespace danet::engine {
 inline constexpr double kRefitMarginMm = 5.0;
 
 // How far apart the probe's segmented slices are, at most (every routed slice when slices are
-// thicker). 4 mm saved more and placed a large, dimmed tumour worse (docs/training.md, session 35).
+// thicker), when the bundle does not say (preprocessing.bias_refit_probe_spacing_mm). 4 mm with
+// each probe slice through its own route saved more and placed a large, dimmed tumour worse
+// (docs/training.md, session 35).
 inline constexpr double kProbeSpacingMm = 2.0;
 
 // What a summary says about a case segmented twice (VolumeResult::bias_refitted), and about one
@@ -64,8 +66,9 @@ bool RefitsBias(const v1::Preprocessing& preprocessing);
 absl::StatusOr<PreparedCase> PrepareCase(const v1::Preprocessing& preprocessing,
                                          volume::MultiModalVolume decoded);
 
-// The probe's stride on `geometry`: kProbeSpacingMm in slices, rounded down, at least 1.
-int ProbeStride(const volume::Geometry& geometry);
+// The probe's stride on `geometry`: spacing_mm (kProbeSpacingMm when 0) in slices, rounded down,
+// at least 1.
+int ProbeStride(const volume::Geometry& geometry, double spacing_mm = 0);
 
 // 1 for every voxel within radius_mm of a non-zero label along each axis (a box, at least one
 // voxel each way), and along z extra_slices further (the slices a probe did not segment, half its
@@ -90,7 +93,8 @@ RegionSample SampleRegion(const volume::MultiModalVolume& input,
 double RegionChange(const RegionSample& before, const volume::MultiModalVolume& after);
 
 // SegmentVolume on the case's input. When the case kept its decoded channels, a probe first
-// (SegmentOptions::probe_stride = ProbeStride): when it finds at least the bundle's
+// (SegmentOptions::probe_stride = ProbeStride of preprocessing.bias_refit_probe_spacing_mm): when
+// it finds at least the bundle's
 // preprocessing.bias_refit_min_ml of tumour (its volume times its stride), the second fit
 // without that tumour (widened by kRefitMarginMm, and along z by half the stride) and a
 // segmentation of the refitted input; otherwise the probe resumed on the same input

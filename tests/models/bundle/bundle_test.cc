@@ -168,6 +168,10 @@ INSTANTIATE_TEST_SUITE_P(
             "BiasRefitProbeSlices",
             [](auto& c) { c.mutable_preprocessing()->set_bias_refit_probe_min_slices(-1); },
             "preprocessing.bias_refit_probe_min_slices: -1 is not a slice count"},
+        BadConfigCase{
+            "BiasRefitProbeSpacing",
+            [](auto& c) { c.mutable_preprocessing()->set_bias_refit_probe_spacing_mm(25); },
+            "preprocessing.bias_refit_probe_spacing_mm: 25 is not a slice spacing (mm, 0 to 20)"},
         BadConfigCase{"InplaneSpacing",
                       [](auto& c) { c.mutable_preprocessing()->set_inplane_spacing_mm(-0.5); },
                       "preprocessing.inplane_spacing_mm"},

@@ -62,6 +62,12 @@ TEST(ProbeStrideTest, IsTheProbeSpacingInSlices) {
   EXPECT_EQ(stride(2.0), 1);
   EXPECT_EQ(stride(5.0), 1);
   EXPECT_EQ(stride(0.0), 2);  // no spacing: read as 1 mm
+  // The bundle's spacing (preprocessing.bias_refit_probe_spacing_mm) when given.
+  const volume::Geometry one_mm = volume::MakeGeometry({8, 8, 8}, {1, 1, 1}, {0, 0, 0});
+  EXPECT_EQ(ProbeStride(one_mm, 4.0), 4);
+  EXPECT_EQ(ProbeStride(one_mm, 3.5), 3);
+  EXPECT_EQ(ProbeStride(one_mm, 0.5), 1);
+  EXPECT_EQ(ProbeStride(volume::MakeGeometry({8, 8, 8}, {1, 1, 2}, {0, 0, 0}), 4.0), 2);
 }
 
 class SegmentCaseTest : public ::testing::Test {
@@ -118,24 +124,24 @@ class SegmentCaseTest : public ::testing::Test {
     return *std::move(result);
   }
 
-  // What SegmentCase does first, by hand: the probe (every other slice at 1 mm) on the first
-  // input, its tumour widened by 5 mm (and a slice more along z), the input fitted again without
-  // it.
+  // What SegmentCase does first, by hand: the probe (every other slice at 1 mm, or every
+  // `stride`th) on the first input, its tumour widened by 5 mm (and half the stride more along z),
+  // the input fitted again without it.
   struct ProbedCase {
     volume::MultiModalVolume first_input;
     VolumeResult probe;
     std::vector<uint8_t> excluded;
     volume::MultiModalVolume refitted;
   };
-  ProbedCase Probed(const models::Bank& bank, const Policy& policy) {
+  ProbedCase Probed(const models::Bank& bank, const Policy& policy, int stride = 2) {
     const v1::Preprocessing& pre = bank.config().preprocessing();
-    EXPECT_EQ(ProbeStride(decoded_.geometry), 2);
+    EXPECT_EQ(ProbeStride(decoded_.geometry, pre.bias_refit_probe_spacing_mm()), stride);
     SegmentOptions probe_options;
-    probe_options.probe_stride = 2;
+    probe_options.probe_stride = stride;
     ProbedCase c;
     c.first_input = *PrepareBankInput(pre, decoded_);
     c.probe = *SegmentVolume(bank, c.first_input, policy, probe_options);
-    c.excluded = WidenedTumour(c.probe.labels, decoded_.geometry, kRefitMarginMm, 1);
+    c.excluded = WidenedTumour(c.probe.labels, decoded_.geometry, kRefitMarginMm, stride / 2);
     c.refitted = *PrepareBankInput(pre, decoded_, &c.excluded);
     return c;
   }
@@ -285,6 +291,32 @@ TEST_F(SegmentCaseTest, AProbeModelTakesEveryProbeSliceAndPlacesTheRefit) {
   routes_config.mutable_preprocessing()->set_bias_refit_probe_min_slices(kDepth);
   const std::unique_ptr<models::Bank> at = *models::Bank::Create(routes_config, ".", options);
   EXPECT_NEAR(Streamed(*at, policy, &seen, &streamed).gmacs, plain.gmacs + probe.gmacs, 1e-9);
+}
+
+// preprocessing.bias_refit_probe_spacing_mm: 4 mm on this 1 mm case is a probe of every fourth
+// slice, its tumour widened by two slices more along z for the second fit.
+TEST_F(SegmentCaseTest, TheBundlesProbeSpacingSetsTheProbesStride) {
+  v1::BundleConfig config = MakeBank(/*refit_min_ml=*/0.001)->config();
+  config.mutable_preprocessing()->set_bias_refit_probe_spacing_mm(4.0);
+  models::BankOptions options;
+  options.load_weights = false;
+  options.seed = 21;  // MakeBank's: the same weights
+  const std::unique_ptr<models::Bank> bank = *models::Bank::Create(config, ".", options);
+  const Policy policy = *ParsePolicy("static:M1", *bank);
+  const ProbedCase c = Probed(*bank, policy, /*stride=*/4);
+  for (int z = 0; z < kDepth; ++z) EXPECT_EQ(c.probe.slices[z].route, z % 4 == 0 ? 1 : 0) << z;
+  const VolumeResult second = *SegmentVolume(*bank, c.refitted, policy);
+
+  std::vector<int> seen;
+  std::vector<uint8_t> streamed;
+  const VolumeResult result = Streamed(*bank, policy, &seen, &streamed);
+  EXPECT_TRUE(result.bias_refitted);
+  ExpectSecondFitMeasured(result, c);
+  EXPECT_EQ(result.labels, second.labels);
+  EXPECT_EQ(result.first_pass_gmacs, c.probe.gmacs);
+  EXPECT_NEAR(result.gmacs, c.probe.gmacs + second.gmacs, 1e-9);
+  EXPECT_EQ(seen, std::vector<int>(kDepth, 1));
+  EXPECT_EQ(streamed, result.labels);
 }
 
 // RegionChange: the mean absolute change over the region's tissue voxels, the largest channel's.

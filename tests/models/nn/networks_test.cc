@@ -113,7 +113,9 @@ TEST_F(NetworksTest, DecisionNetworkTumourHeadAtAStageMapsItsFinerGrid) {
     const int64_t tap = std::vector<int64_t>{4, 12, 16}[stage - 1];  // units up to the stage's end
     const auto unit = [](int64_t i) { return "units." + std::to_string(i) + ".main_pw1.weight"; };
     EXPECT_TRUE(params[unit(tap - 1)].grad().defined()) << stage;
-    if (tap < 16) EXPECT_FALSE(params[unit(tap)].grad().defined()) << stage;
+    if (tap < 16) {
+      EXPECT_FALSE(params[unit(tap)].grad().defined()) << stage;
+    }
   }
   EXPECT_THROW(DecisionNet(DecisionNetOptions(5).tumour_head(true).tumour_head_stage(4)),
                c10::Error);
