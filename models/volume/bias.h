@@ -58,7 +58,7 @@ struct BiasCorrectionOptions {
   // brightest tissue (FLAIR) is not an outlier of the symmetric limit, and the field bends
   // towards it and dims it; a tighter limit on the bright side keeps it out of the fit from the
   // first round (docs/training.md, "Session 46").
-  std::vector<double> bright_sigmas;
+  std::vector<double> bright_sigmas = {};
 };
 
 // A bundle's preprocessing.bias_correction: "polyN" (N = 1..kMaxBiasDegree) is the polynomial
