@@ -5,11 +5,11 @@
 // Dice that way). So the case is segmented once; when that finds at least the bundle's volume
 // of tumour, the fields are fitted again with the tumour, widened by kRefitMarginMm, left out of
 // the fit, and the case is segmented again on that input. The first look is a probe: only the
-// routed slices kProbeSpacingMm apart are segmented, which is enough to measure and place a
-// tumour that large; when no refit follows, the pass that does follow takes the probe's
-// decisions and masks, so such a case costs what one pass costs. docs/training.md ("Session 34",
-// "Session 35") has the measurements; the time is about one pass more on cases refitted
-// (docs/benchmarks.md).
+// routed slices the bundle's preprocessing.bias_refit_probe_spacing_mm apart (kProbeSpacingMm
+// when unset) are segmented, which is enough to measure and place a tumour that large; when no
+// refit follows, the pass that does follow takes the probe's decisions and masks, so such a case
+// costs what one pass costs. docs/training.md ("Session 34", "Session 35", "Session 51") has the
+// measurements; the time is about one pass more on cases refitted (docs/benchmarks.md).
 //
 // Thread safety: pure functions of their arguments; SegmentCase only reads the bank.
 #ifndef DANET_MODELS_ENGINE_CASE_H_
