@@ -94,10 +94,9 @@ double RegionChange(const RegionSample& before, const volume::MultiModalVolume& 
 
 // SegmentVolume on the case's input. When the case kept its decoded channels, a probe first
 // (SegmentOptions::probe_stride = ProbeStride of preprocessing.bias_refit_probe_spacing_mm): when
-// it finds at least the bundle's
-// preprocessing.bias_refit_min_ml of tumour (its volume times its stride), the second fit
-// without that tumour (widened by kRefitMarginMm, and along z by half the stride) and a
-// segmentation of the refitted input; otherwise the probe resumed on the same input
+// it finds at least the bundle's preprocessing.bias_refit_min_ml of tumour (its volume times its
+// stride), the second fit without that tumour (widened by kRefitMarginMm, and along z by half the
+// stride) and a segmentation of the refitted input; otherwise the probe resumed on the same input
 // (SegmentOptions::resume: the same labels as without the probe). With
 // preprocessing.bias_refit_probe_model every probe slice goes through that model
 // (SegmentOptions::probe_route; on a case with at least preprocessing.bias_refit_probe_min_slices

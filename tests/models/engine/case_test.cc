@@ -95,9 +95,6 @@ class SegmentCaseTest : public ::testing::Test {
   // refitting them around at least `refit_min_ml` of tumour (0: never), segmenting again when
   // that moves the input by at least `refit_min_change`.
   static std::unique_ptr<models::Bank> MakeBank(double refit_min_ml, double refit_min_change = 0) {
-    models::BankOptions options;
-    options.load_weights = false;
-    options.seed = 21;
     v1::BundleConfig config = *models::PresetConfig("tiny");
     v1::Preprocessing* pre = config.mutable_preprocessing();
     pre->set_slice_height(kHeight);
@@ -105,6 +102,15 @@ class SegmentCaseTest : public ::testing::Test {
     pre->set_bias_correction("poly2");
     pre->set_bias_refit_min_ml(refit_min_ml);
     pre->set_bias_refit_min_change(refit_min_change);
+    return BankOf(config);
+  }
+
+  // A bank of `config` with MakeBank's seeded random weights (a config derived from MakeBank's
+  // gets the same weights).
+  static std::unique_ptr<models::Bank> BankOf(const v1::BundleConfig& config) {
+    models::BankOptions options;
+    options.load_weights = false;
+    options.seed = 21;
     return *models::Bank::Create(config, ".", options);
   }
 
@@ -234,10 +240,7 @@ TEST_F(SegmentCaseTest, AProbeModelTakesEveryProbeSliceAndPlacesTheRefit) {
   ASSERT_EQ(*bank->FindModel("M1"), 0);
   v1::BundleConfig config = bank->config();
   config.mutable_preprocessing()->set_bias_refit_probe_model("M1");
-  models::BankOptions options;
-  options.load_weights = false;
-  options.seed = 21;  // MakeBank's: the same weights
-  const std::unique_ptr<models::Bank> probing = *models::Bank::Create(config, ".", options);
+  const std::unique_ptr<models::Bank> probing = BankOf(config);
   const Policy policy = *ParsePolicy("static:M2", *bank);
   const v1::Preprocessing& pre = probing->config().preprocessing();
 
@@ -267,7 +270,7 @@ TEST_F(SegmentCaseTest, AProbeModelTakesEveryProbeSliceAndPlacesTheRefit) {
 
   // Under the gate: the plain pass, its GMACs and the M1 probe's.
   config.mutable_preprocessing()->set_bias_refit_min_ml(1e9);
-  const std::unique_ptr<models::Bank> gated = *models::Bank::Create(config, ".", options);
+  const std::unique_ptr<models::Bank> gated = BankOf(config);
   const VolumeResult plain = *SegmentVolume(*gated, first_input, policy);
   const VolumeResult resumed = Streamed(*gated, policy, &seen, &streamed);
   EXPECT_FALSE(resumed.bias_refitted);
@@ -283,13 +286,12 @@ TEST_F(SegmentCaseTest, AProbeModelTakesEveryProbeSliceAndPlacesTheRefit) {
   // kDepth) the probe goes through the routes, as without a probe model; with as many, through M1.
   v1::BundleConfig routes_config = config;
   routes_config.mutable_preprocessing()->set_bias_refit_probe_min_slices(kDepth + 1);
-  const std::unique_ptr<models::Bank> by_routes =
-      *models::Bank::Create(routes_config, ".", options);
+  const std::unique_ptr<models::Bank> by_routes = BankOf(routes_config);
   const VolumeResult under = Streamed(*by_routes, policy, &seen, &streamed);
   EXPECT_EQ(under.labels, plain.labels);
   EXPECT_NEAR(under.gmacs, plain.gmacs, 1e-9);  // the probe's masks all taken
   routes_config.mutable_preprocessing()->set_bias_refit_probe_min_slices(kDepth);
-  const std::unique_ptr<models::Bank> at = *models::Bank::Create(routes_config, ".", options);
+  const std::unique_ptr<models::Bank> at = BankOf(routes_config);
   EXPECT_NEAR(Streamed(*at, policy, &seen, &streamed).gmacs, plain.gmacs + probe.gmacs, 1e-9);
 }
 
@@ -298,10 +300,7 @@ TEST_F(SegmentCaseTest, AProbeModelTakesEveryProbeSliceAndPlacesTheRefit) {
 TEST_F(SegmentCaseTest, TheBundlesProbeSpacingSetsTheProbesStride) {
   v1::BundleConfig config = MakeBank(/*refit_min_ml=*/0.001)->config();
   config.mutable_preprocessing()->set_bias_refit_probe_spacing_mm(4.0);
-  models::BankOptions options;
-  options.load_weights = false;
-  options.seed = 21;  // MakeBank's: the same weights
-  const std::unique_ptr<models::Bank> bank = *models::Bank::Create(config, ".", options);
+  const std::unique_ptr<models::Bank> bank = BankOf(config);
   const Policy policy = *ParsePolicy("static:M1", *bank);
   const ProbedCase c = Probed(*bank, policy, /*stride=*/4);
   for (int z = 0; z < kDepth; ++z) EXPECT_EQ(c.probe.slices[z].route, z % 4 == 0 ? 1 : 0) << z;
@@ -376,10 +375,7 @@ TEST_F(SegmentCaseTest, ACaseAtAnotherInPlaneSpacingRunsOnTheBundlesAndComesBack
   std::unique_ptr<models::Bank> bank = MakeBank(/*refit_min_ml=*/0.001);
   v1::BundleConfig config = bank->config();
   config.mutable_preprocessing()->set_inplane_spacing_mm(1.0);
-  models::BankOptions options;
-  options.load_weights = false;
-  options.seed = 21;
-  bank = *models::Bank::Create(config, ".", options);
+  bank = BankOf(config);
   const Policy policy = *ParsePolicy("static:M1", *bank);
   const VolumeResult at_1mm =
       *SegmentCase(*bank, *PrepareCase(config.preprocessing(), decoded_), policy);
