@@ -181,6 +181,7 @@ absl::StatusOr<VolumeResult> SegmentOnBankGrid(const models::Bank& bank,
     const bool again = change >= preprocessing.bias_refit_min_change();
     SegmentOptions second_options = options;
     if (!again) second_options.resume = &*probe;
+    if (preprocessing.bias_refit_keep_decisions()) second_options.decisions = &*probe;
     result = SegmentVolume(bank, *input, policy, second_options);
     if (!result.ok()) return result.status();
     result->refit_seconds = refit_seconds;

@@ -105,7 +105,9 @@ double RegionChange(const RegionSample& before, const volume::MultiModalVolume& 
 // fit moves the input over the widened tumour by less than preprocessing.bias_refit_min_change
 // (RegionChange), the probe is resumed on the refitted input instead of a second segmentation: its
 // decisions and masks stand, the other routed slices are segmented on the new input
-// (refit_probe_kept; the GMACs of one pass). options.on_slice sees the final segmentation's slices
+// (refit_probe_kept; the GMACs of one pass). With preprocessing.bias_refit_keep_decisions a
+// second segmentation takes the probe's decisions (SegmentOptions::decisions) instead of running
+// the decision network again. options.on_slice sees the final segmentation's slices
 // only, as that pass reports them. The result's decide_seconds and segment_seconds cover the probe
 // too; its gmacs all the work done (the probe's counted apart only when a second segmentation
 // follows: first_pass_gmacs); bias_refitted, refit_probe_kept, refit_change and refit_seconds (the

@@ -212,7 +212,8 @@ absl::StatusOr<std::vector<int>> DecideRoutes(const models::Bank& bank, const to
       (*out)[z].probabilities[0] = 1.0f;
     }
   }
-  if (options.resume == nullptr) {
+  if (const VolumeResult* taken = options.resume != nullptr ? options.resume : options.decisions;
+      taken == nullptr) {
     if (absl::Status s = RunDecisionNetwork(bank, slices, tissue, looked_at, policy.decision_slices,
                                             options, out);
         !s.ok()) {
@@ -220,9 +221,10 @@ absl::StatusOr<std::vector<int>> DecideRoutes(const models::Bank& bank, const to
     }
   } else {
     for (const int64_t z : looked_at) {
-      (*out)[z].probabilities = options.resume->slices[z].probabilities;
+      (*out)[z].probabilities = taken->slices[z].probabilities;
       if ((*out)[z].probabilities.size() != route_gmacs.size()) {
-        return absl::InvalidArgumentError("SegmentVolume: the probe to resume was static");
+        return absl::InvalidArgumentError(
+            "SegmentVolume: the probe to take decisions from was static");
       }
     }
   }
@@ -411,9 +413,12 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
   const VolumeResult* resume = options.resume;
   if (options.probe_stride < 1 ||
       (resume != nullptr && (static_cast<int64_t>(resume->slices.size()) != depth ||
-                             resume->labels.size() != result.labels.size()))) {
+                             resume->labels.size() != result.labels.size())) ||
+      (options.decisions != nullptr &&
+       static_cast<int64_t>(options.decisions->slices.size()) != depth)) {
     return absl::InvalidArgumentError(
-        "SegmentVolume: probe_stride under 1, or a probe of another volume to resume");
+        "SegmentVolume: probe_stride under 1, or a probe of another volume to resume or to take "
+        "decisions from");
   }
   if (options.probe_route < 0 || options.probe_route > bank.size()) {
     return absl::InvalidArgumentError(
@@ -451,8 +456,11 @@ absl::StatusOr<VolumeResult> SegmentVolume(const models::Bank& bank,
         probe && options.probe_route > 0 && routed_slices >= options.probe_route_min_slices;
     for (int64_t z = 0; z < depth; ++z) {
       result.slices[z].index = static_cast<int>(z);
-      result.slices[z].gmacs =
-          policy.kind == Policy::Kind::kDynamic ? bank.config().decision().gmacs_per_slice() : 0.0;
+      // The decision network's share, unless a probe's decisions were taken (it paid for them).
+      result.slices[z].gmacs = policy.kind == Policy::Kind::kDynamic &&
+                                       (resume != nullptr || options.decisions == nullptr)
+                                   ? bank.config().decision().gmacs_per_slice()
+                                   : 0.0;
       // Skipped slices are final now, unless following the tumour may still route them.
       if ((*routes)[z] == 0 && on_slice && !follow && !clean) {
         on_slice(result.slices[z], result.labels.data() + z * slice_voxels);

@@ -69,6 +69,12 @@ struct SegmentOptions {
   // a probe of the input before a second bias fit on the refitted one (the same grid): the
   // probe's decisions and masks then stand, and the rest is computed on the new input.
   const VolumeResult* resume = nullptr;
+  // A probe of the same volume with the same policy, on this input or on another one of the same
+  // grid (case.h: before a second bias fit): only its decision-network probabilities are taken,
+  // instead of running the network again; the routed slices are all segmented on this input.
+  // The slices' GMACs then leave out the decision network's (the probe paid it). Ignored when
+  // `resume` is set (that takes the probabilities too). May be null.
+  const VolumeResult* decisions = nullptr;
 };
 
 // The volume's axial slices as one Z x 4 x Y' x X' float tensor (a copy), the networks' input:

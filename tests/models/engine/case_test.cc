@@ -318,6 +318,50 @@ TEST_F(SegmentCaseTest, TheBundlesProbeSpacingSetsTheProbesStride) {
   EXPECT_EQ(streamed, result.labels);
 }
 
+// preprocessing.bias_refit_keep_decisions: the refitted case's second pass takes the probe's
+// decision-network probabilities (made on the first input) instead of running the network on the
+// refitted one; every routed slice is still segmented on the refitted input, and its GMACs leave
+// out the decision network's (the probe's count has them).
+TEST_F(SegmentCaseTest, KeptDecisionsAreTheProbesAndTheRefittedInputIsSegmented) {
+  v1::BundleConfig config = MakeBank(/*refit_min_ml=*/0.001)->config();
+  config.mutable_preprocessing()->set_bias_refit_keep_decisions(true);
+  const std::unique_ptr<models::Bank> bank = BankOf(config);
+  const Policy policy = *ParsePolicy("dynamic", *bank);
+  const ProbedCase c = Probed(*bank, policy);
+  SegmentOptions taken;
+  taken.decisions = &c.probe;
+  const VolumeResult second = *SegmentVolume(*bank, c.refitted, policy, taken);
+  const VolumeResult again = *SegmentVolume(*bank, c.refitted, policy);  // the network again
+  int routed = 0, moved = 0;
+  double model_gmacs = 0;
+  for (int z = 0; z < kDepth; ++z) {
+    EXPECT_EQ(second.slices[z].probabilities, c.probe.slices[z].probabilities) << z;
+    moved += again.slices[z].probabilities != c.probe.slices[z].probabilities;
+    if (const int route = second.slices[z].route; route != 0) {
+      ++routed;
+      model_gmacs += bank->model_config(route - 1).gmacs_per_slice();
+    }
+  }
+  ASSERT_GT(routed, 0);  // random weights: the network routes some slices
+  EXPECT_GT(moved, 0);   // the refitted input changes what the network says
+  EXPECT_NEAR(second.gmacs, model_gmacs, 1e-9);
+  EXPECT_NEAR(again.gmacs, model_gmacs + kDepth * bank->config().decision().gmacs_per_slice(),
+              1e-9);
+
+  std::vector<int> seen;
+  std::vector<uint8_t> streamed;
+  const VolumeResult result = Streamed(*bank, policy, &seen, &streamed);
+  ASSERT_TRUE(result.bias_refitted);
+  ExpectSecondFitMeasured(result, c);
+  EXPECT_EQ(result.labels, second.labels);
+  for (int z = 0; z < kDepth; ++z) {
+    EXPECT_EQ(result.slices[z].probabilities, c.probe.slices[z].probabilities) << z;
+  }
+  EXPECT_NEAR(result.gmacs, c.probe.gmacs + second.gmacs, 1e-9);
+  EXPECT_EQ(seen, std::vector<int>(kDepth, 1));
+  EXPECT_EQ(streamed, result.labels);
+}
+
 // RegionChange: the mean absolute change over the region's tissue voxels, the largest channel's.
 TEST(RegionChangeTest, MeanAbsoluteChangeOverTheRegionsTissueLargestChannel) {
   volume::MultiModalVolume before;

@@ -468,6 +468,68 @@ TEST_F(SegmenterTest, AResumedProbeGivesThePlainPass) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// SegmentOptions::decisions takes a probe's decision-network probabilities only: a probe whose
+// decisions and masks were altered shows its decisions through, not its masks; every routed slice
+// is segmented, and the slices' GMACs leave out the decision network's.
+TEST_F(SegmenterTest, TakenDecisionsRouteButTheMasksAreComputed) {
+  const Policy policy = *ParsePolicy("dynamic", *bank_);
+  const VolumeResult plain = *SegmentVolume(*bank_, volume_, policy);
+  SegmentOptions probe_options;
+  probe_options.probe_stride = 2;
+  VolumeResult altered = *SegmentVolume(*bank_, volume_, policy, probe_options);
+  int marked = -1, redirected = -1;
+  for (int z = 0; z < 24; ++z) {
+    if (altered.slices[z].route != 0 && marked < 0) {
+      marked = z;
+      std::fill(altered.labels.begin() + z * 64 * 48, altered.labels.begin() + (z + 1) * 64 * 48,
+                uint8_t{2});
+    } else if (altered.slices[z].route == 0 && redirected < 0 &&
+               altered.slices[z].probabilities[0] < 1) {  // a tissue slice the network skips
+      redirected = z;
+      std::fill(altered.slices[z].probabilities.begin(), altered.slices[z].probabilities.end(), 0);
+      altered.slices[z].probabilities.back() = 1;  // the last model, surely
+    }
+  }
+  ASSERT_GE(marked, 0);
+  ASSERT_GE(redirected, 0);
+  SegmentOptions taken;
+  taken.decisions = &altered;
+  const VolumeResult result = *SegmentVolume(*bank_, volume_, policy, taken);
+  double model_gmacs = 0;
+  for (int z = 0; z < 24; ++z) {
+    EXPECT_EQ(result.slices[z].probabilities, altered.slices[z].probabilities) << z;
+    if (z != redirected) {
+      EXPECT_EQ(result.slices[z].route, plain.slices[z].route) << z;
+      EXPECT_TRUE(std::equal(result.labels.begin() + z * 64 * 48,
+                             result.labels.begin() + (z + 1) * 64 * 48,
+                             plain.labels.begin() + z * 64 * 48))
+          << z;  // the marked slice's mask too: segmented, not taken
+    }
+    if (result.slices[z].route != 0) {
+      model_gmacs += bank_->model_config(result.slices[z].route - 1).gmacs_per_slice();
+      EXPECT_EQ(result.slices[z].gmacs,
+                bank_->model_config(result.slices[z].route - 1).gmacs_per_slice())
+          << z;
+    } else {
+      EXPECT_EQ(result.slices[z].gmacs, 0.0) << z;
+    }
+  }
+  EXPECT_EQ(result.slices[redirected].route, bank_->size());
+  EXPECT_NEAR(result.gmacs, model_gmacs, 1e-9);
+
+  VolumeResult other;
+  other.slices.resize(3);
+  SegmentOptions bad;
+  bad.decisions = &other;
+  EXPECT_EQ(SegmentVolume(*bank_, volume_, policy, bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const VolumeResult fixed = *SegmentVolume(*bank_, volume_, *ParsePolicy("static:M1", *bank_));
+  bad.decisions = &fixed;  // a static pass has no decisions to take
+  const absl::Status status = SegmentVolume(*bank_, volume_, policy, bad).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), ::testing::HasSubstr("static"));
+}
+
 TEST_F(SegmenterTest, CostBiasMovesRoutesTowardCheaperOrStrongerModels) {
   const VolumeResult plain = *SegmentVolume(*bank_, volume_, *ParsePolicy("dynamic@0", *bank_));
   Policy cheap = *ParsePolicy("dynamic@1000", *bank_);
