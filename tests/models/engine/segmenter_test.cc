@@ -70,6 +70,35 @@ class SegmenterTest : public ::testing::Test {
     }
   }
 
+  // A stride-2 probe of `policy` altered to show what a later pass takes from it: the first
+  // slice from z = 2 on that the probe segmented gets label 2 everywhere (`marked`), and the first
+  // odd slice (with tissue, not sampled, so skipped in the probe) gets every probability on the
+  // last model (`redirected`).
+  struct AlteredProbe {
+    VolumeResult probe;
+    int marked = -1, redirected = -1;
+  };
+  AlteredProbe Altered(const Policy& policy) {
+    SegmentOptions probe_options;
+    probe_options.probe_stride = 2;
+    AlteredProbe a{*SegmentVolume(*bank_, volume_, policy, probe_options)};
+    for (int z = 2; z < 24; ++z) {
+      if (a.probe.slices[z].route != 0 && a.marked < 0) {
+        a.marked = z;
+        std::fill(a.probe.labels.begin() + z * 64 * 48, a.probe.labels.begin() + (z + 1) * 64 * 48,
+                  uint8_t{2});
+      } else if (z % 2 == 1 && a.redirected < 0) {
+        a.redirected = z;
+        std::vector<float>& p = a.probe.slices[z].probabilities;
+        std::fill(p.begin(), p.end(), 0);
+        p.back() = 1;  // the last model, surely
+      }
+    }
+    EXPECT_GE(a.marked, 0);
+    EXPECT_GE(a.redirected, 0);
+    return a;
+  }
+
   // Route and mask of each slice, computed one slice at a time.
   std::vector<uint8_t> SliceBySlice(std::vector<int>* routes) {
     torch::NoGradGuard no_grad;
@@ -430,23 +459,10 @@ TEST_F(SegmenterTest, AResumedProbeGivesThePlainPass) {
   }
   // What is taken from the probe: a probe whose masks and decisions were altered shows through.
   const Policy policy = *ParsePolicy("dynamic", *bank_);
-  SegmentOptions probe_options;
-  probe_options.probe_stride = 2;
-  VolumeResult altered = *SegmentVolume(*bank_, volume_, policy, probe_options);
-  int marked = -1, redirected = -1;
-  for (int z = 2; z < 24; ++z) {
-    if (altered.slices[z].route != 0 && marked < 0) {
-      marked = z;
-      std::fill(altered.labels.begin() + z * 64 * 48, altered.labels.begin() + (z + 1) * 64 * 48,
-                uint8_t{2});
-    } else if (z % 2 == 1 && z != marked && redirected < 0) {
-      redirected = z;
-      std::fill(altered.slices[z].probabilities.begin(), altered.slices[z].probabilities.end(), 0);
-      altered.slices[z].probabilities.back() = 1;  // the last model, surely
-    }
-  }
-  ASSERT_GE(marked, 0);
-  ASSERT_GE(redirected, 0);
+  const AlteredProbe a = Altered(policy);
+  ASSERT_FALSE(HasFailure());
+  const VolumeResult& altered = a.probe;
+  const int marked = a.marked, redirected = a.redirected;
   SegmentOptions resume_options;
   resume_options.resume = &altered;
   const VolumeResult resumed = *SegmentVolume(*bank_, volume_, policy, resume_options);
@@ -474,24 +490,10 @@ TEST_F(SegmenterTest, AResumedProbeGivesThePlainPass) {
 TEST_F(SegmenterTest, TakenDecisionsRouteButTheMasksAreComputed) {
   const Policy policy = *ParsePolicy("dynamic", *bank_);
   const VolumeResult plain = *SegmentVolume(*bank_, volume_, policy);
-  SegmentOptions probe_options;
-  probe_options.probe_stride = 2;
-  VolumeResult altered = *SegmentVolume(*bank_, volume_, policy, probe_options);
-  int marked = -1, redirected = -1;
-  for (int z = 0; z < 24; ++z) {
-    if (altered.slices[z].route != 0 && marked < 0) {
-      marked = z;
-      std::fill(altered.labels.begin() + z * 64 * 48, altered.labels.begin() + (z + 1) * 64 * 48,
-                uint8_t{2});
-    } else if (altered.slices[z].route == 0 && redirected < 0 &&
-               altered.slices[z].probabilities[0] < 1) {  // a tissue slice the network skips
-      redirected = z;
-      std::fill(altered.slices[z].probabilities.begin(), altered.slices[z].probabilities.end(), 0);
-      altered.slices[z].probabilities.back() = 1;  // the last model, surely
-    }
-  }
-  ASSERT_GE(marked, 0);
-  ASSERT_GE(redirected, 0);
+  const AlteredProbe a = Altered(policy);
+  ASSERT_FALSE(HasFailure());
+  const VolumeResult& altered = a.probe;
+  const int redirected = a.redirected;
   SegmentOptions taken;
   taken.decisions = &altered;
   const VolumeResult result = *SegmentVolume(*bank_, volume_, policy, taken);
