@@ -43,8 +43,9 @@ ABSL_FLAG(std::string, server, "",
           "round-robin over its addresses); default $DANET_SERVER or 127.0.0.1:50051.");
 ABSL_FLAG(std::string, out, "", "segment: write labels.nii.gz and report.json into this folder.");
 ABSL_FLAG(std::string, policy, "",
-          "segment: dynamic[@bias][+m<margin>][+s<threshold>][+d<dip>][+p<model>:<preference>]"
-          "[+f<follow>][+c<voxels>][+e<voxels>][+z<slices>] or static:<model id>[+c<voxels>]"
+          "segment: dynamic[@bias][+m<margin>][+s<threshold>][+d<dip>][+g<gap>]"
+          "[+p<model>:<preference>][+f<follow>][+c<voxels>][+e<voxels>][+z<slices>] or "
+          "static:<model id>[+c<voxels>]"
           "[+e<voxels>] (docs/routing.md); empty: the server's default (the bundle's, see `danet "
           "models`).");
 ABSL_FLAG(double, cost_bias, 0, "segment: > 0 favours cheaper routes, < 0 stronger (dynamic).");

@@ -152,7 +152,8 @@ std::string Policy::Name(const models::Bank& bank) const {
         skip_margin == 0 ? "" : absl::StrCat("+m", skip_margin),
         skip_margin == 0 || margin_min_run <= 1 ? "" : absl::StrCat("r", margin_min_run),
         skip_threshold == 0 ? "" : absl::StrCat("+s", skip_threshold),
-        skip_dip == 0 ? "" : absl::StrCat("+d", skip_dip), PreferenceName(bank),
+        skip_dip == 0 ? "" : absl::StrCat("+d", skip_dip),
+        fill_gaps == 0 ? "" : absl::StrCat("+g", fill_gaps), PreferenceName(bank),
         follow_tumour == 0 ? "" : absl::StrCat("+f", follow_tumour),
         follow_tumour == 0 || follow_min_voxels == kDefaultFollowMinVoxels
             ? ""
@@ -184,6 +185,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
     bool margin_seen = false;
     bool threshold_seen = false;
     bool dip_seen = false;
+    bool gaps_seen = false;
     bool follow_seen = false;
     bool slices_seen = false;
     CleanUpSeen clean_seen;
@@ -222,6 +224,14 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
           return absl::InvalidArgumentError(
               absl::StrCat("policy '", text,
                            "': the skip dip after '+d' is not 0 or a number in 1..", kMaxSkipDip));
+        }
+      } else if (!part.empty() && part[0] == 'g' && !gaps_seen) {
+        gaps_seen = true;
+        if (!absl::SimpleAtoi(part.substr(1), &policy.fill_gaps) || policy.fill_gaps < 0 ||
+            policy.fill_gaps > kMaxSkipMargin) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "policy '", text, "': the gap length after '+g' is not a whole number in 0..",
+              kMaxSkipMargin));
         }
       } else if (!part.empty() && part[0] == 'p') {
         if (absl::Status status =
@@ -264,7 +274,8 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
         return absl::InvalidArgumentError(absl::StrCat(
             "policy '", text, "': '+", part,
             "' is not a skip margin '+m<K>[r<N>]', a skip threshold '+s<T>', a skip dip '+d<K>', a "
-            "model preference '+p<model id>:<P>', a tumour-following depth '+f<K>[v<N>]', a "
+            "gap fill '+g<K>', a model preference '+p<model id>:<P>', a tumour-following depth "
+            "'+f<K>[v<N>]', a "
             "smallest tumour component '+c<K>', a smallest enhancing-tumour volume '+e<K>' or the "
             "decision network's slices '+z<K>' (each at most once, '+p' once per model)"));
       }
@@ -305,7 +316,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, const models::Bank& 
   return absl::InvalidArgumentError(
       absl::StrCat("policy '", text,
                    "' is not 'dynamic[@<bias>][+m<margin>[r<run>]][+s<threshold>][+d<dip>]"
-                   "[+p<model>:<preference>]"
+                   "[+g<gap>][+p<model>:<preference>]"
                    "[+f<follow>[v<voxels>]][+c<voxels>][+e<voxels>][+z<slices>]' or "
                    "'static:<model id>[+c<voxels>][+e<voxels>]'"));
 }
@@ -367,6 +378,27 @@ std::vector<int> RouteSkipDips(const std::vector<int>& routes,
                                policy.model_preference);
   }
   return dipped;
+}
+
+std::vector<int> FillRouteGaps(const std::vector<int>& routes,
+                               const std::vector<SliceResult>& slices,
+                               const std::vector<bool>& eligible,
+                               const std::vector<double>& route_gmacs, const Policy& policy) {
+  std::vector<int> filled = routes;
+  if (policy.fill_gaps <= 0) return filled;
+  int64_t last_routed = -1;
+  for (int64_t z = 0; z < static_cast<int64_t>(routes.size()); ++z) {
+    if (routes[z] == 0) continue;
+    if (last_routed >= 0 && z - last_routed - 1 <= policy.fill_gaps) {
+      for (int64_t n = last_routed + 1; n < z; ++n) {
+        if (!eligible[n]) continue;
+        filled[n] = BestModelRoute(slices[n].probabilities.data(), route_gmacs, policy.cost_bias,
+                                   policy.model_preference);
+      }
+    }
+    last_routed = z;
+  }
+  return filled;
 }
 
 std::vector<int> WidenRoutes(const std::vector<int>& routes, const std::vector<SliceResult>& slices,

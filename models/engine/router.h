@@ -66,6 +66,15 @@ struct Policy {
   // follow_tumour, one routed slice of a lesion is enough to segment the rest of it
   // (docs/routing.md). 0: off; otherwise 1..kMaxSkipDip.
   double skip_dip = 0;
+  // kDynamic only: close the gaps of a tumour's routes. After the skip dip, a run of at most
+  // fill_gaps skipped tissue slices with a routed slice on both sides is routed, each slice to its
+  // best model (cost bias and preference as above). The decision network, unsure across a large
+  // tumour whose appearance it has not seen, routes some of its slices and skips those between;
+  // the models then find too little on the routed ones for the follow step to walk into the
+  // gaps. Unlike the skip margin it adds nothing around a lone routed slice, the network's
+  // typical false positive on a tumour-free slice (docs/routing.md). 0: off; otherwise
+  // 1..kMaxSkipMargin.
+  int fill_gaps = 0;
   // kDynamic only: follow the tumour. Once the routed slices are segmented, a skipped slice
   // next to (z +/- 1) a segmented slice whose mask holds at least follow_min_voxels tumour
   // voxels is segmented too, with that slice's model, and so on outward, at most follow_tumour
@@ -107,16 +116,16 @@ struct Policy {
   // (docs/routing.md). 1: the slice alone.
   int decision_slices = 1;
   // "dynamic", "dynamic@0.5", "dynamic+m2", "dynamic@0.5+m2", "dynamic+m2r2", "dynamic+m2+s0.9",
-  // "dynamic+d1.5", "dynamic+f4", "dynamic+f4v20", "dynamic+f4+c30", "dynamic+f4+c30+e10",
-  // "dynamic+pM2:1+f4", "dynamic+f4+z3", "static:<id>"
+  // "dynamic+d1.5", "dynamic+d2+g4", "dynamic+f4", "dynamic+f4v20", "dynamic+f4+c30",
+  // "dynamic+f4+c30+e10", "dynamic+pM2:1+f4", "dynamic+f4+z3", "static:<id>"
   std::string Name(const models::Bank& bank) const;
   // The '+p<model id>:<preference>' parts of Name, in bank order ("" without a preference).
   std::string PreferenceName(const models::Bank& bank) const;
 };
 
 // Parses "dynamic[@<cost bias>][+m<skip margin>[r<margin min run>]][+s<skip threshold>]
-// [+d<skip dip>][+p<model id>:<preference>]...[+f<follow tumour>[v<follow min voxels>]][+c<min
-// component>]
+// [+d<skip dip>][+g<fill gaps>][+p<model id>:<preference>]...[+f<follow tumour>[v<follow min
+// voxels>]][+c<min component>]
 // [+e<min enhancing>][+z<decision slices>]" (the '+' parts in any order, each at most once, '+p'
 // once per model) or "static:<model id>"; InvalidArgument names an unknown model and lists the
 // known ones. An empty text is the bundle's default_policy ("dynamic" when it has none).
@@ -146,6 +155,15 @@ int DecideRoute(const float* probabilities, const std::vector<double>& route_gma
 // lies under the dip limit get their best model under the policy's cost bias and preference.
 // Unchanged when the policy has no dip or fewer than kSkipDipMinSlices slices are skipped.
 std::vector<int> RouteSkipDips(const std::vector<int>& routes,
+                               const std::vector<SliceResult>& slices,
+                               const std::vector<bool>& eligible,
+                               const std::vector<double>& route_gmacs, const Policy& policy);
+
+// Applies Policy::fill_gaps to the routes (slices[z].probabilities holds slice z's; eligible[z]:
+// slice z holds tissue): every run of at most policy.fill_gaps skipped slices between two routed
+// slices is routed, each eligible slice of it to its best model under the policy's cost bias and
+// preference. Unchanged when the policy fills no gaps.
+std::vector<int> FillRouteGaps(const std::vector<int>& routes,
                                const std::vector<SliceResult>& slices,
                                const std::vector<bool>& eligible,
                                const std::vector<double>& route_gmacs, const Policy& policy);

@@ -233,6 +233,7 @@ absl::StatusOr<std::vector<int>> DecideRoutes(const models::Bank& bank, const to
     routes[z] = DecideRoute((*out)[z].probabilities.data(), route_gmacs, policy);
   }
   if (policy.skip_dip > 0) routes = RouteSkipDips(routes, *out, has_tissue, route_gmacs, policy);
+  if (policy.fill_gaps > 0) routes = FillRouteGaps(routes, *out, has_tissue, route_gmacs, policy);
   if (policy.skip_margin > 0) {
     routes = WidenRoutes(routes, *out, route_gmacs, policy.cost_bias, policy.skip_margin,
                          policy.margin_min_run, policy.model_preference);

@@ -235,6 +235,7 @@ void DescribeBank(const models::Bank& bank, const std::string& bundle_path,
   response->add_policies("dynamic+m<skip margin>[r<min run>]");
   response->add_policies("dynamic+s<skip threshold>");
   response->add_policies("dynamic+d<skip dip>");
+  response->add_policies("dynamic+g<gap fill>");
   response->add_policies("dynamic+p<model id>:<preference>");
   response->add_policies("dynamic+f<follow tumour>[v<min tumour voxels>]");
   response->add_policies("dynamic+c<smallest tumour component, voxels>");

@@ -662,6 +662,83 @@ TEST_F(SegmenterTest, SkipMarginInTheEngineSkipsOnlyFarFromRoutedSlices) {
   }
 }
 
+TEST_F(SegmenterTest, GapFillRoutesOnlyShortGapsBetweenRoutedSlices) {
+  // Routed: 1 (M2), 4 (M3), 9 (M1). A gap of 2 (slices 2-3) and one of 4 (slices 5-8); the
+  // slices before the first and after the last routed one lie in no gap.
+  const std::vector<int> routes = {0, 2, 0, 0, 3, 0, 0, 0, 0, 1, 0, 0};
+  std::vector<SliceResult> p(routes.size());
+  for (SliceResult& s : p) s.probabilities = {0.6f, 0.1f, 0.2f, 0.05f, 0.05f};
+  p[6].probabilities = {0.5f, 0.05f, 0.05f, 0.1f, 0.3f};  // its best model is M4
+  const std::vector<double> costs = {0, 1, 2, 4, 8};
+  std::vector<bool> eligible(routes.size(), true);
+  Policy policy;
+  EXPECT_EQ(FillRouteGaps(routes, p, eligible, costs, policy), routes);
+  policy.fill_gaps = 2;
+  EXPECT_EQ(FillRouteGaps(routes, p, eligible, costs, policy),
+            (std::vector<int>{0, 2, 2, 2, 3, 0, 0, 0, 0, 1, 0, 0}));
+  policy.fill_gaps = 4;
+  EXPECT_EQ(FillRouteGaps(routes, p, eligible, costs, policy),
+            (std::vector<int>{0, 2, 2, 2, 3, 2, 4, 2, 2, 1, 0, 0}));
+  // A slice without tissue stays skipped; the cost bias and the preference pick the model.
+  eligible[7] = false;
+  EXPECT_EQ(FillRouteGaps(routes, p, eligible, costs, policy),
+            (std::vector<int>{0, 2, 2, 2, 3, 2, 4, 0, 2, 1, 0, 0}));
+  eligible[7] = true;
+  policy.cost_bias = 1000;
+  EXPECT_EQ(FillRouteGaps(routes, p, eligible, costs, policy),
+            (std::vector<int>{0, 2, 1, 1, 3, 1, 1, 1, 1, 1, 0, 0}));
+  policy.cost_bias = 0;
+  policy.model_preference = {0, 0, 5, 0};
+  EXPECT_EQ(FillRouteGaps(routes, p, eligible, costs, policy)[2], 3);
+  policy.model_preference.clear();
+  // Unlike the skip margin, nothing grows around a lone routed slice.
+  policy.fill_gaps = kMaxSkipMargin;
+  const std::vector<int> lone = {0, 0, 0, 2, 0, 0, 0};
+  EXPECT_EQ(FillRouteGaps(lone, std::vector<SliceResult>(p.begin(), p.begin() + 7),
+                          std::vector<bool>(7, true), costs, policy),
+            lone);
+
+  // In the engine: under the first cost bias that leaves a short gap, "+g3" routes exactly what
+  // FillRouteGaps adds to the plain routes and keeps every plain route.
+  std::vector<double> route_gmacs = {0};
+  for (int i = 0; i < bank_->size(); ++i)
+    route_gmacs.push_back(bank_->model_config(i).gmacs_per_slice());
+  bool tested = false;
+  for (const char* bias : {"0.02", "0.05", "0.1", "0.2", "0.5", "1", "2", "4"}) {
+    const VolumeResult plain =
+        *SegmentVolume(*bank_, volume_, *ParsePolicy(absl::StrCat("dynamic@", bias), *bank_));
+    const Policy gaps = *ParsePolicy(absl::StrCat("dynamic@", bias, "+g3"), *bank_);
+    ASSERT_EQ(gaps.fill_gaps, 3);
+    std::vector<int> plain_routes;
+    std::vector<bool> tissue;
+    for (const SliceResult& s : plain.slices) {
+      plain_routes.push_back(s.route);
+      tissue.push_back(s.index >= 2);  // the fixture's slices 0 and 1 hold no tissue
+    }
+    const std::vector<int> expected =
+        FillRouteGaps(plain_routes, plain.slices, tissue, route_gmacs, gaps);
+    if (expected == plain_routes) continue;
+    const VolumeResult filled = *SegmentVolume(*bank_, volume_, gaps);
+    for (size_t z = 0; z < expected.size(); ++z) {
+      EXPECT_EQ(filled.slices[z].route, expected[z]) << bias << " " << z;
+    }
+    EXPECT_GT(filled.gmacs, plain.gmacs);
+    tested = true;
+    break;
+  }
+  EXPECT_TRUE(tested) << "no cost bias left a short gap between routed slices";
+
+  EXPECT_EQ(ParsePolicy("dynamic+g4", *bank_)->Name(*bank_), "dynamic+g4");
+  const Policy ordered = *ParsePolicy("dynamic+f4+g3+d2", *bank_);
+  EXPECT_EQ(ordered.fill_gaps, 3);
+  EXPECT_EQ(ordered.Name(*bank_), "dynamic+d2+g3+f4");
+  EXPECT_EQ(ParsePolicy("dynamic+g0", *bank_)->Name(*bank_), "dynamic");
+  for (const char* bad :
+       {"dynamic+g", "dynamic+g-1", "dynamic+g33", "dynamic+gx", "dynamic+g1+g2", "static:M2+g2"}) {
+    EXPECT_EQ(ParsePolicy(bad, *bank_).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 TEST(FollowTumourTest, StepsToTheSkippedNeighboursOfSlicesWithTumour) {
   const std::vector<double> costs = {0, 1, 2, 4, 8};
   // Slice 2 (M2, 10 tumour voxels) and slice 5 (M3, 7) are followed; slice 8 (M1, 3 voxels) is
